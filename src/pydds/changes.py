@@ -1,0 +1,24 @@
+"""The unit of replication: the CRDT deltas of one operation on one key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Change"]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What one operation changed, as another replica applies it.
+
+    A node hands every ``Change`` it makes to its change listeners; another node
+    applies it with ``Node.apply_change``. The cluster ships these over links; tests
+    deliver them by hand, in any order.
+    """
+
+    database: str  # the database's name
+    key: str  # the key the operation was on
+    gen: int  # the key's generation (the value document the ``value`` delta is for)
+    directory: bytes | None  # the directory delta, when the entry changed
+    value: bytes | None  # the value-document delta, when the value changed
+    origin: str  # the name of the node that made the change

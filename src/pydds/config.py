@@ -1,0 +1,82 @@
+"""Limits and settings of a node and of its databases.
+
+Every buffer and size in pydds has a limit named here, with the policy that applies
+when it is reached documented beside it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import InvalidName
+
+__all__ = ["DatabaseSettings", "Limits", "check_key", "check_name"]
+
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,127}")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Size limits of one node. Input beyond a limit raises :class:`pydds.InvalidValue`.
+
+    Example::
+
+        node = pydds.Node(limits=pydds.Limits(max_value_bytes=1 << 20))
+    """
+
+    max_depth: int = 64
+    """Containers (dicts and lists) nested deeper than this are refused."""
+    max_value_bytes: int = 16 * 1024 * 1024
+    """A value or payload whose msgpack encoding is larger than this is refused."""
+    max_key_length: int = 1024
+    """Keys longer than this many characters are refused."""
+    live_docs: int = 4096
+    """Value documents kept live in memory; beyond this the least recently used one is
+    kept encoded (a few hundred bytes instead of about 3 KB) and loaded again on use."""
+    event_queue: int = 10_000
+    """Default bound of a subscriber's event queue (see ``Node.events``)."""
+    early_updates: int = 10_000
+    """Value updates that arrived before the directory entry of their generation are
+    held until it arrives; past this many, the oldest is dropped (anti-entropy repairs)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseSettings:
+    """Settings of one database."""
+
+    expire: float | None = None
+    """Seconds without a read or write after which a key goes stale on a node; None: never."""
+
+
+def check_name(kind: str, name: object) -> str:
+    """Check a database or event name: 1 to 128 characters of ``A-Z a-z 0-9 _ . : -``,
+    not starting with ``.``, ``:`` or ``-`` (names may end up in paths and URLs).
+
+    Raises:
+        InvalidName: the name breaks these rules.
+    """
+    if not isinstance(name, str) or _NAME.fullmatch(name) is None:
+        raise InvalidName(
+            f"invalid {kind} name {name!r}: use 1 to 128 characters of A-Z a-z 0-9 _ . : -, "
+            "starting with a letter, digit or _"
+        )
+    return name
+
+
+def check_key(key: object, limits: Limits) -> str:
+    """Check a key: any non-empty string of valid Unicode up to ``limits.max_key_length``.
+
+    Raises:
+        InvalidName: the key is not a string, empty, too long or not encodable as UTF-8.
+    """
+    if type(key) is not str:
+        raise InvalidName(f"a key must be a str, not {type(key).__name__}")
+    if not key or len(key) > limits.max_key_length:
+        raise InvalidName(f"a key must have 1 to {limits.max_key_length} characters")
+    if not key.isascii():
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidName(f"key {key!r} is not valid Unicode") from exc
+    return key

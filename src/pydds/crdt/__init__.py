@@ -1,0 +1,1 @@
+"""The CRDT layer: pydds values, directories and key documents on pycrdt (Yjs/Yrs)."""

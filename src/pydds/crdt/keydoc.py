@@ -1,0 +1,301 @@
+"""One key's value document: the CRDT that holds one generation of one key's value.
+
+Theory of operation
+-------------------
+The document has one root map, ``value``, whose entry ``v`` (the slot) holds the
+value in the encoding of ``values.py``. A whole-value ``set`` replaces the slot, so
+concurrent sets resolve to one winner (Yjs orders them by client id); ``update``,
+``append`` and ``incr`` edit inside the slot, so concurrent edits of different parts
+merge. Edits made inside a value that a concurrent ``set`` replaced are lost with it.
+
+A ``KeyDoc`` is *held* when this node has a copy of the value. A held document is
+either live (a ``YDoc``) or idle (its encoded state, a few hundred bytes instead of
+about 3 KB); the keyspace keeps the most recently used ones live. ``packed`` caches
+the value packed with msgpack, so reads of an unchanged value never touch the CRDT;
+every change updates or clears it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import OrderedDict
+from typing import Any
+
+from ..errors import InvalidValue, PathNotFound, WrongType
+from . import values
+from .ydoc import ARRAY_TYPE, MAP_TYPE, YDoc, YTxn
+
+__all__ = ["LOCAL", "MISSING", "REMOTE", "KeyDoc", "LiveDocs"]
+
+ROOT = "value"
+SLOT = "v"
+#: Transaction origins: this node's own writes, and updates applied from elsewhere.
+LOCAL = 1
+REMOTE = 2
+#: ``read`` of a document whose slot is empty (its writes have not arrived yet).
+MISSING: Any = object()
+_COUNTER_BASE = "base"
+
+
+class KeyDoc:
+    """One generation of one key's value, live or idle."""
+
+    __slots__ = ("_doc", "_state", "gen", "packed")
+
+    def __init__(self, gen: int, state: bytes | None = None) -> None:
+        self.gen = gen  # the key's generation this document belongs to
+        self.packed: bytes | None = None  # the value packed, or None to decode again
+        self._doc: YDoc | None = None  # the live document, or None when idle
+        self._state = state  # the encoded document while idle
+
+    @property
+    def live(self) -> bool:
+        """Whether the document is in memory as a live ``YDoc``."""
+        return self._doc is not None
+
+    def doc(self, client_id: int) -> YDoc:
+        """The live document, loading it from its idle state if needed."""
+        doc = self._doc
+        if doc is None:
+            doc = self._doc = YDoc(client_id, ROOT, self._state)
+            self._state = None
+        return doc
+
+    def suspend(self) -> None:
+        """Keep the document encoded only (idle)."""
+        doc = self._doc
+        if doc is not None:
+            self._state = doc.diff()
+            doc.close()
+            self._doc = None
+
+    def close(self) -> None:
+        """Drop the document (the key was deleted or replaced by a newer generation)."""
+        if self._doc is not None:
+            self._doc.close()
+        self._doc = None
+        self._state = None
+        self.packed = None
+
+    def encoded(self) -> bytes:
+        """The whole document as one update."""
+        if self._doc is not None:
+            return self._doc.diff()
+        return self._state if self._state is not None else YDoc(0, ROOT).diff()
+
+    # -- reads -------------------------------------------------------------------
+
+    def read(self, client_id: int) -> Any:
+        """The value, as fresh objects (``MISSING`` when the slot is empty)."""
+        packed = self.packed
+        if packed is not None:
+            return values.unpack(packed)
+        doc = self.doc(client_id)
+        txn = doc.read()
+        try:
+            item = doc.root.get(txn, SLOT) if doc.root.has(txn, SLOT) else MISSING
+            value = MISSING if item is MISSING else values.read(txn, item)
+        finally:
+            txn.drop()
+        if value is not MISSING:
+            # A value that cannot be packed (a counter whose merged total left the
+            # 64-bit range) is decoded on every read instead.
+            with contextlib.suppress(InvalidValue):
+                self.packed = values.pack(value, 1 << 62)
+        return value
+
+    # -- writes (values are checked and packed by the caller) ----------------------
+
+    def set(self, client_id: int, value: Any, packed: bytes) -> bytes | None:
+        """Replace the value; return the delta."""
+        doc = self.doc(client_id)
+        txn = doc.begin(LOCAL)
+        try:
+            values.write_in_map(txn, doc.root, SLOT, value)
+        finally:
+            delta = doc.end(txn)
+        self.packed = packed
+        return delta
+
+    def update(self, client_id: int, fields: dict[str, Any], max_bytes: int) -> bytes | None:
+        """Set ``fields`` in a dict value (created if the slot is empty); return the delta.
+
+        Raises:
+            WrongType: the value is not a dict.
+        """
+        doc = self.doc(client_id)
+        root = doc.root
+        txn = doc.begin(LOCAL)
+        try:
+            target: Any = root.get(txn, SLOT) if root.has(txn, SLOT) else None
+            if target is None:
+                target = root.insert_map_prelim(txn, SLOT)
+            elif type(target) is not MAP_TYPE or values.is_counter(txn, target):
+                raise WrongType("update needs a dict value")
+            for k, v in fields.items():
+                values.write_in_map(txn, target, k, v)
+        finally:
+            delta = doc.end(txn)
+        self.packed = _patch(self.packed, max_bytes, lambda value: _merge(value, fields))
+        return delta
+
+    def append(
+        self, client_id: int, path: list[str | int], item: Any, max_bytes: int
+    ) -> bytes | None:
+        """Append ``item`` to the list at ``path``; return the delta.
+
+        An empty slot with an empty path becomes ``[item]``.
+
+        Raises:
+            PathNotFound: ``path`` leads nowhere.
+            WrongType: ``path`` does not lead to a list.
+        """
+        doc = self.doc(client_id)
+        root = doc.root
+        txn = doc.begin(LOCAL)
+        try:
+            if not root.has(txn, SLOT):
+                if path:
+                    raise PathNotFound(f"path {path!r} leads nowhere: the value is empty")
+                arr = root.insert_array_prelim(txn, SLOT)
+            else:
+                arr = _walk(txn, root.get(txn, SLOT), path)
+                if type(arr) is not ARRAY_TYPE:
+                    raise WrongType(f"append needs a list at path {path!r}")
+            values.write_in_array(txn, arr, arr.len(txn), item)
+        finally:
+            delta = doc.end(txn)
+        self.packed = _patch(self.packed, max_bytes, lambda value: _append_py(value, path, item))
+        return delta
+
+    def incr(self, client_id: int, amount: int) -> tuple[bytes | None, int]:
+        """Add ``amount`` to the counter; return the delta and the new total.
+
+        An empty slot becomes a counter; an int value becomes a counter starting
+        from it (concurrent conversions resolve like concurrent sets).
+
+        Raises:
+            WrongType: the value is neither a counter nor an int.
+            InvalidValue: the total would leave the 64-bit range.
+        """
+        doc = self.doc(client_id)
+        root = doc.root
+        writer = str(client_id)
+        txn = doc.begin(LOCAL)
+        try:
+            item: Any = root.get(txn, SLOT) if root.has(txn, SLOT) else None
+            counter: Any
+            if values.is_counter(txn, item):
+                counter = item
+                own = values.buffer_int(counter.get(txn, writer)) if counter.has(txn, writer) else 0
+                total = values.counter_total(txn, counter) + amount
+                _check_total(total)
+            else:
+                if item is None:
+                    base = 0
+                elif type(item) in (bytes, bytearray) and item[:1] == b"i":
+                    base = values.buffer_int(item)
+                else:
+                    raise WrongType("incr needs a counter or an int value")
+                own = 0
+                total = base + amount
+                _check_total(total)
+                counter = root.insert_map_prelim(txn, SLOT)
+                if base:
+                    counter.insert(txn, _COUNTER_BASE, values.counter_entry(base))
+            counter.insert(txn, writer, values.counter_entry(own + amount))
+        finally:
+            delta = doc.end(txn)
+        self.packed = values.pack(total, 64)
+        return delta, total
+
+    def apply(self, client_id: int, update: bytes) -> bytes | None:
+        """Apply an update from elsewhere; return the delta it made here.
+
+        Raises:
+            InvalidUpdate: the bytes do not decode; nothing was applied.
+        """
+        delta = self.doc(client_id).apply(update, REMOTE)
+        if delta is not None:
+            self.packed = None
+        return delta
+
+
+def _check_total(total: int) -> None:
+    if not values.INT_MIN <= total <= values.INT_MAX:
+        raise InvalidValue(f"counter total {total} would leave the 64-bit range")
+
+
+def _walk(txn: YTxn, item: Any, path: list[str | int]) -> Any:
+    for step in path:
+        t = type(item)
+        if t is MAP_TYPE and type(step) is str and item.has(txn, step):
+            item = item.get(txn, step)
+        elif t is ARRAY_TYPE and type(step) is int and -item.len(txn) <= step < item.len(txn):
+            item = item.get(txn, step % item.len(txn))
+        else:
+            raise PathNotFound(f"path {path!r} leads nowhere (at {step!r})")
+    return item
+
+
+def _patch(packed: bytes | None, max_bytes: int, change: Any) -> bytes | None:
+    """Apply a Python-side ``change`` to a packed value, or drop the cache."""
+    if packed is None:
+        return None
+    value = values.unpack(packed)
+    value = change(value)
+    try:
+        return values.pack(value, max_bytes)
+    except InvalidValue:
+        return None
+
+
+def _merge(value: Any, fields: dict[str, Any]) -> Any:
+    if type(value) is not dict:
+        return {**fields}
+    value.update(fields)
+    return value
+
+
+def _append_py(value: Any, path: list[str | int], item: Any) -> Any:
+    if not path and type(value) is not list:
+        return [item]
+    target = value
+    for step in path:
+        target = target[step]
+    target.append(list(item) if type(item) is tuple else item)
+    return value
+
+
+class LiveDocs:
+    """The value documents kept live, least recently used first (bounded).
+
+    When more than ``capacity`` are live, the least recently used one is suspended
+    (kept encoded); it is loaded again on its next write or uncached read.
+    """
+
+    __slots__ = ("_docs", "capacity")
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self._docs: OrderedDict[KeyDoc, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._docs)
+
+    def touch(self, keydoc: KeyDoc) -> None:
+        """Mark ``keydoc`` as just used, suspending the least recently used if over capacity."""
+        docs = self._docs
+        if keydoc in docs:
+            docs.move_to_end(keydoc)
+            return
+        docs[keydoc] = None
+        if len(docs) > self.capacity:
+            oldest, _ = docs.popitem(last=False)
+            oldest.suspend()
+
+    def discard(self, keydoc: KeyDoc) -> None:
+        """Forget ``keydoc`` (it was closed)."""
+        self._docs.pop(keydoc, None)

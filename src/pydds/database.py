@@ -1,0 +1,179 @@
+"""The user-facing API of one database: a named key space of JSON-like values."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .config import DatabaseSettings, check_key
+from .crdt import values
+from .errors import InvalidValue, KeyNotFound, NodeClosed
+
+if TYPE_CHECKING:
+    from .keyspace import Keyspace
+    from .node import Node
+
+__all__ = ["Database"]
+
+_RAISE: Any = object()
+
+
+class Database:
+    """A named key space of JSON-like values, replicated as CRDTs.
+
+    Get one from ``node.database(name)``. Values are dicts (str keys), lists, str,
+    int (64-bit), float (finite), bool, None, nested; a value read back is exactly
+    the value written (``1`` stays int, ``1.0`` float, a tuple comes back a list),
+    and is a fresh copy: mutating it changes nothing stored.
+
+    Example::
+
+        db = node.database("cache")
+        await db.set("user:1", {"name": "Ada", "langs": ["en"]})
+        await db.update("user:1", {"age": 37})
+        await db.append("user:1", ["langs"], "fr")
+        await db.get("user:1")   # {'name': 'Ada', 'langs': ['en', 'fr'], 'age': 37}
+        await db.incr("hits")    # 1
+    """
+
+    __slots__ = ("_keyspace", "_node")
+
+    def __init__(self, node: Node, keyspace: Keyspace) -> None:
+        self._node = node
+        self._keyspace = keyspace
+
+    def __repr__(self) -> str:
+        return f"<Database {self.name!r} keys={len(self._keyspace)}>"
+
+    @property
+    def name(self) -> str:
+        """The database's name."""
+        return self._keyspace.name
+
+    @property
+    def settings(self) -> DatabaseSettings:
+        """The database's settings."""
+        return self._keyspace.settings
+
+    @property
+    def expire(self) -> float | None:
+        """Seconds without access after which a key goes stale on a node (None: never)."""
+        return self._keyspace.settings.expire
+
+    def _open(self) -> Keyspace:
+        if self._node.closed:
+            raise NodeClosed(f"node {self._node.name!r} is closed")
+        return self._keyspace
+
+    # -- reads -----------------------------------------------------------------------
+
+    async def get(self, key: str, default: Any = _RAISE) -> Any:
+        """The value of ``key``, as a fresh copy.
+
+        Args:
+            key: the key.
+            default: returned when the key is absent; without it, absence raises.
+
+        Raises:
+            KeyNotFound: the key is absent and no default was given (a ``KeyError``).
+        """
+        try:
+            return self._open().read(key)
+        except KeyNotFound:
+            if default is _RAISE:
+                raise
+            return default
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keyspace
+
+    def __len__(self) -> int:
+        return len(self._keyspace)
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """The keys that start with ``prefix``, sorted.
+
+        Example::
+
+            db.keys(prefix="user:")   # ['user:1', 'user:2']
+        """
+        return self._keyspace.keys(prefix)
+
+    # -- writes ----------------------------------------------------------------------
+
+    async def set(self, key: str, value: Any) -> None:
+        """Set ``key`` to ``value``, replacing any previous value.
+
+        Raises:
+            InvalidValue: ``value`` is not JSON-like or too large; nothing changed.
+            InvalidName: ``key`` is not a valid key.
+        """
+        keyspace = self._open()
+        limits = keyspace.limits
+        check_key(key, limits)
+        values.check(value, limits.max_depth)
+        keyspace.set(key, value, values.pack(value, limits.max_value_bytes))
+
+    async def update(self, key: str, fields: dict[str, Any]) -> None:
+        """Set the given fields of the dict value of ``key`` (other fields stay).
+
+        An absent key becomes a dict of ``fields``. Concurrent updates of different
+        fields on different nodes both survive.
+
+        Raises:
+            WrongType: the value is not a dict (a ``TypeError``).
+            InvalidValue: ``fields`` is not a dict of JSON-like values; nothing changed.
+        """
+        keyspace = self._open()
+        limits = keyspace.limits
+        check_key(key, limits)
+        if type(fields) is not dict:
+            raise InvalidValue(f"update needs a dict of fields, not {type(fields).__name__}")
+        values.check(fields, limits.max_depth)
+        values.pack(fields, limits.max_value_bytes)
+        keyspace.update(key, fields)
+
+    async def append(self, key: str, path: Sequence[str | int], item: Any) -> None:
+        """Append ``item`` to the list found at ``path`` inside the value of ``key``.
+
+        ``path`` is a sequence of dict fields (str) and list indexes (int, negative
+        counting from the end); ``[]`` is the value itself, and an absent key with
+        ``path=[]`` becomes ``[item]``. Concurrent appends on different nodes all
+        survive, in the same order everywhere.
+
+        Raises:
+            KeyNotFound: the key is absent and ``path`` is not empty.
+            PathNotFound: ``path`` leads nowhere.
+            WrongType: ``path`` does not lead to a list.
+            InvalidValue: ``item`` is not JSON-like; nothing changed.
+        """
+        keyspace = self._open()
+        limits = keyspace.limits
+        check_key(key, limits)
+        steps = list(path) if not isinstance(path, str) else None
+        if steps is None or any(type(s) not in (str, int) for s in steps):
+            raise InvalidValue(f"a path is a list of str and int, not {path!r}")
+        values.check(item, limits.max_depth)
+        values.pack(item, limits.max_value_bytes)
+        keyspace.append(key, steps, item)
+
+    async def incr(self, key: str, amount: int = 1) -> int:
+        """Add ``amount`` to the counter ``key`` and return the new total.
+
+        An absent key starts at 0; an int value becomes a counter starting from it.
+        Concurrent increments on different nodes add up.
+
+        Raises:
+            WrongType: the value is neither a counter nor an int.
+            InvalidValue: ``amount`` is not an int, or the total would leave the
+                64-bit range; nothing changed.
+        """
+        keyspace = self._open()
+        check_key(key, keyspace.limits)
+        if type(amount) is not int or not values.INT_MIN <= amount <= 2**63 - 1:
+            raise InvalidValue(f"incr needs a 64-bit int amount, not {amount!r}")
+        return keyspace.incr(key, amount)
+
+    async def delete(self, key: str) -> bool:
+        """Delete ``key``; return whether it existed."""
+        return self._open().delete(key)

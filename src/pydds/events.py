@@ -1,0 +1,193 @@
+"""Events: what happened, and bounded queues that deliver it to subscribers.
+
+Every change to a database, local or applied from elsewhere, becomes one ``Event``;
+so does every custom event. Subscribers (``Node.events``) each get a bounded queue.
+
+Overflow policy: when a subscriber's queue is full, the oldest event is dropped and
+counted (``Subscription.dropped``), and before the next event it reads the subscriber
+receives one ``overflow`` event whose payload says how many were dropped
+(``{"dropped": n}``). A slow consumer thus loses old events, never memory, and knows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import TracebackType
+from typing import Any
+
+from .crdt import values
+
+__all__ = ["Event", "EventKind", "Subscription"]
+
+
+class EventKind(StrEnum):
+    """What an event records."""
+
+    CREATED = "created"  # a key appeared (set, update, append or incr of an absent key)
+    CHANGED = "changed"  # a key's value changed
+    DELETED = "deleted"  # a key was deleted
+    CUSTOM = "custom"  # a custom event (``Node.emit``)
+    OVERFLOW = "overflow"  # this subscriber's queue overflowed; payload {"dropped": n}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A record of something that happened.
+
+    Example::
+
+        async for event in node.events(database="cache"):
+            print(event.kind, event.key, event.origin)
+            if event.kind == "changed":
+                print(event.value())
+    """
+
+    kind: EventKind
+    database: str | None = None  # the database, for data events
+    key: str | None = None  # the key, for data events
+    origin: str = ""  # the name of the node where the change was made
+    delta: bytes | None = None  # the CRDT delta (a Yjs update) of the change
+    name: str | None = None  # the name of a custom event
+    time: float = field(default_factory=time.time)  # when this node recorded it (Unix s)
+    packed_payload: bytes | None = field(default=None, repr=False)  # payload, packed
+    loader: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def payload(self) -> Any:
+        """The payload of a custom or overflow event, as a fresh copy (None otherwise)."""
+        return None if self.packed_payload is None else values.unpack(self.packed_payload)
+
+    def value(self) -> Any:
+        """The key's value now (after this change and any later ones), as a fresh copy.
+
+        Raises:
+            KeyNotFound: the key does not exist now.
+            ValueError: the event is not about a key.
+        """
+        if self.loader is None:
+            raise ValueError(f"a {self.kind} event has no value")
+        return self.loader()
+
+
+class Subscription:
+    """A bounded stream of the events that match a filter.
+
+    Iterate it with ``async for``; use it with ``async with`` (or call ``close``) to
+    stop receiving. See the module docstring for the overflow policy.
+    """
+
+    def __init__(
+        self,
+        detach: Callable[[Subscription], None],
+        *,
+        database: str | None = None,
+        prefix: str | None = None,
+        kinds: Iterable[str] | None = None,
+        names: Iterable[str] | None = None,
+        maxsize: int = 10_000,
+    ) -> None:
+        if maxsize < 1:
+            raise ValueError("maxsize must be at least 1")
+        self.database = database  # only events of this database (None: any)
+        self.prefix = prefix  # only events of keys with this prefix (None: any)
+        self.kinds = None if kinds is None else frozenset(EventKind(k) for k in kinds)
+        self.names = None if names is None else frozenset(names)  # custom event names
+        self.maxsize = maxsize  # the queue's bound
+        self.dropped = 0  # events dropped because the queue was full, in total
+        self._unreported = 0  # drops not yet reported by an overflow event
+        self._queue: deque[Event] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+        self._detach = detach
+
+    def matches(self, event: Event) -> bool:
+        """Whether ``event`` passes this subscription's filter."""
+        if self.kinds is not None and event.kind not in self.kinds:
+            return False
+        if self.database is not None and event.database != self.database:
+            return False
+        if self.prefix is not None and (event.key is None or not event.key.startswith(self.prefix)):
+            return False
+        return self.names is None or event.name in self.names
+
+    def push(self, event: Event) -> None:
+        """Queue ``event`` (the bus calls this for matching events)."""
+        if self._closed:
+            return
+        queue = self._queue
+        if len(queue) >= self.maxsize:
+            queue.popleft()
+            self.dropped += 1
+            self._unreported += 1
+        queue.append(event)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Stop receiving; events already queued can still be read."""
+        if not self._closed:
+            self._closed = True
+            self._detach(self)
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    def _next_ready(self) -> Event | None:
+        if self._unreported:
+            n, self._unreported = self._unreported, 0
+            return Event(EventKind.OVERFLOW, packed_payload=values.pack({"dropped": n}, 64))
+        if self._queue:
+            return self._queue.popleft()
+        return None
+
+    async def get(self, timeout: float | None = None) -> Event:  # noqa: ASYNC109
+        """The next event.
+
+        Raises:
+            TimeoutError: none came within ``timeout`` seconds.
+            StopAsyncIteration: the subscription is closed and drained.
+        """
+        if timeout is None:
+            return await self.__anext__()
+        async with asyncio.timeout(timeout):
+            return await self.__anext__()
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        while True:
+            event = self._next_ready()
+            if event is not None:
+                return event
+            if self._closed:
+                raise StopAsyncIteration
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,242 @@
+"""The state of one database on one node: its directory, its keys' value documents,
+and how local operations and changes from elsewhere move them.
+
+Theory of operation
+-------------------
+``_keys`` maps every live key (a directory entry that is not deleted) to the
+``KeyDoc`` of its current generation. Local operations check their input, then write
+the value document (and the directory when a key appears or goes), and report each
+operation once to the node through ``report(kind, key, gen, directory, value,
+origin)``; the node turns that into an event and a ``Change`` for replication.
+
+``apply`` takes a ``Change`` made elsewhere. The directory delta comes first: every
+entry it changed is reconciled with ``_keys`` (created, deleted, or replaced by a
+newer generation), and an entry that went backwards is written again (see
+``crdt/directory.py``). Then the value delta goes to the document of its generation.
+A value delta for a generation the directory does not know yet waits in a bounded
+buffer (``early``) until its entry arrives; one for a generation already gone is
+dropped. Each key changed reports exactly one event, carrying the value delta.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .changes import Change
+from .config import DatabaseSettings, Limits
+from .crdt import values
+from .crdt.directory import Directory, Entry, EntryChange
+from .crdt.keydoc import LOCAL, MISSING, REMOTE, KeyDoc, LiveDocs
+from .errors import KeyNotFound
+from .events import EventKind
+
+__all__ = ["Keyspace", "Report"]
+
+#: ``report(kind, key, gen, directory_delta, value_delta, origin)``; kind None for a
+#: change with no event (a directory repair).
+Report = Callable[[EventKind | None, str, int, bytes | None, bytes | None, str], None]
+
+
+class Keyspace:
+    """One database's keys and documents on one node (synchronous, no IO)."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: DatabaseSettings,
+        *,
+        client_id: int,
+        node_name: str,
+        limits: Limits,
+        live: LiveDocs,
+        report: Report,
+    ) -> None:
+        self.name = name  # the database's name
+        self.settings = settings  # expiry and other per-database settings
+        self.client_id = client_id  # the Yjs client id of this node's writes
+        self.node_name = node_name  # the origin of this node's changes
+        self.limits = limits
+        self.directory = Directory(client_id)
+        self.dropped_updates = 0  # value deltas dropped: too early with the buffer full
+        self._keys: dict[str, KeyDoc] = {}
+        self._live = live
+        self._report = report
+        self._early: dict[tuple[str, int], list[bytes]] = {}
+        self._early_count = 0
+
+    # -- reads ---------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """The live keys starting with ``prefix``, sorted."""
+        if not prefix:
+            return sorted(self._keys)
+        return sorted(k for k in self._keys if k.startswith(prefix))
+
+    def read(self, key: str) -> Any:
+        """The value of ``key`` as fresh objects.
+
+        Raises:
+            KeyNotFound: the key is absent.
+        """
+        kd = self._keys.get(key)
+        if kd is None:
+            raise KeyNotFound(f"key {key!r} is not in database {self.name!r}")
+        packed = kd.packed
+        if packed is not None:
+            return values.unpack(packed)
+        if not kd.live:
+            self._live.touch(kd)
+        value = kd.read(self.client_id)
+        # A key whose value has not arrived reads as None until the cluster layer
+        # pulls it (a key in the directory always has a value somewhere).
+        return None if value is MISSING else value
+
+    # -- local writes ----------------------------------------------------------------
+
+    def _doc_for_write(self, key: str) -> tuple[KeyDoc, bytes | None]:
+        """The key's document, creating the key (a directory entry) if absent."""
+        kd = self._keys.get(key)
+        if kd is not None:
+            self._live.touch(kd)
+            return kd, None
+        entry = self.directory.get(key)
+        gen = 1 if entry is None else entry.gen + 1
+        directory_delta = self.directory.put(key, Entry(gen), LOCAL)
+        kd = self._keys[key] = KeyDoc(gen)
+        self._live.touch(kd)
+        return kd, directory_delta
+
+    def _done(self, key: str, kd: KeyDoc, directory: bytes | None, delta: bytes | None) -> None:
+        kind = EventKind.CREATED if directory is not None else EventKind.CHANGED
+        if directory is not None or delta is not None:
+            self._report(kind, key, kd.gen, directory, delta, self.node_name)
+
+    # Operations on a key that exists may fail (a wrong type, a bad path) before they
+    # change anything; on an absent key, whose input the database checked, they cannot.
+
+    def set(self, key: str, value: Any, packed: bytes) -> None:
+        """Replace the value of ``key`` (``value`` checked, ``packed`` its packing)."""
+        kd, directory = self._doc_for_write(key)
+        delta = kd.set(self.client_id, value, packed)
+        self._done(key, kd, directory, delta)
+
+    def update(self, key: str, fields: dict[str, Any]) -> None:
+        """Merge ``fields`` (checked) into the dict value of ``key``."""
+        kd, directory = self._doc_for_write(key)
+        delta = kd.update(self.client_id, fields, self.limits.max_value_bytes)
+        self._done(key, kd, directory, delta)
+
+    def append(self, key: str, path: list[str | int], item: Any) -> None:
+        """Append ``item`` (checked) to the list at ``path`` in the value of ``key``."""
+        if key not in self._keys and path:
+            raise KeyNotFound(f"key {key!r} is not in database {self.name!r}")
+        kd, directory = self._doc_for_write(key)
+        delta = kd.append(self.client_id, path, item, self.limits.max_value_bytes)
+        self._done(key, kd, directory, delta)
+
+    def incr(self, key: str, amount: int) -> int:
+        """Add ``amount`` to the counter ``key``; return the new total."""
+        kd, directory = self._doc_for_write(key)
+        delta, total = kd.incr(self.client_id, amount)
+        self._done(key, kd, directory, delta)
+        return total
+
+    def delete(self, key: str) -> bool:
+        """Delete ``key``; return whether it existed."""
+        kd = self._keys.get(key)
+        if kd is None:
+            return False
+        self._close(key, kd)
+        delta = self.directory.put(key, Entry(kd.gen, True), LOCAL)
+        self._report(EventKind.DELETED, key, kd.gen, delta, None, self.node_name)
+        return True
+
+    def _close(self, key: str, kd: KeyDoc) -> None:
+        del self._keys[key]
+        self._live.discard(kd)
+        kd.close()
+
+    # -- changes from elsewhere -------------------------------------------------------
+
+    def apply(self, change: Change) -> None:
+        """Apply a change made elsewhere, reporting one event per key it changed.
+
+        Raises:
+            InvalidUpdate: a delta does not decode (the directory part, if valid,
+                stays applied; nothing else is).
+        """
+        pending: dict[str, EventKind] = {}
+        if change.directory is not None:
+            _, changed = self.directory.apply(change.directory, REMOTE)
+            for entry_change in changed:
+                self._reconcile(entry_change, pending, change.origin)
+        delta = None
+        if change.value is not None:
+            delta = self._apply_value(change.key, change.gen, change.value)
+        kind = pending.pop(change.key, None)
+        if kind is None and delta is not None:
+            kind = EventKind.CHANGED
+        for key, other in pending.items():
+            self._report_remote(other, key, None, change.origin)
+        if kind is not None:
+            self._report_remote(kind, change.key, delta, change.origin)
+
+    def _report_remote(self, kind: EventKind, key: str, delta: bytes | None, origin: str) -> None:
+        kd = self._keys.get(key)
+        gen = kd.gen if kd is not None else 0
+        self._report(kind, key, gen, None, delta, origin)
+
+    def _reconcile(self, c: EntryChange, pending: dict[str, EventKind], origin: str) -> None:
+        old, new = c.old, c.new
+        if old is not None and (new is None or new < old):
+            # The entry went backwards: write the greater one again.
+            delta = self.directory.put(c.key, old, LOCAL)
+            self._report(None, c.key, old.gen, delta, None, self.node_name)
+            return
+        if new is None:
+            return
+        kd = self._keys.get(c.key)
+        if kd is not None and (kd.gen < new.gen or (new.deleted and kd.gen <= new.gen)):
+            self._close(c.key, kd)
+            self._report(EventKind.DELETED, c.key, kd.gen, None, None, origin)
+            kd = None
+        if kd is None and not new.deleted:
+            kd = self._keys[c.key] = KeyDoc(new.gen)
+            for update in self._early.pop((c.key, new.gen), ()):
+                self._early_count -= 1
+                kd.apply(self.client_id, update)
+            pending[c.key] = EventKind.CREATED
+
+    def _apply_value(self, key: str, gen: int, update: bytes) -> bytes | None:
+        kd = self._keys.get(key)
+        if kd is not None and kd.gen == gen:
+            self._live.touch(kd)
+            return kd.apply(self.client_id, update)
+        entry = self.directory.get(key)
+        if entry is None or entry.gen < gen:
+            self._hold_early(key, gen, update)
+        return None  # an update of a generation already gone is dropped
+
+    def _hold_early(self, key: str, gen: int, update: bytes) -> None:
+        if self._early_count >= self.limits.early_updates:
+            oldest = next(iter(self._early))
+            self._early_count -= len(self._early.pop(oldest))
+            self.dropped_updates += 1
+        self._early.setdefault((key, gen), []).append(update)
+        self._early_count += 1
+
+    def close(self) -> None:
+        """Drop every document."""
+        for kd in self._keys.values():
+            self._live.discard(kd)
+            kd.close()
+        self._keys.clear()
+        self._early.clear()
+        self.directory.close()

@@ -1,0 +1,1 @@
+"""Modules: pluggable parts of a node (persistence, keep-fresh, statistics)."""

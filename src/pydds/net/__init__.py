@@ -1,0 +1,1 @@
+"""Links between nodes: sans-IO protocol, membership and transports (the cluster layer)."""

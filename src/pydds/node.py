@@ -1,0 +1,305 @@
+"""The node: the one orchestrator that owns databases, subscribers and tasks.
+
+A node alone is a valid cluster: it stores databases in memory, turns every change
+into events, and runs custom-event handlers. Replication hooks in through
+``add_change_listener`` (every change this node makes, as a ``Change``) and
+``apply_change`` (a change made elsewhere).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import math
+import secrets
+from collections.abc import Awaitable, Callable, Iterable
+from types import TracebackType
+from typing import Any
+
+from .changes import Change
+from .config import DatabaseSettings, Limits, check_name
+from .crdt import values
+from .crdt.keydoc import LiveDocs
+from .database import Database
+from .errors import InvalidValue, NodeClosed
+from .events import Event, EventKind, Subscription
+from .keyspace import Keyspace
+
+__all__ = ["Node"]
+
+log = logging.getLogger("pydds")
+
+_UNSET: Any = object()
+#: Yjs client ids stay below 2**53 so that JavaScript peers can read them exactly.
+_CLIENT_ID_LIMIT = 2**53
+
+Handler = Callable[[Event], Awaitable[None] | None]
+
+
+class Node:
+    """A pydds node. Alone, it is a one-node cluster and an embedded store.
+
+    Example::
+
+        async with pydds.Node() as node:
+            db = node.database("cache", expire=300)
+            await db.set("user:1", {"name": "Ada"})
+            async with node.events(database="cache") as events:
+                await db.delete("user:1")
+                print(await events.get(timeout=1))   # Event(kind='deleted', ...)
+
+    Args:
+        name: the node's name, the origin of its changes (default: random).
+        limits: size and queue limits (``pydds.Limits``).
+    """
+
+    def __init__(self, name: str | None = None, *, limits: Limits | None = None) -> None:
+        self.name = check_name("node", name) if name is not None else f"node-{secrets.token_hex(4)}"
+        self.limits = limits or Limits()
+        #: The Yjs client id of this node's writes; new for every node object, so two
+        #: live writers never share one (Yjs would diverge silently).
+        self.client_id = secrets.randbelow(_CLIENT_ID_LIMIT - 1) + 1
+        self.handler_errors = 0  # exceptions raised by custom-event handlers
+        self._live = LiveDocs(self.limits.live_docs)
+        self._databases: dict[str, Database] = {}
+        self._subscriptions: list[Subscription] = []
+        self._change_listeners: list[Callable[[Change], None]] = []
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<Node {self.name!r} databases={len(self._databases)}>"
+
+    @property
+    def closed(self) -> bool:
+        """Whether the node was closed."""
+        return self._closed
+
+    async def __aenter__(self) -> Node:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the node: subscriptions end, handlers stop, memory is freed. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for subscription in list(self._subscriptions):
+            subscription.close()
+        tasks = list(self._handlers)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for db in self._databases.values():
+            db._keyspace.close()
+
+    # -- databases -------------------------------------------------------------------
+
+    def database(self, name: str, *, expire: float | None = _UNSET) -> Database:
+        """The database ``name``, made on first use.
+
+        Args:
+            name: 1 to 128 characters of ``A-Z a-z 0-9 _ . : -``.
+            expire: seconds without a read or write after which a key goes stale on
+                a node, or None for never. Given for an existing database, it
+                changes the setting.
+
+        Raises:
+            InvalidName: the name breaks the rules.
+            InvalidValue: ``expire`` is not a positive number or None.
+        """
+        if self._closed:
+            raise NodeClosed(f"node {self.name!r} is closed")
+        if expire is not _UNSET and expire is not None:
+            if isinstance(expire, bool) or not isinstance(expire, (int, float)):
+                raise InvalidValue(f"expire must be seconds or None, not {expire!r}")
+            if not (math.isfinite(expire) and expire > 0):
+                raise InvalidValue(f"expire must be a positive number of seconds, not {expire}")
+        db = self._databases.get(name)
+        if db is None:
+            check_name("database", name)
+            settings = DatabaseSettings(expire=None if expire is _UNSET else expire)
+            keyspace = Keyspace(
+                name,
+                settings,
+                client_id=self.client_id,
+                node_name=self.name,
+                limits=self.limits,
+                live=self._live,
+                report=functools.partial(self._report, name),
+            )
+            db = self._databases[name] = Database(self, keyspace)
+        elif expire is not _UNSET and expire != db.settings.expire:
+            db._keyspace.settings = DatabaseSettings(expire=expire)
+        return db
+
+    def databases(self) -> list[str]:
+        """The names of this node's databases, sorted."""
+        return sorted(self._databases)
+
+    # -- events ----------------------------------------------------------------------
+
+    def events(
+        self,
+        *,
+        database: str | None = None,
+        prefix: str | None = None,
+        kinds: Iterable[str] | None = None,
+        names: Iterable[str] | None = None,
+        maxsize: int | None = None,
+    ) -> Subscription:
+        """Subscribe to events, as an async iterator (use it with ``async with``).
+
+        Args:
+            database: only events of this database.
+            prefix: only events of keys starting with this.
+            kinds: only these kinds (``"created"``, ``"changed"``, ``"deleted"``,
+                ``"custom"``); ``"overflow"`` events are always delivered.
+            names: only custom events with these names.
+            maxsize: the queue's bound (default ``limits.event_queue``); when full,
+                the oldest event is dropped and an ``overflow`` event reports it.
+
+        Example::
+
+            async with node.events(database="cache", prefix="user:") as events:
+                async for event in events:
+                    print(event.kind, event.key)
+        """
+        if self._closed:
+            raise NodeClosed(f"node {self.name!r} is closed")
+        if kinds is not None:
+            kinds = set(kinds)
+            try:
+                kinds = {EventKind(k) for k in kinds} | {EventKind.OVERFLOW}
+            except ValueError as exc:
+                raise InvalidValue(str(exc)) from None
+        subscription = Subscription(
+            self._subscriptions.remove,
+            database=database,
+            prefix=prefix,
+            kinds=kinds,
+            names=names,
+            maxsize=maxsize or self.limits.event_queue,
+        )
+        self._subscriptions.append(subscription)
+        return subscription
+
+    def _publish(self, event: Event) -> None:
+        for subscription in self._subscriptions:
+            if subscription.matches(event):
+                subscription.push(event)
+
+    def _report(
+        self,
+        database: str,
+        kind: EventKind | None,
+        key: str,
+        gen: int,
+        directory: bytes | None,
+        value: bytes | None,
+        origin: str,
+    ) -> None:
+        if origin == self.name and self._change_listeners:
+            change = Change(database, key, gen, directory, value, origin)
+            for listener in list(self._change_listeners):
+                listener(change)
+        if kind is not None and self._subscriptions:
+            keyspace = self._databases[database]._keyspace
+            self._publish(
+                Event(
+                    kind,
+                    database,
+                    key,
+                    origin,
+                    value,
+                    loader=functools.partial(keyspace.read, key),
+                )
+            )
+
+    # -- custom events -----------------------------------------------------------------
+
+    async def emit(self, name: str, payload: Any = None) -> None:
+        """Emit the custom event ``name`` with a JSON-like ``payload``.
+
+        Raises:
+            InvalidName: the name breaks the rules (as database names).
+            InvalidValue: the payload is not JSON-like or too large.
+        """
+        if self._closed:
+            raise NodeClosed(f"node {self.name!r} is closed")
+        check_name("event", name)
+        values.check(payload, self.limits.max_depth)
+        packed = values.pack(payload, self.limits.max_value_bytes)
+        self._publish(Event(EventKind.CUSTOM, origin=self.name, name=name, packed_payload=packed))
+
+    def on(self, name: str, handler: Handler) -> Callable[[], None]:
+        """Call ``handler(event)`` for every custom event ``name``; return an unsubscribe.
+
+        The handler may be a function or a coroutine function. It runs in a task of
+        its own, one event at a time, in order; an exception it raises is logged and
+        counted (``node.handler_errors``) and harms nothing else. Its queue is bounded
+        like any subscription's (``limits.event_queue``, oldest dropped).
+
+        Example::
+
+            async def deployed(event):
+                print("deploy", event.payload)
+
+            unsubscribe = node.on("deploy", deployed)
+            await node.emit("deploy", {"version": 3})
+            unsubscribe()
+        """
+        check_name("event", name)
+        subscription = self.events(kinds={EventKind.CUSTOM}, names={name})
+        task = asyncio.get_running_loop().create_task(
+            self._run_handler(subscription, handler), name=f"pydds-handler-{name}"
+        )
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
+
+        def unsubscribe() -> None:
+            subscription.close()
+            task.cancel()
+
+        return unsubscribe
+
+    async def _run_handler(self, subscription: Subscription, handler: Handler) -> None:
+        async for event in subscription:
+            if event.kind is EventKind.OVERFLOW:
+                log.warning("handler %r fell behind: %s", handler, event.payload)
+                continue
+            try:
+                result = handler(event)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                self.handler_errors += 1
+                log.exception("custom event handler %r failed on %r", handler, event.name)
+
+    # -- replication hooks ---------------------------------------------------------------
+
+    def add_change_listener(self, listener: Callable[[Change], None]) -> Callable[[], None]:
+        """Call ``listener(change)`` for every change this node makes; return a remover.
+
+        This is how a replication layer (or a test) sees the deltas to ship.
+        """
+        self._change_listeners.append(listener)
+        return functools.partial(self._change_listeners.remove, listener)
+
+    def apply_change(self, change: Change) -> None:
+        """Apply a change made elsewhere (its events have that node as origin).
+
+        Raises:
+            InvalidUpdate: a delta does not decode.
+            InvalidName: the database name breaks the rules.
+        """
+        self.database(change.database)._keyspace.apply(change)
