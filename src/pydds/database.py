@@ -110,7 +110,8 @@ class Database:
         """
         keyspace = self._open()
         limits = keyspace.limits
-        check_key(key, limits)
+        if type(key) is not str or not 0 < len(key) <= limits.max_key_length or not key.isascii():
+            check_key(key, limits)  # the full check, off the common path
         values.check(value, limits.max_depth)
         keyspace.set(key, value, values.pack(value, limits.max_value_bytes))
 

@@ -102,7 +102,35 @@ class _Bad(Exception):
 
 def _check(value: Any, depth: int) -> None:
     t = type(value)
-    if t is str or t is bool or value is None:
+    if t is dict:
+        if depth <= 0:
+            raise _Bad("value is nested too deeply")
+        for k, v in value.items():
+            if type(k) is not str:
+                raise _Bad(f"dict key {k!r} is not a str")
+            tv = type(v)
+            if tv in _PLAIN or (tv is float and _finite(v)) or (tv is int and _INTS(v)):
+                continue  # the common cases, without a call
+            try:
+                _check(v, depth - 1)
+            except _Bad as bad:
+                bad.path.append(f".{k}" if k.isidentifier() else f"[{k!r}]")
+                raise
+        return
+    if t is list or t is tuple:
+        if depth <= 0:
+            raise _Bad("value is nested too deeply")
+        for i, v in enumerate(value):
+            tv = type(v)
+            if tv in _PLAIN or (tv is float and _finite(v)) or (tv is int and _INTS(v)):
+                continue
+            try:
+                _check(v, depth - 1)
+            except _Bad as bad:
+                bad.path.append(f"[{i}]")
+                raise
+        return
+    if t in _PLAIN or value is None:
         return
     if t is int:
         if INT_MIN <= value <= INT_MAX:
@@ -112,67 +140,70 @@ def _check(value: Any, depth: int) -> None:
         if math.isfinite(value):
             return
         raise _Bad(f"float {value} is not finite (NaN and infinities are not JSON)")
-    if t is dict:
-        if depth <= 0:
-            raise _Bad("value is nested too deeply")
-        for k, v in value.items():
-            if type(k) is not str:
-                raise _Bad(f"dict key {k!r} is not a str")
-            try:
-                _check(v, depth - 1)
-            except _Bad as bad:
-                bad.path.append(f"[{k!r}]" if not k.isidentifier() else f".{k}")
-                raise
-        return
-    if t is list or t is tuple:
-        if depth <= 0:
-            raise _Bad("value is nested too deeply")
-        for i, v in enumerate(value):
-            try:
-                _check(v, depth - 1)
-            except _Bad as bad:
-                bad.path.append(f"[{i}]")
-                raise
-        return
     # Subclasses of the accepted types (IntEnum, OrderedDict, str subclasses...) are
     # refused rather than silently read back as their base type.
     raise _Bad(f"{t.__name__} is not a JSON-like type")
 
 
-def _scalar(value: Any) -> Any:
-    if type(value) is int:
-        return b"i%d" % value
-    return value
+#: Types that are valid whatever their value.
+_PLAIN = frozenset({str, bool, type(None)})
+_finite = math.isfinite
+
+
+def _INTS(n: int) -> bool:
+    return INT_MIN <= n <= INT_MAX
 
 
 def write_in_map(txn: YTxn, parent: YMap, key: str, value: Any) -> None:
     """Store a checked value at ``key`` of ``parent``, replacing what was there."""
     t = type(value)
     if t is dict:
-        child = parent.insert_map_prelim(txn, key)
-        for k, v in value.items():
-            write_in_map(txn, child, k, v)
+        _fill_map(txn, parent.insert_map_prelim(txn, key), value)
     elif t is list or t is tuple:
-        arr = parent.insert_array_prelim(txn, key)
-        for i, v in enumerate(value):
-            write_in_array(txn, arr, i, v)
+        _fill_array(txn, parent.insert_array_prelim(txn, key), value)
+    elif t is int:
+        parent.insert(txn, key, b"i%d" % value)
     else:
-        parent.insert(txn, key, _scalar(value))
+        parent.insert(txn, key, value)
 
 
 def write_in_array(txn: YTxn, parent: YArray, index: int, value: Any) -> None:
     """Insert a checked value at ``index`` of ``parent``."""
     t = type(value)
     if t is dict:
-        child = parent.insert_map_prelim(txn, index)
-        for k, v in value.items():
-            write_in_map(txn, child, k, v)
+        _fill_map(txn, parent.insert_map_prelim(txn, index), value)
     elif t is list or t is tuple:
-        arr = parent.insert_array_prelim(txn, index)
-        for i, v in enumerate(value):
-            write_in_array(txn, arr, i, v)
+        _fill_array(txn, parent.insert_array_prelim(txn, index), value)
+    elif t is int:
+        parent.insert(txn, index, b"i%d" % value)
     else:
-        parent.insert(txn, index, _scalar(value))
+        parent.insert(txn, index, value)
+
+
+def _fill_map(txn: YTxn, ymap: YMap, value: dict[str, Any]) -> None:
+    for k, v in value.items():
+        t = type(v)
+        if t is dict:
+            _fill_map(txn, ymap.insert_map_prelim(txn, k), v)
+        elif t is list or t is tuple:
+            _fill_array(txn, ymap.insert_array_prelim(txn, k), v)
+        elif t is int:
+            ymap.insert(txn, k, b"i%d" % v)
+        else:
+            ymap.insert(txn, k, v)
+
+
+def _fill_array(txn: YTxn, array: YArray, value: list[Any] | tuple[Any, ...]) -> None:
+    for i, v in enumerate(value):
+        t = type(v)
+        if t is dict:
+            _fill_map(txn, array.insert_map_prelim(txn, i), v)
+        elif t is list or t is tuple:
+            _fill_array(txn, array.insert_array_prelim(txn, i), v)
+        elif t is int:
+            array.insert(txn, i, b"i%d" % v)
+        else:
+            array.insert(txn, i, v)
 
 
 def counter_entry(total: int) -> bytes:

@@ -1,0 +1,140 @@
+"""Values: exact round trips through the CRDT and through the packed cache."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pydds.crdt import values
+from pydds.crdt.ydoc import YDoc
+from pydds.errors import InvalidValue
+
+from ..helpers import exact
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=values.INT_MIN, max_value=values.INT_MAX)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from([0.0, -0.0, 1.0, 2.0**60, 1e308, 5e-324])
+    | st.text()
+)
+json_values = st.recursive(
+    scalars,
+    lambda children: st.lists(children, max_size=5)
+    | st.dictionaries(st.text(max_size=8), children, max_size=5),
+    max_leaves=30,
+)
+
+
+def through_crdt(value: Any) -> Any:
+    values.check(value, 64)
+    doc = YDoc(1, "r")
+    txn = doc.begin(1)
+    values.write_in_map(txn, doc.root, "v", value)
+    delta = doc.end(txn)
+    other = YDoc(2, "r")
+    assert delta is not None
+    other.apply(delta, 2)
+    txn = other.read()
+    try:
+        return values.read(txn, other.root.get(txn, "v"))
+    finally:
+        txn.drop()
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_crdt_round_trip_is_exact(value: Any) -> None:
+    assert exact(through_crdt(value)) == exact(value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_packed_round_trip_is_exact(value: Any) -> None:
+    assert exact(values.unpack(values.pack(value, 1 << 30))) == exact(value)
+
+
+def test_tuples_come_back_as_lists() -> None:
+    assert through_crdt((1, (2.0, "x"))) == [1, [2.0, "x"]]
+
+
+class Thing:
+    pass
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {1, 2},
+        b"bytes",
+        bytearray(b"x"),
+        {1: "int key"},
+        {"ok": {(1, 2): "tuple key"}},
+        Thing(),
+        math.nan,
+        math.inf,
+        [-math.inf],
+        2**64,
+        -(2**63) - 1,
+        {"deep": [{"x": object()}]},
+        complex(1, 2),
+    ],
+)
+def test_bad_values_are_refused(bad: Any) -> None:
+    with pytest.raises(InvalidValue):
+        values.check(bad, 64)
+
+
+def test_the_error_says_where() -> None:
+    with pytest.raises(InvalidValue) as info:
+        values.check({"a": [1, {"b": b"x"}]}, 64)
+    assert info.value.path == "$.a[1].b"
+
+
+def test_subclasses_are_refused_rather_than_read_back_as_their_base() -> None:
+    import enum
+    from collections import OrderedDict
+
+    class Colour(enum.IntEnum):
+        RED = 1
+
+    for bad in (Colour.RED, OrderedDict(a=1)):
+        with pytest.raises(InvalidValue):
+            values.check(bad, 64)
+
+
+def test_depth_limit() -> None:
+    value: Any = "leaf"
+    for _ in range(10):
+        value = [value]
+    values.check(value, 10)
+    with pytest.raises(InvalidValue):
+        values.check([value], 10)
+
+
+def test_invalid_unicode_is_refused_when_packed() -> None:
+    values.check("\ud800", 64)  # a lone surrogate: the type is right...
+    with pytest.raises(InvalidValue):
+        values.pack("\ud800", 1 << 20)  # ...but it cannot be encoded
+
+
+def test_size_limit() -> None:
+    with pytest.raises(InvalidValue):
+        values.pack("x" * 100, 50)
+
+
+def test_unknown_items_read_as_something_json_like() -> None:
+    doc = YDoc(1, "r")
+    txn = doc.begin(1)
+    doc.root.insert(txn, "native", 5)
+    doc.root.insert(txn, "buffer", b"zzz")
+    doc.end(txn)
+    txn = doc.read()
+    assert values.read(txn, doc.root.get(txn, "native")) == 5
+    assert values.read(txn, doc.root.get(txn, "buffer")) is None
+    txn.drop()

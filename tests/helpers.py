@@ -1,0 +1,73 @@
+"""Shared test helpers: exact comparison of values, and replicas that trade changes."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import pydds
+from pydds.changes import Change
+
+
+def exact(value: Any) -> Any:
+    """A form of ``value`` that compares equal only for identical types and contents
+    (``1 != 1.0``, ``True != 1``, ``-0.0 != 0.0``); dict order does not matter."""
+    t = type(value)
+    if t is dict:
+        return ("dict", tuple(sorted((k, exact(v)) for k, v in value.items())))
+    if t is list or t is tuple:
+        return ("list", tuple(exact(v) for v in value))
+    if t is float:
+        return ("float", value.hex())
+    return (t.__name__, value)
+
+
+class Replica:
+    """A node whose changes are collected instead of sent anywhere."""
+
+    def __init__(self, name: str) -> None:
+        self.node = pydds.Node(name)
+        self.outbox: list[Change] = []
+        self.node.add_change_listener(self.outbox.append)
+
+    def db(self, name: str = "db") -> pydds.Database:
+        return self.node.database(name)
+
+    def take(self) -> list[Change]:
+        out, self.outbox = self.outbox, []
+        return out
+
+    def receive(self, changes: list[Change]) -> None:
+        for change in changes:
+            self.node.apply_change(change)
+
+    def state(self, database: str = "db") -> dict[str, Any]:
+        """Every live key with its exact value, and its generation."""
+        ks = self.db(database)._keyspace
+        return {key: (ks._keys[key].gen, exact(ks.read(key))) for key in ks.keys()}
+
+    def directory(self, database: str = "db") -> dict[str, Any]:
+        return self.db(database)._keyspace.directory.entries()
+
+
+def settle(*replicas: Replica, rounds: int = 10) -> None:
+    """Deliver every pending change to every other replica until none is left
+    (repairs made while applying are delivered too)."""
+    for _ in range(rounds):
+        moved = False
+        for sender in replicas:
+            changes = sender.take()
+            moved = moved or bool(changes)
+            for receiver in replicas:
+                if receiver is not sender:
+                    receiver.receive(changes)
+        if not moved:
+            return
+    raise AssertionError("replicas did not settle")
+
+
+def orders(changes: list[Change]) -> Iterator[list[Change]]:
+    """Every delivery order of ``changes``."""
+    for perm in itertools.permutations(changes):
+        yield list(perm)
