@@ -77,7 +77,8 @@ async def bench_memory(keys: int) -> dict[str, Any]:
         await db.set(f"user:{i}", {"name": f"user {i}", "age": i, "on": True})
     gc.collect()
     used = rss() - before
-    value_bytes = len(pydds.crdt.values.pack({"name": "user 99999", "age": 99999, "on": True}, 1 << 20))
+    sample = {"name": "user 99999", "age": 99999, "on": True}
+    value_bytes = len(pydds.crdt.values.pack(sample, 1 << 20))
     await node.close()
     return {
         "memory_keys": keys,

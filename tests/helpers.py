@@ -26,8 +26,10 @@ def exact(value: Any) -> Any:
 class Replica:
     """A node whose changes are collected instead of sent anywhere."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, client_id: int | None = None) -> None:
         self.node = pydds.Node(name)
+        if client_id is not None:  # fixed ids make Yjs's tie-breaks the same every run
+            self.node.client_id = client_id
         self.outbox: list[Change] = []
         self.node.add_change_listener(self.outbox.append)
 
@@ -35,7 +37,8 @@ class Replica:
         return self.node.database(name)
 
     def take(self) -> list[Change]:
-        out, self.outbox = self.outbox, []
+        out = list(self.outbox)
+        self.outbox.clear()
         return out
 
     def receive(self, changes: list[Change]) -> None:
@@ -45,7 +48,7 @@ class Replica:
     def state(self, database: str = "db") -> dict[str, Any]:
         """Every live key with its exact value, and its generation."""
         ks = self.db(database)._keyspace
-        return {key: (ks._keys[key].gen, exact(ks.read(key))) for key in ks.keys()}
+        return {key: (ks._keys[key].gen, exact(ks.read(key))) for key in ks.keys()}  # noqa: SIM118
 
     def directory(self, database: str = "db") -> dict[str, Any]:
         return self.db(database)._keyspace.directory.entries()

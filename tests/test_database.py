@@ -24,7 +24,9 @@ def db(node: pydds.Node) -> pydds.Database:
     return node.database("cache", expire=300)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(value=json_values)
 async def test_set_then_get_is_exact(db: pydds.Database, value: Any) -> None:
     await db.set("k", value)

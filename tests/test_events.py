@@ -74,7 +74,8 @@ async def test_the_delta_replays_the_change_elsewhere(node: pydds.Node) -> None:
         await db.append("k", ["a"], 2)
         first, second = await sub.get(timeout=1), await sub.get(timeout=1)
     replica = KeyDoc(1)
-    assert first.delta is not None and second.delta is not None
+    assert first.delta is not None
+    assert second.delta is not None
     replica.apply(99, first.delta)
     replica.apply(99, second.delta)
     assert replica.read(99) == {"a": [1, 2]}
@@ -180,9 +181,8 @@ async def test_custom_events_reach_sync_and_async_handlers(node: pydds.Node) -> 
     await node.emit("deploy", {"version": 3})
     await node.emit("deploy", [1])
     await asyncio.wait_for(done.wait(), 1)
-    assert sorted(map(str, got)) == sorted(
-        map(str, [("sync", {"version": 3}), ("sync", [1]), ("async", {"version": 3}), ("async", [1])])
-    )
+    expected = [("sync", {"version": 3}), ("sync", [1]), ("async", {"version": 3}), ("async", [1])]
+    assert sorted(map(str, got)) == sorted(map(str, expected))
 
 
 async def test_a_failing_handler_harms_nothing_else(

@@ -63,7 +63,8 @@ def test_prelim_types_and_buffers_round_trip() -> None:
 def test_out_of_order_updates_wait_for_their_dependencies() -> None:
     a, b = YDoc(1, "r"), YDoc(2, "r")
     first, second = write(a, "k", "1"), write(a, "k", "2")
-    assert first is not None and second is not None
+    assert first is not None
+    assert second is not None
     b.apply(second, 2)
     b.apply(first, 2)
     txn = b.read()

@@ -8,6 +8,13 @@ concurrent sets resolve to one winner (Yjs orders them by client id); ``update``
 ``append`` and ``incr`` edit inside the slot, so concurrent edits of different parts
 merge. Edits made inside a value that a concurrent ``set`` replaced are lost with it.
 
+A new key made by ``update``, ``append`` or ``incr`` must merge with the same
+operation made concurrently elsewhere, but two replicas that each put a new map in
+the slot make two maps, and only one would win. So these start the value in a root
+type of the document instead (root types are named, and every replica's root type of
+one name is the same one): the slot gets a marker buffer, ``b"D"`` for the root map
+``dict``, ``b"L"`` for the root array ``list``, ``b"C"`` for the root map ``counter``.
+
 A ``KeyDoc`` is *held* when this node has a copy of the value. A held document is
 either live (a ``YDoc``) or idle (its encoded state, a few hundred bytes instead of
 about 3 KB); the keyspace keeps the most recently used ones live. ``packed`` caches
@@ -35,6 +42,27 @@ REMOTE = 2
 #: ``read`` of a document whose slot is empty (its writes have not arrived yet).
 MISSING: Any = object()
 _COUNTER_BASE = "base"
+#: Slot markers: the value lives in this root type (see the theory of operation).
+_MARKERS = {b"D": ("dict", "map"), b"L": ("list", "array"), b"C": ("counter", "map")}
+
+
+def _slot(doc: YDoc, txn: YTxn) -> Any:
+    """The slot's item, a marker resolved to its root type; None when empty."""
+    root = doc.root
+    if not root.has(txn, SLOT):
+        return None
+    item = root.get(txn, SLOT)
+    if type(item) in (bytes, bytearray) and bytes(item) in _MARKERS:
+        name, kind = _MARKERS[bytes(item)]
+        return doc.root_map(txn, name) if kind == "map" else doc.root_array(txn, name)
+    return item
+
+
+def _start(doc: YDoc, txn: YTxn, marker: bytes) -> Any:
+    """Start an empty slot's value in the root type of ``marker``."""
+    doc.root.insert(txn, SLOT, marker)
+    name, kind = _MARKERS[marker]
+    return doc.root_map(txn, name) if kind == "map" else doc.root_array(txn, name)
 
 
 class KeyDoc:
@@ -93,7 +121,7 @@ class KeyDoc:
         doc = self.doc(client_id)
         txn = doc.read()
         try:
-            item = doc.root.get(txn, SLOT) if doc.root.has(txn, SLOT) else MISSING
+            item = _slot(doc, txn) if doc.root.has(txn, SLOT) else MISSING
             value = MISSING if item is MISSING else values.read(txn, item)
         finally:
             txn.drop()
@@ -124,12 +152,11 @@ class KeyDoc:
             WrongType: the value is not a dict.
         """
         doc = self.doc(client_id)
-        root = doc.root
         txn = doc.begin(LOCAL)
         try:
-            target: Any = root.get(txn, SLOT) if root.has(txn, SLOT) else None
+            target = _slot(doc, txn)
             if target is None:
-                target = root.insert_map_prelim(txn, SLOT)
+                target = _start(doc, txn, b"D")
             elif type(target) is not MAP_TYPE or values.is_counter(txn, target):
                 raise WrongType("update needs a dict value")
             for k, v in fields.items():
@@ -151,15 +178,15 @@ class KeyDoc:
             WrongType: ``path`` does not lead to a list.
         """
         doc = self.doc(client_id)
-        root = doc.root
         txn = doc.begin(LOCAL)
         try:
-            if not root.has(txn, SLOT):
+            start = _slot(doc, txn)
+            if start is None:
                 if path:
                     raise PathNotFound(f"path {path!r} leads nowhere: the value is empty")
-                arr = root.insert_array_prelim(txn, SLOT)
+                arr = _start(doc, txn, b"L")
             else:
-                arr = _walk(txn, root.get(txn, SLOT), path)
+                arr = _walk(txn, start, path)
                 if type(arr) is not ARRAY_TYPE:
                     raise WrongType(f"append needs a list at path {path!r}")
             values.write_in_array(txn, arr, arr.len(txn), item)
@@ -183,7 +210,7 @@ class KeyDoc:
         writer = str(client_id)
         txn = doc.begin(LOCAL)
         try:
-            item: Any = root.get(txn, SLOT) if root.has(txn, SLOT) else None
+            item = _slot(doc, txn)
             counter: Any
             if values.is_counter(txn, item):
                 counter = item
@@ -200,7 +227,11 @@ class KeyDoc:
                 own = 0
                 total = base + amount
                 _check_total(total)
-                counter = root.insert_map_prelim(txn, SLOT)
+                # An empty slot starts in the shared root counter; an int value becomes
+                # a new counter in the slot (concurrent conversions: one wins).
+                counter = (
+                    _start(doc, txn, b"C") if item is None else root.insert_map_prelim(txn, SLOT)
+                )
                 if base:
                     counter.insert(txn, _COUNTER_BASE, values.counter_entry(base))
             counter.insert(txn, writer, values.counter_entry(own + amount))

@@ -164,6 +164,14 @@ class YDoc:
         finally:
             txn.drop()
 
+    def root_map(self, txn: YTxn, name: str) -> YMap:
+        """The root map ``name`` (made on first use; concurrent makers share it)."""
+        return cast(YMap, self._doc.get_or_insert_map(txn, name))
+
+    def root_array(self, txn: YTxn, name: str) -> YArray:
+        """The root array ``name`` (made on first use; concurrent makers share it)."""
+        return cast(YArray, self._doc.get_or_insert_array(txn, name))
+
     def read(self) -> YTxn:
         """Open a transaction for reading; ``drop`` it when done (nothing is committed)."""
         return cast(YTxn, self._doc.create_transaction())

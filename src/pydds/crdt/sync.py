@@ -1,0 +1,46 @@
+"""Pure helpers of the Yjs sync protocol (no IO).
+
+A state vector (sync step 1) is a varint count followed by ``(client, clock)``
+varint pairs, in no particular order; two replicas hold the same operations exactly
+when their decoded state vectors are equal.
+"""
+
+from __future__ import annotations
+
+from ..errors import InvalidUpdate
+
+__all__ = ["decode_state_vector"]
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(data):
+            raise InvalidUpdate("state vector ends inside a number")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise InvalidUpdate("state vector number is too long")
+
+
+def decode_state_vector(data: bytes) -> dict[int, int]:
+    """Decode a state vector into ``{client id: clock}``.
+
+    Raises:
+        InvalidUpdate: the bytes are not a state vector.
+    """
+    count, pos = _varint(data, 0)
+    if count > len(data):
+        raise InvalidUpdate("state vector count is larger than its data")
+    out: dict[int, int] = {}
+    for _ in range(count):
+        client, pos = _varint(data, pos)
+        clock, pos = _varint(data, pos)
+        out[client] = clock
+    if pos != len(data):
+        raise InvalidUpdate("state vector has trailing bytes")
+    return out
