@@ -1,0 +1,76 @@
+"""Bad changes from elsewhere raise a typed error and corrupt nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+import pydds
+from pydds.changes import Change
+
+from .helpers import Replica
+
+
+async def shared() -> tuple[Replica, Replica]:
+    a, b = Replica("a"), Replica("b")
+    await a.db().set("k", {"x": 1})
+    b.receive(a.take())
+    return a, b
+
+
+@pytest.mark.parametrize("garbage", [b"", b"\x00", b"\xff\xfe\xfd", b"\x01\x02\x03garbage"])
+async def test_garbage_directory_delta(garbage: bytes) -> None:
+    a, b = await shared()
+    before = b.state()
+    with pytest.raises(pydds.InvalidUpdate):
+        b.node.apply_change(Change("db", "k", 1, garbage, None, "evil"))
+    assert b.state() == before
+    await a.db().set("k2", 2)  # the link's next good change still applies
+    b.receive(a.take())
+    assert await b.db().get("k2") == 2
+
+
+@pytest.mark.parametrize("garbage", [b"\xff\xfe\xfd", b"\x01\x02\x03garbage"])
+async def test_garbage_value_delta(garbage: bytes) -> None:
+    a, b = await shared()
+    with pytest.raises(pydds.InvalidUpdate):
+        b.node.apply_change(Change("db", "k", 1, None, garbage, "evil"))
+    assert await b.db().get("k") == {"x": 1}
+    await a.db().update("k", {"y": 2})
+    b.receive(a.take())
+    assert await b.db().get("k") == {"x": 1, "y": 2}
+
+
+async def test_a_value_delta_for_an_old_generation_is_dropped() -> None:
+    a, b = await shared()
+    await a.db().delete("k")
+    await a.db().set("k", "gen 2")
+    b.receive(a.take())
+    other = Replica("c")
+    await other.db().set("k", "unrelated generation 1 write")
+    gen1_value = other.take()[0].value
+    b.node.apply_change(Change("db", "k", 1, None, gen1_value, "c"))
+    assert await b.db().get("k") == "gen 2"
+
+
+async def test_a_malformed_directory_entry_is_ignored_and_repaired() -> None:
+    from pydds.crdt.ydoc import YDoc
+
+    _, b = await shared()
+    # Another program writes a non-pydds entry over "k" in a copy of the directory.
+    forged = YDoc(999, "keys", b.db()._keyspace.directory.doc.diff())
+    txn = forged.begin(1)
+    forged.root.insert(txn, "k", "not an entry")
+    delta = forged.end(txn)
+    assert delta is not None
+    b.node.apply_change(Change("db", "k", 1, delta, None, "evil"))
+    assert await b.db().get("k") == {"x": 1}
+    repairs = b.take()
+    assert repairs  # b wrote its entry again
+    assert b.directory()["k"].gen == 1
+
+
+async def test_an_invalid_database_name_in_a_change() -> None:
+    b = Replica("b")
+    with pytest.raises(pydds.InvalidName):
+        b.node.apply_change(Change("../etc", "k", 1, None, None, "evil"))
+    assert b.node.databases() == []
