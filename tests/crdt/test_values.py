@@ -36,7 +36,7 @@ def through_crdt(value: Any) -> Any:
     values.check(value, 64)
     doc = YDoc(1, "r")
     txn = doc.begin(1)
-    values.write_in_map(txn, doc.root, "v", value)
+    values.write(txn, doc.root, "v", value)
     delta = doc.end(txn)
     other = YDoc(2, "r")
     assert delta is not None

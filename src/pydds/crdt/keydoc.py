@@ -139,7 +139,7 @@ class KeyDoc:
         doc = self.doc(client_id)
         txn = doc.begin(LOCAL)
         try:
-            values.write_in_map(txn, doc.root, SLOT, value)
+            values.write(txn, doc.root, SLOT, value)
         finally:
             delta = doc.end(txn)
         self.packed = packed
@@ -160,7 +160,7 @@ class KeyDoc:
             elif type(target) is not MAP_TYPE or values.is_counter(txn, target):
                 raise WrongType("update needs a dict value")
             for k, v in fields.items():
-                values.write_in_map(txn, target, k, v)
+                values.write(txn, target, k, v)
         finally:
             delta = doc.end(txn)
         self.packed = _patch(self.packed, max_bytes, lambda value: _merge(value, fields))
@@ -189,7 +189,7 @@ class KeyDoc:
                 arr = _walk(txn, start, path)
                 if type(arr) is not ARRAY_TYPE:
                     raise WrongType(f"append needs a list at path {path!r}")
-            values.write_in_array(txn, arr, arr.len(txn), item)
+            values.write(txn, arr, arr.len(txn), item)
         finally:
             delta = doc.end(txn)
         self.packed = _patch(self.packed, max_bytes, lambda value: _append_py(value, path, item))

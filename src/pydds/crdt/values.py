@@ -32,6 +32,7 @@ that share nothing with what is stored.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import msgpack
@@ -50,8 +51,7 @@ __all__ = [
     "pack",
     "read",
     "unpack",
-    "write_in_array",
-    "write_in_map",
+    "write",
 ]
 
 INT_MIN = -(2**63)
@@ -154,56 +154,31 @@ def _INTS(n: int) -> bool:
     return INT_MIN <= n <= INT_MAX
 
 
-def write_in_map(txn: YTxn, parent: YMap, key: str, value: Any) -> None:
-    """Store a checked value at ``key`` of ``parent``, replacing what was there."""
+def write(txn: YTxn, parent: YMap | YArray, slot: str | int, value: Any) -> None:
+    """Store a checked value at ``slot`` of ``parent``: a key of a map (replacing
+    what was there) or an index of an array (inserting there)."""
+    target: Any = parent
     t = type(value)
     if t is dict:
-        _fill_map(txn, parent.insert_map_prelim(txn, key), value)
+        _fill(txn, target.insert_map_prelim(txn, slot), value.items())
     elif t is list or t is tuple:
-        _fill_array(txn, parent.insert_array_prelim(txn, key), value)
+        _fill(txn, target.insert_array_prelim(txn, slot), enumerate(value))
     elif t is int:
-        parent.insert(txn, key, b"i%d" % value)
+        target.insert(txn, slot, b"i%d" % value)
     else:
-        parent.insert(txn, key, value)
+        target.insert(txn, slot, value)
 
 
-def write_in_array(txn: YTxn, parent: YArray, index: int, value: Any) -> None:
-    """Insert a checked value at ``index`` of ``parent``."""
-    t = type(value)
-    if t is dict:
-        _fill_map(txn, parent.insert_map_prelim(txn, index), value)
-    elif t is list or t is tuple:
-        _fill_array(txn, parent.insert_array_prelim(txn, index), value)
-    elif t is int:
-        parent.insert(txn, index, b"i%d" % value)
-    else:
-        parent.insert(txn, index, value)
-
-
-def _fill_map(txn: YTxn, ymap: YMap, value: dict[str, Any]) -> None:
-    for k, v in value.items():
+def _fill(txn: YTxn, container: Any, pairs: Iterable[tuple[Any, Any]]) -> None:
+    insert = container.insert
+    for slot, v in pairs:
         t = type(v)
-        if t is dict:
-            _fill_map(txn, ymap.insert_map_prelim(txn, k), v)
-        elif t is list or t is tuple:
-            _fill_array(txn, ymap.insert_array_prelim(txn, k), v)
-        elif t is int:
-            ymap.insert(txn, k, b"i%d" % v)
+        if t is int:
+            insert(txn, slot, b"i%d" % v)
+        elif t is dict or t is list or t is tuple:
+            write(txn, container, slot, v)
         else:
-            ymap.insert(txn, k, v)
-
-
-def _fill_array(txn: YTxn, array: YArray, value: list[Any] | tuple[Any, ...]) -> None:
-    for i, v in enumerate(value):
-        t = type(v)
-        if t is dict:
-            _fill_map(txn, array.insert_map_prelim(txn, i), v)
-        elif t is list or t is tuple:
-            _fill_array(txn, array.insert_array_prelim(txn, i), v)
-        elif t is int:
-            array.insert(txn, i, b"i%d" % v)
-        else:
-            array.insert(txn, i, v)
+            insert(txn, slot, v)  # str, float, bool, None: stored as they are
 
 
 def counter_entry(total: int) -> bytes:
