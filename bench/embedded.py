@@ -2,7 +2,10 @@
 
 Prints one JSON object. Targets (issue "Embedded store"): get of a held 5-field dict
 >= 500,000/s; set of a small dict >= 100,000/s; <= 1 KB per key beyond the value at
-100,000 keys. The same run measures pycrdt's own Map read and set for reference.
+100,000 keys. Sets rotate over 1, 100 and 1000 keys (more keys: more CPU cache
+misses inside Yrs). The same run measures pycrdt's own Map read and scalar set, and
+the very same dict set through pycrdt's binding alone over 1000 documents: the limit
+under pydds's own work.
 
     python bench/embedded.py [--keys 100000]
 """
@@ -68,6 +71,36 @@ def bench_pycrdt(n: int) -> dict[str, float]:
     return {"pycrdt_map_read_per_s": read, "pycrdt_map_set_per_s": write}
 
 
+def bench_binding(n: int, docs: int) -> float:
+    """The same set through pycrdt's binding alone (the limit under pydds's own work)."""
+    from pycrdt import _pycrdt
+
+    held = []
+    for _ in range(docs):
+        doc = _pycrdt.Doc(7, False, None)
+        txn = doc.create_transaction()
+        root = doc.get_or_insert_map(txn, "value")
+        txn.commit()
+        txn.drop()
+        sink: list[bytes] = []
+        sub = doc.observe(lambda event, sink=sink: sink.append(event.update))
+        held.append((doc, root, sub, sink))
+    start = time.perf_counter()
+    for i in range(n):
+        doc, root, _, sink = held[i % docs]
+        txn = doc.create_transaction_with_origin(1)
+        m = root.insert_map_prelim(txn, "v")
+        m.insert(txn, "name", "Ada")
+        m.insert(txn, "age", b"i36")
+        m.insert_array_prelim(txn, "langs").insert(txn, 0, "en")
+        m.insert(txn, "score", 1.5)
+        m.insert(txn, "admin", False)
+        txn.commit()
+        txn.drop()
+        sink.clear()
+    return rate(n, time.perf_counter() - start)
+
+
 async def bench_memory(keys: int) -> dict[str, Any]:
     gc.collect()
     before = rss()
@@ -93,14 +126,18 @@ async def main() -> None:
     parser.add_argument("--ops", type=int, default=200_000)
     parser.add_argument("--keys", type=int, default=100_000)
     args = parser.parse_args()
+    memory = await bench_memory(args.keys)  # first, before other work leaves freed memory
     async with pydds.Node() as node:
         db = node.database("bench")
         result: dict[str, Any] = {
             "get_small_dict_per_s": await bench_get(db, args.ops),
-            "set_small_dict_per_s": await bench_set(db, args.ops // 2, 1000),
+            "set_small_dict_per_s": await bench_set(db, args.ops // 2, 100),
+            "set_small_dict_1_key_per_s": await bench_set(db, args.ops // 2, 1),
+            "set_small_dict_1000_keys_per_s": await bench_set(db, args.ops // 2, 1000),
         }
     result.update(bench_pycrdt(args.ops // 2))
-    result.update(await bench_memory(args.keys))
+    result["binding_set_small_dict_1000_docs_per_s"] = bench_binding(args.ops // 2, 1000)
+    result.update(memory)
     result["targets"] = {
         "get_small_dict_per_s": 500_000,
         "set_small_dict_per_s": 100_000,
