@@ -236,3 +236,17 @@ async def test_a_closed_node_refuses_work() -> None:
         node.database("d")
     with pytest.raises(pydds.NodeClosed):
         await node.emit("x")
+
+
+async def test_a_none_value_is_a_value_not_an_absence(db: pydds.Database) -> None:
+    await db.set("k", None)
+    db._keyspace._keys["k"].packed = None  # decode from the CRDT
+    assert "k" in db
+    assert await db.get("k", "default") is None
+    with pytest.raises(pydds.WrongType):
+        await db.update("k", {"a": 1})
+    with pytest.raises(pydds.WrongType):
+        await db.append("k", [], 1)
+    with pytest.raises(pydds.WrongType):
+        await db.incr("k")
+    assert await db.get("k", "default") is None

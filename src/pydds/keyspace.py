@@ -91,8 +91,7 @@ class Keyspace:
         packed = kd.packed
         if packed is not None:
             return values.unpack(packed)
-        if not kd.live:
-            self._live.touch(kd)
+        self._live.touch(kd)
         value = kd.read(self.client_id)
         # A key whose value has not arrived reads as None until the cluster layer
         # pulls it (a key in the directory always has a value somewhere).

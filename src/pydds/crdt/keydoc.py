@@ -47,10 +47,10 @@ _MARKERS = {b"D": ("dict", "map"), b"L": ("list", "array"), b"C": ("counter", "m
 
 
 def _slot(doc: YDoc, txn: YTxn) -> Any:
-    """The slot's item, a marker resolved to its root type; None when empty."""
+    """The slot's item, a marker resolved to its root type; ``MISSING`` when empty."""
     root = doc.root
     if not root.has(txn, SLOT):
-        return None
+        return MISSING
     item = root.get(txn, SLOT)
     if type(item) in (bytes, bytearray) and bytes(item) in _MARKERS:
         name, kind = _MARKERS[bytes(item)]
@@ -105,12 +105,6 @@ class KeyDoc:
         self._state = None
         self.packed = None
 
-    def encoded(self) -> bytes:
-        """The whole document as one update."""
-        if self._doc is not None:
-            return self._doc.diff()
-        return self._state if self._state is not None else YDoc(0, ROOT).diff()
-
     # -- reads -------------------------------------------------------------------
 
     def read(self, client_id: int) -> Any:
@@ -121,7 +115,7 @@ class KeyDoc:
         doc = self.doc(client_id)
         txn = doc.read()
         try:
-            item = _slot(doc, txn) if doc.root.has(txn, SLOT) else MISSING
+            item = _slot(doc, txn)
             value = MISSING if item is MISSING else values.read(txn, item)
         finally:
             txn.drop()
@@ -155,7 +149,7 @@ class KeyDoc:
         txn = doc.begin(LOCAL)
         try:
             target = _slot(doc, txn)
-            if target is None:
+            if target is MISSING:
                 target = _start(doc, txn, b"D")
             elif type(target) is not MAP_TYPE or values.is_counter(txn, target):
                 raise WrongType("update needs a dict value")
@@ -181,7 +175,7 @@ class KeyDoc:
         txn = doc.begin(LOCAL)
         try:
             start = _slot(doc, txn)
-            if start is None:
+            if start is MISSING:
                 if path:
                     raise PathNotFound(f"path {path!r} leads nowhere: the value is empty")
                 arr = _start(doc, txn, b"L")
@@ -218,7 +212,7 @@ class KeyDoc:
                 total = values.counter_total(txn, counter) + amount
                 _check_total(total)
             else:
-                if item is None:
+                if item is MISSING:
                     base = 0
                 elif type(item) in (bytes, bytearray) and item[:1] == b"i":
                     base = values.buffer_int(item)
@@ -230,7 +224,7 @@ class KeyDoc:
                 # An empty slot starts in the shared root counter; an int value becomes
                 # a new counter in the slot (concurrent conversions: one wins).
                 counter = (
-                    _start(doc, txn, b"C") if item is None else root.insert_map_prelim(txn, SLOT)
+                    _start(doc, txn, b"C") if item is MISSING else root.insert_map_prelim(txn, SLOT)
                 )
                 if base:
                     counter.insert(txn, _COUNTER_BASE, values.counter_entry(base))
