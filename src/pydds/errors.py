@@ -11,7 +11,9 @@ keep working in code that does not know pydds::
     ├── KeyNotFound         (also KeyError)      the key is not in the database
     ├── PathNotFound        (also LookupError)   a path inside a value leads nowhere
     ├── WrongType           (also TypeError)     the operation does not fit the stored value
-    └── NodeClosed          (also RuntimeError)  the node was closed
+    ├── NodeClosed          (also RuntimeError)  the node was closed
+    └── ProtocolError                            a link broke the protocol
+        └── MalformedFrame  (also ValueError)    a frame that does not decode; the link closes
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ __all__ = [
     "InvalidUpdate",
     "InvalidValue",
     "KeyNotFound",
+    "MalformedFrame",
     "NodeClosed",
     "PathNotFound",
+    "ProtocolError",
     "PyddsError",
     "WrongType",
 ]
@@ -69,3 +73,11 @@ class WrongType(PyddsError, TypeError):
 
 class NodeClosed(PyddsError, RuntimeError):
     """The node was closed; it takes no more operations."""
+
+
+class ProtocolError(PyddsError):
+    """A link broke the protocol; the link is closed with this reason."""
+
+
+class MalformedFrame(ProtocolError, ValueError):
+    """A frame that does not decode into valid messages (nothing in it was applied)."""

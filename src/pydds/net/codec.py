@@ -1,0 +1,166 @@
+"""Frames <-> messages: msgpack on the wire, strictly validated on the way in.
+
+A frame is a msgpack array of messages; a message is an array ``[code, field...]``
+with the fields of its dataclass in order. Decoding checks everything before it
+returns anything: the frame's size, msgpack's own container limits (no maps, no
+nesting beyond messages), the code, the arity and each field's type and range. Any
+fault raises ``MalformedFrame`` with the reason, and the link closes with it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgpack
+
+from ..config import check_name
+from ..errors import InvalidName, MalformedFrame
+from . import messages as m
+
+__all__ = ["MAX_FRAME_BYTES", "MAX_MESSAGES", "PROTOCOL", "decode_frame", "encode_frame"]
+
+PROTOCOL = 1
+MAX_FRAME_BYTES = 32 * 1024 * 1024  # default bound of one frame
+MAX_MESSAGES = 65_536  # default bound of the messages in one frame
+_MAX_KEY = 1024
+_INT64 = 2**63 - 1
+
+
+def _str(v: Any) -> str:
+    if type(v) is not str:
+        raise MalformedFrame(f"expected a str, got {type(v).__name__}")
+    return v
+
+
+def _short(v: Any) -> str:
+    if type(v) is not str or not 0 < len(v) <= 256:
+        raise MalformedFrame("expected a str of 1 to 256 characters")
+    return v
+
+
+def _name(v: Any) -> str:
+    try:
+        return check_name("database", v)
+    except InvalidName as exc:
+        raise MalformedFrame(str(exc)) from None
+
+
+def _key(v: Any) -> str:
+    if type(v) is not str or not 0 < len(v) <= _MAX_KEY:
+        raise MalformedFrame(f"a key is a str of 1 to {_MAX_KEY} characters")
+    return v
+
+
+def _bytes(v: Any) -> bytes:
+    if type(v) is not bytes:
+        raise MalformedFrame(f"expected bytes, got {type(v).__name__}")
+    return v
+
+
+def _gen(v: Any) -> int:
+    if type(v) is not int or not 1 <= v <= _INT64:
+        raise MalformedFrame("a generation is an int from 1 to 2**63-1")
+    return v
+
+
+def _uint(v: Any) -> int:
+    if type(v) is not int or not 0 <= v <= _INT64:
+        raise MalformedFrame("expected an int from 0 to 2**63-1")
+    return v
+
+
+def _role(v: Any) -> str:
+    if v not in ("node", "client"):
+        raise MalformedFrame("a role is 'node' or 'client'")
+    return str(v)
+
+
+def _address(v: Any) -> str | None:
+    return None if v is None else _short(v)
+
+
+Field = Callable[[Any], Any]
+
+#: code -> (message class, field checkers in dataclass order). Codes are the wire
+#: format: never renumber, only add.
+_SCHEMA: dict[int, tuple[type, tuple[Field, ...]]] = {
+    1: (m.Hello, (_short, _role, _address, _uint)),
+    2: (m.DirectoryStep1, (_name, _bytes)),
+    3: (m.DirectoryStep2, (_name, _bytes)),
+    4: (m.DirectoryUpdate, (_name, _bytes)),
+    5: (m.ValuePull, (_name, _key, _gen, _bytes)),
+    6: (m.ValueUpdate, (_name, _key, _gen, _bytes)),
+    7: (m.KeyChanged, (_name, _key, _gen, _short)),
+    8: (m.Custom, (_short, _name, _bytes, _short)),
+    9: (m.Ping, (_uint,)),
+    10: (m.Pong, (_uint,)),
+    11: (m.Close, (_str,)),
+}
+_CODES = {cls: code for code, (cls, _) in _SCHEMA.items()}
+for _cls, _checks in _SCHEMA.values():
+    assert len(dataclasses.fields(_cls)) == len(_checks), _cls
+
+_pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+
+
+def encode_frame(messages: Sequence[m.Message]) -> bytes:
+    """Encode messages into one frame."""
+    out = []
+    for message in messages:
+        code = _CODES[type(message)]
+        out.append([code, *(getattr(message, f.name) for f in dataclasses.fields(message))])
+    packed: bytes = _pack(out)
+    return packed
+
+
+def decode_frame(
+    frame: bytes, *, max_bytes: int = MAX_FRAME_BYTES, max_messages: int = MAX_MESSAGES
+) -> list[m.Message]:
+    """Decode and validate one frame.
+
+    Raises:
+        MalformedFrame: the frame is too large, is not msgpack, or holds anything
+            but valid messages.
+    """
+    if len(frame) > max_bytes:
+        raise MalformedFrame(f"frame of {len(frame)} bytes is over the limit of {max_bytes}")
+    unpacker = msgpack.Unpacker(
+        raw=False,
+        max_buffer_size=max(len(frame), 1),
+        max_array_len=max(max_messages, 16),
+        max_map_len=0,
+        max_ext_len=0,
+    )
+    unpacker.feed(frame)
+    try:
+        raw = unpacker.unpack()
+    except msgpack.OutOfData:
+        raise MalformedFrame("frame ends inside a value") from None
+    except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
+        raise MalformedFrame(f"frame is not valid msgpack: {exc}") from None
+    if unpacker.tell() != len(frame):
+        raise MalformedFrame("frame has trailing bytes")
+    if type(raw) is not list:
+        raise MalformedFrame("a frame is an array of messages")
+    if len(raw) > max_messages:
+        raise MalformedFrame(f"frame holds {len(raw)} messages, over the limit of {max_messages}")
+    return [_message(item) for item in raw]
+
+
+def _message(item: Any) -> m.Message:
+    if type(item) is not list or not item or type(item[0]) is not int:
+        raise MalformedFrame("a message is an array starting with its code")
+    spec = _SCHEMA.get(item[0])
+    if spec is None:
+        raise MalformedFrame(f"unknown message code {item[0]}")
+    cls, checks = spec
+    if len(item) != len(checks) + 1:
+        raise MalformedFrame(f"{cls.__name__} has {len(checks)} fields, got {len(item) - 1}")
+    try:
+        args = [check(v) for check, v in zip(checks, item[1:], strict=True)]
+    except MalformedFrame as exc:
+        raise MalformedFrame(f"{cls.__name__}: {exc}") from None
+    message: m.Message = cls(*args)
+    return message

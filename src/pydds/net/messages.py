@@ -1,0 +1,136 @@
+"""The messages that links carry, as frozen dataclasses (one per kind).
+
+Names of databases and keys live in the envelope of each message; CRDT payloads
+(state vectors and updates) are opaque bytes produced by ``crdt/``. Sync follows
+y-protocols: step 1 carries a state vector, step 2 the diff it asks for, then live
+updates follow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "Close",
+    "Custom",
+    "DirectoryStep1",
+    "DirectoryStep2",
+    "DirectoryUpdate",
+    "Hello",
+    "KeyChanged",
+    "Message",
+    "Ping",
+    "Pong",
+    "ValuePull",
+    "ValueUpdate",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """The first message on a link: who is speaking."""
+
+    name: str  # the sender's node name
+    role: str  # "node" or "client"
+    address: str | None  # where the sender accepts links (None for a client)
+    protocol: int  # the protocol version the sender speaks
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryStep1:
+    """Sync step 1 for a directory: the sender's state vector; answer with step 2."""
+
+    database: str
+    state_vector: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryStep2:
+    """Sync step 2 for a directory: what the receiver lacked."""
+
+    database: str
+    update: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryUpdate:
+    """A live directory delta."""
+
+    database: str
+    update: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ValuePull:
+    """Ask for a key's value: the sender's state vector of that generation."""
+
+    database: str
+    key: str
+    gen: int
+    state_vector: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ValueUpdate:
+    """A value delta of one generation of a key: pushed to holders, or a pull's answer."""
+
+    database: str
+    key: str
+    gen: int
+    update: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class KeyChanged:
+    """Metadata only: a key's value changed at ``origin`` (sent to non-holders)."""
+
+    database: str
+    key: str
+    gen: int
+    origin: str
+
+
+@dataclass(frozen=True, slots=True)
+class Custom:
+    """A custom event; ``id`` deduplicates it across relays."""
+
+    id: str
+    name: str
+    payload: bytes  # the payload, packed with msgpack
+    origin: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """A heartbeat; answer with ``Pong`` carrying the same ``seq``."""
+
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """The answer to a ``Ping``."""
+
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """The sender closes the link, saying why."""
+
+    reason: str
+
+
+Message = (
+    Hello
+    | DirectoryStep1
+    | DirectoryStep2
+    | DirectoryUpdate
+    | ValuePull
+    | ValueUpdate
+    | KeyChanged
+    | Custom
+    | Ping
+    | Pong
+    | Close
+)

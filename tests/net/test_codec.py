@@ -1,0 +1,108 @@
+"""Frames round-trip exactly; every malformed frame raises MalformedFrame."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import pydds
+from pydds.net import messages as m
+from pydds.net.codec import decode_frame, encode_frame
+
+ONE_OF_EACH: list[m.Message] = [
+    m.Hello("n1", "node", "ws://127.0.0.1:7400", 1),
+    m.Hello("c1", "client", None, 1),
+    m.DirectoryStep1("cache", b"\x00"),
+    m.DirectoryStep2("cache", b"\x00\x00"),
+    m.DirectoryUpdate("cache", b"\x01\x02"),
+    m.ValuePull("cache", "user:1", 1, b"\x00"),
+    m.ValueUpdate("cache", "ключ/../x", 2**63 - 1, b"\x01"),
+    m.KeyChanged("cache", "k", 3, "n2"),
+    m.Custom("n1-1", "deploy", b"\x81\xa1v\x03", "n1"),
+    m.Ping(0),
+    m.Pong(2**63 - 1),
+    m.Close("going away"),
+]
+
+
+def test_every_message_kind_round_trips_in_one_frame() -> None:
+    assert decode_frame(encode_frame(ONE_OF_EACH)) == ONE_OF_EACH
+    assert decode_frame(encode_frame([])) == []
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(
+        st.builds(
+            m.ValueUpdate,
+            st.from_regex(r"[a-z][a-z0-9_.:-]{0,20}", fullmatch=True),
+            st.text(min_size=1, max_size=50),
+            st.integers(1, 2**63 - 1),
+            st.binary(max_size=64),
+        ),
+        max_size=20,
+    )
+)
+def test_value_updates_round_trip(batch: list[m.Message]) -> None:
+    assert decode_frame(encode_frame(batch)) == batch
+
+
+def raw(*messages: object) -> bytes:
+    return msgpack.packb(list(messages), use_bin_type=True)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b"",
+        b"\xc1",  # never used in msgpack
+        b"\x91",  # an array that ends early
+        msgpack.packb({"not": "a list"}),
+        msgpack.packb("text"),
+        raw(5),  # a message that is not an array
+        raw([]),
+        raw(["1", "n"]),  # a code that is not an int
+        raw([99, "x"]),  # unknown code
+        raw([9]),  # too few fields
+        raw([9, 1, 2]),  # too many fields
+        raw([9, -1]),
+        raw([9, 2**64 - 1]),
+        raw([9, True]),
+        raw([9, 1.0]),
+        raw([1, "n1", "admin", None, 1]),  # unknown role
+        raw([1, "", "node", None, 1]),
+        raw([2, "../etc", b"\x00"]),  # a database name with path tricks
+        raw([2, "cache", "not bytes"]),
+        raw([5, "cache", "", 1, b"\x00"]),  # empty key
+        raw([5, "cache", "k" * 1025, 1, b"\x00"]),
+        raw([5, "cache", "k", 0, b"\x00"]),  # generation 0
+        raw([11, b"bytes"]),
+        raw([9, 1]) + b"\x00",  # trailing bytes
+        msgpack.packb([[9, {"a": 1}]]),  # maps are never valid
+    ],
+)
+def test_malformed_frames_are_refused(frame: bytes) -> None:
+    with pytest.raises(pydds.MalformedFrame):
+        decode_frame(frame)
+
+
+def test_limits() -> None:
+    frame = encode_frame([m.Ping(i) for i in range(100)])
+    with pytest.raises(pydds.MalformedFrame):
+        decode_frame(frame, max_bytes=len(frame) - 1)
+    with pytest.raises(pydds.MalformedFrame):
+        decode_frame(frame, max_messages=99)
+    assert len(decode_frame(frame, max_bytes=len(frame), max_messages=100)) == 100
+
+
+def test_deep_nesting_is_refused_without_recursing() -> None:
+    frame = b"\x91" * 100_000 + b"\x90"
+    with pytest.raises(pydds.MalformedFrame):
+        decode_frame(frame)
+
+
+def test_malformed_frame_is_a_protocol_error_and_a_value_error() -> None:
+    assert issubclass(pydds.MalformedFrame, pydds.ProtocolError)
+    assert issubclass(pydds.MalformedFrame, ValueError)
