@@ -208,9 +208,12 @@ class Keyspace:
             kd = None
         if kd is None and not new.deleted:
             kd = self._keys[c.key] = KeyDoc(new.gen)
-            for update in self._early.pop((c.key, new.gen), ()):
-                self._early_count -= 1
-                kd.apply(self.client_id, update)
+            early = self._early.pop((c.key, new.gen), ())
+            if early:
+                self._live.touch(kd)  # every live document is counted by the LRU
+                self._early_count -= len(early)
+                for update in early:
+                    kd.apply(self.client_id, update)
             pending[c.key] = EventKind.CREATED
 
     def _apply_value(self, key: str, gen: int, update: bytes) -> bytes | None:
@@ -225,9 +228,9 @@ class Keyspace:
 
     def _hold_early(self, key: str, gen: int, update: bytes) -> None:
         if self._early_count >= self.limits.early_updates:
-            oldest = next(iter(self._early))
-            self._early_count -= len(self._early.pop(oldest))
-            self.dropped_updates += 1
+            dropped = len(self._early.pop(next(iter(self._early))))
+            self._early_count -= dropped
+            self.dropped_updates += dropped
         self._early.setdefault((key, gen), []).append(update)
         self._early_count += 1
 

@@ -177,19 +177,18 @@ class Node:
         if self._closed:
             raise NodeClosed(f"node {self.name!r} is closed")
         if kinds is not None:
-            kinds = set(kinds)
-            try:
-                kinds = {EventKind(k) for k in kinds} | {EventKind.OVERFLOW}
-            except ValueError as exc:
-                raise InvalidValue(str(exc)) from None
-        subscription = Subscription(
-            self._subscriptions.remove,
-            database=database,
-            prefix=prefix,
-            kinds=kinds,
-            names=names,
-            maxsize=maxsize or self.limits.event_queue,
-        )
+            kinds = [*kinds, EventKind.OVERFLOW]
+        try:
+            subscription = Subscription(
+                self._subscriptions.remove,
+                database=database,
+                prefix=prefix,
+                kinds=kinds,
+                names=names,
+                maxsize=maxsize or self.limits.event_queue,
+            )
+        except ValueError as exc:  # an unknown kind, or maxsize < 1
+            raise InvalidValue(str(exc)) from None
         self._subscriptions.append(subscription)
         return subscription
 

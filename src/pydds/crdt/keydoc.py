@@ -53,14 +53,17 @@ def _slot(doc: YDoc, txn: YTxn) -> Any:
         return MISSING
     item = root.get(txn, SLOT)
     if type(item) in (bytes, bytearray) and bytes(item) in _MARKERS:
-        name, kind = _MARKERS[bytes(item)]
-        return doc.root_map(txn, name) if kind == "map" else doc.root_array(txn, name)
+        return _root_type(doc, txn, bytes(item))
     return item
 
 
 def _start(doc: YDoc, txn: YTxn, marker: bytes) -> Any:
     """Start an empty slot's value in the root type of ``marker``."""
     doc.root.insert(txn, SLOT, marker)
+    return _root_type(doc, txn, marker)
+
+
+def _root_type(doc: YDoc, txn: YTxn, marker: bytes) -> Any:
     name, kind = _MARKERS[marker]
     return doc.root_map(txn, name) if kind == "map" else doc.root_array(txn, name)
 
