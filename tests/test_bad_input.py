@@ -74,3 +74,20 @@ async def test_an_invalid_database_name_in_a_change() -> None:
     with pytest.raises(pydds.InvalidName):
         b.node.apply_change(Change("../etc", "k", 1, None, None, "evil"))
     assert b.node.databases() == []
+
+
+async def test_early_updates_load_documents_within_the_live_limit() -> None:
+    source = Replica("a")
+    for i in range(5):
+        await source.db().set(f"k{i}", i)
+    changes = source.take()
+    sink = pydds.Node("b", limits=pydds.Limits(live_docs=2))
+    db = sink.database("db")
+    # Every value delta first (they wait for their entries), then every entry.
+    for change in changes:
+        sink.apply_change(Change("db", change.key, change.gen, None, change.value, "a"))
+    for change in changes:
+        sink.apply_change(Change("db", change.key, change.gen, change.directory, None, "a"))
+    live = [kd for kd in db._keyspace._keys.values() if kd.live]
+    assert len(live) <= 2
+    assert [await db.get(f"k{i}") for i in range(5)] == [0, 1, 2, 3, 4]
