@@ -20,6 +20,10 @@ ONE_OF_EACH: list[m.Message] = [
     m.ValuePull("cache", "user:1", 1, b"\x00"),
     m.ValueUpdate("cache", "ключ/../x", 2**63 - 1, b"\x01"),
     m.KeyChanged("cache", "k", 3, "n2"),
+    m.ValueDiff("cache", "k", 3, b"\x00\x00"),
+    m.ValueMissing("cache", "k", 3),
+    m.Members((("n1", "ws://127.0.0.1:7400"), ("n2", "mem://n2"))),
+    m.Members(()),
     m.Custom("n1-1", "deploy", b"\x81\xa1v\x03", "n1"),
     m.Ping(0),
     m.Pong(2**63 - 1),
@@ -79,6 +83,9 @@ def raw(*messages: object) -> bytes:
         raw([5, "cache", "k" * 1025, 1, b"\x00"]),
         raw([5, "cache", "k", 0, b"\x00"]),  # generation 0
         raw([11, b"bytes"]),
+        raw([14, [["n1"]]]),  # a member without an address
+        raw([14, "n1"]),
+        raw([13, "cache", "k"]),
         raw([9, 1]) + b"\x00",  # trailing bytes
         msgpack.packb([[9, {"a": 1}]]),  # maps are never valid
     ],

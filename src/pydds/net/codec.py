@@ -81,6 +81,17 @@ def _address(v: Any) -> str | None:
     return None if v is None else _short(v)
 
 
+def _members(v: Any) -> tuple[tuple[str, str], ...]:
+    if type(v) is not list or len(v) > 4096:
+        raise MalformedFrame("members is a list of at most 4096 [name, address] pairs")
+    out = []
+    for pair in v:
+        if type(pair) is not list or len(pair) != 2:
+            raise MalformedFrame("a member is a [name, address] pair")
+        out.append((_short(pair[0]), _short(pair[1])))
+    return tuple(out)
+
+
 Field = Callable[[Any], Any]
 
 #: code -> (message class, field checkers in dataclass order). Codes are the wire
@@ -97,6 +108,9 @@ _SCHEMA: dict[int, tuple[type, tuple[Field, ...]]] = {
     9: (m.Ping, (_uint,)),
     10: (m.Pong, (_uint,)),
     11: (m.Close, (_str,)),
+    12: (m.ValueDiff, (_name, _key, _gen, _bytes)),
+    13: (m.ValueMissing, (_name, _key, _gen)),
+    14: (m.Members, (_members,)),
 }
 _CODES = {cls: code for code, (cls, _) in _SCHEMA.items()}
 for _cls, _checks in _SCHEMA.values():

@@ -18,9 +18,12 @@ __all__ = [
     "DirectoryUpdate",
     "Hello",
     "KeyChanged",
+    "Members",
     "Message",
     "Ping",
     "Pong",
+    "ValueDiff",
+    "ValueMissing",
     "ValuePull",
     "ValueUpdate",
 ]
@@ -62,7 +65,9 @@ class DirectoryUpdate:
 
 @dataclass(frozen=True, slots=True)
 class ValuePull:
-    """Ask for a key's value: the sender's state vector of that generation."""
+    """The sender holds (or wants to hold) this generation of a key: answer with
+    ``ValueDiff`` (what its state vector lacks) or ``ValueMissing``, and push it every
+    later change with ``ValueUpdate``."""
 
     database: str
     key: str
@@ -78,6 +83,25 @@ class ValueUpdate:
     key: str
     gen: int
     update: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ValueDiff:
+    """The answer to a ``ValuePull``: what the puller lacked (not a change: no event)."""
+
+    database: str
+    key: str
+    gen: int
+    update: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ValueMissing:
+    """The answer to a ``ValuePull`` from a node that does not hold that value."""
+
+    database: str
+    key: str
+    gen: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +122,13 @@ class Custom:
     name: str
     payload: bytes  # the payload, packed with msgpack
     origin: str
+
+
+@dataclass(frozen=True, slots=True)
+class Members:
+    """The nodes the sender knows, as ``(name, address)`` pairs (clients never appear)."""
+
+    members: tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +159,10 @@ Message = (
     | DirectoryUpdate
     | ValuePull
     | ValueUpdate
+    | ValueDiff
+    | ValueMissing
     | KeyChanged
+    | Members
     | Custom
     | Ping
     | Pong

@@ -1,0 +1,165 @@
+"""One link's protocol state: handshake, heartbeats, closing (sans-IO).
+
+Theory of operation
+-------------------
+A link carries frames both ways. The session takes the messages of each frame that
+arrived (``receive``) and the current time (``tick``), and says what to send
+(``data_to_send``), what to hand to the node (``receive``'s return value) and when to
+be called again (``tick``'s deadline). It never waits and never reads a clock.
+
+States, and what moves between them::
+
+    OPENING --Hello received, valid--> OPEN --Close received / sent--> CLOSED
+       |                                 |
+       +--bad Hello, Close, or silence ---+--silence past the timeout--> CLOSED
+
+Both ends send ``Hello`` as soon as the link opens. Until the peer's ``Hello``
+arrives nothing else is accepted (a data message first is a protocol error). Once
+open, a ``Ping`` goes out every ``heartbeat`` seconds without other traffic; any
+message from the peer counts as a sign of life, and ``timeout`` seconds without one
+close the link (the peer is suspected; membership decides what follows).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from ..errors import ProtocolError
+from .codec import PROTOCOL
+from .messages import Close, Hello, Message, Ping, Pong
+
+__all__ = ["Session", "State"]
+
+
+class State(Enum):
+    OPENING = "opening"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class Session:
+    """The protocol state of one link.
+
+    Example::
+
+        session = Session(Hello("n1", "node", "ws://127.0.0.1:7400", 1), now=0.0)
+        frame_out = session.data_to_send()            # [Hello(...)]
+        for_node = session.receive(decoded_messages, now=0.1)
+        deadline = session.tick(now=0.2)              # call tick again by then
+    """
+
+    def __init__(
+        self,
+        local: Hello,
+        *,
+        now: float,
+        heartbeat: float = 1.0,
+        timeout: float = 5.0,
+        accept_clients: bool = True,
+    ) -> None:
+        self.local = local  # what this end says about itself
+        self.peer: Hello | None = None  # what the peer said, once open
+        self.state = State.OPENING
+        self.close_reason: str | None = None  # why it closed, once closed
+        self.heartbeat = heartbeat  # seconds between pings on an idle link
+        self.timeout = timeout  # seconds of silence that close the link
+        self.accept_clients = accept_clients  # False on a client: clients never link clients
+        self._heard = now  # when the peer last said anything
+        self._sent = now  # when this end last sent anything
+        self._seq = 0  # the last ping's sequence number
+        self._out: list[Message] = [local]
+
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    def send(self, messages: list[Message]) -> None:
+        """Queue messages for the peer (ignored once closed)."""
+        if self.state is not State.CLOSED:
+            self._out.extend(messages)
+
+    def data_to_send(self, now: float | None = None) -> list[Message]:
+        """Take the queued messages (one frame's worth)."""
+        out, self._out = self._out, []
+        if out and now is not None:
+            self._sent = now
+        return out
+
+    def close(self, reason: str) -> None:
+        """Close from this end: a ``Close`` with ``reason`` is the last message."""
+        if self.state is not State.CLOSED:
+            self._out.append(Close(reason))
+            self._closed(reason)
+
+    def _closed(self, reason: str) -> None:
+        self.state = State.CLOSED
+        self.close_reason = reason
+
+    def receive(self, messages: list[Message], now: float) -> list[Message]:
+        """Take the messages of one frame from the peer; return those for the node.
+
+        A protocol fault closes the session (``close_reason`` says why) and
+        drops the rest of the frame.
+        """
+        if self.state is State.CLOSED:
+            return []
+        self._heard = now
+        out: list[Message] = []
+        for message in messages:
+            try:
+                if self._handle(message, now, out):
+                    continue
+            except ProtocolError as exc:
+                self.close(str(exc))
+                return out
+            if self.closed:  # a Close from the peer ends the frame
+                return out
+            out.append(message)
+        return out
+
+    def _handle(self, message: Message, now: float, out: list[Message]) -> bool:
+        """Handle a link-level message; True when it is consumed here."""
+        if isinstance(message, Close):
+            self._closed(f"closed by peer: {message.reason}")
+            return True
+        if self.state is State.OPENING:
+            if not isinstance(message, Hello):
+                raise ProtocolError(f"expected Hello, got {type(message).__name__}")
+            self._open(message)
+            return True
+        if isinstance(message, Hello):
+            raise ProtocolError("a second Hello")
+        if isinstance(message, Ping):
+            self._out.append(Pong(message.seq))
+            return True
+        return isinstance(message, Pong)
+
+    def _open(self, hello: Hello) -> None:
+        if hello.protocol != PROTOCOL:
+            raise ProtocolError(f"protocol {hello.protocol} is not {PROTOCOL}")
+        if hello.role == "client" and (self.local.role == "client" or not self.accept_clients):
+            raise ProtocolError("a client cannot link to a client")
+        if hello.role == "node" and hello.address is None:
+            raise ProtocolError("a node must say its address")
+        if hello.name == self.local.name:
+            raise ProtocolError(f"the peer has this node's own name {hello.name!r}")
+        self.peer = hello
+        self.state = State.OPEN
+
+    def tick(self, now: float) -> float | None:
+        """Act on the time: ping an idle link, close a silent one.
+
+        Returns:
+            When to call ``tick`` again (None once closed).
+        """
+        if self.state is State.CLOSED:
+            return None
+        silent_until = self._heard + self.timeout
+        if now >= silent_until:
+            self.close(f"peer silent for {now - self._heard:.1f}s")
+            return None
+        if self.state is State.OPEN and now >= self._sent + self.heartbeat:
+            self._seq += 1
+            self._out.append(Ping(self._seq))
+            self._sent = now
+        return min(silent_until, self._sent + self.heartbeat)

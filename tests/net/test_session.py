@@ -1,0 +1,112 @@
+"""The link session, driven by hand through a pair with an explicit clock."""
+
+from __future__ import annotations
+
+from pydds.net.codec import PROTOCOL
+from pydds.net.messages import Close, DirectoryUpdate, Hello, Ping, Pong
+from pydds.net.session import Session, State
+
+A = Hello("a", "node", "mem://a", PROTOCOL)
+B = Hello("b", "node", "mem://b", PROTOCOL)
+C = Hello("c", "client", None, PROTOCOL)
+
+
+def exchange(x: Session, y: Session, now: float) -> tuple[list, list]:
+    """Deliver what each side queued to the other; return what each gave its node."""
+    to_y, to_x = x.data_to_send(now), y.data_to_send(now)
+    return x.receive(to_x, now), y.receive(to_y, now)
+
+
+def opened(now: float = 0.0) -> tuple[Session, Session]:
+    a, b = Session(A, now=now), Session(B, now=now)
+    assert exchange(a, b, now) == ([], [])
+    return a, b
+
+
+def test_hello_opens_both_ends() -> None:
+    a, b = opened()
+    assert a.state is b.state is State.OPEN
+    assert a.peer == B
+    assert b.peer == A
+
+
+def test_data_passes_through_once_open() -> None:
+    a, b = opened()
+    update = DirectoryUpdate("db", b"\x00\x00")
+    a.send([update])
+    assert exchange(a, b, 0.1) == ([], [update])
+
+
+def test_data_before_hello_is_a_protocol_error() -> None:
+    b = Session(B, now=0)
+    assert b.receive([DirectoryUpdate("db", b"")], now=0) == []
+    assert b.state is State.CLOSED
+    assert "expected Hello" in (b.close_reason or "")
+    assert isinstance(b.data_to_send()[-1], Close)
+
+
+def test_bad_hellos_are_refused() -> None:
+    cases = [
+        (Hello("x", "node", "mem://x", PROTOCOL + 1), B, "protocol"),
+        (Hello("x", "node", None, PROTOCOL), B, "address"),
+        (Hello("b", "node", "mem://b2", PROTOCOL), B, "own name"),
+        (C, C, "client"),
+    ]
+    for peer_hello, local, reason in cases:
+        s = Session(local, now=0)
+        s.data_to_send()
+        assert s.receive([peer_hello], now=0) == []
+        assert s.state is State.CLOSED
+        assert reason in (s.close_reason or ""), (reason, s.close_reason)
+    refusing = Session(B, now=0, accept_clients=False)
+    refusing.receive([C], now=0)
+    assert refusing.state is State.CLOSED
+
+
+def test_a_second_hello_closes() -> None:
+    _, b = opened()
+    b.receive([A], now=1)
+    assert b.state is State.CLOSED
+
+
+def test_pings_on_an_idle_link_and_pongs_back() -> None:
+    a, b = opened()
+    assert a.tick(0.5) == 1.0  # the next ping is due at 1.0
+    a.tick(1.0)
+    ping = a.data_to_send(1.0)
+    assert ping == [Ping(1)]
+    b.receive(ping, now=1.0)
+    assert b.data_to_send(1.0) == [Pong(1)]
+
+
+def test_silence_closes_the_link() -> None:
+    a, b = opened()
+    for t in (1.0, 2.0, 3.0, 4.0):
+        a.tick(t)
+        b.receive(a.data_to_send(t), now=t)  # a speaks; b never answers a
+    assert a.tick(4.9) is not None
+    assert a.tick(5.0) is None
+    assert a.state is State.CLOSED
+    assert "silent" in (a.close_reason or "")
+
+
+def test_traffic_keeps_it_alive() -> None:
+    a, b = opened()
+    for t in range(1, 20):
+        a.tick(t)
+        b.tick(t)
+        exchange(a, b, float(t))
+    assert a.state is b.state is State.OPEN
+
+
+def test_close_is_the_last_message_and_the_peer_learns_why() -> None:
+    a, b = opened()
+    a.send([DirectoryUpdate("db", b"")])
+    a.close("shutting down")
+    a.send([DirectoryUpdate("db", b"")])  # ignored: closed
+    out = a.data_to_send()
+    assert isinstance(out[-1], Close)
+    assert len(out) == 2
+    b.receive(out, now=0.1)
+    assert b.state is State.CLOSED
+    assert b.close_reason == "closed by peer: shutting down"
