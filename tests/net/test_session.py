@@ -110,3 +110,9 @@ def test_close_is_the_last_message_and_the_peer_learns_why() -> None:
     b.receive(out, now=0.1)
     assert b.state is State.CLOSED
     assert b.close_reason == "closed by peer: shutting down"
+
+
+def test_nothing_after_a_close_reaches_the_node() -> None:
+    _, b = opened()
+    assert b.receive([Close("bye"), DirectoryUpdate("db", b"")], now=1) == []
+    assert b.state is State.CLOSED

@@ -107,17 +107,17 @@ class Session:
         out: list[Message] = []
         for message in messages:
             try:
-                if self._handle(message, now, out):
-                    continue
+                consumed = self._handle(message)
             except ProtocolError as exc:
                 self.close(str(exc))
                 return out
             if self.closed:  # a Close from the peer ends the frame
                 return out
-            out.append(message)
+            if not consumed:
+                out.append(message)
         return out
 
-    def _handle(self, message: Message, now: float, out: list[Message]) -> bool:
+    def _handle(self, message: Message) -> bool:
         """Handle a link-level message; True when it is consumed here."""
         if isinstance(message, Close):
             self._closed(f"closed by peer: {message.reason}")
