@@ -12,6 +12,8 @@ keep working in code that does not know pydds::
     ├── PathNotFound        (also LookupError)   a path inside a value leads nowhere
     ├── WrongType           (also TypeError)     the operation does not fit the stored value
     ├── NodeClosed          (also RuntimeError)  the node was closed
+    ├── Unavailable         (also TimeoutError)  no holder of a value answered in time
+    ├── LinkClosed          (also ConnectionError) a link to a peer closed or never opened
     └── ProtocolError                            a link broke the protocol
         └── MalformedFrame  (also ValueError)    a frame that does not decode; the link closes
 """
@@ -23,11 +25,13 @@ __all__ = [
     "InvalidUpdate",
     "InvalidValue",
     "KeyNotFound",
+    "LinkClosed",
     "MalformedFrame",
     "NodeClosed",
     "PathNotFound",
     "ProtocolError",
     "PyddsError",
+    "Unavailable",
     "WrongType",
 ]
 
@@ -81,3 +85,11 @@ class ProtocolError(PyddsError):
 
 class MalformedFrame(ProtocolError, ValueError):
     """A frame that does not decode into valid messages (nothing in it was applied)."""
+
+
+class Unavailable(PyddsError, TimeoutError):
+    """No node holding the value answered within the bounded wait."""
+
+
+class LinkClosed(PyddsError, ConnectionError):
+    """A link to a peer closed, or could not be opened."""
