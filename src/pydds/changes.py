@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .events import EventKind
+
 __all__ = ["Change"]
 
 
@@ -22,3 +24,4 @@ class Change:
     directory: bytes | None  # the directory delta, when the entry changed
     value: bytes | None  # the value-document delta, when the value changed
     origin: str  # the name of the node that made the change
+    kind: EventKind | None = None  # what it did (None: a directory repair, no event)

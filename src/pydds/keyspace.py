@@ -28,10 +28,14 @@ from .config import DatabaseSettings, Limits
 from .crdt import values
 from .crdt.directory import Directory, Entry, EntryChange
 from .crdt.keydoc import LOCAL, MISSING, REMOTE, KeyDoc, LiveDocs
+from .crdt.ydoc import EMPTY_STATE_VECTOR
 from .errors import KeyNotFound
 from .events import EventKind
 
-__all__ = ["Keyspace", "Report"]
+__all__ = ["NOT_HELD", "Keyspace", "Report"]
+
+#: ``read`` of a key whose value this node does not hold (it must be pulled).
+NOT_HELD: Any = object()
 
 #: ``report(kind, key, gen, directory_delta, value_delta, origin)``; kind None for a
 #: change with no event (a directory repair).
@@ -91,11 +95,54 @@ class Keyspace:
         packed = kd.packed
         if packed is not None:
             return values.unpack(packed)
+        if not kd.held:
+            return NOT_HELD
         self._live.touch(kd)
         value = kd.read(self.client_id)
-        # A key whose value has not arrived reads as None until the cluster layer
-        # pulls it (a key in the directory always has a value somewhere).
+        # A held document whose writes have not arrived yet (its directory entry came
+        # first) reads as None; anti-entropy brings the rest.
         return None if value is MISSING else value
+
+    def holds(self, key: str) -> bool:
+        """Whether this node holds the value of ``key``."""
+        kd = self._keys.get(key)
+        return kd is not None and kd.held
+
+    def held(self) -> list[tuple[str, int]]:
+        """Every held key with its generation."""
+        return [(key, kd.gen) for key, kd in self._keys.items() if kd.held]
+
+    def generation(self, key: str) -> int | None:
+        """The current generation of ``key`` (None when absent)."""
+        kd = self._keys.get(key)
+        return None if kd is None else kd.gen
+
+    def value_state_vector(self, key: str) -> bytes:
+        """The state vector of ``key``'s value document (empty if not held).
+
+        Raises:
+            KeyNotFound: the key is absent.
+        """
+        kd = self._keys.get(key)
+        if kd is None:
+            raise KeyNotFound(f"key {key!r} is not in database {self.name!r}")
+        if not kd.held:
+            return EMPTY_STATE_VECTOR
+        self._live.touch(kd)
+        return kd.state_vector(self.client_id)
+
+    def value_diff(self, key: str, gen: int, state_vector: bytes) -> bytes | None:
+        """What a replica of generation ``gen`` at ``state_vector`` lacks; None when
+        this node does not hold that generation.
+
+        Raises:
+            InvalidUpdate: the state vector does not decode.
+        """
+        kd = self._keys.get(key)
+        if kd is None or kd.gen != gen or not kd.held:
+            return None
+        self._live.touch(kd)
+        return kd.diff(self.client_id, state_vector)
 
     # -- local writes ----------------------------------------------------------------
 
@@ -164,28 +211,66 @@ class Keyspace:
 
     # -- changes from elsewhere -------------------------------------------------------
 
-    def apply(self, change: Change) -> None:
+    def apply(self, change: Change, *, notice: bool = False) -> None:
         """Apply a change made elsewhere, reporting one event per key it changed.
+
+        Args:
+            change: the change.
+            notice: the change changed a value this node does not hold (its delta
+                is not shipped here): report a ``changed`` event without a delta.
 
         Raises:
             InvalidUpdate: a delta does not decode (the directory part, if valid,
                 stays applied; nothing else is).
         """
-        pending: dict[str, EventKind] = {}
-        if change.directory is not None:
-            _, changed = self.directory.apply(change.directory, REMOTE)
-            for entry_change in changed:
-                self._reconcile(entry_change, pending, change.origin)
+        pending = self._apply_directory(change.directory, change.origin)
         delta = None
         if change.value is not None:
             delta = self._apply_value(change.key, change.gen, change.value)
         kind = pending.pop(change.key, None)
-        if kind is None and delta is not None:
+        if kind is None and (
+            delta is not None or (notice and self.generation(change.key) == change.gen)
+        ):
             kind = EventKind.CHANGED
         for key, other in pending.items():
             self._report_remote(other, key, None, change.origin)
         if kind is not None:
             self._report_remote(kind, change.key, delta, change.origin)
+
+    def apply_directory(self, update: bytes, origin: str) -> None:
+        """Apply a directory update (sync step 2), reporting an event per key it changed.
+
+        Raises:
+            InvalidUpdate: the update does not decode.
+        """
+        for key, kind in self._apply_directory(update, origin).items():
+            self._report_remote(kind, key, None, origin)
+
+    def apply_pulled(self, key: str, gen: int, update: bytes, origin: str) -> None:
+        """Apply the answer to a pull. Becoming a holder is no change (no event); news
+        for a value already held is reported as ``changed``.
+
+        Raises:
+            InvalidUpdate: the update does not decode.
+        """
+        kd = self._keys.get(key)
+        if kd is None or kd.gen != gen:
+            return
+        was_held = kd.held
+        self._live.touch(kd)
+        delta = kd.apply(self.client_id, update)
+        if was_held and delta is not None:
+            self._report_remote(EventKind.CHANGED, key, delta, origin)
+        elif not was_held:
+            kd.doc(self.client_id)  # an empty answer still makes this node a holder
+
+    def _apply_directory(self, update: bytes | None, origin: str) -> dict[str, EventKind]:
+        pending: dict[str, EventKind] = {}
+        if update is not None:
+            _, changed = self.directory.apply(update, REMOTE)
+            for entry_change in changed:
+                self._reconcile(entry_change, pending, origin)
+        return pending
 
     def _report_remote(self, kind: EventKind, key: str, delta: bytes | None, origin: str) -> None:
         kd = self._keys.get(key)

@@ -208,7 +208,7 @@ class Node:
         origin: str,
     ) -> None:
         if origin == self.name and self._change_listeners:
-            change = Change(database, key, gen, directory, value, origin)
+            change = Change(database, key, gen, directory, value, origin, kind)
             for listener in list(self._change_listeners):
                 listener(change)
         if kind is not None and self._subscriptions:

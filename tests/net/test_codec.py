@@ -16,10 +16,10 @@ ONE_OF_EACH: list[m.Message] = [
     m.Hello("c1", "client", None, 1),
     m.DirectoryStep1("cache", b"\x00"),
     m.DirectoryStep2("cache", b"\x00\x00"),
-    m.DirectoryUpdate("cache", b"\x01\x02"),
+    m.Write("cache", "user:1", 1, "created", b"\x01\x02", b"\x03", "n1"),
+    m.Write("cache", "ключ/../x", 2**63 - 1, "changed", None, None, "n2"),
+    m.Write("cache", "k", 3, "", b"\x01", None, "n2"),
     m.ValuePull("cache", "user:1", 1, b"\x00"),
-    m.ValueUpdate("cache", "ключ/../x", 2**63 - 1, b"\x01"),
-    m.KeyChanged("cache", "k", 3, "n2"),
     m.ValueDiff("cache", "k", 3, b"\x00\x00"),
     m.ValueMissing("cache", "k", 3),
     m.Members((("n1", "ws://127.0.0.1:7400"), ("n2", "mem://n2"))),
@@ -40,7 +40,7 @@ def test_every_message_kind_round_trips_in_one_frame() -> None:
 @given(
     st.lists(
         st.builds(
-            m.ValueUpdate,
+            m.ValueDiff,
             st.from_regex(r"[a-z][a-z0-9_.:-]{0,20}", fullmatch=True),
             st.text(min_size=1, max_size=50),
             st.integers(1, 2**63 - 1),
@@ -82,6 +82,8 @@ def raw(*messages: object) -> bytes:
         raw([5, "cache", "", 1, b"\x00"]),  # empty key
         raw([5, "cache", "k" * 1025, 1, b"\x00"]),
         raw([5, "cache", "k", 0, b"\x00"]),  # generation 0
+        raw([15, "cache", "k", 1, "renamed", None, None, "n1"]),  # unknown kind
+        raw([15, "cache", "k", 1, "changed", "text", None, "n1"]),
         raw([11, b"bytes"]),
         raw([14, [["n1"]]]),  # a member without an address
         raw([14, "n1"]),

@@ -80,6 +80,11 @@ class KeyDoc:
         self._state = state  # the encoded document while idle
 
     @property
+    def held(self) -> bool:
+        """Whether this node has a copy of the value (live or idle)."""
+        return self._doc is not None or self._state is not None
+
+    @property
     def live(self) -> bool:
         """Whether the document is in memory as a live ``YDoc``."""
         return self._doc is not None
@@ -236,6 +241,18 @@ class KeyDoc:
             delta = doc.end(txn)
         self.packed = values.pack(total, 64)
         return delta, total
+
+    def state_vector(self, client_id: int) -> bytes:
+        """The document's state vector (sync step 1)."""
+        return self.doc(client_id).state_vector()
+
+    def diff(self, client_id: int, state_vector: bytes) -> bytes:
+        """What a replica at ``state_vector`` lacks (sync step 2).
+
+        Raises:
+            InvalidUpdate: the state vector does not decode.
+        """
+        return self.doc(client_id).diff(state_vector)
 
     def apply(self, client_id: int, update: bytes) -> bytes | None:
         """Apply an update from elsewhere; return the delta it made here.

@@ -15,9 +15,7 @@ __all__ = [
     "Custom",
     "DirectoryStep1",
     "DirectoryStep2",
-    "DirectoryUpdate",
     "Hello",
-    "KeyChanged",
     "Members",
     "Message",
     "Ping",
@@ -25,7 +23,7 @@ __all__ = [
     "ValueDiff",
     "ValueMissing",
     "ValuePull",
-    "ValueUpdate",
+    "Write",
 ]
 
 
@@ -56,33 +54,32 @@ class DirectoryStep2:
 
 
 @dataclass(frozen=True, slots=True)
-class DirectoryUpdate:
-    """A live directory delta."""
+class Write:
+    """One change made by the sender (who holds the value, unless it deleted the key).
+
+    A holder of the key gets the value delta; any other member gets ``value=None``:
+    it learns that the key changed, and applies the directory delta if any.
+    """
 
     database: str
-    update: bytes
+    key: str
+    gen: int
+    kind: str  # "created", "changed", "deleted", or "" for a directory repair
+    directory: bytes | None  # the directory delta, when the entry changed
+    value: bytes | None  # the value delta, for holders
+    origin: str  # the node that made the change
 
 
 @dataclass(frozen=True, slots=True)
 class ValuePull:
     """The sender holds (or wants to hold) this generation of a key: answer with
     ``ValueDiff`` (what its state vector lacks) or ``ValueMissing``, and push it every
-    later change with ``ValueUpdate``."""
+    later change with ``Write``."""
 
     database: str
     key: str
     gen: int
     state_vector: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class ValueUpdate:
-    """A value delta of one generation of a key: pushed to holders, or a pull's answer."""
-
-    database: str
-    key: str
-    gen: int
-    update: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,16 +99,6 @@ class ValueMissing:
     database: str
     key: str
     gen: int
-
-
-@dataclass(frozen=True, slots=True)
-class KeyChanged:
-    """Metadata only: a key's value changed at ``origin`` (sent to non-holders)."""
-
-    database: str
-    key: str
-    gen: int
-    origin: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,12 +143,10 @@ Message = (
     Hello
     | DirectoryStep1
     | DirectoryStep2
-    | DirectoryUpdate
+    | Write
     | ValuePull
-    | ValueUpdate
     | ValueDiff
     | ValueMissing
-    | KeyChanged
     | Members
     | Custom
     | Ping

@@ -1,0 +1,236 @@
+"""The replication protocol between this node and its peers (sans-IO).
+
+Theory of operation
+-------------------
+Directories are eager, values lazy:
+
+* When a link opens, each end sends ``DirectoryStep1`` (its state vector) for every
+  database it has, and ``ValuePull`` for every value it holds. A ``DirectoryStep1``
+  is answered with ``DirectoryStep2`` (the missing part); one for a database this
+  node lacks makes it, and asks for it in turn. A ``ValuePull`` is answered with
+  ``ValueDiff`` or ``ValueMissing`` and registers the puller as a holder.
+* Every local change goes to every peer as a ``Write``: with the value delta to the
+  peers that hold the key, without it to the others, who learn that the key changed
+  (and apply the directory delta when the entry changed).
+* A peer that sends a ``Write`` of a created or changed value holds it; so does one
+  that answers a pull with a diff. ``holders`` tracks which peer holds which
+  generation of which key, so that a change reaches exactly the holders.
+* Reading a value not held here pulls it (``pull``): every peer is asked; the first
+  diff makes this node a holder; all peers answering ``ValueMissing`` (or leaving)
+  make the pull fail.
+* Custom events carry an id; each is delivered once (a bounded set of seen ids).
+
+``handle`` returns the messages to send (``(peer, message)`` pairs) and notices for
+the node (pulls answered or failed, custom events to publish). Data goes through the
+node's keyspaces, which stay synchronous.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from ..changes import Change
+from ..errors import InvalidName, InvalidUpdate, InvalidValue, KeyNotFound, ProtocolError
+from ..events import EventKind
+from ..keyspace import Keyspace
+from . import messages as m
+
+__all__ = ["CustomReceived", "PullDone", "Replication", "Send"]
+
+Send = tuple[str, m.Message]
+ValueId = tuple[str, str, int]  # database, key, generation
+
+
+@dataclass(frozen=True, slots=True)
+class PullDone:
+    """A pull ended: answered (this node now holds the value) or not."""
+
+    value: ValueId
+    answered: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CustomReceived:
+    """A custom event from a peer, seen for the first time."""
+
+    message: m.Custom
+
+
+Notice = PullDone | CustomReceived
+
+
+class Replication:
+    """What this node tells its peers, and what it does with what they tell it."""
+
+    def __init__(
+        self,
+        name: str,
+        keyspace: Callable[[str], Keyspace],
+        databases: Callable[[], Iterable[str]],
+        *,
+        seen_limit: int = 100_000,
+    ) -> None:
+        self.name = name  # this node's name
+        self.peers: set[str] = set()  # peers with an open link
+        self.holders: dict[ValueId, set[str]] = {}  # which peers hold which values
+        self.pulls: dict[ValueId, set[str]] = {}  # pulls under way: peers yet to answer
+        self.seen_limit = seen_limit  # custom event ids remembered (oldest forgotten)
+        self._keyspace = keyspace
+        self._databases = databases
+        self._seen: OrderedDict[str, None] = OrderedDict()
+
+    # -- links -----------------------------------------------------------------------
+
+    def opened(self, peer: str) -> list[Send]:
+        """A link to ``peer`` opened: start syncing directories and held values."""
+        self.peers.add(peer)
+        out: list[Send] = []
+        for name in self._databases():
+            ks = self._keyspace(name)
+            out.append((peer, m.DirectoryStep1(name, ks.directory.doc.state_vector())))
+            for key, gen in ks.held():
+                out.append((peer, m.ValuePull(name, key, gen, ks.value_state_vector(key))))
+        return out
+
+    def closed(self, peer: str) -> list[Notice]:
+        """The link to ``peer`` closed: it holds nothing for us now, answers nothing."""
+        self.peers.discard(peer)
+        for holders in self.holders.values():
+            holders.discard(peer)
+        notices: list[Notice] = []
+        for value, waiting in list(self.pulls.items()):
+            waiting.discard(peer)
+            if not waiting:
+                del self.pulls[value]
+                notices.append(PullDone(value, answered=False))
+        return notices
+
+    # -- this node's changes -----------------------------------------------------------
+
+    def changed(self, change: Change) -> list[Send]:
+        """A local change: a ``Write`` to every peer, with the value for holders."""
+        value_id = (change.database, change.key, change.gen)
+        holders = self.holders.get(value_id, ())
+        kind = "" if change.kind is None else str(change.kind)
+        out: list[Send] = []
+        for peer in self.peers:
+            value = change.value if peer in holders else None
+            if change.directory is None and value is None and kind != "changed":
+                continue
+            out.append(
+                (
+                    peer,
+                    m.Write(
+                        change.database,
+                        change.key,
+                        change.gen,
+                        kind,
+                        change.directory,
+                        value,
+                        change.origin,
+                    ),
+                )
+            )
+        if change.kind is EventKind.DELETED:
+            self.holders.pop(value_id, None)
+        return out
+
+    def pull(self, database: str, key: str) -> tuple[ValueId, list[Send]]:
+        """Ask every peer for the value of ``key`` (not held here).
+
+        Raises:
+            KeyNotFound: the key is absent.
+        """
+        ks = self._keyspace(database)
+        gen = ks.generation(key)
+        if gen is None:
+            raise KeyNotFound(f"key {key!r} is not in database {database!r}")
+        value_id = (database, key, gen)
+        state_vector = ks.value_state_vector(key)
+        waiting = self.pulls.setdefault(value_id, set())
+        out: list[Send] = []
+        for peer in self.peers - waiting:
+            waiting.add(peer)
+            out.append((peer, m.ValuePull(database, key, gen, state_vector)))
+        if not waiting:
+            del self.pulls[value_id]
+        return value_id, out
+
+    def custom(self, message: m.Custom) -> list[Send]:
+        """A custom event emitted here: to every peer."""
+        self._remember(message.id)
+        return [(peer, message) for peer in self.peers]
+
+    def _remember(self, event_id: str) -> bool:
+        """Record a custom event id; False if it was seen already."""
+        if event_id in self._seen:
+            return False
+        self._seen[event_id] = None
+        if len(self._seen) > self.seen_limit:
+            self._seen.popitem(last=False)
+        return True
+
+    # -- what peers say -------------------------------------------------------------------
+
+    def handle(self, peer: str, message: m.Message) -> tuple[list[Send], list[Notice]]:
+        """Handle one message from ``peer``.
+
+        Raises:
+            ProtocolError: the message carries data that does not apply (the link
+                closes with this reason; nothing else changed).
+        """
+        try:
+            return self._handle(peer, message)
+        except (InvalidUpdate, InvalidName, InvalidValue) as exc:
+            raise ProtocolError(f"{type(message).__name__}: {exc}") from None
+
+    def _handle(self, peer: str, msg: m.Message) -> tuple[list[Send], list[Notice]]:
+        out: list[Send] = []
+        notices: list[Notice] = []
+        if isinstance(msg, m.Write):
+            ks = self._keyspace(msg.database)
+            if msg.kind in ("created", "changed"):
+                self.holders.setdefault((msg.database, msg.key, msg.gen), set()).add(peer)
+            kind = EventKind(msg.kind) if msg.kind else None
+            change = Change(
+                msg.database, msg.key, msg.gen, msg.directory, msg.value, msg.origin, kind
+            )
+            ks.apply(change, notice=msg.value is None and msg.kind == "changed")
+        elif isinstance(msg, m.DirectoryStep1):
+            known = msg.database in set(self._databases())
+            ks = self._keyspace(msg.database)
+            out.append(
+                (peer, m.DirectoryStep2(msg.database, ks.directory.doc.diff(msg.state_vector)))
+            )
+            if not known:
+                out.append((peer, m.DirectoryStep1(msg.database, ks.directory.doc.state_vector())))
+        elif isinstance(msg, m.DirectoryStep2):
+            self._keyspace(msg.database).apply_directory(msg.update, peer)
+        elif isinstance(msg, m.ValuePull):
+            value_id = (msg.database, msg.key, msg.gen)
+            self.holders.setdefault(value_id, set()).add(peer)
+            ks = self._keyspace(msg.database)
+            diff = ks.value_diff(msg.key, msg.gen, msg.state_vector)
+            if diff is None:
+                out.append((peer, m.ValueMissing(msg.database, msg.key, msg.gen)))
+            else:
+                out.append((peer, m.ValueDiff(msg.database, msg.key, msg.gen, diff)))
+        elif isinstance(msg, m.ValueDiff):
+            value_id = (msg.database, msg.key, msg.gen)
+            self.holders.setdefault(value_id, set()).add(peer)
+            self._keyspace(msg.database).apply_pulled(msg.key, msg.gen, msg.update, peer)
+            if self.pulls.pop(value_id, None) is not None:
+                notices.append(PullDone(value_id, answered=True))
+        elif isinstance(msg, m.ValueMissing):
+            value_id = (msg.database, msg.key, msg.gen)
+            waiting = self.pulls.get(value_id)
+            if waiting is not None:
+                waiting.discard(peer)
+                if not waiting:
+                    del self.pulls[value_id]
+                    notices.append(PullDone(value_id, answered=False))
+        elif isinstance(msg, m.Custom) and self._remember(msg.id):
+            notices.append(CustomReceived(msg))
+        return out, notices
