@@ -14,6 +14,8 @@ Example::
 """
 
 from .changes import Change
+from .clock import Clock, FakeClock, RealClock
+from .cluster import ClusterSettings
 from .config import DatabaseSettings, Limits
 from .database import Database
 from .errors import (
@@ -21,36 +23,51 @@ from .errors import (
     InvalidUpdate,
     InvalidValue,
     KeyNotFound,
+    LinkClosed,
     MalformedFrame,
     NodeClosed,
     PathNotFound,
     ProtocolError,
     PyddsError,
+    Unavailable,
     WrongType,
 )
 from .events import Event, EventKind, Subscription
+from .net.membership import Member
+from .net.memory import MemoryNetwork
+from .net.transport import Link, Transport
 from .node import Node
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Change",
+    "Clock",
+    "ClusterSettings",
     "Database",
     "DatabaseSettings",
     "Event",
     "EventKind",
+    "FakeClock",
     "InvalidName",
     "InvalidUpdate",
     "InvalidValue",
     "KeyNotFound",
     "Limits",
+    "Link",
+    "LinkClosed",
     "MalformedFrame",
+    "Member",
+    "MemoryNetwork",
     "Node",
     "NodeClosed",
     "PathNotFound",
     "ProtocolError",
     "PyddsError",
+    "RealClock",
     "Subscription",
+    "Transport",
+    "Unavailable",
     "WrongType",
     "__version__",
 ]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .config import DatabaseSettings, check_key
 from .crdt import values
-from .errors import InvalidValue, KeyNotFound, NodeClosed
+from .errors import InvalidValue, KeyNotFound, NodeClosed, Unavailable
+from .keyspace import NOT_HELD
 
 if TYPE_CHECKING:
     from .keyspace import Keyspace
@@ -77,12 +79,29 @@ class Database:
         Raises:
             KeyNotFound: the key is absent and no default was given (a ``KeyError``).
         """
+        keyspace = self._open()
         try:
-            return self._open().read(key)
+            value = keyspace.read(key)
+            if value is NOT_HELD:
+                await self._node._pull(self.name, key)
+                value = keyspace.read(key)
         except KeyNotFound:
             if default is _RAISE:
                 raise
             return default
+        return None if value is NOT_HELD else value
+
+    def holds(self, key: str) -> bool:
+        """Whether this node holds the value of ``key`` (reads of it need no peer)."""
+        return self._keyspace.holds(key)
+
+    async def _hold(self, keyspace: Keyspace, key: str) -> None:
+        """Before writing a key whose value is elsewhere, pull it, so that the write
+        follows what is there. With no holder reachable the write goes ahead on an
+        empty copy and merges when the holders are back (offline tolerance)."""
+        if key in keyspace and not keyspace.holds(key):
+            with contextlib.suppress(Unavailable):
+                await self._node._pull(self.name, key)
 
     def __contains__(self, key: object) -> bool:
         return key in self._keyspace
@@ -113,7 +132,10 @@ class Database:
         if type(key) is not str or not 0 < len(key) <= limits.max_key_length or not key.isascii():
             check_key(key, limits)  # the full check, off the common path
         values.check(value, limits.max_depth)
-        keyspace.set(key, value, values.pack(value, limits.max_value_bytes))
+        packed = values.pack(value, limits.max_value_bytes)
+        if key in keyspace and not keyspace.holds(key):
+            await self._hold(keyspace, key)
+        keyspace.set(key, value, packed)
 
     async def update(self, key: str, fields: dict[str, Any]) -> None:
         """Set the given fields of the dict value of ``key`` (other fields stay).
@@ -132,6 +154,7 @@ class Database:
             raise InvalidValue(f"update needs a dict of fields, not {type(fields).__name__}")
         values.check(fields, limits.max_depth)
         values.pack(fields, limits.max_value_bytes)
+        await self._hold(keyspace, key)
         keyspace.update(key, fields)
 
     async def append(self, key: str, path: Sequence[str | int], item: Any) -> None:
@@ -156,6 +179,7 @@ class Database:
             raise InvalidValue(f"a path is a list of str and int, not {path!r}")
         values.check(item, limits.max_depth)
         values.pack(item, limits.max_value_bytes)
+        await self._hold(keyspace, key)
         keyspace.append(key, steps, item)
 
     async def incr(self, key: str, amount: int = 1) -> int:
@@ -173,6 +197,7 @@ class Database:
         check_key(key, keyspace.limits)
         if type(amount) is not int or not values.INT_MIN <= amount <= 2**63 - 1:
             raise InvalidValue(f"incr needs a 64-bit int amount, not {amount!r}")
+        await self._hold(keyspace, key)
         return keyspace.incr(key, amount)
 
     async def delete(self, key: str) -> bool:

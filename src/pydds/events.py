@@ -33,6 +33,8 @@ class EventKind(StrEnum):
     DELETED = "deleted"  # a key was deleted
     CUSTOM = "custom"  # a custom event (``Node.emit``)
     OVERFLOW = "overflow"  # this subscriber's queue overflowed; payload {"dropped": n}
+    JOINED = "joined"  # a node joined the cluster (``member`` says which)
+    LEFT = "left"  # a node left the cluster (suspect for too long)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,7 @@ class Event:
     origin: str = ""  # the name of the node where the change was made
     delta: bytes | None = None  # the CRDT delta (a Yjs update) of the change
     name: str | None = None  # the name of a custom event
+    member: str | None = None  # the node that joined or left
     time: float = field(default_factory=time.time)  # when this node recorded it (Unix s)
     packed_payload: bytes | None = field(default=None, repr=False)  # payload, packed
     loader: Callable[[], Any] | None = field(default=None, repr=False, compare=False)

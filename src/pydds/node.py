@@ -1,9 +1,10 @@
 """The node: the one orchestrator that owns databases, subscribers and tasks.
 
 A node alone is a valid cluster: it stores databases in memory, turns every change
-into events, and runs custom-event handlers. Replication hooks in through
-``add_change_listener`` (every change this node makes, as a ``Change``) and
-``apply_change`` (a change made elsewhere).
+into events, and runs custom-event handlers. Given an address to listen on or nodes
+to join, it links to other nodes (``cluster.py``) and replicates. Replication also
+hooks in through ``add_change_listener`` (every change this node makes, as a
+``Change``) and ``apply_change`` (a change made elsewhere).
 """
 
 from __future__ import annotations
@@ -19,13 +20,17 @@ from types import TracebackType
 from typing import Any
 
 from .changes import Change
+from .clock import Clock, RealClock
+from .cluster import Cluster, ClusterSettings
 from .config import DatabaseSettings, Limits, check_name
 from .crdt import values
 from .crdt.keydoc import LiveDocs
 from .database import Database
-from .errors import InvalidValue, NodeClosed
+from .errors import InvalidValue, NodeClosed, Unavailable
 from .events import Event, EventKind, Subscription
 from .keyspace import Keyspace
+from .net.membership import Member
+from .net.transport import Transport
 
 __all__ = ["Node"]
 
@@ -50,14 +55,41 @@ class Node:
                 await db.delete("user:1")
                 print(await events.get(timeout=1))   # Event(kind='deleted', ...)
 
+    A node of a cluster listens and joins::
+
+        async with pydds.Node(listen="127.0.0.1:0", join=["127.0.0.1:7400"]) as node:
+            print(node.address, [m.name for m in node.members()])
+
     Args:
         name: the node's name, the origin of its changes (default: random).
+        listen: where to accept links (``host:port``; port 0 picks a free one).
+        join: addresses of nodes to join through (any one is enough).
+        transport: how links are made (default: WebSockets; tests pass an
+            in-memory network's transport).
+        clock: the node's time (default: the event loop's; tests pass a FakeClock).
+        cluster: timing and bounds of links (``pydds.ClusterSettings``).
         limits: size and queue limits (``pydds.Limits``).
     """
 
-    def __init__(self, name: str | None = None, *, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        listen: str | None = None,
+        join: Iterable[str] = (),
+        transport: Transport | None = None,
+        clock: Clock | None = None,
+        cluster: ClusterSettings | None = None,
+        limits: Limits | None = None,
+    ) -> None:
         self.name = check_name("node", name) if name is not None else f"node-{secrets.token_hex(4)}"
         self.limits = limits or Limits()
+        self.clock: Clock = clock or RealClock()
+        self._listen = listen
+        self._join = list(join)
+        self._transport = transport
+        self._cluster_settings = cluster or ClusterSettings()
+        self._cluster: Cluster | None = None
         #: The Yjs client id of this node's writes; new for every node object, so two
         #: live writers never share one (Yjs would diverge silently).
         self.client_id = secrets.randbelow(_CLIENT_ID_LIMIT - 1) + 1
@@ -78,7 +110,68 @@ class Node:
         return self._closed
 
     async def __aenter__(self) -> Node:
+        await self.start()
         return self
+
+    async def start(self) -> None:
+        """Listen and join as configured (``async with`` calls this).
+
+        A node it cannot join now is dialed again in the background with backoff;
+        the node starts anyway (offline tolerance).
+        """
+        if self._closed:
+            raise NodeClosed(f"node {self.name!r} is closed")
+        if self._listen is not None and (self._cluster is None or self._cluster.address is None):
+            await self._network().listen(self._listen)
+        for address in self._join:
+            try:
+                await self.join(address)
+            except OSError as exc:
+                log.warning(
+                    "%s: cannot join %s now (%s); retrying in the background",
+                    self.name,
+                    address,
+                    exc,
+                )
+                self._network().redial(address)
+
+    def _network(self) -> Cluster:
+        if self._cluster is None:
+            transport = self._transport
+            if transport is None:
+                from .net.ws import WebSocketTransport
+
+                transport = WebSocketTransport()
+            self._cluster = Cluster(self, transport, self.clock, self._cluster_settings)
+        return self._cluster
+
+    @property
+    def address(self) -> str | None:
+        """Where this node accepts links (None when it does not listen)."""
+        return self._cluster.address if self._cluster is not None else None
+
+    async def join(self, address: str) -> None:
+        """Link to the node at ``address`` (and through it, to the whole cluster).
+
+        Writes made while alone merge on join. Waits until the link is open.
+
+        Raises:
+            LinkClosed: the node could not be reached in time (also an OSError).
+        """
+        if self._closed:
+            raise NodeClosed(f"node {self.name!r} is closed")
+        await self._network().join(address)
+
+    def members(self) -> list[Member]:
+        """Every member of the cluster as this node sees it, this node first."""
+        if self._cluster is None:
+            return [Member(self.name, None, "node", "self")]
+        return self._cluster.members()
+
+    async def _pull(self, database: str, key: str) -> None:
+        if self._cluster is None:
+            raise Unavailable(f"{key!r} of {database!r} is not held here and no peer is linked")
+        await self._cluster.pull(database, key)
 
     async def __aexit__(
         self,
@@ -93,6 +186,8 @@ class Node:
         if self._closed:
             return
         self._closed = True
+        if self._cluster is not None:
+            await self._cluster.close()
         for subscription in list(self._subscriptions):
             subscription.close()
         tasks = list(self._handlers)
@@ -207,10 +302,12 @@ class Node:
         value: bytes | None,
         origin: str,
     ) -> None:
-        if origin == self.name and self._change_listeners:
+        if origin == self.name and (self._change_listeners or self._cluster is not None):
             change = Change(database, key, gen, directory, value, origin, kind)
             for listener in list(self._change_listeners):
                 listener(change)
+            if self._cluster is not None:
+                self._cluster.changed(change)
         if kind is not None and self._subscriptions:
             keyspace = self._databases[database]._keyspace
             self._publish(
@@ -239,6 +336,8 @@ class Node:
         values.check(payload, self.limits.max_depth)
         packed = values.pack(payload, self.limits.max_value_bytes)
         self._publish(Event(EventKind.CUSTOM, origin=self.name, name=name, packed_payload=packed))
+        if self._cluster is not None:
+            self._cluster.emit(name, packed)
 
     def on(self, name: str, handler: Handler) -> Callable[[], None]:
         """Call ``handler(event)`` for every custom event ``name``; return an unsubscribe.

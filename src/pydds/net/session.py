@@ -73,6 +73,11 @@ class Session:
     def closed(self) -> bool:
         return self.state is State.CLOSED
 
+    @property
+    def pending(self) -> int:
+        """Messages queued and not yet taken by ``data_to_send``."""
+        return len(self._out)
+
     def send(self, messages: list[Message]) -> None:
         """Queue messages for the peer (ignored once closed)."""
         if self.state is not State.CLOSED:
@@ -139,8 +144,6 @@ class Session:
             raise ProtocolError(f"protocol {hello.protocol} is not {PROTOCOL}")
         if hello.role == "client" and (self.local.role == "client" or not self.accept_clients):
             raise ProtocolError("a client cannot link to a client")
-        if hello.role == "node" and hello.address is None:
-            raise ProtocolError("a node must say its address")
         if hello.name == self.local.name:
             raise ProtocolError(f"the peer has this node's own name {hello.name!r}")
         self.peer = hello

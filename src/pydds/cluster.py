@@ -1,0 +1,413 @@
+"""A node's links: accepting, dialing, serving each link, heartbeats, reconnection.
+
+Theory of operation
+-------------------
+Every link runs three tasks: a reader that decodes frames, feeds them to the link's
+``Session`` and hands what comes out to ``Replication`` (or to the member table);
+a writer that sends all queued messages of the link as one frame whenever it is
+woken (per-link order is FIFO, and a busy link batches); and a ticker that drives
+the session's heartbeats and silence timeout on the node's ``Clock``.
+
+Two nodes that dial each other at once get two links; both keep the one dialed by
+the node whose name sorts first and close the other. A link that closes makes its
+peer suspect; the node dials it again with backoff (0.1 s doubling to 5 s) until it
+answers or has been suspect for ``dead_after`` seconds, when it has left.
+
+Queues are bounded: a peer with more than ``max_pending`` messages queued for it
+(it reads too slowly) is disconnected; anti-entropy at the next link repairs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .changes import Change
+from .clock import Clock
+from .crdt import values
+from .errors import (
+    InvalidValue,
+    LinkClosed,
+    MalformedFrame,
+    ProtocolError,
+    Unavailable,
+)
+from .events import Event, EventKind
+from .net import messages as m
+from .net.codec import PROTOCOL, decode_frame, encode_frame
+from .net.membership import Member, Membership
+from .net.replication import CustomReceived, PullDone, Replication, Send, ValueId
+from .net.session import Session, State
+from .net.transport import Link, Transport
+
+if TYPE_CHECKING:
+    from .node import Node
+
+__all__ = ["Cluster", "ClusterSettings"]
+
+log = logging.getLogger("pydds.cluster")
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSettings:
+    """Timing and bounds of a node's links."""
+
+    heartbeat: float = 1.0  # seconds between pings on an idle link
+    timeout: float = 5.0  # seconds of silence after which a link closes
+    pull_timeout: float = 2.0  # the bounded wait of a pull
+    join_timeout: float = 5.0  # the bounded wait of ``Node.join``
+    dead_after: float = 30.0  # seconds suspect before a member has left
+    max_pending: int = 100_000  # messages queued for one peer before it is dropped
+    max_frame_bytes: int = 32 * 1024 * 1024  # larger frames close the link
+
+
+@dataclass(eq=False)
+class _Link:
+    session: Session
+    link: Link
+    dialed: bool  # this node opened it
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    opened: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class Cluster:
+    """The network side of one node."""
+
+    def __init__(self, node: Node, transport: Transport, clock: Clock, settings: ClusterSettings):
+        self.node = node
+        self.transport = transport
+        self.clock = clock
+        self.settings = settings
+        self.address: str | None = None  # where this node accepts links
+        self.replication = Replication(
+            node.name, lambda name: node.database(name)._keyspace, node.databases
+        )
+        self.membership = Membership(node.name, None, dead_after=settings.dead_after)
+        self._links: dict[str, _Link] = {}  # open links by peer name
+        self._dialing: set[str] = set()  # addresses a redial task is working on
+        self._pulls: dict[ValueId, asyncio.Future[bool]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._serving: set[asyncio.Task[Any]] = set()  # the tasks that serve a link
+        self._custom_ids = itertools.count(1)
+        self._closing = False
+
+    def _serve_task(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = self._spawn(coro)
+        self._serving.add(task)
+        task.add_done_callback(self._serving.discard)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- opening and closing --------------------------------------------------------------
+
+    async def listen(self, address: str) -> str:
+        """Accept links at ``address``; return the address peers should dial."""
+        self.address = await self.transport.listen(address, self._accept)
+        self.membership.address = self.address
+        return self.address
+
+    async def _accept(self, link: Link) -> None:
+        if self._closing:
+            await link.close()
+            return
+        task = asyncio.current_task()
+        if task is not None:  # accepted links run in the transport's task
+            self._serving.add(task)
+        try:
+            await self._serve(link, dialed=False)
+        finally:
+            if task is not None:
+                self._serving.discard(task)
+
+    async def join(self, address: str) -> None:
+        """Link to the node at ``address`` and wait (bounded) until the link is open.
+
+        Raises:
+            LinkClosed: it could not be reached or refused the link in time.
+        """
+        link = await self.transport.connect(address)
+        state = _Link(self._session(), link, True)
+        self._serve_task(self._serve(link, dialed=True, state=state))
+        done = await self._first(state.opened, self.settings.join_timeout)
+        if not done:
+            raise LinkClosed(f"no open link to {address} within {self.settings.join_timeout}s")
+        if state.opened.exception() is not None:
+            raise LinkClosed(f"link to {address} failed: {state.opened.exception()}")
+
+    async def _first(self, future: asyncio.Future[Any], seconds: float) -> bool:
+        """Wait for ``future`` up to ``seconds`` of the node's clock; True if it is done."""
+        sleeper = asyncio.ensure_future(self.clock.sleep_until(self.clock.now() + seconds))
+        try:
+            await asyncio.wait({future, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+        return future.done()
+
+    def redial(self, address: str) -> None:
+        """Keep dialing ``address`` with backoff until a link to it opens."""
+        if address not in self._dialing and address != self.address:
+            self._dialing.add(address)
+            self._spawn(self._redial(address))
+
+    async def _redial(self, address: str) -> None:
+        delay = 0.1
+        try:
+            while not self._closing:
+                name = self._name_at(address)
+                if name is not None and name in self._links:
+                    return
+                if name is not None and self.membership.get(name) is None:
+                    return  # it has left
+                try:
+                    await self.join(address)
+                    return
+                except (LinkClosed, OSError) as exc:
+                    log.debug("dialing %s failed: %s", address, exc)
+                self._expire()
+                await self.clock.sleep_until(self.clock.now() + delay)
+                delay = min(delay * 2, 5.0)
+        finally:
+            self._dialing.discard(address)
+
+    def _name_at(self, address: str) -> str | None:
+        for member in self.membership.members():
+            if member.address == address and member.state != "self":
+                return member.name
+        return None
+
+    def _expire(self) -> None:
+        for name in self.membership.expire(self.clock.now()):
+            self.node._publish(Event(EventKind.LEFT, origin=self.node.name, member=name))
+
+    async def close(self) -> None:
+        """Close every link (peers learn why) and stop accepting."""
+        self._closing = True
+        await self.transport.close()
+        for state in list(self._links.values()):
+            state.session.close("node shutting down")
+            state.wake.set()
+        serving = list(self._serving)
+        if serving:  # each sends its Close and ends when its link does
+            await asyncio.wait(serving, timeout=2.0)
+        rest = list(self._tasks)  # redials sleeping, and anything stuck
+        for task in rest:
+            task.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
+        for future in self._pulls.values():
+            if not future.done():
+                future.set_result(False)
+
+    # -- serving a link -----------------------------------------------------------------
+
+    def _hello(self) -> m.Hello:
+        return m.Hello(self.node.name, "node", self.address, PROTOCOL)
+
+    def _session(self) -> Session:
+        return Session(
+            self._hello(),
+            now=self.clock.now(),
+            heartbeat=self.settings.heartbeat,
+            timeout=self.settings.timeout,
+        )
+
+    async def _serve(self, link: Link, *, dialed: bool, state: _Link | None = None) -> None:
+        if state is None:
+            state = _Link(self._session(), link, dialed)
+        session = state.session
+        writer = self._spawn(self._write(state))
+        ticker = self._spawn(self._tick(state))
+        state.wake.set()
+        try:
+            while not session.closed:
+                frame = await link.receive()
+                try:
+                    batch = decode_frame(frame, max_bytes=self.settings.max_frame_bytes)
+                except MalformedFrame as exc:
+                    session.close(str(exc))
+                    break
+                was_open = session.state is State.OPEN
+                for_node = session.receive(batch, self.clock.now())
+                if not was_open and session.state is State.OPEN and not self._opened(state):
+                    break
+                for message in for_node:
+                    if session.closed:
+                        break
+                    self._dispatch(state, message)
+                state.wake.set()
+        except LinkClosed:
+            pass
+        finally:
+            ticker.cancel()
+            state.wake.set()
+            if not session.closed:
+                session.close("link lost")
+            try:
+                await asyncio.wait_for(writer, 1.0)
+            except (TimeoutError, asyncio.CancelledError):
+                writer.cancel()
+            await link.close()
+            self._gone(state)
+
+    def _opened(self, state: _Link) -> bool:
+        """The handshake completed; return False if this link is a duplicate."""
+        assert state.session.peer is not None
+        peer = state.session.peer.name
+        if state.session.peer.role != "node":
+            state.session.close("clients are not accepted yet")
+            return False
+        existing = self._links.get(peer)
+        if existing is not None:
+            keep_new = (self.node.name if state.dialed else peer) < (
+                self.node.name if existing.dialed else peer
+            )
+            loser = existing if keep_new else state
+            loser.session.close("duplicate link")
+            loser.wake.set()
+            if not keep_new:
+                return False
+            self._links[peer] = state
+            if not state.opened.done():
+                state.opened.set_result(None)
+            return True
+        self._links[peer] = state
+        if self.membership.linked(peer, state.session.peer.address):
+            self.node._publish(Event(EventKind.JOINED, origin=self.node.name, member=peer))
+        state.session.send([m.Members(self.membership.listing())])
+        self.send(self.replication.opened(peer))
+        if not state.opened.done():
+            state.opened.set_result(None)
+        return True
+
+    def _gone(self, state: _Link) -> None:
+        if not state.opened.done():
+            state.opened.set_exception(LinkClosed(state.session.close_reason or "closed"))
+            state.opened.exception()  # retrieved: a failed join raises its own error
+        peer = state.session.peer.name if state.session.peer is not None else None
+        if peer is None or self._links.get(peer) is not state:
+            return
+        del self._links[peer]
+        self._notices(self.replication.closed(peer))
+        self.membership.unlinked(peer, self.clock.now())
+        address = state.session.peer.address if state.session.peer else None
+        if not self._closing and address is not None:
+            self.redial(address)
+
+    def _dispatch(self, state: _Link, message: m.Message) -> None:
+        assert state.session.peer is not None
+        peer = state.session.peer.name
+        if isinstance(message, m.Members):
+            for _, address in self.membership.learn(message.members):
+                self.redial(address)
+            return
+        try:
+            sends, notices = self.replication.handle(peer, message)
+        except ProtocolError as exc:
+            log.warning("closing the link to %s: %s", peer, exc)
+            state.session.close(str(exc))
+            return
+        self.send(sends)
+        self._notices(notices)
+
+    def _notices(self, notices: list[PullDone | CustomReceived]) -> None:
+        for notice in notices:
+            if isinstance(notice, PullDone):
+                future = self._pulls.pop(notice.value, None)
+                if future is not None and not future.done():
+                    future.set_result(notice.answered)
+            else:
+                self._custom_received(notice.message)
+
+    def _custom_received(self, message: m.Custom) -> None:
+        try:
+            values.check(values.unpack(message.payload), self.node.limits.max_depth)
+        except (InvalidValue, ValueError, TypeError) as exc:
+            log.warning("dropped custom event %r from %s: %s", message.name, message.origin, exc)
+            return
+        self.node._publish(
+            Event(
+                EventKind.CUSTOM,
+                origin=message.origin,
+                name=message.name,
+                packed_payload=message.payload,
+            )
+        )
+
+    async def _write(self, state: _Link) -> None:
+        session, link = state.session, state.link
+        try:
+            while True:
+                await state.wake.wait()
+                state.wake.clear()
+                batch = session.data_to_send(self.clock.now())
+                if batch:
+                    await link.send(encode_frame(batch))
+                if session.closed:
+                    await link.close()
+                    return
+        except LinkClosed:
+            return
+
+    async def _tick(self, state: _Link) -> None:
+        while True:
+            deadline = state.session.tick(self.clock.now())
+            state.wake.set()
+            if deadline is None:
+                return
+            await self.clock.sleep_until(deadline)
+
+    # -- what the node asks ------------------------------------------------------------------
+
+    def send(self, sends: list[Send]) -> None:
+        """Queue messages to peers; a peer too far behind is disconnected."""
+        for peer, message in sends:
+            state = self._links.get(peer)
+            if state is None:
+                continue
+            if state.session.pending >= self.settings.max_pending:
+                state.session.close(f"peer too slow: {state.session.pending} messages queued")
+            else:
+                state.session.send([message])
+            state.wake.set()
+
+    def changed(self, change: Change) -> None:
+        """A change made on this node: ship it."""
+        if self._links:
+            self.send(self.replication.changed(change))
+
+    async def pull(self, database: str, key: str) -> None:
+        """Pull the value of ``key`` from its holders, with a bounded wait.
+
+        Raises:
+            Unavailable: no peer holds it, or none answered in time.
+        """
+        value_id, sends = self.replication.pull(database, key)
+        if value_id not in self.replication.pulls:
+            raise Unavailable(f"no peer to pull {key!r} of {database!r} from")
+        future = self._pulls.get(value_id)
+        if future is None:
+            future = self._pulls[value_id] = asyncio.get_running_loop().create_future()
+        self.send(sends)
+        if not await self._first(asyncio.shield(future), self.settings.pull_timeout):
+            raise Unavailable(f"no holder of {key!r} in {database!r} answered in time")
+        if not future.result():
+            raise Unavailable(f"no peer holds {key!r} of {database!r}")
+
+    def emit(self, name: str, packed: bytes) -> None:
+        """A custom event emitted on this node: to every peer, once."""
+        message = m.Custom(
+            f"{self.node.name}:{next(self._custom_ids)}", name, packed, self.node.name
+        )
+        self.send(self.replication.custom(message))
+
+    def members(self) -> list[Member]:
+        return self.membership.members()

@@ -1,0 +1,89 @@
+"""The member table of one node (sans-IO): which nodes exist and how they are doing.
+
+Theory of operation
+-------------------
+Members are nodes (clients never appear). A member is ``alive`` while a link to it is
+open; when its link closes (silence past the session timeout, or an error) it is
+``suspect``, and the node keeps dialing it with backoff. A member suspect for longer
+than ``dead_after`` is removed: it has left. Member lists travel in ``Members``
+messages at link open; a member learned that way is dialed. The full mesh is one
+policy over this table; a partial view (HyParView) would choose fewer links to keep.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Member", "Membership"]
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A node of the cluster as this node sees it."""
+
+    name: str  # the node's name
+    address: str | None  # where it accepts links
+    role: str  # "node" (clients are never members)
+    state: str  # "self", "alive", "suspect" or "joining" (known, never linked yet)
+
+
+class Membership:
+    """The member table: sans-IO, time passed in."""
+
+    def __init__(self, name: str, address: str | None, *, dead_after: float = 30.0) -> None:
+        self.name = name  # this node's name
+        self.address = address  # this node's address (None: not listening)
+        self.dead_after = dead_after  # seconds suspect before a member is removed
+        self._members: dict[str, Member] = {}
+        self._suspect_since: dict[str, float] = {}
+
+    def members(self) -> list[Member]:
+        """Every member, this node first, then by name."""
+        me = Member(self.name, self.address, "node", "self")
+        return [me, *sorted(self._members.values(), key=lambda m: m.name)]
+
+    def get(self, name: str) -> Member | None:
+        return self._members.get(name)
+
+    def linked(self, name: str, address: str | None) -> bool:
+        """A link to node ``name`` opened; return whether it is a new member."""
+        new = name not in self._members
+        self._members[name] = Member(name, address, "node", "alive")
+        self._suspect_since.pop(name, None)
+        return new
+
+    def unlinked(self, name: str, now: float) -> None:
+        """The link to ``name`` closed: suspect it."""
+        member = self._members.get(name)
+        if member is not None and member.state != "suspect":
+            self._members[name] = Member(name, member.address, "node", "suspect")
+            self._suspect_since[name] = now
+
+    def learn(self, pairs: tuple[tuple[str, str], ...]) -> list[tuple[str, str]]:
+        """Members a peer listed; return the new ones, to dial."""
+        out = []
+        for name, address in pairs:
+            if name != self.name and name not in self._members:
+                self._members[name] = Member(name, address, "node", "joining")
+                out.append((name, address))
+        return out
+
+    def listing(self) -> tuple[tuple[str, str], ...]:
+        """This node and the members it knows an address of, for a ``Members`` message."""
+        pairs = [(m.name, m.address) for m in self._members.values() if m.address is not None]
+        if self.address is not None:
+            pairs.append((self.name, self.address))
+        return tuple(sorted(pairs))
+
+    def expire(self, now: float) -> list[str]:
+        """Remove members suspect for longer than ``dead_after``; return their names."""
+        gone = [n for n, since in self._suspect_since.items() if now - since >= self.dead_after]
+        for name in gone:
+            del self._suspect_since[name]
+            del self._members[name]
+        return gone
+
+    def forget(self, name: str) -> None:
+        """Remove ``name`` (a member that never linked and cannot be reached)."""
+        self._members.pop(name, None)
+        self._suspect_since.pop(name, None)

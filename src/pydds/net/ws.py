@@ -1,0 +1,111 @@
+"""Links over aiohttp WebSockets: the only aiohttp code in ``net/``.
+
+A node listening at ``ws://host:port`` serves links at the path ``/v1/link``; each
+WebSocket binary message is one frame. Addresses are ``host:port``, ``ws://host:port``
+or ``wss://host:port``.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp import WSMsgType, web
+
+from ..errors import LinkClosed
+from .transport import Accept, Link
+
+__all__ = ["LINK_PATH", "WebSocketLink", "WebSocketTransport", "normalize"]
+
+LINK_PATH = "/v1/link"
+
+
+def normalize(address: str) -> str:
+    """``host:port`` -> ``ws://host:port``; ``ws://`` and ``wss://`` stay as they are.
+
+    Raises:
+        ValueError: not an address with a host and a port.
+    """
+    if "://" not in address:
+        address = f"ws://{address}"
+    parts = urlsplit(address)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname or parts.port is None:
+        raise ValueError(f"not a node address: {address!r} (use host:port or ws://host:port)")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+class WebSocketLink:
+    """One link over a WebSocket (either end)."""
+
+    def __init__(self, ws: web.WebSocketResponse | aiohttp.ClientWebSocketResponse) -> None:
+        self._ws = ws
+
+    async def send(self, frame: bytes) -> None:
+        if self._ws.closed:
+            raise LinkClosed("websocket is closed")
+        try:
+            await self._ws.send_bytes(frame)
+        except (ConnectionError, RuntimeError) as exc:
+            raise LinkClosed(f"websocket send failed: {exc}") from None
+
+    async def receive(self) -> bytes:
+        message = await self._ws.receive()
+        if message.type is WSMsgType.BINARY:
+            data: bytes = message.data
+            return data
+        if message.type is WSMsgType.TEXT:
+            await self._ws.close(code=1003, message=b"pydds links carry binary frames")
+            raise LinkClosed("text message on a pydds link")
+        raise LinkClosed(f"websocket closed ({message.type.name}: {message.extra})")
+
+    async def close(self) -> None:
+        if not self._ws.closed:
+            await self._ws.close()
+
+
+class WebSocketTransport:
+    """Listens with an aiohttp server of its own and dials with one client session."""
+
+    def __init__(self, *, max_frame_bytes: int = 32 * 1024 * 1024) -> None:
+        self.max_frame_bytes = max_frame_bytes  # larger WebSocket messages close the link
+        self._runner: web.AppRunner | None = None
+        self._client: aiohttp.ClientSession | None = None
+
+    async def listen(self, address: str, accept: Accept) -> str:
+        url = urlsplit(normalize(address))
+        assert url.hostname is not None
+        assert url.port is not None
+
+        async def link_handler(request: web.Request) -> web.WebSocketResponse:
+            ws = web.WebSocketResponse(max_msg_size=self.max_frame_bytes)
+            await ws.prepare(request)
+            await accept(WebSocketLink(ws))
+            return ws
+
+        app = web.Application()
+        app.router.add_get(LINK_PATH, link_handler)
+        self._runner = web.AppRunner(app, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, url.hostname, url.port)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        return f"ws://{host}:{port}"
+
+    async def connect(self, address: str) -> Link:
+        if self._client is None:
+            self._client = aiohttp.ClientSession()
+        try:
+            ws = await self._client.ws_connect(
+                normalize(address) + LINK_PATH, max_msg_size=self.max_frame_bytes
+            )
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            raise LinkClosed(f"cannot link to {address}: {exc}") from None
+        return WebSocketLink(ws)
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None

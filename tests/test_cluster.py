@@ -1,0 +1,239 @@
+"""Clusters of nodes on the in-memory network with a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+import pydds
+from pydds.clock import FakeClock
+from pydds.net import messages as m
+from pydds.net.codec import PROTOCOL, decode_frame, encode_frame
+from pydds.net.memory import MemoryNetwork
+
+
+class Cluster:
+    def __init__(self) -> None:
+        self.network = MemoryNetwork()
+        self.clock = FakeClock()
+        self.nodes: list[pydds.Node] = []
+
+    def node(self, name: str, join: list[str] | None = None) -> pydds.Node:
+        node = pydds.Node(
+            name,
+            listen=f"mem://{name}",
+            join=join or [],
+            transport=self.network.transport(),
+            clock=self.clock,
+        )
+        self.nodes.append(node)
+        return node
+
+    async def start(self, name: str, join: list[str] | None = None) -> pydds.Node:
+        node = self.node(name, join)
+        await node.start()
+        return node
+
+
+async def until(condition: Callable[[], bool], rounds: int = 500) -> None:
+    """Let the tasks run until ``condition`` holds (bounded)."""
+    for _ in range(rounds):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition not reached")
+
+
+def names(node: pydds.Node) -> list[str]:
+    return [m.name for m in node.members() if m.state in ("self", "alive")]
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[Cluster]:
+    c = Cluster()
+    yield c
+    for node in c.nodes:
+        await node.close()
+
+
+async def three(cluster: Cluster) -> tuple[pydds.Node, pydds.Node, pydds.Node]:
+    a = await cluster.start("a")
+    b = await cluster.start("b", ["mem://a"])
+    c = await cluster.start("c", ["mem://a"])  # learns b through a
+    await until(lambda: all(len(names(n)) == 3 for n in (a, b, c)))
+    return a, b, c
+
+
+async def test_joining_through_one_node_links_the_full_mesh(cluster: Cluster) -> None:
+    a, _, c = await three(cluster)
+    assert names(a) == ["a", "b", "c"]
+    assert names(c) == ["c", "a", "b"]
+    assert a.address == "mem://a"
+
+
+async def test_directory_everywhere_values_only_where_read(cluster: Cluster) -> None:
+    a, b, c = await three(cluster)
+    await a.database("db").set("k", {"v": 1})
+    await until(lambda: "k" in b.database("db") and "k" in c.database("db"))
+    assert not b.database("db").holds("k")
+    assert await b.database("db").get("k") == {"v": 1}  # pulled
+    assert b.database("db").holds("k")
+    assert not c.database("db").holds("k")
+
+
+async def test_writes_reach_holders_and_others_learn_of_them(cluster: Cluster) -> None:
+    a, b, c = await three(cluster)
+    await a.database("db").set("k", {"v": 1})
+    await until(lambda: "k" in b.database("db"))
+    await b.database("db").get("k")
+    async with b.events(database="db") as at_b, c.events(database="db") as at_c:
+        await a.database("db").update("k", {"w": 2})
+        event_b = await at_b.get(timeout=1)
+        event_c = await at_c.get(timeout=1)
+    assert (event_b.kind, event_b.origin) == ("changed", "a")
+    assert event_b.delta is not None  # b holds it: the delta came
+    assert event_b.value() == {"v": 1, "w": 2}
+    assert (event_c.kind, event_c.delta) == ("changed", None)  # c only learns of it
+    assert not c.database("db").holds("k")
+
+
+async def test_a_holders_write_reaches_the_writer_of_origin(cluster: Cluster) -> None:
+    a, b, _ = await three(cluster)
+    await a.database("db").set("k", [1])
+    await until(lambda: "k" in b.database("db"))
+    await b.database("db").append("k", [], 2)  # b pulls, then writes
+    await until(lambda: a.database("db")._keyspace.read("k") == [1, 2])
+
+
+async def test_deletes_and_incr_everywhere(cluster: Cluster) -> None:
+    a, b, c = await three(cluster)
+    await a.database("db").incr("n", 5)
+    await until(lambda: "n" in c.database("db"))
+    assert await c.database("db").incr("n", 2) == 7
+    assert await b.database("db").get("n") == 7
+    await b.database("db").delete("n")
+    await until(lambda: "n" not in a.database("db") and "n" not in c.database("db"))
+
+
+async def test_custom_events_reach_every_node_once(cluster: Cluster) -> None:
+    a, b, c = await three(cluster)
+    subs = [n.events(kinds={"custom"}) for n in (a, b, c)]
+    await b.emit("deploy", {"version": 3})
+    await until(lambda: all(len(s) == 1 for s in subs))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert [len(s) for s in subs] == [1, 1, 1]
+    event = await subs[2].get(timeout=1)
+    assert (event.name, event.payload, event.origin) == ("deploy", {"version": 3}, "b")
+
+
+async def test_writes_made_alone_merge_on_join(cluster: Cluster) -> None:
+    a = await cluster.start("a")
+    b = await cluster.start("b")
+    await a.database("db").set("from-a", 1)
+    await b.database("db").set("from-b", 2)
+    await b.database("other").set("x", True)
+    await b.join("mem://a")
+    await until(lambda: "from-b" in a.database("db") and "from-a" in b.database("db"))
+    assert await a.database("db").get("from-b") == 2
+    assert await b.database("db").get("from-a") == 1
+    await until(lambda: "other" in a.databases() and "x" in a.database("other"))
+
+
+async def test_a_value_with_no_reachable_holder_is_unavailable(cluster: Cluster) -> None:
+    a = await cluster.start("a")
+    b = await cluster.start("b", ["mem://a"])
+    await a.database("db").set("k", 1)
+    await until(lambda: "k" in b.database("db"))
+    await a.close()
+    await until(lambda: names(b) == ["b"])
+    with pytest.raises(pydds.Unavailable):
+        await b.database("db").get("k")
+    assert await b.database("db").get("missing", "default") == "default"
+
+
+async def test_joined_and_left_events(cluster: Cluster) -> None:
+    a = await cluster.start("a")
+    async with a.events(kinds={"joined", "left"}) as events:
+        b = await cluster.start("b", ["mem://a"])
+        joined = await events.get(timeout=1)
+        assert (joined.kind, joined.member) == ("joined", "b")
+        await b.close()
+        await cluster.clock.advance(31, step=1.0)  # suspect for longer than dead_after
+        left = await events.get(timeout=1)
+    assert (left.kind, left.member) == ("left", "b")
+    assert names(a) == ["a"]
+
+
+async def test_partition_heal_and_catch_up(cluster: Cluster) -> None:
+    a, _, c = await three(cluster)
+    await a.database("db").set("k", "before")
+    await until(lambda: "k" in c.database("db"))
+    assert await c.database("db").get("k") == "before"  # c holds k
+    await cluster.network.partition(["mem://c"], ["mem://a", "mem://b"])
+    await until(lambda: names(c) == ["c"])
+    await a.database("db").set("k", "during")
+    await a.database("db").set("new", 1)
+    await c.database("db").set("from-c", 2)
+    cluster.network.heal()
+    await cluster.clock.advance(10, step=0.5)  # redial with backoff
+    await until(lambda: len(names(c)) == 3)
+    await until(lambda: c.database("db")._keyspace.read("k") == "during")
+    await until(lambda: "new" in c.database("db") and "from-c" in a.database("db"))
+
+
+async def test_heartbeats_keep_idle_links_open(cluster: Cluster) -> None:
+    a, _, _ = await three(cluster)
+    await cluster.clock.advance(20, step=0.5)
+    assert names(a) == ["a", "b", "c"]
+
+
+async def drain(link: pydds.Link) -> list[m.Message]:
+    """Every message ``link`` receives until it closes (bounded)."""
+    out: list[m.Message] = []
+    for _ in range(100):
+        try:
+            out.extend(decode_frame(await link.receive()))
+        except pydds.LinkClosed:
+            return out
+    raise AssertionError("the link did not close")
+
+
+async def test_a_silent_peer_is_disconnected(cluster: Cluster) -> None:
+    await cluster.start("a")
+    quiet = await cluster.network.transport().connect("mem://a")
+    await quiet.send(encode_frame([m.Hello("quiet", "node", None, PROTOCOL)]))
+    reader = asyncio.ensure_future(drain(quiet))
+    await cluster.clock.advance(6, step=0.5)  # past the 5 s timeout, never answering
+    received = await asyncio.wait_for(reader, 1)
+    assert isinstance(received[-1], m.Close)
+    assert "silent" in received[-1].reason
+
+
+async def test_a_malformed_frame_closes_only_that_link(cluster: Cluster) -> None:
+    a = await cluster.start("a")
+    evil = await cluster.network.transport().connect("mem://a")
+    await evil.send(b"\xc1 not msgpack")
+    received = await asyncio.wait_for(drain(evil), 1)
+    assert isinstance(received[-1], m.Close)
+    assert "msgpack" in received[-1].reason
+    b = await cluster.start("b", ["mem://a"])
+    await b.database("db").set("k", 1)
+    await until(lambda: "k" in a.database("db"))
+
+
+async def test_bad_data_from_a_peer_closes_that_link_and_changes_nothing(
+    cluster: Cluster,
+) -> None:
+    a = await cluster.start("a")
+    await a.database("db").set("k", 1)
+    evil = await cluster.network.transport().connect("mem://a")
+    garbage = m.DirectoryStep2("db", b"\x01\x02garbage")
+    await evil.send(encode_frame([m.Hello("evil", "node", None, PROTOCOL), garbage]))
+    received = await asyncio.wait_for(drain(evil), 1)
+    assert isinstance(received[-1], m.Close)
+    assert "DirectoryStep2" in received[-1].reason
+    assert await a.database("db").get("k") == 1
+    assert a.database("db").keys() == ["k"]
