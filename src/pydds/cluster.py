@@ -187,18 +187,21 @@ class Cluster:
 
     def _expire(self) -> None:
         for name in self.membership.expire(self.clock.now()):
-            self.node._publish(Event(EventKind.LEFT, origin=self.node.name, member=name))
+            self._member_event(EventKind.LEFT, name)
+
+    def _member_event(self, kind: EventKind, member: str) -> None:
+        self.node._publish(Event(kind, origin=self.node.name, member=member))
 
     async def close(self) -> None:
         """Close every link (peers learn why) and stop accepting."""
         self._closing = True
-        await self.transport.close()
         for state in list(self._links.values()):
             state.session.close("node shutting down")
             state.wake.set()
         serving = list(self._serving)
         if serving:  # each sends its Close and ends when its link does
             await asyncio.wait(serving, timeout=2.0)
+        await self.transport.close()
         rest = list(self._tasks)  # redials sleeping, and anything stuck
         for task in rest:
             task.cancel()
@@ -280,8 +283,12 @@ class Cluster:
                 state.opened.set_result(None)
             return True
         self._links[peer] = state
-        if self.membership.linked(peer, state.session.peer.address):
-            self.node._publish(Event(EventKind.JOINED, origin=self.node.name, member=peer))
+        before = self.membership.get(peer)
+        self.membership.linked(peer, state.session.peer.address)
+        if before is None or before.state == "joining":
+            self._member_event(EventKind.JOINED, peer)
+        elif before.state == "suspect":
+            self._member_event(EventKind.REACHABLE, peer)
         state.session.send([m.Members(self.membership.listing())])
         self.send(self.replication.opened(peer))
         if not state.opened.done():
@@ -298,6 +305,8 @@ class Cluster:
         del self._links[peer]
         self._notices(self.replication.closed(peer))
         self.membership.unlinked(peer, self.clock.now())
+        if not self._closing:
+            self._member_event(EventKind.UNREACHABLE, peer)
         address = state.session.peer.address if state.session.peer else None
         if not self._closing and address is not None:
             self.redial(address)

@@ -64,9 +64,17 @@ class WebSocketLink:
 
 
 class WebSocketTransport:
-    """Listens with an aiohttp server of its own and dials with one client session."""
+    """Listens with an aiohttp server and dials with one client session.
 
-    def __init__(self, *, max_frame_bytes: int = 32 * 1024 * 1024) -> None:
+    ``app``, when set before ``listen``, is the application to serve the link route
+    in (the node process's app, with its other routes); otherwise the transport
+    makes one of its own.
+    """
+
+    def __init__(
+        self, *, app: web.Application | None = None, max_frame_bytes: int = 32 * 1024 * 1024
+    ) -> None:
+        self.app = app  # the application that serves the link route
         self.max_frame_bytes = max_frame_bytes  # larger WebSocket messages close the link
         self._runner: web.AppRunner | None = None
         self._client: aiohttp.ClientSession | None = None
@@ -82,7 +90,7 @@ class WebSocketTransport:
             await accept(WebSocketLink(ws))
             return ws
 
-        app = web.Application()
+        app = self.app if self.app is not None else web.Application()
         app.router.add_get(LINK_PATH, link_handler)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()

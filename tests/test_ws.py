@@ -1,0 +1,145 @@
+"""Real sockets on 127.0.0.1: nodes linked by aiohttp WebSockets, and node processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+import pydds
+from pydds.net.ws import normalize
+
+
+async def until(condition: Callable[[], bool], *watched: pydds.Node, seconds: float = 10.0) -> None:
+    """Wait (bounded, in real time) until ``condition`` holds, checking it again on
+    every event of the ``watched`` nodes."""
+    subscriptions = [node.events() for node in watched]
+    try:
+        async with asyncio.timeout(seconds):
+            while not condition():
+                waits = [asyncio.ensure_future(s.get()) for s in subscriptions]
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for wait in waits:
+                        wait.cancel()
+    finally:
+        for subscription in subscriptions:
+            subscription.close()
+
+
+def alive(node: pydds.Node) -> list[str]:
+    return sorted(m.name for m in node.members() if m.state in ("self", "alive"))
+
+
+@pytest.fixture
+async def nodes() -> AsyncIterator[list[pydds.Node]]:
+    made: list[pydds.Node] = []
+    yield made
+    for node in made:
+        await node.close()
+
+
+async def start(made: list[pydds.Node], name: str, join: list[str] | None = None) -> pydds.Node:
+    node = pydds.Node(name, listen="127.0.0.1:0", join=join or [])
+    made.append(node)
+    await node.start()
+    return node
+
+
+def test_addresses() -> None:
+    assert normalize("127.0.0.1:7400") == "ws://127.0.0.1:7400"
+    assert normalize("wss://example.test:443") == "wss://example.test:443"
+    for bad in ("127.0.0.1", "http://x:1", "ws://:5"):
+        with pytest.raises(ValueError, match="not a node address"):
+            normalize(bad)
+
+
+async def test_three_nodes_over_websockets(nodes: list[pydds.Node]) -> None:
+    a = await start(nodes, "a")
+    assert a.address is not None
+    assert re.fullmatch(r"ws://127\.0\.0\.1:\d+", a.address)
+    b = await start(nodes, "b", [a.address])
+    c = await start(nodes, "c", [a.address.removeprefix("ws://")])  # host:port works too
+    await until(lambda: all(alive(n) == ["a", "b", "c"] for n in (a, b, c)), a, b, c)
+
+    await a.database("db").set("k", {"v": 1})
+    await until(lambda: "k" in b.database("db") and "k" in c.database("db"), b, c)
+    assert not b.database("db").holds("k")
+    assert await b.database("db").get("k") == {"v": 1}
+    async with b.events(database="db") as at_b, c.events(database="db") as at_c:
+        await a.database("db").update("k", {"w": 2})
+        pushed, learned = await at_b.get(timeout=5), await at_c.get(timeout=5)
+    assert pushed.delta is not None
+    assert pushed.value() == {"v": 1, "w": 2}
+    assert learned.delta is None
+
+    got = asyncio.Event()
+    c.on("ping", lambda event: got.set())
+    await a.emit("ping", [1])
+    await asyncio.wait_for(got.wait(), 5)
+
+
+async def test_a_node_killed_and_restarted_catches_up(nodes: list[pydds.Node]) -> None:
+    a = await start(nodes, "a")
+    assert a.address is not None
+    b = await start(nodes, "b", [a.address])
+    c = await start(nodes, "c", [a.address])
+    await until(lambda: alive(c) == ["a", "b", "c"], c)
+    await c.close()
+    await until(lambda: alive(a) == ["a", "b"], a)
+    await a.database("db").set("while-c-was-away", 1)  # the others go on
+    await until(lambda: "while-c-was-away" in b.database("db"), b)
+    assert await b.database("db").get("while-c-was-away") == 1
+    c2 = await start(nodes, "c", [b.address or ""])
+    await until(lambda: "while-c-was-away" in c2.database("db"), c2)
+    assert await c2.database("db").get("while-c-was-away") == 1
+
+
+async def test_serve_processes_form_a_cluster(nodes: list[pydds.Node]) -> None:
+    procs: list[asyncio.subprocess.Process] = []
+
+    async def serve(name: str, *join: str) -> str:
+        args = [sys.executable, "-m", "pydds", "serve", "--port", "0", "--name", name]
+        for address in join:
+            args += ["--join", address]
+        proc = await asyncio.create_subprocess_exec(
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,  # its own process group, stopped as a whole
+        )
+        procs.append(proc)
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+        match = re.search(r"links at (ws://127\.0\.0\.1:\d+)", line)
+        assert match, line
+        return match.group(1)
+
+    try:
+        first = await serve("p1")
+        await serve("p2", first)
+        probe = await start(nodes, "probe", [first])
+        await until(lambda: alive(probe) == ["p1", "p2", "probe"], probe, seconds=20)
+        await probe.database("db").set("k", "from the probe")
+        other = await start(nodes, "other", [first])
+        await until(lambda: "k" in other.database("db"), other, seconds=20)
+        assert await other.database("db").get("k") == "from the probe"
+        os.killpg(procs[0].pid, signal.SIGKILL)  # p1 dies; the rest go on
+        await until(lambda: "p1" not in alive(probe), probe, seconds=20)
+        await other.database("db").set("k2", 2)
+        await until(lambda: "k2" in probe.database("db"), probe, seconds=20)
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(proc.wait(), 20)
+                except TimeoutError:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    await proc.wait()
