@@ -237,3 +237,27 @@ async def test_bad_data_from_a_peer_closes_that_link_and_changes_nothing(
     assert "DirectoryStep2" in received[-1].reason
     assert await a.database("db").get("k") == 1
     assert a.database("db").keys() == ["k"]
+
+
+async def test_a_pull_nobody_answers_fails_after_the_bounded_wait(cluster: Cluster) -> None:
+    a = await cluster.start("a")
+    # A peer that tells of a key and then never answers a pull.
+    source = pydds.Node("quiet")
+    await source.database("db").set("k", 1)
+    created = []
+    source.add_change_listener(created.append)
+    await source.database("db").set("k2", 2)
+    change = created[0]
+    await source.close()
+    quiet = await cluster.network.transport().connect("mem://a")
+    write = m.Write("db", "k2", change.gen, "created", change.directory, None, "quiet")
+    await quiet.send(encode_frame([m.Hello("quiet", "node", None, PROTOCOL), write]))
+    await until(lambda: "k2" in a.database("db"))
+    reader = asyncio.ensure_future(a.database("db").get("k2"))
+    await until(lambda: bool(a._cluster and a._cluster._pulls))
+    await cluster.clock.advance(2.5, step=0.5)  # past the 2 s pull timeout
+    with pytest.raises(pydds.Unavailable, match="in time"):
+        await asyncio.wait_for(reader, 1)
+    assert a._cluster is not None
+    assert not a._cluster.replication.pulls  # nothing left waiting
+    await quiet.close()

@@ -61,6 +61,7 @@ class ClusterSettings:
     pull_timeout: float = 2.0  # the bounded wait of a pull
     join_timeout: float = 5.0  # the bounded wait of ``Node.join``
     dead_after: float = 30.0  # seconds suspect before a member has left
+    anti_entropy: float = 30.0  # seconds between state-vector exchanges on a link
     max_pending: int = 100_000  # messages queued for one peer before it is dropped
     max_frame_bytes: int = 32 * 1024 * 1024  # larger frames close the link
 
@@ -367,12 +368,19 @@ class Cluster:
             return
 
     async def _tick(self, state: _Link) -> None:
+        resync_at = self.clock.now() + self.settings.anti_entropy
         while True:
-            deadline = state.session.tick(self.clock.now())
-            state.wake.set()
+            now = self.clock.now()
+            deadline = state.session.tick(now)
             if deadline is None:
+                state.wake.set()
                 return
-            await self.clock.sleep_until(deadline)
+            peer = state.session.peer
+            if now >= resync_at and peer is not None and self._links.get(peer.name) is state:
+                self.send(self.replication.resync(peer.name))
+                resync_at = now + self.settings.anti_entropy
+            state.wake.set()
+            await self.clock.sleep_until(min(deadline, resync_at))
 
     # -- what the node asks ------------------------------------------------------------------
 
@@ -407,6 +415,8 @@ class Cluster:
             future = self._pulls[value_id] = asyncio.get_running_loop().create_future()
         self.send(sends)
         if not await self._first(asyncio.shield(future), self.settings.pull_timeout):
+            self.replication.forget_pull(value_id)
+            self._pulls.pop(value_id, None)
             raise Unavailable(f"no holder of {key!r} in {database!r} answered in time")
         if not future.result():
             raise Unavailable(f"no peer holds {key!r} of {database!r}")

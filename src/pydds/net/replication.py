@@ -19,6 +19,9 @@ Directories are eager, values lazy:
   diff makes this node a holder; all peers answering ``ValueMissing`` (or leaving)
   make the pull fail.
 * Custom events carry an id; each is delivered once (a bounded set of seen ids).
+* Anti-entropy (``resync``) repeats the link-open exchange periodically: deltas that
+  were lost, or applied before the ones they depend on, are repaired by the diffs
+  that answer it.
 
 ``handle`` returns the messages to send (``(peer, message)`` pairs) and notices for
 the node (pulls answered or failed, custom events to publish). Data goes through the
@@ -86,6 +89,11 @@ class Replication:
     def opened(self, peer: str) -> list[Send]:
         """A link to ``peer`` opened: start syncing directories and held values."""
         self.peers.add(peer)
+        return self.resync(peer)
+
+    def resync(self, peer: str) -> list[Send]:
+        """Anti-entropy with ``peer``: a state vector for every directory and held
+        value; the answers repair whatever was lost or applied out of order."""
         out: list[Send] = []
         for name in self._databases():
             ks = self._keyspace(name)
@@ -148,15 +156,17 @@ class Replication:
         if gen is None:
             raise KeyNotFound(f"key {key!r} is not in database {database!r}")
         value_id = (database, key, gen)
-        state_vector = ks.value_state_vector(key)
-        waiting = self.pulls.setdefault(value_id, set())
-        out: list[Send] = []
-        for peer in self.peers - waiting:
-            waiting.add(peer)
-            out.append((peer, m.ValuePull(database, key, gen, state_vector)))
-        if not waiting:
-            del self.pulls[value_id]
-        return value_id, out
+        if not self.peers:
+            self.pulls.pop(value_id, None)
+            return value_id, []
+        # Every pull asks every peer again: an earlier request may have been lost.
+        self.pulls[value_id] = set(self.peers)
+        message = m.ValuePull(database, key, gen, ks.value_state_vector(key))
+        return value_id, [(peer, message) for peer in self.peers]
+
+    def forget_pull(self, value_id: ValueId) -> None:
+        """Stop waiting for the answers to a pull (it timed out)."""
+        self.pulls.pop(value_id, None)
 
     def custom(self, message: m.Custom) -> list[Send]:
         """A custom event emitted here: to every peer."""

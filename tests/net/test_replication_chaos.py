@@ -1,0 +1,211 @@
+"""Replicas exchanging replication messages through a hostile network (hypothesis).
+
+Three to five nodes run the sans-IO replication protocol; the test is the network:
+it delivers, drops, duplicates and reorders messages, and partitions and heals
+replicas, while they write at random. After healing, anti-entropy and a read of every
+key everywhere, every replica holds identical directories, values and state vectors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+import pydds
+from pydds.crdt.sync import decode_state_vector
+from pydds.keyspace import NOT_HELD
+from pydds.net import messages as m
+from pydds.net.replication import Replication
+
+from ..helpers import exact
+
+KEYS = ["a", "b", "c"]
+STATS: list[tuple[int, int]] = []  # live keys and directory entries at the end of each run
+DB = "db"
+
+
+class Replica:
+    def __init__(self, name: str, client_id: int, outbox: list[tuple[str, str, m.Message]]):
+        self.name = name
+        self.node = pydds.Node(name)
+        self.node.client_id = client_id
+        self.replication = Replication(
+            name, lambda db: self.node.database(db)._keyspace, self.node.databases
+        )
+        self.outbox = outbox
+        self.node.add_change_listener(lambda change: self.post(self.replication.changed(change)))
+        self.node.database(DB)
+
+    def post(self, sends: list[tuple[str, m.Message]]) -> None:
+        for peer, message in sends:
+            self.outbox.append((self.name, peer, message))
+
+    @property
+    def ks(self) -> Any:
+        return self.node.database(DB)._keyspace
+
+
+class Chaos(RuleBasedStateMachine):
+    @initialize(count=st.integers(3, 5))
+    def start(self, count: int) -> None:
+        self.flight: list[tuple[str, str, m.Message]] = []
+        self.replicas = {f"r{i}": Replica(f"r{i}", 1000 + i, self.flight) for i in range(count)}
+        self.cut: set[frozenset[str]] = set()
+        for a in self.replicas.values():
+            for b in self.replicas:
+                if b != a.name:
+                    a.post(a.replication.opened(b))
+
+    def replica(self, i: int) -> Replica:
+        names = sorted(self.replicas)
+        return self.replicas[names[i % len(names)]]
+
+    async def _write(self, r: Replica, op: str, key: str, n: int) -> None:
+        db = r.node.database(DB)
+        try:
+            if op == "set":
+                await db.set(key, {"n": n} if n % 2 else [n])
+            elif op == "update":
+                await db.update(key, {f"f{n % 3}": n})
+            elif op == "append":
+                await db.append(key, [], n)
+            elif op == "incr":
+                await db.incr(key, n)
+            else:
+                await db.delete(key)
+        except (pydds.WrongType, pydds.Unavailable):
+            pass  # a wrong type for this value, or no peer linked: nothing changed
+
+    @rule(
+        i=st.integers(0, 4),
+        op=st.sampled_from(["set", "update", "append", "incr", "delete"]),
+        key=st.sampled_from(KEYS),
+        n=st.integers(0, 9),
+    )
+    def write(self, i: int, op: str, key: str, n: int) -> None:
+        r = self.replica(i)
+        if key in r.ks and not r.ks.holds(key):
+            # What Database does before writing a value held elsewhere: pull it. Here
+            # the answer is in flight, so the write goes ahead on what is here.
+            _, sends = r.replication.pull(DB, key)
+            r.post(sends)
+        asyncio.run(self._write_local(r, op, key, n))
+
+    async def _write_local(self, r: Replica, op: str, key: str, n: int) -> None:
+        ks = r.ks
+        if key in ks and not ks.holds(key):
+            return  # the Database would wait for the pull; the model skips instead
+        await self._write(r, op, key, n)
+
+    @rule(i=st.integers(0, 4), key=st.sampled_from(KEYS))
+    def read(self, i: int, key: str) -> None:
+        r = self.replica(i)
+        if key in r.ks and not r.ks.holds(key):
+            _, sends = r.replication.pull(DB, key)
+            r.post(sends)
+
+    @precondition(lambda self: bool(self.flight))
+    @rule(data=st.data())
+    def deliver(self, data: st.DataObject) -> None:
+        index = data.draw(st.integers(0, len(self.flight) - 1))
+        self._deliver(self.flight.pop(index))
+
+    @precondition(lambda self: bool(self.flight))
+    @rule(data=st.data())
+    def drop(self, data: st.DataObject) -> None:
+        self.flight.pop(data.draw(st.integers(0, len(self.flight) - 1)))
+
+    @precondition(lambda self: bool(self.flight))
+    @rule(data=st.data())
+    def duplicate(self, data: st.DataObject) -> None:
+        self._deliver(self.flight[data.draw(st.integers(0, len(self.flight) - 1))])
+
+    @rule(i=st.integers(0, 4), j=st.integers(0, 4))
+    def partition(self, i: int, j: int) -> None:
+        a, b = self.replica(i).name, self.replica(j).name
+        if a != b:
+            self.cut.add(frozenset((a, b)))
+
+    @rule()
+    def heal(self) -> None:
+        self.cut.clear()
+
+    def _deliver(self, item: tuple[str, str, m.Message]) -> None:
+        source, target, message = item
+        if frozenset((source, target)) in self.cut:
+            return  # lost in the partition
+        r = self.replicas[target]
+        sends, _ = r.replication.handle(source, message)
+        r.post(sends)
+
+    def _quiesce(self) -> None:
+        for _ in range(10_000):
+            if not self.flight:
+                return
+            self._deliver(self.flight.pop(0))
+        raise AssertionError("messages kept flowing")
+
+    @invariant()
+    def directories_are_well_formed(self) -> None:
+        for r in self.replicas.values():
+            for key, entry in r.ks.directory.entries().items():
+                assert entry.gen >= 1, (r.name, key)
+
+    def teardown(self) -> None:
+        if not hasattr(self, "replicas"):
+            return
+        self.cut.clear()
+        for _ in range(3):  # anti-entropy rounds: resync every pair, then pull everything
+            self._quiesce()
+            for a in self.replicas.values():
+                for b in self.replicas:
+                    if b != a.name:
+                        a.post(a.replication.resync(b))
+            self._quiesce()
+            for r in self.replicas.values():
+                for key in r.ks.keys():  # noqa: SIM118
+                    if not r.ks.holds(key):
+                        _, sends = r.replication.pull(DB, key)
+                        r.post(sends)
+            self._quiesce()
+        replicas = list(self.replicas.values())
+        first = replicas[0]
+        for r in replicas[1:]:
+            assert r.ks.directory.entries() == first.ks.directory.entries(), r.name
+            assert r.ks.keys() == first.ks.keys(), r.name
+        for key in first.ks.keys():  # noqa: SIM118
+            seen = set()
+            for r in replicas:
+                value = r.ks.read(key)
+                assert value is not NOT_HELD, (r.name, key)
+                kd = r.ks._keys[key]
+                seen.add(
+                    (
+                        str(exact(value)),
+                        kd.gen,
+                        tuple(
+                            sorted(decode_state_vector(kd.state_vector(r.node.client_id)).items())
+                        ),
+                    )
+                )
+            assert len(seen) == 1, (key, seen)
+        STATS.append((len(first.ks.keys()), sum(len(r.ks.directory.entries()) for r in replicas)))
+
+
+TestChaos = Chaos.TestCase
+TestChaos.settings = settings(
+    max_examples=int(os.environ.get("PYDDS_CHAOS_EXAMPLES", "150")),
+    stateful_step_count=50,
+    deadline=None,
+)
