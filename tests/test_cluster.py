@@ -261,3 +261,59 @@ async def test_a_pull_nobody_answers_fails_after_the_bounded_wait(cluster: Clust
     assert a._cluster is not None
     assert not a._cluster.replication.pulls  # nothing left waiting
     await quiet.close()
+
+
+async def test_staleness_stops_pushes_and_a_read_refreshes(cluster: Cluster) -> None:
+    a = await cluster.start("a")
+    b = await cluster.start("b", ["mem://a"])
+    await until(lambda: len(names(b)) == 2)
+    db_a, db_b = a.database("db", expire=10), b.database("db", expire=10)
+    await db_a.set("k", 1)
+    await until(lambda: "k" in db_b)
+    assert await db_b.get("k") == 1
+    assert a._cluster is not None
+    assert "b" in a._cluster.replication.holders[("db", "k", 1)]
+    async with b.events(kinds={"stale"}) as stale_events:
+        await cluster.clock.advance(5, step=1.0)
+        await db_a.set("k", 2)  # a write keeps a's copy fresh, not b's
+        await cluster.clock.advance(6, step=1.0)
+        event = await stale_events.get(timeout=1)
+    assert (event.kind, event.key) == ("stale", "k")
+    assert db_b.is_stale("k")
+    await until(lambda: "b" not in a._cluster.replication.holders[("db", "k", 1)])
+    async with b.events(database="db") as at_b:
+        await db_a.set("k", 3)
+        notice = await at_b.get(timeout=1)
+    assert (notice.kind, notice.delta) == ("changed", None)  # no longer pushed to b
+    assert await db_b.get("k") == 3  # the read refreshed it
+    assert not db_b.is_stale("k")
+    assert "b" in a._cluster.replication.holders[("db", "k", 1)]
+
+
+async def test_a_stale_read_with_no_holder_reachable_serves_the_local_copy(
+    cluster: Cluster,
+) -> None:
+    a = await cluster.start("a")
+    b = await cluster.start("b", ["mem://a"])
+    await until(lambda: len(names(b)) == 2)
+    await a.database("db", expire=10).set("k", "old")
+    db_b = b.database("db", expire=10)
+    await until(lambda: "k" in db_b)
+    assert await db_b.get("k") == "old"
+    await cluster.network.partition(["mem://b"], ["mem://a"])
+    await until(lambda: names(b) == ["b"])
+    await cluster.clock.advance(11, step=1.0)
+    assert db_b.is_stale("k")
+    assert await db_b.get("k") == "old"  # the local copy, still flagged stale
+    assert db_b.is_stale("k")
+
+
+async def test_a_lone_nodes_stale_copy_is_all_there_is() -> None:
+    clock = FakeClock()
+    async with pydds.Node("alone", clock=clock) as node:
+        db = node.database("db", expire=10)
+        await db.set("k", 1)
+        await clock.advance(11, step=1.0)
+        assert db.is_stale("k")
+        assert await db.get("k") == 1
+        assert not db.is_stale("k")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import time
 from typing import Protocol
 
 __all__ = ["Clock", "FakeClock", "RealClock"]
@@ -28,10 +29,10 @@ class Clock(Protocol):
 
 
 class RealClock:
-    """The running event loop's monotonic clock."""
+    """The monotonic clock (the one asyncio's event loop uses)."""
 
     def now(self) -> float:
-        return asyncio.get_running_loop().time()
+        return time.monotonic()  # what asyncio's default event loop measures time by
 
     async def sleep_until(self, deadline: float) -> None:
         delay = deadline - self.now()

@@ -91,6 +91,7 @@ class Cluster:
         )
         self.membership = Membership(node.name, None, dead_after=settings.dead_after)
         self._links: dict[str, _Link] = {}  # open links by peer name
+        self._states: set[_Link] = set()  # every link being served, open or opening
         self._dialing: set[str] = set()  # addresses a redial task is working on
         self._pulls: dict[ValueId, asyncio.Future[bool]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -196,12 +197,14 @@ class Cluster:
     async def close(self) -> None:
         """Close every link (peers learn why) and stop accepting."""
         self._closing = True
-        for state in list(self._links.values()):
+        for state in list(self._states):  # open links, and links still opening
             state.session.close("node shutting down")
             state.wake.set()
         serving = list(self._serving)
         if serving:  # each sends its Close and ends when its link does
             await asyncio.wait(serving, timeout=2.0)
+        for state in list(self._states):  # a peer that never closed its end
+            await state.link.close()
         await self.transport.close()
         rest = list(self._tasks)  # redials sleeping, and anything stuck
         for task in rest:
@@ -228,6 +231,9 @@ class Cluster:
         if state is None:
             state = _Link(self._session(), link, dialed)
         session = state.session
+        self._states.add(state)
+        if self._closing:
+            session.close("node shutting down")
         writer = self._spawn(self._write(state))
         ticker = self._spawn(self._tick(state))
         state.wake.set()
@@ -260,6 +266,7 @@ class Cluster:
             except (TimeoutError, asyncio.CancelledError):
                 writer.cancel()
             await link.close()
+            self._states.discard(state)
             self._gone(state)
 
     def _opened(self, state: _Link) -> bool:
@@ -420,6 +427,15 @@ class Cluster:
             raise Unavailable(f"no holder of {key!r} in {database!r} answered in time")
         if not future.result():
             raise Unavailable(f"no peer holds {key!r} of {database!r}")
+
+    def release(self, database: str, key: str, gen: int) -> None:
+        """This node's copy of a value went stale: peers stop pushing it."""
+        self.send(self.replication.release(database, key, gen))
+
+    @property
+    def alone(self) -> bool:
+        """Whether this node knows no other member (it is the whole cluster)."""
+        return len(self.membership.members()) == 1
 
     def emit(self, name: str, packed: bytes) -> None:
         """A custom event emitted on this node: to every peer, once."""

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from .config import DatabaseSettings, check_key
 from .crdt import values
 from .errors import InvalidValue, KeyNotFound, NodeClosed, Unavailable
-from .keyspace import NOT_HELD
+from .keyspace import NOT_HELD, STALE
 
 if TYPE_CHECKING:
     from .keyspace import Keyspace
@@ -84,12 +84,23 @@ class Database:
             value = keyspace.read(key)
             if value is NOT_HELD:
                 await self._node._pull(self.name, key)
-                value = keyspace.read(key)
+                value = keyspace.read(key, fresh=False)
+            elif value is STALE:
+                # Refresh from the holders; with none reachable, serve the local copy
+                # and leave it flagged stale (``is_stale``).
+                await self._node._refresh(self.name, key)
+                value = keyspace.read(key, fresh=False)
         except KeyNotFound:
             if default is _RAISE:
                 raise
             return default
         return None if value is NOT_HELD else value
+
+    def is_stale(self, key: str) -> bool:
+        """Whether this node's copy of ``key`` is stale: not read or written here for
+        ``expire`` seconds, so no longer replicated here. A read refreshes it; a read
+        that could reach no holder returns the local copy and leaves this True."""
+        return self._keyspace.is_stale(key)
 
     def holds(self, key: str) -> bool:
         """Whether this node holds the value of ``key`` (reads of it need no peer)."""
@@ -102,6 +113,8 @@ class Database:
         if key in keyspace and not keyspace.holds(key):
             with contextlib.suppress(Unavailable):
                 await self._node._pull(self.name, key)
+        elif keyspace.is_stale(key):
+            await self._node._refresh(self.name, key)
 
     def __contains__(self, key: object) -> bool:
         return key in self._keyspace
@@ -133,7 +146,7 @@ class Database:
             check_key(key, limits)  # the full check, off the common path
         values.check(value, limits.max_depth)
         packed = values.pack(value, limits.max_value_bytes)
-        if key in keyspace and not keyspace.holds(key):
+        if key in keyspace and (not keyspace.holds(key) or keyspace.is_stale(key)):
             await self._hold(keyspace, key)
         keyspace.set(key, value, packed)
 

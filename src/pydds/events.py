@@ -37,6 +37,7 @@ class EventKind(StrEnum):
     LEFT = "left"  # a node left the cluster (unreachable for too long)
     UNREACHABLE = "unreachable"  # the link to a member closed; it is suspect
     REACHABLE = "reachable"  # a suspect member is linked again
+    STALE = "stale"  # this node's copy of a key went stale (no longer replicated here)
 
 
 @dataclass(frozen=True, slots=True)

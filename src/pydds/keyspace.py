@@ -32,10 +32,13 @@ from .crdt.ydoc import EMPTY_STATE_VECTOR
 from .errors import KeyNotFound
 from .events import EventKind
 
-__all__ = ["NOT_HELD", "Keyspace", "Report"]
+__all__ = ["NOT_HELD", "STALE", "Keyspace", "Report"]
 
 #: ``read`` of a key whose value this node does not hold (it must be pulled).
 NOT_HELD: Any = object()
+#: ``read`` of a key whose copy here is stale (it must be refreshed, or read anyway
+#: with ``read(key, fresh=False)``).
+STALE: Any = object()
 
 #: ``report(kind, key, gen, directory_delta, value_delta, origin)``; kind None for a
 #: change with no event (a directory repair).
@@ -55,6 +58,7 @@ class Keyspace:
         limits: Limits,
         live: LiveDocs,
         report: Report,
+        now: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self.name = name  # the database's name
         self.settings = settings  # expiry and other per-database settings
@@ -66,6 +70,7 @@ class Keyspace:
         self._keys: dict[str, KeyDoc] = {}
         self._live = live
         self._report = report
+        self._now = now  # the node's clock
         self._early: dict[tuple[str, int], list[bytes]] = {}
         self._early_count = 0
 
@@ -83,8 +88,9 @@ class Keyspace:
             return sorted(self._keys)
         return sorted(k for k in self._keys if k.startswith(prefix))
 
-    def read(self, key: str) -> Any:
-        """The value of ``key`` as fresh objects.
+    def read(self, key: str, *, fresh: bool = True) -> Any:
+        """The value of ``key`` as fresh objects; ``NOT_HELD`` when this node has no
+        copy, ``STALE`` when its copy is stale (unless ``fresh`` is False).
 
         Raises:
             KeyNotFound: the key is absent.
@@ -92,6 +98,10 @@ class Keyspace:
         kd = self._keys.get(key)
         if kd is None:
             raise KeyNotFound(f"key {key!r} is not in database {self.name!r}")
+        now = self._now()
+        if fresh and kd.held and (kd.stale or self._expired(kd, now)):
+            return STALE
+        kd.accessed = now
         packed = kd.packed
         if packed is not None:
             return values.unpack(packed)
@@ -102,6 +112,36 @@ class Keyspace:
         # A held document whose writes have not arrived yet (its directory entry came
         # first) reads as None; anti-entropy brings the rest.
         return None if value is MISSING else value
+
+    def _expired(self, kd: KeyDoc, now: float) -> bool:
+        expire = self.settings.expire
+        return expire is not None and now - kd.accessed >= expire
+
+    def is_stale(self, key: str) -> bool:
+        """Whether this node's copy of ``key`` is stale (not accessed for ``expire``)."""
+        kd = self._keys.get(key)
+        return kd is not None and kd.held and (kd.stale or self._expired(kd, self._now()))
+
+    def refreshed(self, key: str) -> None:
+        """This node's copy of ``key`` is current again (refreshed, or nothing to refresh from)."""
+        kd = self._keys.get(key)
+        if kd is not None:
+            kd.stale = False
+            kd.accessed = self._now()
+
+    def sweep(self) -> list[tuple[str, int]]:
+        """Mark the held keys not accessed for ``expire`` stale; return them (with their
+        generations) so that peers stop pushing them here."""
+        expire = self.settings.expire
+        if expire is None:
+            return []
+        now = self._now()
+        out = []
+        for key, kd in self._keys.items():
+            if not kd.stale and kd.held and now - kd.accessed >= expire:
+                kd.stale = True
+                out.append((key, kd.gen))
+        return out
 
     def holds(self, key: str) -> bool:
         """Whether this node holds the value of ``key``."""
@@ -151,11 +191,12 @@ class Keyspace:
         kd = self._keys.get(key)
         if kd is not None:
             self._live.touch(kd)
+            kd.accessed, kd.stale = self._now(), False
             return kd, None
         entry = self.directory.get(key)
         gen = 1 if entry is None else entry.gen + 1
         directory_delta = self.directory.put(key, Entry(gen), LOCAL)
-        kd = self._keys[key] = KeyDoc(gen)
+        kd = self._keys[key] = KeyDoc(gen, accessed=self._now())
         self._live.touch(kd)
         return kd, directory_delta
 
@@ -258,6 +299,7 @@ class Keyspace:
             return
         was_held = kd.held
         self._live.touch(kd)
+        kd.accessed, kd.stale = self._now(), False
         delta = kd.apply(self.client_id, update)
         if was_held and delta is not None:
             self._report_remote(EventKind.CHANGED, key, delta, origin)
@@ -292,7 +334,7 @@ class Keyspace:
             self._report(EventKind.DELETED, c.key, kd.gen, None, None, origin)
             kd = None
         if kd is None and not new.deleted:
-            kd = self._keys[c.key] = KeyDoc(new.gen)
+            kd = self._keys[c.key] = KeyDoc(new.gen, accessed=self._now())
             early = self._early.pop((c.key, new.gen), ())
             if early:
                 self._live.touch(kd)  # every live document is counted by the LRU

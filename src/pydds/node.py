@@ -42,6 +42,9 @@ _CLIENT_ID_LIMIT = 2**53
 
 Handler = Callable[[Event], Awaitable[None] | None]
 
+#: Seconds between two sweeps for stale keys.
+SWEEP_EVERY = 1.0
+
 
 class Node:
     """A pydds node. Alone, it is a one-node cluster and an embedded store.
@@ -90,6 +93,7 @@ class Node:
         self._transport = transport
         self._cluster_settings = cluster or ClusterSettings()
         self._cluster: Cluster | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         #: The Yjs client id of this node's writes; new for every node object, so two
         #: live writers never share one (Yjs would diverge silently).
         self.client_id = secrets.randbelow(_CLIENT_ID_LIMIT - 1) + 1
@@ -121,6 +125,8 @@ class Node:
         """
         if self._closed:
             raise NodeClosed(f"node {self.name!r} is closed")
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
         if self._listen is not None and (self._cluster is None or self._cluster.address is None):
             await self._network().listen(self._listen)
         for address in self._join:
@@ -162,6 +168,33 @@ class Node:
             raise NodeClosed(f"node {self.name!r} is closed")
         await self._network().join(address)
 
+    async def _sweep_forever(self) -> None:
+        while not self._closed:
+            await self.clock.sleep_until(self.clock.now() + SWEEP_EVERY)
+            self.sweep()
+
+    def sweep(self) -> None:
+        """Mark the keys not accessed for their database's ``expire`` stale: an event
+        says so, and peers stop pushing their changes here. Runs every
+        ``SWEEP_EVERY`` seconds once the node is started."""
+        for name, db in self._databases.items():
+            for key, gen in db._keyspace.sweep():
+                self._publish(Event(EventKind.STALE, name, key, self.name))
+                if self._cluster is not None:
+                    self._cluster.release(name, key, gen)
+
+    async def _refresh(self, database: str, key: str) -> bool:
+        """Refresh a stale or missing copy from its holders; True if it is current."""
+        try:
+            await self._pull(database, key)
+            return True
+        except Unavailable:
+            if self._cluster is None or self._cluster.alone:
+                # Nobody else is in the cluster: this copy is all there is.
+                self._databases[database]._keyspace.refreshed(key)
+                return True
+            return False
+
     def members(self) -> list[Member]:
         """Every member of the cluster as this node sees it, this node first."""
         if self._cluster is None:
@@ -186,6 +219,9 @@ class Node:
         if self._closed:
             return
         self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
         if self._cluster is not None:
             await self._cluster.close()
         for subscription in list(self._subscriptions):
@@ -231,6 +267,7 @@ class Node:
                 limits=self.limits,
                 live=self._live,
                 report=functools.partial(self._report, name),
+                now=self.clock.now,
             )
             db = self._databases[name] = Database(self, keyspace)
         elif expire is not _UNSET and expire != db.settings.expire:

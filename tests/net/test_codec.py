@@ -22,6 +22,7 @@ ONE_OF_EACH: list[m.Message] = [
     m.ValuePull("cache", "user:1", 1, b"\x00"),
     m.ValueDiff("cache", "k", 3, b"\x00\x00"),
     m.ValueMissing("cache", "k", 3),
+    m.Release("cache", "k", 3),
     m.Members((("n1", "ws://127.0.0.1:7400"), ("n2", "mem://n2"))),
     m.Members(()),
     m.Custom("n1-1", "deploy", b"\x81\xa1v\x03", "n1"),

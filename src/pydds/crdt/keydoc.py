@@ -71,10 +71,12 @@ def _root_type(doc: YDoc, txn: YTxn, marker: bytes) -> Any:
 class KeyDoc:
     """One generation of one key's value, live or idle."""
 
-    __slots__ = ("_doc", "_state", "gen", "packed")
+    __slots__ = ("_doc", "_state", "accessed", "gen", "packed", "stale")
 
-    def __init__(self, gen: int, state: bytes | None = None) -> None:
+    def __init__(self, gen: int, state: bytes | None = None, accessed: float = 0.0) -> None:
         self.gen = gen  # the key's generation this document belongs to
+        self.accessed = accessed  # when this node last read or wrote it (its clock)
+        self.stale = False  # marked stale: no longer replicated here
         self.packed: bytes | None = None  # the value packed, or None to decode again
         self._doc: YDoc | None = None  # the live document, or None when idle
         self._state = state  # the encoded document while idle

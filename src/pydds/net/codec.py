@@ -118,6 +118,7 @@ _SCHEMA: dict[int, tuple[type, tuple[Field, ...]]] = {
     12: (m.ValueDiff, (_name, _key, _gen, _bytes)),
     13: (m.ValueMissing, (_name, _key, _gen)),
     14: (m.Members, (_members,)),
+    16: (m.Release, (_name, _key, _gen)),
     15: (m.Write, (_name, _key, _gen, _kind, _maybe_bytes, _maybe_bytes, _short)),
 }
 _CODES = {cls: code for code, (cls, _) in _SCHEMA.items()}

@@ -20,6 +20,7 @@ __all__ = [
     "Message",
     "Ping",
     "Pong",
+    "Release",
     "ValueDiff",
     "ValueMissing",
     "ValuePull",
@@ -112,6 +113,15 @@ class Custom:
 
 
 @dataclass(frozen=True, slots=True)
+class Release:
+    """The sender's copy went stale: stop pushing it changes of this value."""
+
+    database: str
+    key: str
+    gen: int
+
+
+@dataclass(frozen=True, slots=True)
 class Members:
     """The nodes the sender knows, as ``(name, address)`` pairs (clients never appear)."""
 
@@ -147,6 +157,7 @@ Message = (
     | ValuePull
     | ValueDiff
     | ValueMissing
+    | Release
     | Members
     | Custom
     | Ping

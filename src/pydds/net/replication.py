@@ -18,6 +18,8 @@ Directories are eager, values lazy:
 * Reading a value not held here pulls it (``pull``): every peer is asked; the first
   diff makes this node a holder; all peers answering ``ValueMissing`` (or leaving)
   make the pull fail.
+* A node whose copy went stale sends ``Release``: its peers stop pushing to it. Its
+  next read pulls again (a ``ValuePull``), which makes it a holder once more.
 * Custom events carry an id; each is delivered once (a bounded set of seen ids).
 * Anti-entropy (``resync``) repeats the link-open exchange periodically: deltas that
   were lost, or applied before the ones they depend on, are repaired by the diffs
@@ -164,6 +166,11 @@ class Replication:
         message = m.ValuePull(database, key, gen, ks.value_state_vector(key))
         return value_id, [(peer, message) for peer in self.peers]
 
+    def release(self, database: str, key: str, gen: int) -> list[Send]:
+        """This node's copy went stale: every peer stops pushing it."""
+        message = m.Release(database, key, gen)
+        return [(peer, message) for peer in self.peers]
+
     def forget_pull(self, value_id: ValueId) -> None:
         """Stop waiting for the answers to a pull (it timed out)."""
         self.pulls.pop(value_id, None)
@@ -241,6 +248,10 @@ class Replication:
                 if not waiting:
                     del self.pulls[value_id]
                     notices.append(PullDone(value_id, answered=False))
+        elif isinstance(msg, m.Release):
+            holders = self.holders.get((msg.database, msg.key, msg.gen))
+            if holders is not None:
+                holders.discard(peer)
         elif isinstance(msg, m.Custom) and self._remember(msg.id):
             notices.append(CustomReceived(msg))
         return out, notices

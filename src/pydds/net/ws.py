@@ -92,7 +92,8 @@ class WebSocketTransport:
 
         app = self.app if self.app is not None else web.Application()
         app.router.add_get(LINK_PATH, link_handler)
-        self._runner = web.AppRunner(app, handle_signals=False)
+        # Links are closed (with a Close) before the transport; what is left is cut.
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, url.hostname, url.port)
         await site.start()
