@@ -317,3 +317,47 @@ async def test_a_lone_nodes_stale_copy_is_all_there_is() -> None:
         assert db.is_stale("k")
         assert await db.get("k") == 1
         assert not db.is_stale("k")
+
+
+async def test_ack_all_makes_every_node_a_holder(cluster: Cluster) -> None:
+    a, b, c = await three(cluster)
+    await a.database("db").set("k", {"v": 1}, ack="all")
+    for node in (b, c):  # applied and held everywhere before set returned
+        assert node.database("db").holds("k")
+        assert node.database("db")._keyspace.read("k") == {"v": 1}
+    await a.database("db").update("k", {"w": 2}, ack=3)
+    assert c.database("db")._keyspace.read("k") == {"v": 1, "w": 2}
+    assert await a.database("db").incr("n", 4, ack="majority") == 4
+    assert await a.database("db").delete("k", ack="all") is True
+    assert "k" not in b.database("db")
+    assert "k" not in c.database("db")
+
+
+async def test_ack_majority_survives_a_partitioned_minority(cluster: Cluster) -> None:
+    a, b, _ = await three(cluster)
+    await cluster.network.partition(["mem://c"], ["mem://a", "mem://b"])
+    await until(lambda: names(a) == ["a", "b"])
+    await a.database("db").set("k", 1, ack="majority")  # a and b: 2 of 3
+    assert b.database("db").holds("k")
+    writing = asyncio.ensure_future(a.database("db").set("k", 2, ack="all"))
+    await until(lambda: bool(a._cluster and a._cluster._acks))
+    await cluster.clock.advance(6, step=0.5)  # past the 5 s ack timeout
+    with pytest.raises(pydds.AckTimeout, match="stands"):
+        await asyncio.wait_for(writing, 1)
+    assert await a.database("db").get("k") == 2  # a timeout never undoes the write
+    assert b.database("db")._keyspace.read("k") == 2
+
+
+async def test_bad_ack_levels_are_refused_and_change_nothing(cluster: Cluster) -> None:
+    a = await cluster.start("a")
+    for bad in ("quorum", 0, -1, 1.5, True, None):
+        with pytest.raises(pydds.InvalidValue):
+            await a.database("db").set("k", 1, ack=bad)  # type: ignore[arg-type]
+    assert "k" not in a.database("db")
+
+
+async def test_a_lone_node_acknowledges_every_level() -> None:
+    async with pydds.Node("alone") as node:
+        await node.database("db").set("k", 1, ack="all")
+        await node.database("db").set("k", 2, ack=3)
+        assert await node.database("db").get("k") == 2

@@ -19,6 +19,7 @@ from .cluster import ClusterSettings
 from .config import DatabaseSettings, Limits
 from .database import Database
 from .errors import (
+    AckTimeout,
     InvalidName,
     InvalidUpdate,
     InvalidValue,
@@ -41,6 +42,7 @@ from .node import Node
 __version__ = "0.1.0"
 
 __all__ = [
+    "AckTimeout",
     "Change",
     "Clock",
     "ClusterSettings",

@@ -30,6 +30,7 @@ from .changes import Change
 from .clock import Clock
 from .crdt import values
 from .errors import (
+    AckTimeout,
     InvalidValue,
     LinkClosed,
     MalformedFrame,
@@ -40,7 +41,14 @@ from .events import Event, EventKind
 from .net import messages as m
 from .net.codec import PROTOCOL, decode_frame, encode_frame
 from .net.membership import Member, Membership
-from .net.replication import CustomReceived, PullDone, Replication, Send, ValueId
+from .net.replication import (
+    AckReceived,
+    CustomReceived,
+    PullDone,
+    Replication,
+    Send,
+    ValueId,
+)
 from .net.session import Session, State
 from .net.transport import Link, Transport
 
@@ -62,6 +70,7 @@ class ClusterSettings:
     join_timeout: float = 5.0  # the bounded wait of ``Node.join``
     dead_after: float = 30.0  # seconds suspect before a member has left
     anti_entropy: float = 30.0  # seconds between state-vector exchanges on a link
+    ack_timeout: float = 5.0  # the bounded wait of a write with an ack level
     max_pending: int = 100_000  # messages queued for one peer before it is dropped
     max_frame_bytes: int = 32 * 1024 * 1024  # larger frames close the link
 
@@ -75,6 +84,15 @@ class _Link:
     opened: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+
+
+@dataclass(eq=False)
+class _AckWait:
+    needed: int  # acknowledgements still needed from peers
+    done: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    peers: set[str] = field(default_factory=set)  # who acknowledged
 
 
 class Cluster:
@@ -97,6 +115,8 @@ class Cluster:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._serving: set[asyncio.Task[Any]] = set()  # the tasks that serve a link
         self._custom_ids = itertools.count(1)
+        self._ack_ids = itertools.count(1)
+        self._acks: dict[int, _AckWait] = {}
         self._closing = False
 
     def _serve_task(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -335,12 +355,18 @@ class Cluster:
         self.send(sends)
         self._notices(notices)
 
-    def _notices(self, notices: list[PullDone | CustomReceived]) -> None:
+    def _notices(self, notices: list[PullDone | CustomReceived | AckReceived]) -> None:
         for notice in notices:
             if isinstance(notice, PullDone):
                 future = self._pulls.pop(notice.value, None)
                 if future is not None and not future.done():
                     future.set_result(notice.answered)
+            elif isinstance(notice, AckReceived):
+                wait = self._acks.get(notice.id)
+                if wait is not None and notice.peer not in wait.peers:
+                    wait.peers.add(notice.peer)
+                    if len(wait.peers) >= wait.needed and not wait.done.done():
+                        wait.done.set_result(None)
             else:
                 self._custom_received(notice.message)
 
@@ -403,10 +429,48 @@ class Cluster:
                 state.session.send([message])
             state.wake.set()
 
-    def changed(self, change: Change) -> None:
-        """A change made on this node: ship it."""
-        if self._links:
-            self.send(self.replication.changed(change))
+    def changed(self, change: Change, ack: str | int = "local") -> asyncio.Future[None] | None:
+        """A change made on this node: ship it.
+
+        Returns:
+            With an ack level beyond ``"local"``, a future done once enough nodes
+            applied it (see ``wait_ack``); None otherwise.
+        """
+        needed = self.needed_acks(ack)
+        if needed <= 0:
+            if self._links:
+                self.send(self.replication.changed(change))
+            return None
+        ack_id = next(self._ack_ids)
+        wait = self._acks[ack_id] = _AckWait(needed)
+        self.send(self.replication.changed(change, ack_id))
+        wait.done.add_done_callback(lambda _: self._acks.pop(ack_id, None))
+        return wait.done
+
+    def needed_acks(self, ack: str | int) -> int:
+        """How many other nodes must acknowledge a write of level ``ack``."""
+        nodes = len(self.membership.members())  # this node and every node it knows
+        if ack == "local":
+            return 0
+        if ack == "majority":
+            return nodes // 2  # with this node: a majority of all nodes
+        if ack == "all":
+            return nodes - 1
+        assert isinstance(ack, int)
+        return ack - 1
+
+    async def wait_ack(self, done: asyncio.Future[None], ack: str | int) -> None:
+        """Wait (bounded) for a write's acknowledgements.
+
+        Raises:
+            AckTimeout: too few came in time (the write still stands).
+        """
+        if not await self._first(done, self.settings.ack_timeout):
+            done.cancel()
+            raise AckTimeout(
+                f"write not acknowledged at level {ack!r} within {self.settings.ack_timeout}s "
+                "(it stands, and goes on replicating)"
+            )
 
     async def pull(self, database: str, key: str) -> None:
         """Pull the value of ``key`` from its holders, with a bounded wait.

@@ -19,6 +19,9 @@ __all__ = ["Database"]
 
 _RAISE: Any = object()
 
+#: A write's acknowledgement level: "local", "majority", "all", or a number of nodes.
+Ack = str | int
+
 
 class Database:
     """A named key space of JSON-like values, replicated as CRDTs.
@@ -133,10 +136,16 @@ class Database:
 
     # -- writes ----------------------------------------------------------------------
 
-    async def set(self, key: str, value: Any) -> None:
+    async def set(self, key: str, value: Any, *, ack: Ack = "local") -> None:
         """Set ``key`` to ``value``, replacing any previous value.
 
+        ``ack`` (on every write) says how many nodes must have applied the write
+        before it returns: ``"local"`` (this node, the default), ``"majority"`` or
+        ``"all"`` of the cluster's nodes, or a number of nodes (this one counts).
+        Nodes that did not hold the key get it and hold it from then on.
+
         Raises:
+            AckTimeout: too few nodes acknowledged in time; the write stands.
             InvalidValue: ``value`` is not JSON-like or too large; nothing changed.
             InvalidName: ``key`` is not a valid key.
         """
@@ -148,9 +157,12 @@ class Database:
         packed = values.pack(value, limits.max_value_bytes)
         if key in keyspace and (not keyspace.holds(key) or keyspace.is_stale(key)):
             await self._hold(keyspace, key)
-        keyspace.set(key, value, packed)
+        if ack == "local":
+            keyspace.set(key, value, packed)
+        else:
+            await self._node._write(ack, lambda: keyspace.set(key, value, packed))
 
-    async def update(self, key: str, fields: dict[str, Any]) -> None:
+    async def update(self, key: str, fields: dict[str, Any], *, ack: Ack = "local") -> None:
         """Set the given fields of the dict value of ``key`` (other fields stay).
 
         An absent key becomes a dict of ``fields``. Concurrent updates of different
@@ -168,9 +180,11 @@ class Database:
         values.check(fields, limits.max_depth)
         values.pack(fields, limits.max_value_bytes)
         await self._hold(keyspace, key)
-        keyspace.update(key, fields)
+        await self._node._write(ack, lambda: keyspace.update(key, fields))
 
-    async def append(self, key: str, path: Sequence[str | int], item: Any) -> None:
+    async def append(
+        self, key: str, path: Sequence[str | int], item: Any, *, ack: Ack = "local"
+    ) -> None:
         """Append ``item`` to the list found at ``path`` inside the value of ``key``.
 
         ``path`` is a sequence of dict fields (str) and list indexes (int, negative
@@ -193,9 +207,9 @@ class Database:
         values.check(item, limits.max_depth)
         values.pack(item, limits.max_value_bytes)
         await self._hold(keyspace, key)
-        keyspace.append(key, steps, item)
+        await self._node._write(ack, lambda: keyspace.append(key, steps, item))
 
-    async def incr(self, key: str, amount: int = 1) -> int:
+    async def incr(self, key: str, amount: int = 1, *, ack: Ack = "local") -> int:
         """Add ``amount`` to the counter ``key`` and return the new total.
 
         An absent key starts at 0; an int value becomes a counter starting from it.
@@ -211,8 +225,11 @@ class Database:
         if type(amount) is not int or not values.INT_MIN <= amount <= 2**63 - 1:
             raise InvalidValue(f"incr needs a 64-bit int amount, not {amount!r}")
         await self._hold(keyspace, key)
-        return keyspace.incr(key, amount)
+        total: int = await self._node._write(ack, lambda: keyspace.incr(key, amount))
+        return total
 
-    async def delete(self, key: str) -> bool:
+    async def delete(self, key: str, *, ack: Ack = "local") -> bool:
         """Delete ``key``; return whether it existed."""
-        return self._open().delete(key)
+        keyspace = self._open()
+        existed: bool = await self._node._write(ack, lambda: keyspace.delete(key))
+        return existed

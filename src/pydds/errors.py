@@ -13,6 +13,7 @@ keep working in code that does not know pydds::
     ├── WrongType           (also TypeError)     the operation does not fit the stored value
     ├── NodeClosed          (also RuntimeError)  the node was closed
     ├── Unavailable         (also TimeoutError)  no holder of a value answered in time
+    ├── AckTimeout          (also TimeoutError)  too few nodes acknowledged a write in time
     ├── LinkClosed          (also ConnectionError) a link to a peer closed or never opened
     └── ProtocolError                            a link broke the protocol
         └── MalformedFrame  (also ValueError)    a frame that does not decode; the link closes
@@ -21,6 +22,7 @@ keep working in code that does not know pydds::
 from __future__ import annotations
 
 __all__ = [
+    "AckTimeout",
     "InvalidName",
     "InvalidUpdate",
     "InvalidValue",
@@ -93,3 +95,8 @@ class Unavailable(PyddsError, TimeoutError):
 
 class LinkClosed(PyddsError, ConnectionError):
     """A link to a peer closed, or could not be opened."""
+
+
+class AckTimeout(PyddsError, TimeoutError):
+    """Too few nodes acknowledged a write in time. The write still stands: it is
+    applied here and goes on replicating; only the acknowledgement is missing."""

@@ -42,6 +42,19 @@ _CLIENT_ID_LIMIT = 2**53
 
 Handler = Callable[[Event], Awaitable[None] | None]
 
+
+def check_ack(ack: object) -> None:
+    """Check a write's ack level: ``"local"``, ``"majority"``, ``"all"`` or an int >= 1.
+
+    Raises:
+        InvalidValue: anything else.
+    """
+    if ack in ("local", "majority", "all"):
+        return
+    if type(ack) is int and ack >= 1:
+        return
+    raise InvalidValue(f"ack must be 'local', 'majority', 'all' or a number >= 1, not {ack!r}")
+
 #: Seconds between two sweeps for stale keys.
 SWEEP_EVERY = 1.0
 
@@ -94,6 +107,8 @@ class Node:
         self._cluster_settings = cluster or ClusterSettings()
         self._cluster: Cluster | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._ack_level: str | int = "local"  # the ack level of the write under way
+        self._ack_waiting: asyncio.Future[None] | None = None  # its acknowledgements
         #: The Yjs client id of this node's writes; new for every node object, so two
         #: live writers never share one (Yjs would diverge silently).
         self.client_id = secrets.randbelow(_CLIENT_ID_LIMIT - 1) + 1
@@ -182,6 +197,25 @@ class Node:
                 self._publish(Event(EventKind.STALE, name, key, self.name))
                 if self._cluster is not None:
                     self._cluster.release(name, key, gen)
+
+    async def _write(self, ack: str | int, operation: Callable[[], Any]) -> Any:
+        """Run a local write; with an ack level, wait for enough nodes to apply it.
+
+        Raises:
+            AckTimeout: too few nodes acknowledged in time (the write stands).
+        """
+        check_ack(ack)
+        if ack == "local" or self._cluster is None:  # alone, this node is every node
+            return operation()
+        self._ack_level, self._ack_waiting = ack, None
+        try:
+            result = operation()
+        finally:
+            self._ack_level = "local"
+        waiting, self._ack_waiting = self._ack_waiting, None
+        if waiting is not None:
+            await self._cluster.wait_ack(waiting, ack)
+        return result
 
     async def _refresh(self, database: str, key: str) -> bool:
         """Refresh a stale or missing copy from its holders; True if it is current."""
@@ -344,7 +378,10 @@ class Node:
             for listener in list(self._change_listeners):
                 listener(change)
             if self._cluster is not None:
-                self._cluster.changed(change)
+                ack = self._ack_level if kind is not None else "local"
+                waiting = self._cluster.changed(change, ack)
+                if waiting is not None:
+                    self._ack_waiting = waiting
         if kind is not None and self._subscriptions:
             keyspace = self._databases[database]._keyspace
             self._publish(

@@ -19,6 +19,8 @@ ONE_OF_EACH: list[m.Message] = [
     m.Write("cache", "user:1", 1, "created", b"\x01\x02", b"\x03", "n1"),
     m.Write("cache", "ключ/../x", 2**63 - 1, "changed", None, None, "n2"),
     m.Write("cache", "k", 3, "", b"\x01", None, "n2"),
+    m.Write("cache", "k", 3, "changed", None, b"\x01", "n2", 77),
+    m.Ack(77),
     m.ValuePull("cache", "user:1", 1, b"\x00"),
     m.ValueDiff("cache", "k", 3, b"\x00\x00"),
     m.ValueMissing("cache", "k", 3),
@@ -83,8 +85,9 @@ def raw(*messages: object) -> bytes:
         raw([5, "cache", "", 1, b"\x00"]),  # empty key
         raw([5, "cache", "k" * 1025, 1, b"\x00"]),
         raw([5, "cache", "k", 0, b"\x00"]),  # generation 0
-        raw([15, "cache", "k", 1, "renamed", None, None, "n1"]),  # unknown kind
-        raw([15, "cache", "k", 1, "changed", "text", None, "n1"]),
+        raw([15, "cache", "k", 1, "renamed", None, None, "n1", 0]),  # unknown kind
+        raw([15, "cache", "k", 1, "changed", "text", None, "n1", 0]),
+        raw([15, "cache", "k", 1, "changed", None, None, "n1"]),  # no ack field
         raw([11, b"bytes"]),
         raw([14, [["n1"]]]),  # a member without an address
         raw([14, "n1"]),

@@ -119,7 +119,8 @@ _SCHEMA: dict[int, tuple[type, tuple[Field, ...]]] = {
     13: (m.ValueMissing, (_name, _key, _gen)),
     14: (m.Members, (_members,)),
     16: (m.Release, (_name, _key, _gen)),
-    15: (m.Write, (_name, _key, _gen, _kind, _maybe_bytes, _maybe_bytes, _short)),
+    15: (m.Write, (_name, _key, _gen, _kind, _maybe_bytes, _maybe_bytes, _short, _uint)),
+    17: (m.Ack, (_uint,)),
 }
 _CODES = {cls: code for code, (cls, _) in _SCHEMA.items()}
 for _cls, _checks in _SCHEMA.values():

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "Ack",
     "Close",
     "Custom",
     "DirectoryStep1",
@@ -69,6 +70,14 @@ class Write:
     directory: bytes | None  # the directory delta, when the entry changed
     value: bytes | None  # the value delta, for holders
     origin: str  # the node that made the change
+    ack: int = 0  # when not 0, answer with ``Ack(ack)`` once applied
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The sender applied the ``Write`` that asked for this acknowledgement."""
+
+    id: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +163,7 @@ Message = (
     | DirectoryStep1
     | DirectoryStep2
     | Write
+    | Ack
     | ValuePull
     | ValueDiff
     | ValueMissing

@@ -37,12 +37,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ..changes import Change
+from ..crdt.ydoc import EMPTY_STATE_VECTOR
 from ..errors import InvalidName, InvalidUpdate, InvalidValue, KeyNotFound, ProtocolError
 from ..events import EventKind
 from ..keyspace import Keyspace
 from . import messages as m
 
-__all__ = ["CustomReceived", "PullDone", "Replication", "Send"]
+__all__ = ["AckReceived", "CustomReceived", "PullDone", "Replication", "Send"]
 
 Send = tuple[str, m.Message]
 ValueId = tuple[str, str, int]  # database, key, generation
@@ -57,13 +58,21 @@ class PullDone:
 
 
 @dataclass(frozen=True, slots=True)
+class AckReceived:
+    """A peer acknowledged the write with this request id."""
+
+    id: int
+    peer: str
+
+
+@dataclass(frozen=True, slots=True)
 class CustomReceived:
     """A custom event from a peer, seen for the first time."""
 
     message: m.Custom
 
 
-Notice = PullDone | CustomReceived
+Notice = PullDone | CustomReceived | AckReceived
 
 
 class Replication:
@@ -119,15 +128,27 @@ class Replication:
 
     # -- this node's changes -----------------------------------------------------------
 
-    def changed(self, change: Change) -> list[Send]:
-        """A local change: a ``Write`` to every peer, with the value for holders."""
+    def changed(self, change: Change, ack: int = 0) -> list[Send]:
+        """A local change: a ``Write`` to every peer, with the value for holders.
+
+        With ``ack`` (a request id), every peer is asked to acknowledge, and peers
+        that do not hold the value get all of it and become holders, so that the
+        acknowledged write survives the loss of the others.
+        """
         value_id = (change.database, change.key, change.gen)
-        holders = self.holders.get(value_id, ())
+        holders = self.holders.setdefault(value_id, set())
         kind = "" if change.kind is None else str(change.kind)
+        whole: bytes | None = None
+        if ack and change.value is not None:
+            ks = self._keyspace(change.database)
+            whole = ks.value_diff(change.key, change.gen, EMPTY_STATE_VECTOR)
         out: list[Send] = []
         for peer in self.peers:
             value = change.value if peer in holders else None
-            if change.directory is None and value is None and kind != "changed":
+            if value is None and whole is not None:
+                value = whole
+                holders.add(peer)
+            if change.directory is None and value is None and kind != "changed" and not ack:
                 continue
             out.append(
                 (
@@ -140,6 +161,7 @@ class Replication:
                         change.directory,
                         value,
                         change.origin,
+                        ack,
                     ),
                 )
             )
@@ -215,6 +237,8 @@ class Replication:
                 msg.database, msg.key, msg.gen, msg.directory, msg.value, msg.origin, kind
             )
             ks.apply(change, notice=msg.value is None and msg.kind == "changed")
+            if msg.ack:
+                out.append((peer, m.Ack(msg.ack)))
         elif isinstance(msg, m.DirectoryStep1):
             known = msg.database in set(self._databases())
             ks = self._keyspace(msg.database)
@@ -252,6 +276,8 @@ class Replication:
             holders = self.holders.get((msg.database, msg.key, msg.gen))
             if holders is not None:
                 holders.discard(peer)
+        elif isinstance(msg, m.Ack):
+            notices.append(AckReceived(msg.id, peer))
         elif isinstance(msg, m.Custom) and self._remember(msg.id):
             notices.append(CustomReceived(msg))
         return out, notices
