@@ -361,3 +361,81 @@ async def test_a_lone_node_acknowledges_every_level() -> None:
         await node.database("db").set("k", 1, ack="all")
         await node.database("db").set("k", 2, ack=3)
         assert await node.database("db").get("k") == 2
+
+
+async def start_client(cluster: Cluster, name: str, join: list[str]) -> pydds.Client:
+    client = pydds.Client(
+        name, join=join, transport=cluster.network.transport(), clock=cluster.clock
+    )
+    cluster.nodes.append(client)
+    await client.start()
+    return client
+
+
+async def test_a_client_is_relayed_both_ways_and_never_a_member(cluster: Cluster) -> None:
+    a, b, c = await three(cluster)
+    client = await start_client(cluster, "cl", ["mem://a"])
+    await until(lambda: "db" in client.databases() or bool(client.members()))
+    assert [m.name for m in client.members()] == ["a"]  # the nodes it knows
+    for node in (a, b, c):
+        assert "cl" not in names(node)
+    # The client's writes reach the cluster through its gateway...
+    await client.database("db").set("from-client", {"x": 1})
+    await until(lambda: "from-client" in c.database("db"))
+    assert await c.database("db").get("from-client") == {"x": 1}
+    # ...and the cluster's writes reach the client.
+    await b.database("db").set("from-b", 2)
+    await until(lambda: "from-b" in client.database("db"))
+    assert await client.database("db").get("from-b") == 2  # pulled via the gateway
+    async with client.events(database="db") as at_client:
+        await b.database("db").set("from-b", 3)
+        event = await at_client.get(timeout=1)
+    assert (event.kind, event.origin, event.delta is not None) == ("changed", "b", True)
+    # Custom events both ways, once each.
+    subs = [n.events(kinds={"custom"}) for n in (a, b, c, client)]
+    await client.emit("hello", 1)
+    await c.emit("hi", 2)
+    await until(lambda: all(len(s) == 2 for s in subs))
+
+
+async def test_a_client_is_never_a_gateway(cluster: Cluster) -> None:
+    a = await cluster.start("a")
+    await start_client(cluster, "cl", ["mem://a"])
+    # A node cannot join through a client: clients accept no links at all, and a
+    # client that sends a member list (a join request) is cut off.
+    quiet = await cluster.network.transport().connect("mem://a")
+    hello = m.Hello("rogue", "client", None, PROTOCOL)
+    await quiet.send(encode_frame([hello, m.Members((("x", "mem://x"),))]))
+    received = await asyncio.wait_for(drain(quiet), 1)
+    assert isinstance(received[-1], m.Close)
+    assert "client cannot send Members" in received[-1].reason
+    assert names(a) == ["a"]
+
+
+async def test_a_client_cannot_relay_writes_of_others(cluster: Cluster) -> None:
+    a = await cluster.start("a")
+    forged = await cluster.network.transport().connect("mem://a")
+    source = pydds.Node("victim")
+    made = []
+    source.add_change_listener(made.append)
+    await source.database("db").set("k", 1)
+    change = made[0]
+    write = m.Write("db", "k", change.gen, "created", change.directory, change.value, "victim")
+    hello = m.Hello("rogue", "client", None, PROTOCOL)
+    await forged.send(encode_frame([hello, write]))
+    received = await asyncio.wait_for(drain(forged), 1)
+    assert isinstance(received[-1], m.Close)
+    assert "relays nothing" in received[-1].reason
+    assert "k" not in a.database("db")
+    await source.close()
+
+
+async def test_a_client_moves_to_another_gateway(cluster: Cluster) -> None:
+    a, b, _ = await three(cluster)
+    client = await start_client(cluster, "cl", ["mem://a"])
+    await until(lambda: len(client.members()) == 3)  # it learned b and c
+    await a.close()
+    await cluster.clock.advance(2, step=0.2)
+    await until(lambda: any(m.state == "alive" for m in client.members()))
+    await client.database("db").set("after", 1)
+    await until(lambda: "after" in b.database("db"))

@@ -37,13 +37,14 @@ from .events import Event, EventKind, Subscription
 from .net.membership import Member
 from .net.memory import MemoryNetwork
 from .net.transport import Link, Transport
-from .node import Node
+from .node import Client, Node
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AckTimeout",
     "Change",
+    "Client",
     "Clock",
     "ClusterSettings",
     "Database",

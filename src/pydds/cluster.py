@@ -20,6 +20,7 @@ Queues are bounded: a peer with more than ``max_pending`` messages queued for it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 from collections.abc import Coroutine
@@ -32,8 +33,10 @@ from .crdt import values
 from .errors import (
     AckTimeout,
     InvalidValue,
+    KeyNotFound,
     LinkClosed,
     MalformedFrame,
+    NodeClosed,
     ProtocolError,
     Unavailable,
 )
@@ -45,6 +48,7 @@ from .net.replication import (
     AckReceived,
     CustomReceived,
     PullDone,
+    PullFor,
     Replication,
     Send,
     ValueId,
@@ -105,9 +109,13 @@ class Cluster:
         self.settings = settings
         self.address: str | None = None  # where this node accepts links
         self.replication = Replication(
-            node.name, lambda name: node.database(name)._keyspace, node.databases
+            node.name,
+            lambda name: node.database(name)._keyspace,
+            node.databases,
+            is_client=node.role == "client",
         )
         self.membership = Membership(node.name, None, dead_after=settings.dead_after)
+        self.gateways: list[str] = []  # a client's addresses to try besides known nodes
         self._links: dict[str, _Link] = {}  # open links by peer name
         self._states: set[_Link] = set()  # every link being served, open or opening
         self._dialing: set[str] = set()  # addresses a redial task is working on
@@ -201,6 +209,21 @@ class Cluster:
         finally:
             self._dialing.discard(address)
 
+    async def _find_gateway(self, lost: str) -> None:
+        """A client lost its gateway: link to another node it knows (the lost one
+        last), with backoff, until one answers."""
+        delay = 0.1
+        while not self._closing and not self._links:
+            known = [m.address for m in self.membership.members()[1:] if m.address]
+            for address in sorted({*known, *self.gateways, lost}, key=lambda a: a == lost):
+                try:
+                    await self.join(address)
+                    return
+                except (LinkClosed, OSError) as exc:
+                    log.debug("gateway %s did not answer: %s", address, exc)
+            await self.clock.sleep_until(self.clock.now() + delay)
+            delay = min(delay * 2, 5.0)
+
     def _name_at(self, address: str) -> str | None:
         for member in self.membership.members():
             if member.address == address and member.state != "self":
@@ -237,7 +260,7 @@ class Cluster:
     # -- serving a link -----------------------------------------------------------------
 
     def _hello(self) -> m.Hello:
-        return m.Hello(self.node.name, "node", self.address, PROTOCOL)
+        return m.Hello(self.node.name, self.node.role, self.address, PROTOCOL)
 
     def _session(self) -> Session:
         return Session(
@@ -293,8 +316,12 @@ class Cluster:
         """The handshake completed; return False if this link is a duplicate."""
         assert state.session.peer is not None
         peer = state.session.peer.name
-        if state.session.peer.role != "node":
-            state.session.close("clients are not accepted yet")
+        if state.session.peer.role == "client":
+            return self._client_opened(state, peer)
+        if self.node.role == "client" and any(
+            s.session.peer and s.session.peer.role == "node" for s in self._links.values()
+        ):
+            state.session.close("a client links to one gateway at a time")
             return False
         existing = self._links.get(peer)
         if existing is not None:
@@ -317,8 +344,22 @@ class Cluster:
             self._member_event(EventKind.JOINED, peer)
         elif before.state == "suspect":
             self._member_event(EventKind.REACHABLE, peer)
-        state.session.send([m.Members(self.membership.listing())])
+        if self.node.role == "node":  # a client joins no one into the cluster
+            state.session.send([m.Members(self.membership.listing())])
         self.send(self.replication.opened(peer))
+        if not state.opened.done():
+            state.opened.set_result(None)
+        return True
+
+    def _client_opened(self, state: _Link, peer: str) -> bool:
+        """A client linked: this node is its gateway. Clients are never members."""
+        if peer in self._links:
+            state.session.close(f"{peer!r} is linked already")
+            return False
+        self._links[peer] = state
+        # The nodes it may move to if this gateway goes away.
+        state.session.send([m.Members(self.membership.listing())])
+        self.send(self.replication.opened(peer, "client"))
         if not state.opened.done():
             state.opened.set_result(None)
         return True
@@ -336,15 +377,21 @@ class Cluster:
         if not self._closing:
             self._member_event(EventKind.UNREACHABLE, peer)
         address = state.session.peer.address if state.session.peer else None
-        if not self._closing and address is not None:
+        if self._closing or address is None:
+            return
+        if self.node.role == "client":
+            self._spawn(self._find_gateway(address))
+        else:
             self.redial(address)
 
     def _dispatch(self, state: _Link, message: m.Message) -> None:
         assert state.session.peer is not None
         peer = state.session.peer.name
-        if isinstance(message, m.Members):
-            for _, address in self.membership.learn(message.members):
-                self.redial(address)
+        if isinstance(message, m.Members) and state.session.peer.role == "node":
+            learned = self.membership.learn(message.members)
+            if self.node.role == "node":  # a client only remembers gateways to move to
+                for _, address in learned:
+                    self.redial(address)
             return
         try:
             sends, notices = self.replication.handle(peer, message)
@@ -352,11 +399,17 @@ class Cluster:
             log.warning("closing the link to %s: %s", peer, exc)
             state.session.close(str(exc))
             return
+        except NodeClosed:
+            state.session.close("node shutting down")
+            return
         self.send(sends)
         self._notices(notices)
 
-    def _notices(self, notices: list[PullDone | CustomReceived | AckReceived]) -> None:
+    def _notices(self, notices: list[PullDone | CustomReceived | AckReceived | PullFor]) -> None:
         for notice in notices:
+            if isinstance(notice, PullFor):
+                self._spawn(self._pull_for(notice))
+                continue
             if isinstance(notice, PullDone):
                 future = self._pulls.pop(notice.value, None)
                 if future is not None and not future.done():
@@ -384,6 +437,13 @@ class Cluster:
                 packed_payload=message.payload,
             )
         )
+
+    async def _pull_for(self, notice: PullFor) -> None:
+        """Pull a value a client asked for, then answer the client."""
+        msg = notice.message
+        with contextlib.suppress(Unavailable, KeyNotFound):
+            await self.pull(msg.database, msg.key)
+        self.send([self.replication.answer_pull(notice.client, msg)])
 
     async def _write(self, state: _Link) -> None:
         session, link = state.session, state.link

@@ -32,7 +32,7 @@ from .keyspace import Keyspace
 from .net.membership import Member
 from .net.transport import Transport
 
-__all__ = ["Node"]
+__all__ = ["Client", "Node"]
 
 log = logging.getLogger("pydds")
 
@@ -54,6 +54,7 @@ def check_ack(ack: object) -> None:
     if type(ack) is int and ack >= 1:
         return
     raise InvalidValue(f"ack must be 'local', 'majority', 'all' or a number >= 1, not {ack!r}")
+
 
 #: Seconds between two sweeps for stale keys.
 SWEEP_EVERY = 1.0
@@ -86,6 +87,8 @@ class Node:
         cluster: timing and bounds of links (``pydds.ClusterSettings``).
         limits: size and queue limits (``pydds.Limits``).
     """
+
+    role = "node"  # "node", or "client" for a Client
 
     def __init__(
         self,
@@ -230,10 +233,13 @@ class Node:
             return False
 
     def members(self) -> list[Member]:
-        """Every member of the cluster as this node sees it, this node first."""
+        """Every member of the cluster as this node sees it, this node first (a
+        client lists the nodes it knows: it is never a member)."""
         if self._cluster is None:
-            return [Member(self.name, None, "node", "self")]
-        return self._cluster.members()
+            listed = [Member(self.name, None, "node", "self")]
+        else:
+            listed = self._cluster.members()
+        return listed if self.role == "node" else listed[1:]
 
     async def _pull(self, database: str, key: str) -> None:
         if self._cluster is None:
@@ -475,3 +481,52 @@ class Node:
             InvalidName: the database name breaks the rules.
         """
         self.database(change.database)._keyspace.apply(change)
+
+
+class Client(Node):
+    """A client: joins like a node and has the same data and event API, but accepts
+    no links, is never a member or a gateway, and relays nothing. It links to one
+    node at a time (its gateway), which relays its writes and events to the cluster
+    and the cluster's to it; when the gateway goes away it moves to another node
+    it knows.
+
+    Example::
+
+        async with pydds.Client(join=["127.0.0.1:7400"]) as client:
+            await client.database("cache").set("k", 1)
+    """
+
+    role = "client"
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        join: Iterable[str],
+        transport: Transport | None = None,
+        clock: Clock | None = None,
+        cluster: ClusterSettings | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        super().__init__(
+            name, join=join, transport=transport, clock=clock, cluster=cluster, limits=limits
+        )
+        if not self._join:
+            raise InvalidValue("a client needs at least one node to join")
+
+    async def start(self) -> None:
+        """Link to the first node of ``join`` that answers (the others are kept as
+        gateways to move to)."""
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+        errors = []
+        for address in self._join:
+            try:
+                await self.join(address)
+                return
+            except OSError as exc:
+                errors.append(f"{address}: {exc}")
+        log.warning("%s: no gateway answered (%s); retrying", self.name, "; ".join(errors))
+        network = self._network()
+        network.gateways.extend(self._join)
+        network._spawn(network._find_gateway(self._join[0]))

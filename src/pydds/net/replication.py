@@ -20,6 +20,11 @@ Directories are eager, values lazy:
   make the pull fail.
 * A node whose copy went stale sends ``Release``: its peers stop pushing to it. Its
   next read pulls again (a ``ValuePull``), which makes it a holder once more.
+* A node that a client links to is its gateway: it answers the client's pulls (pulling
+  first if it must), relays the client's writes and events to the cluster and the
+  cluster's to the client. A client's messages may only be its own (their origin is
+  the client): a client relays nothing and joins no one (``Members`` from a client
+  closes the link).
 * Custom events carry an id; each is delivered once (a bounded set of seen ids).
 * Anti-entropy (``resync``) repeats the link-open exchange periodically: deltas that
   were lost, or applied before the ones they depend on, are repaired by the diffs
@@ -43,7 +48,7 @@ from ..events import EventKind
 from ..keyspace import Keyspace
 from . import messages as m
 
-__all__ = ["AckReceived", "CustomReceived", "PullDone", "Replication", "Send"]
+__all__ = ["AckReceived", "CustomReceived", "PullDone", "PullFor", "Replication", "Send"]
 
 Send = tuple[str, m.Message]
 ValueId = tuple[str, str, int]  # database, key, generation
@@ -72,7 +77,18 @@ class CustomReceived:
     message: m.Custom
 
 
-Notice = PullDone | CustomReceived | AckReceived
+@dataclass(frozen=True, slots=True)
+class PullFor:
+    """A client pulled a value its gateway does not hold: pull it, then answer."""
+
+    client: str
+    message: m.ValuePull
+
+
+Notice = PullDone | CustomReceived | AckReceived | PullFor
+
+#: Messages a client never sends: it joins no one into the cluster and relays nothing.
+_FROM_NODES_ONLY = frozenset({m.Members})
 
 
 class Replication:
@@ -84,22 +100,27 @@ class Replication:
         keyspace: Callable[[str], Keyspace],
         databases: Callable[[], Iterable[str]],
         *,
+        is_client: bool = False,
         seen_limit: int = 100_000,
     ) -> None:
         self.name = name  # this node's name
         self.peers: set[str] = set()  # peers with an open link
+        self.clients: set[str] = set()  # peers that are clients: this node is their gateway
         self.holders: dict[ValueId, set[str]] = {}  # which peers hold which values
         self.pulls: dict[ValueId, set[str]] = {}  # pulls under way: peers yet to answer
         self.seen_limit = seen_limit  # custom event ids remembered (oldest forgotten)
+        self.is_client = is_client  # this end is a client: its only peer is its gateway
         self._keyspace = keyspace
         self._databases = databases
         self._seen: OrderedDict[str, None] = OrderedDict()
 
     # -- links -----------------------------------------------------------------------
 
-    def opened(self, peer: str) -> list[Send]:
+    def opened(self, peer: str, role: str = "node") -> list[Send]:
         """A link to ``peer`` opened: start syncing directories and held values."""
         self.peers.add(peer)
+        if role == "client":
+            self.clients.add(peer)
         return self.resync(peer)
 
     def resync(self, peer: str) -> list[Send]:
@@ -116,6 +137,7 @@ class Replication:
     def closed(self, peer: str) -> list[Notice]:
         """The link to ``peer`` closed: it holds nothing for us now, answers nothing."""
         self.peers.discard(peer)
+        self.clients.discard(peer)
         for holders in self.holders.values():
             holders.discard(peer)
         notices: list[Notice] = []
@@ -128,8 +150,12 @@ class Replication:
 
     # -- this node's changes -----------------------------------------------------------
 
-    def changed(self, change: Change, ack: int = 0) -> list[Send]:
-        """A local change: a ``Write`` to every peer, with the value for holders.
+    def changed(
+        self, change: Change, ack: int = 0, *, to: Iterable[str] | None = None
+    ) -> list[Send]:
+        """A change: a ``Write`` to every peer (or those in ``to``), with the value
+        for holders. A client sends its gateway the value always: a gateway holds
+        what its clients write.
 
         With ``ack`` (a request id), every peer is asked to acknowledge, and peers
         that do not hold the value get all of it and become holders, so that the
@@ -143,8 +169,8 @@ class Replication:
             ks = self._keyspace(change.database)
             whole = ks.value_diff(change.key, change.gen, EMPTY_STATE_VECTOR)
         out: list[Send] = []
-        for peer in self.peers:
-            value = change.value if peer in holders else None
+        for peer in self.peers if to is None else to:
+            value = change.value if peer in holders or self.is_client else None
             if value is None and whole is not None:
                 value = whole
                 holders.add(peer)
@@ -193,6 +219,14 @@ class Replication:
         message = m.Release(database, key, gen)
         return [(peer, message) for peer in self.peers]
 
+    def answer_pull(self, peer: str, msg: m.ValuePull) -> Send:
+        """The answer to a pull: what the puller lacks, or that it is not held here."""
+        ks = self._keyspace(msg.database)
+        diff = ks.value_diff(msg.key, msg.gen, msg.state_vector)
+        if diff is None:
+            return (peer, m.ValueMissing(msg.database, msg.key, msg.gen))
+        return (peer, m.ValueDiff(msg.database, msg.key, msg.gen, diff))
+
     def forget_pull(self, value_id: ValueId) -> None:
         """Stop waiting for the answers to a pull (it timed out)."""
         self.pulls.pop(value_id, None)
@@ -228,7 +262,12 @@ class Replication:
     def _handle(self, peer: str, msg: m.Message) -> tuple[list[Send], list[Notice]]:
         out: list[Send] = []
         notices: list[Notice] = []
+        from_client = peer in self.clients
+        if from_client and msg.__class__ in _FROM_NODES_ONLY:
+            raise ProtocolError(f"a client cannot send {type(msg).__name__}")
         if isinstance(msg, m.Write):
+            if from_client and msg.origin != peer:
+                raise ProtocolError("a client relays nothing: a write's origin must be itself")
             ks = self._keyspace(msg.database)
             if msg.kind in ("created", "changed"):
                 self.holders.setdefault((msg.database, msg.key, msg.gen), set()).add(peer)
@@ -239,6 +278,11 @@ class Replication:
             ks.apply(change, notice=msg.value is None and msg.kind == "changed")
             if msg.ack:
                 out.append((peer, m.Ack(msg.ack)))
+            # A gateway relays: a client's writes to everyone else, the cluster's
+            # writes to its clients.
+            relay_to = (self.peers if from_client else self.clients) - {peer}
+            if relay_to:  # holders get the delta as it came, the others a notice
+                out.extend(self.changed(change, to=relay_to))
         elif isinstance(msg, m.DirectoryStep1):
             known = msg.database in set(self._databases())
             ks = self._keyspace(msg.database)
@@ -253,11 +297,10 @@ class Replication:
             value_id = (msg.database, msg.key, msg.gen)
             self.holders.setdefault(value_id, set()).add(peer)
             ks = self._keyspace(msg.database)
-            diff = ks.value_diff(msg.key, msg.gen, msg.state_vector)
-            if diff is None:
-                out.append((peer, m.ValueMissing(msg.database, msg.key, msg.gen)))
+            if from_client and msg.key in ks and not ks.holds(msg.key):
+                notices.append(PullFor(peer, msg))  # the gateway pulls it first
             else:
-                out.append((peer, m.ValueDiff(msg.database, msg.key, msg.gen, diff)))
+                out.append(self.answer_pull(peer, msg))
         elif isinstance(msg, m.ValueDiff):
             value_id = (msg.database, msg.key, msg.gen)
             self.holders.setdefault(value_id, set()).add(peer)
@@ -278,6 +321,11 @@ class Replication:
                 holders.discard(peer)
         elif isinstance(msg, m.Ack):
             notices.append(AckReceived(msg.id, peer))
-        elif isinstance(msg, m.Custom) and self._remember(msg.id):
-            notices.append(CustomReceived(msg))
+        elif isinstance(msg, m.Custom):
+            if from_client and msg.origin != peer:
+                raise ProtocolError("a client relays nothing: an event's origin must be itself")
+            if self._remember(msg.id):
+                notices.append(CustomReceived(msg))
+                relay_to = (self.peers if from_client else self.clients) - {peer}
+                out.extend((other, msg) for other in relay_to)
         return out, notices
