@@ -439,3 +439,22 @@ async def test_a_client_moves_to_another_gateway(cluster: Cluster) -> None:
     await until(lambda: any(m.state == "alive" for m in client.members()))
     await client.database("db").set("after", 1)
     await until(lambda: "after" in b.database("db"))
+
+
+async def test_warm_up_pulls_recent_values_after_a_join(cluster: Cluster) -> None:
+    a = await cluster.start("a")
+    recent = a.database("recent", expire=300)
+    for i in range(25):
+        await recent.set(f"k{i}", i)
+    await a.database("lazy").set("x", 1)  # no expiry: stays lazy
+    b = cluster.node("b", ["mem://a"])
+    b.database("recent", expire=300)
+    async with b.events(kinds={"warmed"}) as warmed:
+        await b.start()  # the join is not delayed by the warm-up
+        assert b.warmup.pulled == 0
+        await cluster.clock.advance(1, step=0.1)
+        event = await warmed.get(timeout=1)
+    assert event.payload == {"pulled": 25, "failed": 0}
+    assert b.warmup == pydds.Warmup(pending=0, pulled=25, failed=0, running=False)
+    assert all(b.database("recent").holds(f"k{i}") for i in range(25))
+    assert not b.database("lazy").holds("x")

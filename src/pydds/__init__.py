@@ -15,7 +15,7 @@ Example::
 
 from .changes import Change
 from .clock import Clock, FakeClock, RealClock
-from .cluster import ClusterSettings
+from .cluster import ClusterSettings, Warmup
 from .config import DatabaseSettings, Limits
 from .database import Database
 from .errors import (
@@ -71,6 +71,7 @@ __all__ = [
     "Subscription",
     "Transport",
     "Unavailable",
+    "Warmup",
     "WrongType",
     "__version__",
 ]

@@ -59,7 +59,7 @@ from .net.transport import Link, Transport
 if TYPE_CHECKING:
     from .node import Node
 
-__all__ = ["Cluster", "ClusterSettings"]
+__all__ = ["Cluster", "ClusterSettings", "Warmup"]
 
 log = logging.getLogger("pydds.cluster")
 
@@ -75,6 +75,7 @@ class ClusterSettings:
     dead_after: float = 30.0  # seconds suspect before a member has left
     anti_entropy: float = 30.0  # seconds between state-vector exchanges on a link
     ack_timeout: float = 5.0  # the bounded wait of a write with an ack level
+    warmup_rate: float = 1000.0  # pulls per second of the warm-up after a join
     max_pending: int = 100_000  # messages queued for one peer before it is dropped
     max_frame_bytes: int = 32 * 1024 * 1024  # larger frames close the link
 
@@ -88,6 +89,16 @@ class _Link:
     opened: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Warmup:
+    """Progress of the warm-up after joining: the values being pulled in."""
+
+    pending: int  # values still to pull
+    pulled: int  # values pulled
+    failed: int  # values no holder gave in time
+    running: bool  # whether a warm-up is under way
 
 
 @dataclass(eq=False)
@@ -126,6 +137,10 @@ class Cluster:
         self._ack_ids = itertools.count(1)
         self._acks: dict[int, _AckWait] = {}
         self._closing = False
+        self._warm_pending: list[ValueId] = []
+        self._warm_pulled = 0
+        self._warm_failed = 0
+        self._warming: asyncio.Task[None] | None = None
 
     def _serve_task(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = self._spawn(coro)
@@ -349,7 +364,60 @@ class Cluster:
         self.send(self.replication.opened(peer))
         if not state.opened.done():
             state.opened.set_result(None)
+        if self._warming is None or self._warming.done():
+            self._warming = self._spawn(self._warm_up())
         return True
+
+    # -- warm-up ----------------------------------------------------------------------
+
+    @property
+    def warmup(self) -> Warmup:
+        running = self._warming is not None and not self._warming.done()
+        return Warmup(len(self._warm_pending), self._warm_pulled, self._warm_failed, running)
+
+    async def _warm_up(self) -> None:
+        """After a link opens: pull, rate-limited, the values that peers hold fresh
+        (read or written within their database's expiry there) and this node lacks,
+        in databases with an expiry (without one, values stay lazy). It never delays
+        the join; ``warmup`` and a ``warmed`` event report progress."""
+        step = 0.1
+        per_step = max(1, int(self.settings.warmup_rate * step))
+        failed: set[ValueId] = set()
+        quiet_steps = 0  # steps with nothing to pull: the exchange may still be arriving
+        while not self._closing and quiet_steps < 3:
+            await self.clock.sleep_until(self.clock.now() + step)
+            self._warm_pending = [v for v in self._warm_candidates() if v not in failed]
+            if not self._warm_pending:
+                quiet_steps += 1
+                continue
+            quiet_steps = 0
+            batch = self._warm_pending[:per_step]
+            results = await asyncio.gather(
+                *(self.pull(db, key) for db, key, _ in batch), return_exceptions=True
+            )
+            for value_id, result in zip(batch, results, strict=True):
+                if isinstance(result, BaseException):
+                    self._warm_failed += 1
+                    failed.add(value_id)
+                else:
+                    self._warm_pulled += 1
+        self._warm_pending = []
+        if not self._closing:
+            payload = values.pack({"pulled": self._warm_pulled, "failed": self._warm_failed}, 64)
+            event = Event(EventKind.WARMED, origin=self.node.name, packed_payload=payload)
+            self.node._publish(event)
+
+    def _warm_candidates(self) -> list[ValueId]:
+        out = []
+        for (database, key, gen), holders in self.replication.holders.items():
+            if not holders or database not in self.node.databases():
+                continue
+            ks = self.node.database(database)._keyspace
+            if ks.settings.expire is None:
+                continue  # no expiry window: its values stay lazy
+            if ks.generation(key) == gen and not ks.holds(key):
+                out.append((database, key, gen))
+        return out
 
     def _client_opened(self, state: _Link, peer: str) -> bool:
         """A client linked: this node is its gateway. Clients are never members."""

@@ -38,6 +38,7 @@ class EventKind(StrEnum):
     UNREACHABLE = "unreachable"  # the link to a member closed; it is suspect
     REACHABLE = "reachable"  # a suspect member is linked again
     STALE = "stale"  # this node's copy of a key went stale (no longer replicated here)
+    WARMED = "warmed"  # warm-up after a join finished; payload {"pulled": n, "failed": n}
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from typing import Any
 
 from .changes import Change
 from .clock import Clock, RealClock
-from .cluster import Cluster, ClusterSettings
+from .cluster import Cluster, ClusterSettings, Warmup
 from .config import DatabaseSettings, Limits, check_name
 from .crdt import values
 from .crdt.keydoc import LiveDocs
@@ -185,6 +185,13 @@ class Node:
         if self._closed:
             raise NodeClosed(f"node {self.name!r} is closed")
         await self._network().join(address)
+
+    @property
+    def warmup(self) -> Warmup:
+        """Progress of pulling in, after a join, the values other nodes hold fresh."""
+        if self._cluster is None:
+            return Warmup(0, 0, 0, False)
+        return self._cluster.warmup
 
     async def _sweep_forever(self) -> None:
         while not self._closed:
