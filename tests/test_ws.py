@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -136,10 +137,10 @@ async def test_serve_processes_form_a_cluster(nodes: list[pydds.Node]) -> None:
         await until(lambda: "k2" in probe.database("db"), probe, seconds=20)
     finally:
         for proc in procs:
-            if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):  # it may be gone already
                 os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(proc.wait(), 20)
-                except TimeoutError:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    await proc.wait()
+            try:
+                await asyncio.wait_for(proc.wait(), 20)
+            except TimeoutError:
+                os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()

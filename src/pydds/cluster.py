@@ -603,22 +603,32 @@ class Cluster:
     async def pull(self, database: str, key: str) -> None:
         """Pull the value of ``key`` from its holders, with a bounded wait.
 
+        Every linked peer is asked. If none holds it while members this node is
+        still linking to (just joined) might, it asks again once they are linked,
+        within the same bounded wait.
+
         Raises:
             Unavailable: no peer holds it, or none answered in time.
         """
-        value_id, sends = self.replication.pull(database, key)
-        if value_id not in self.replication.pulls:
-            raise Unavailable(f"no peer to pull {key!r} of {database!r} from")
-        future = self._pulls.get(value_id)
-        if future is None:
-            future = self._pulls[value_id] = asyncio.get_running_loop().create_future()
-        self.send(sends)
-        if not await self._first(asyncio.shield(future), self.settings.pull_timeout):
-            self.replication.forget_pull(value_id)
-            self._pulls.pop(value_id, None)
-            raise Unavailable(f"no holder of {key!r} in {database!r} answered in time")
-        if not future.result():
-            raise Unavailable(f"no peer holds {key!r} of {database!r}")
+        deadline = self.clock.now() + self.settings.pull_timeout
+        while True:
+            value_id, sends = self.replication.pull(database, key)
+            linking = any(m.state == "joining" for m in self.membership.members())
+            if value_id in self.replication.pulls:
+                future = self._pulls.get(value_id)
+                if future is None:
+                    future = self._pulls[value_id] = asyncio.get_running_loop().create_future()
+                self.send(sends)
+                left = deadline - self.clock.now()
+                if not await self._first(asyncio.shield(future), left):
+                    self.replication.forget_pull(value_id)
+                    self._pulls.pop(value_id, None)
+                    raise Unavailable(f"no holder of {key!r} in {database!r} answered in time")
+                if future.result():
+                    return
+            if not linking or self.clock.now() >= deadline:
+                raise Unavailable(f"no linked peer holds {key!r} of {database!r}")
+            await self.clock.sleep_until(min(deadline, self.clock.now() + 0.05))
 
     def release(self, database: str, key: str, gen: int) -> None:
         """This node's copy of a value went stale: peers stop pushing it."""
