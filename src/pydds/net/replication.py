@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ..changes import Change
+from ..crdt.sync import decode_state_vector
 from ..crdt.ydoc import EMPTY_STATE_VECTOR
 from ..errors import InvalidName, InvalidUpdate, InvalidValue, KeyNotFound, ProtocolError
 from ..events import EventKind
@@ -86,6 +87,17 @@ class PullFor:
 
 
 Notice = PullDone | CustomReceived | AckReceived | PullFor
+
+
+def _ahead(theirs: bytes, ours: bytes) -> bool:
+    """Whether the state vector ``theirs`` holds operations ``ours`` lacks.
+
+    Raises:
+        InvalidUpdate: a state vector does not decode.
+    """
+    mine = decode_state_vector(ours)
+    return any(clock > mine.get(client, 0) for client, clock in decode_state_vector(theirs).items())
+
 
 #: Messages a client never sends: it joins no one into the cluster and relays nothing.
 _FROM_NODES_ONLY = frozenset({m.Members})
@@ -284,13 +296,11 @@ class Replication:
             if relay_to:  # holders get the delta as it came, the others a notice
                 out.extend(self.changed(change, to=relay_to))
         elif isinstance(msg, m.DirectoryStep1):
-            known = msg.database in set(self._databases())
-            ks = self._keyspace(msg.database)
-            out.append(
-                (peer, m.DirectoryStep2(msg.database, ks.directory.doc.diff(msg.state_vector)))
-            )
-            if not known:
-                out.append((peer, m.DirectoryStep1(msg.database, ks.directory.doc.state_vector())))
+            doc = self._keyspace(msg.database).directory.doc
+            out.append((peer, m.DirectoryStep2(msg.database, doc.diff(msg.state_vector))))
+            ours = doc.state_vector()
+            if _ahead(msg.state_vector, ours):  # the peer has what this node lacks: ask
+                out.append((peer, m.DirectoryStep1(msg.database, ours)))
         elif isinstance(msg, m.DirectoryStep2):
             self._keyspace(msg.database).apply_directory(msg.update, peer)
         elif isinstance(msg, m.ValuePull):

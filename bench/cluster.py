@@ -1,0 +1,273 @@
+"""Cluster benchmark: two processes on 127.0.0.1, pydds beside the bare transport.
+
+Prints one JSON object. For 100-byte values, node to node (issue "Cluster"):
+
+* latency of a write on one node -> its change event on the other (p50, p99);
+* streamed replicated writes per second;
+* custom events streamed per second;
+* seconds until a joining node knows a directory of N keys (100,000 by default).
+
+The bare path (aiohttp WebSocket + msgpack frames + pycrdt updates, no pydds) is
+measured in the same run between the same two kinds of process, and each pydds
+figure is printed with the bare figure and their ratio.
+
+    python bench/cluster.py [--writes 20000] [--keys 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import msgpack
+
+import pydds
+
+VALUE = {"payload": "x" * 80, "n": 0}  # about 100 bytes packed
+
+
+def now_ns() -> int:
+    return time.monotonic_ns()  # one clock for every process of this machine
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# -- the receiving process ------------------------------------------------------------
+
+
+async def node_receiver(port: int, join: str | None, expect: int) -> None:
+    node = pydds.Node("receiver", listen=f"127.0.0.1:{port}", join=[join] if join else [])
+    times: list[int] = []
+    done = asyncio.Event()
+    changed = node.events(kinds={"changed", "custom"}, maxsize=1_000_000)
+    async with node:
+        if join is not None:  # the join benchmark: time until the directory is complete
+            start = now_ns()
+            db = node.database("big")
+            while len(db) < expect:
+                await asyncio.sleep(0.001)
+            print(json.dumps({"directory_seconds": (now_ns() - start) / 1e9}), flush=True)
+            return
+        print(json.dumps({"address": node.address}), flush=True)
+        async for event in changed:
+            if event.kind == "custom" and event.name == "done":
+                await node.emit("results", times)
+                times = []
+                continue
+            if event.kind == "custom" and event.name == "hold":
+                for key in event.payload:
+                    await node.database("bench").get(key)
+                await node.emit("held", True)
+                continue
+            times.append(now_ns())
+            if done.is_set():
+                break
+
+
+async def bare_receiver(port: int) -> None:
+    from aiohttp import web
+    from pycrdt import Doc
+
+    doc = Doc()
+    times: list[int] = []
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(max_msg_size=0)
+        await ws.prepare(request)
+        async for message in ws:
+            for item in msgpack.unpackb(message.data):
+                if item[0] == "done":
+                    await ws.send_bytes(msgpack.packb(times))
+                    times.clear()
+                else:
+                    doc.apply_update(item[1])
+                    times.append(now_ns())
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    host, bound = runner.addresses[0][:2]
+    print(json.dumps({"address": f"ws://{host}:{bound}/"}), flush=True)
+    await asyncio.Event().wait()
+
+
+# -- the writing process ----------------------------------------------------------------
+
+
+async def spawn(*args: str) -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, *args, stdout=asyncio.subprocess.PIPE, start_new_session=True
+    )
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 120)
+    return proc, json.loads(line)
+
+
+def stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
+async def pydds_path(writes: int) -> dict[str, float]:
+    proc, info = await spawn("--role", "node")
+    results: asyncio.Queue[Any] = asyncio.Queue()
+    try:
+        async with pydds.Node("writer", listen="127.0.0.1:0", join=[info["address"]]) as node:
+            node.on("results", lambda event: results.put_nowait(event.payload))
+            node.on("held", lambda event: results.put_nowait(True))
+            db = node.database("bench")
+            keys = [f"k{i}" for i in range(100)]
+            for key in keys:
+                await db.set(key, VALUE)
+            await asyncio.sleep(0.2)  # the receiver learns the keys
+            await node.emit("hold", keys)  # it reads them: it holds them from now on
+            await asyncio.wait_for(results.get(), 30)
+
+            sent = []
+            for i in range(2000):  # latency: one write at a time
+                sent.append(now_ns())
+                await db.set(keys[i % 100], {"payload": "x" * 80, "n": i})
+                await asyncio.sleep(0.0005)
+            await node.emit("done", None)
+            received = await asyncio.wait_for(results.get(), 60)
+            latencies = [(r - s) / 1000 for s, r in zip(sent, received, strict=False)]
+
+            start = now_ns()  # throughput: writes as fast as they go
+            for i in range(writes):
+                await db.set(keys[i % 100], {"payload": "x" * 80, "n": i})
+            await node.emit("done", None)
+            received = await asyncio.wait_for(results.get(), 120)
+            write_rate = len(received) / ((received[-1] - start) / 1e9)
+
+            start = now_ns()  # custom events
+            for i in range(writes):
+                await node.emit("tick", i)
+            await node.emit("done", None)
+            received = await asyncio.wait_for(results.get(), 120)
+            event_rate = len(received) / ((received[-1] - start) / 1e9)
+        return {
+            "latency_p50_us": percentile(latencies, 0.5),
+            "latency_p99_us": percentile(latencies, 0.99),
+            "writes_per_s": write_rate,
+            "custom_events_per_s": event_rate,
+            "writes_received": len(received),
+        }
+    finally:
+        stop(proc)
+        await proc.wait()
+
+
+async def bare_path(writes: int) -> dict[str, float]:
+    import aiohttp
+    from pycrdt import Doc, Map
+
+    proc, info = await spawn("--role", "bare")
+    doc = Doc()
+    root = doc.get("bench", type=Map)
+    updates: list[bytes] = []
+    doc.observe(lambda event: updates.append(event.update))
+    try:
+        async with aiohttp.ClientSession() as session, session.ws_connect(info["address"]) as ws:
+            sent = []
+            for i in range(2000):
+                sent.append(now_ns())
+                root[f"k{i % 100}"] = Map({"payload": "x" * 80, "n": i})
+                await ws.send_bytes(msgpack.packb([["u", updates.pop()]]))
+                await asyncio.sleep(0.0005)
+            await ws.send_bytes(msgpack.packb([["done"]]))
+            received = msgpack.unpackb((await ws.receive()).data)
+            latencies = [(r - s) / 1000 for s, r in zip(sent, received, strict=False)]
+
+            start = now_ns()
+            batch: list[list[Any]] = []
+            for i in range(writes):
+                root[f"k{i % 100}"] = Map({"payload": "x" * 80, "n": i})
+                batch.append(["u", updates.pop()])
+                if len(batch) == 100:
+                    await ws.send_bytes(msgpack.packb(batch))
+                    batch = []
+            await ws.send_bytes(msgpack.packb([*batch, ["done"]]))
+            received = msgpack.unpackb((await ws.receive()).data)
+            write_rate = len(received) / ((received[-1] - start) / 1e9)
+        return {
+            "latency_p50_us": percentile(latencies, 0.5),
+            "latency_p99_us": percentile(latencies, 0.99),
+            "writes_per_s": write_rate,
+        }
+    finally:
+        stop(proc)
+        await proc.wait()
+
+
+async def join_path(keys: int) -> float:
+    async with pydds.Node("big", listen="127.0.0.1:0") as node:
+        db = node.database("big")
+        for i in range(keys):
+            await db.set(f"key:{i}", i)
+        proc, info = await spawn(
+            "--role", "node", "--join", node.address or "", "--expect", str(keys)
+        )
+        stop(proc)
+        await proc.wait()
+        return float(info["directory_seconds"])
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--role", choices=["node", "bare"], default=None)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--join", default=None)
+    parser.add_argument("--expect", type=int, default=0)
+    parser.add_argument("--writes", type=int, default=20_000)
+    parser.add_argument("--keys", type=int, default=100_000)
+    args = parser.parse_args()
+    if args.role == "node":
+        await node_receiver(args.port, args.join, args.expect)
+        return
+    if args.role == "bare":
+        await bare_receiver(args.port)
+        return
+    ours = await pydds_path(args.writes)
+    bare = await bare_path(args.writes)
+    join_seconds = await join_path(args.keys)
+    result: dict[str, Any] = {"value_bytes": len(msgpack.packb(VALUE)), "writes": args.writes}
+    for name in ("latency_p50_us", "latency_p99_us", "writes_per_s"):
+        result[name] = {
+            "pydds": round(ours[name], 1),
+            "bare": round(bare[name], 1),
+            "ratio": round(ours[name] / bare[name], 2),
+        }
+    result["custom_events_per_s"] = {
+        "pydds": round(ours["custom_events_per_s"]),
+        "bare_writes_per_s": round(bare["writes_per_s"]),
+        "ratio": round(ours["custom_events_per_s"] / bare["writes_per_s"], 2),
+    }
+    result["join_directory_seconds"] = {"keys": args.keys, "pydds": round(join_seconds, 3)}
+    result["targets"] = {
+        "latency_p50_us": 200,
+        "latency_p99_us": 300,
+        "writes_per_s": 100_000,
+        "custom_events_per_s": 100_000,
+        "join_directory_seconds": 1.0,
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

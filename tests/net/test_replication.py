@@ -1,0 +1,51 @@
+"""The replication protocol, one message at a time (sans-IO)."""
+
+from __future__ import annotations
+
+import pydds
+from pydds.net import messages as m
+from pydds.net.replication import Replication
+
+
+def replication(node: pydds.Node) -> Replication:
+    return Replication(node.name, lambda db: node.database(db)._keyspace, node.databases)
+
+
+async def test_a_step1_from_a_peer_ahead_is_answered_and_asked_back() -> None:
+    a, b = pydds.Node("a"), pydds.Node("b")
+    await a.database("db").set("k", 1)
+    b.database("db")  # b has the database, empty: it must still ask for a's part
+    ra, rb = replication(a), replication(b)
+    ra.opened("b")
+    rb.opened("a")
+    step1 = m.DirectoryStep1("db", a.database("db")._keyspace.directory.doc.state_vector())
+    sends, _ = rb.handle("a", step1)
+    kinds = [type(message) for _, message in sends]
+    assert kinds == [m.DirectoryStep2, m.DirectoryStep1]
+    answer, _ = ra.handle("b", sends[1][1])
+    assert isinstance(answer[0][1], m.DirectoryStep2)
+    rb.handle("a", answer[0][1])
+    assert "k" in b.database("db")
+    # Once even, a step 1 is answered with a step 2 only: the exchange ends.
+    step1 = m.DirectoryStep1("db", a.database("db")._keyspace.directory.doc.state_vector())
+    sends, _ = rb.handle("a", step1)
+    assert [type(message) for _, message in sends] == [m.DirectoryStep2]
+
+
+async def test_a_pull_answer_registers_holders_both_ways() -> None:
+    a, b = pydds.Node("a"), pydds.Node("b")
+    ra, rb = replication(a), replication(b)
+    ra.opened("b")
+    rb.opened("a")
+    made: list[pydds.Change] = []
+    a.add_change_listener(made.append)
+    await a.database("db").set("k", {"v": 1})
+    for _, message in ra.changed(made[0]):
+        rb.handle("a", message)
+    assert rb.holders[("db", "k", 1)] == {"a"}  # the writer holds it
+    value_id, pulls = rb.pull("db", "k")
+    (answer,), _ = ra.handle("b", pulls[0][1])
+    assert ra.holders[value_id] == {"b"}  # the puller holds it from now on
+    _, notices = rb.handle("a", answer[1])
+    assert notices[0].answered  # type: ignore[union-attr]
+    assert b.database("db").holds("k")
