@@ -384,8 +384,10 @@ class Cluster:
         per_step = max(1, int(self.settings.warmup_rate * step))
         failed: set[ValueId] = set()
         quiet_steps = 0  # steps with nothing to pull: the exchange may still be arriving
-        while not self._closing and quiet_steps < 3:
+        while not self._closing and not self.node.closed and quiet_steps < 3:
             await self.clock.sleep_until(self.clock.now() + step)
+            if self._closing or self.node.closed:
+                break
             self._warm_pending = [v for v in self._warm_candidates() if v not in failed]
             if not self._warm_pending:
                 quiet_steps += 1

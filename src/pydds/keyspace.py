@@ -149,8 +149,8 @@ class Keyspace:
         return kd is not None and kd.held
 
     def held(self) -> list[tuple[str, int]]:
-        """Every held key with its generation."""
-        return [(key, kd.gen) for key, kd in self._keys.items() if kd.held]
+        """Every key whose value is held here and not stale, with its generation."""
+        return [(key, kd.gen) for key, kd in self._keys.items() if kd.held and not kd.stale]
 
     def generation(self, key: str) -> int | None:
         """The current generation of ``key`` (None when absent)."""
@@ -168,7 +168,8 @@ class Keyspace:
             raise KeyNotFound(f"key {key!r} is not in database {self.name!r}")
         if not kd.held:
             return EMPTY_STATE_VECTOR
-        self._live.touch(kd)
+        if kd.live:
+            self._live.touch(kd)
         return kd.state_vector(self.client_id)
 
     def value_diff(self, key: str, gen: int, state_vector: bytes) -> bytes | None:

@@ -21,6 +21,8 @@ ONE_OF_EACH: list[m.Message] = [
     m.Write("cache", "k", 3, "", b"\x01", None, "n2"),
     m.Write("cache", "k", 3, "changed", None, b"\x01", "n2", 77),
     m.Ack(77),
+    m.Holding("cache", (("k", 1, b"\x00"), ("ключ", 2**40, b"\x01\x05\x01"))),
+    m.Holding("cache", ()),
     m.ValuePull("cache", "user:1", 1, b"\x00"),
     m.ValueDiff("cache", "k", 3, b"\x00\x00"),
     m.ValueMissing("cache", "k", 3),
@@ -92,6 +94,9 @@ def raw(*messages: object) -> bytes:
         raw([14, [["n1"]]]),  # a member without an address
         raw([14, "n1"]),
         raw([13, "cache", "k"]),
+        raw([18, "cache", [["k", 0, b"\x00"]]]),  # generation 0
+        raw([18, "cache", [["k", 1]]]),
+        raw([18, "cache", [["", 1, b"\x00"]]]),
         raw([9, 1]) + b"\x00",  # trailing bytes
         msgpack.packb([[9, {"a": 1}]]),  # maps are never valid
     ],

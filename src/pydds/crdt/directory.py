@@ -23,6 +23,7 @@ delete wins over writes concurrent with it, and the newest generation wins.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,12 +51,20 @@ class Entry:
     def decode(raw: Any) -> Entry | None:
         """Decode a stored entry; None for anything malformed."""
         try:
-            gen, deleted = msgpack.unpackb(bytes(raw))
-        except (ValueError, TypeError, msgpack.UnpackException):
+            return _decode(bytes(raw))
+        except TypeError:  # not bytes-like
             return None
-        if type(gen) is not int or gen < 1 or type(deleted) is not bool:
-            return None
-        return Entry(gen, deleted)
+
+
+@functools.lru_cache(maxsize=4096)  # a directory holds few distinct entries
+def _decode(raw: bytes) -> Entry | None:
+    try:
+        gen, deleted = msgpack.unpackb(raw)
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return None
+    if type(gen) is not int or gen < 1 or type(deleted) is not bool:
+        return None
+    return Entry(gen, deleted)
 
 
 @dataclass(frozen=True, slots=True)

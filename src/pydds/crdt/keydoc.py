@@ -71,7 +71,7 @@ def _root_type(doc: YDoc, txn: YTxn, marker: bytes) -> Any:
 class KeyDoc:
     """One generation of one key's value, live or idle."""
 
-    __slots__ = ("_doc", "_state", "accessed", "gen", "packed", "stale")
+    __slots__ = ("_doc", "_state", "_state_vector", "accessed", "gen", "packed", "stale")
 
     def __init__(self, gen: int, state: bytes | None = None, accessed: float = 0.0) -> None:
         self.gen = gen  # the key's generation this document belongs to
@@ -80,6 +80,7 @@ class KeyDoc:
         self.packed: bytes | None = None  # the value packed, or None to decode again
         self._doc: YDoc | None = None  # the live document, or None when idle
         self._state = state  # the encoded document while idle
+        self._state_vector: bytes | None = None  # its state vector while idle, once known
 
     @property
     def held(self) -> bool:
@@ -96,7 +97,7 @@ class KeyDoc:
         doc = self._doc
         if doc is None:
             doc = self._doc = YDoc(client_id, ROOT, self._state)
-            self._state = None
+            self._state = self._state_vector = None
         return doc
 
     def suspend(self) -> None:
@@ -104,6 +105,7 @@ class KeyDoc:
         doc = self._doc
         if doc is not None:
             self._state = doc.diff()
+            self._state_vector = doc.state_vector()  # anti-entropy asks for it often
             doc.close()
             self._doc = None
 
@@ -112,7 +114,7 @@ class KeyDoc:
         if self._doc is not None:
             self._doc.close()
         self._doc = None
-        self._state = None
+        self._state = self._state_vector = None
         self.packed = None
 
     # -- reads -------------------------------------------------------------------
@@ -245,7 +247,9 @@ class KeyDoc:
         return delta, total
 
     def state_vector(self, client_id: int) -> bytes:
-        """The document's state vector (sync step 1)."""
+        """The document's state vector (sync step 1), without loading an idle one."""
+        if self._doc is None and self._state_vector is not None:
+            return self._state_vector
         return self.doc(client_id).state_vector()
 
     def diff(self, client_id: int, state_vector: bytes) -> bytes:

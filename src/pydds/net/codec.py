@@ -102,6 +102,20 @@ def _members(v: Any) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+MAX_HOLDING = 10_000  # values in one Holding message
+
+
+def _holding(v: Any) -> tuple[tuple[str, int, bytes], ...]:
+    if type(v) is not list or len(v) > MAX_HOLDING:
+        raise MalformedFrame(f"holding is a list of at most {MAX_HOLDING} values")
+    out = []
+    for entry in v:
+        if type(entry) is not list or len(entry) != 3:
+            raise MalformedFrame("a held value is a [key, generation, state vector] triple")
+        out.append((_key(entry[0]), _gen(entry[1]), _bytes(entry[2])))
+    return tuple(out)
+
+
 Field = Callable[[Any], Any]
 
 #: code -> (message class, field checkers in dataclass order). Codes are the wire
@@ -121,6 +135,7 @@ _SCHEMA: dict[int, tuple[type, tuple[Field, ...]]] = {
     16: (m.Release, (_name, _key, _gen)),
     15: (m.Write, (_name, _key, _gen, _kind, _maybe_bytes, _maybe_bytes, _short, _uint)),
     17: (m.Ack, (_uint,)),
+    18: (m.Holding, (_name, _holding)),
 }
 _CODES = {cls: code for code, (cls, _) in _SCHEMA.items()}
 for _cls, _checks in _SCHEMA.values():

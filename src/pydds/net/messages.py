@@ -17,6 +17,7 @@ __all__ = [
     "DirectoryStep1",
     "DirectoryStep2",
     "Hello",
+    "Holding",
     "Members",
     "Message",
     "Ping",
@@ -93,6 +94,15 @@ class ValuePull:
 
 
 @dataclass(frozen=True, slots=True)
+class Holding:
+    """The sender holds these values (key, generation, state vector): register it as
+    a holder of each, and answer with a ``ValueDiff`` where it lacks something."""
+
+    database: str
+    values: tuple[tuple[str, int, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ValueDiff:
     """The answer to a ``ValuePull``: what the puller lacked (not a change: no event)."""
 
@@ -165,6 +175,7 @@ Message = (
     | Write
     | Ack
     | ValuePull
+    | Holding
     | ValueDiff
     | ValueMissing
     | Release

@@ -5,7 +5,10 @@ Theory of operation
 Directories are eager, values lazy:
 
 * When a link opens, each end sends ``DirectoryStep1`` (its state vector) for every
-  database it has, and ``ValuePull`` for every value it holds. A ``DirectoryStep1``
+  database it has. The answer is ``DirectoryStep2`` (what it lacks), then ``Holding``
+  (key, generation, state vector) for the values the answering end holds fresh: the
+  asker registers it as a holder of each, and sends a ``ValueDiff`` for each value
+  where it has something the holder lacks. A ``DirectoryStep1``
   is answered with ``DirectoryStep2`` (the missing part); one for a database this
   node lacks makes it, and asks for it in turn. A ``ValuePull`` is answered with
   ``ValueDiff`` or ``ValueMissing`` and registers the puller as a holder.
@@ -52,6 +55,7 @@ from . import messages as m
 __all__ = ["AckReceived", "CustomReceived", "PullDone", "PullFor", "Replication", "Send"]
 
 Send = tuple[str, m.Message]
+HOLDING_CHUNK = 1000  # held values announced per Holding message
 ValueId = tuple[str, str, int]  # database, key, generation
 
 
@@ -142,9 +146,16 @@ class Replication:
         for name in self._databases():
             ks = self._keyspace(name)
             out.append((peer, m.DirectoryStep1(name, ks.directory.doc.state_vector())))
-            for key, gen in ks.held():
-                out.append((peer, m.ValuePull(name, key, gen, ks.value_state_vector(key))))
         return out
+
+    def _holding(self, peer: str, database: str) -> list[Send]:
+        """``Holding`` messages for every fresh value held here in ``database``."""
+        ks = self._keyspace(database)
+        held = [(key, gen, ks.value_state_vector(key)) for key, gen in ks.held()]
+        return [
+            (peer, m.Holding(database, tuple(held[start : start + HOLDING_CHUNK])))
+            for start in range(0, len(held), HOLDING_CHUNK)
+        ]
 
     def closed(self, peer: str) -> list[Notice]:
         """The link to ``peer`` closed: it holds nothing for us now, answers nothing."""
@@ -301,6 +312,8 @@ class Replication:
             ours = doc.state_vector()
             if _ahead(msg.state_vector, ours):  # the peer has what this node lacks: ask
                 out.append((peer, m.DirectoryStep1(msg.database, ours)))
+            # Then the values held here, once the peer has the directory to place them.
+            out.extend(self._holding(peer, msg.database))
         elif isinstance(msg, m.DirectoryStep2):
             self._keyspace(msg.database).apply_directory(msg.update, peer)
         elif isinstance(msg, m.ValuePull):
@@ -311,6 +324,16 @@ class Replication:
                 notices.append(PullFor(peer, msg))  # the gateway pulls it first
             else:
                 out.append(self.answer_pull(peer, msg))
+        elif isinstance(msg, m.Holding):
+            ks = self._keyspace(msg.database)
+            for key, gen, state_vector in msg.values:
+                self.holders.setdefault((msg.database, key, gen), set()).add(peer)
+                if ks.holds(key) and ks.generation(key) == gen:
+                    ours = ks.value_state_vector(key)
+                    if _ahead(ours, state_vector):  # the peer lacks something: send it
+                        diff = ks.value_diff(key, gen, state_vector)
+                        if diff is not None:
+                            out.append((peer, m.ValueDiff(msg.database, key, gen, diff)))
         elif isinstance(msg, m.ValueDiff):
             value_id = (msg.database, msg.key, msg.gen)
             self.holders.setdefault(value_id, set()).add(peer)
