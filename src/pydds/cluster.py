@@ -63,6 +63,9 @@ __all__ = ["Cluster", "ClusterSettings", "Warmup"]
 
 log = logging.getLogger("pydds.cluster")
 
+#: Messages queued on one link after which local writes yield to the link writers.
+FLUSH_AT = 1000
+
 
 @dataclass(frozen=True, slots=True)
 class ClusterSettings:
@@ -127,6 +130,7 @@ class Cluster:
         )
         self.membership = Membership(node.name, None, dead_after=settings.dead_after)
         self.gateways: list[str] = []  # a client's addresses to try besides known nodes
+        self.congested = False  # some link has FLUSH_AT messages waiting for its writer
         self._links: dict[str, _Link] = {}  # open links by peer name
         self._states: set[_Link] = set()  # every link being served, open or opening
         self._dialing: set[str] = set()  # addresses a redial task is working on
@@ -553,11 +557,21 @@ class Cluster:
             state = self._links.get(peer)
             if state is None:
                 continue
-            if state.session.pending >= self.settings.max_pending:
-                state.session.close(f"peer too slow: {state.session.pending} messages queued")
+            pending = state.session.pending
+            if pending >= self.settings.max_pending:
+                state.session.close(f"peer too slow: {pending} messages queued")
             else:
                 state.session.send([message])
+                if pending >= FLUSH_AT:
+                    self.congested = True
             state.wake.set()
+
+    async def flush(self) -> None:
+        """Let the link writers send what is queued (writes call this when a link
+        has ``FLUSH_AT`` messages waiting, so that a writer that never awaits anything
+        else still streams frames while it writes, instead of one at the end)."""
+        self.congested = False
+        await asyncio.sleep(0)
 
     def changed(self, change: Change, ack: str | int = "local") -> asyncio.Future[None] | None:
         """A change made on this node: ship it.

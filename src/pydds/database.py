@@ -159,6 +159,9 @@ class Database:
             await self._hold(keyspace, key)
         if ack == "local":
             keyspace.set(key, value, packed)
+            cluster = self._node._cluster
+            if cluster is not None and cluster.congested:
+                await cluster.flush()
         else:
             await self._node._write(ack, lambda: keyspace.set(key, value, packed))
 

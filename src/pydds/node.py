@@ -143,8 +143,9 @@ class Node:
         """
         if self._closed:
             raise NodeClosed(f"node {self.name!r} is closed")
-        if self._sweeper is None:
-            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+        if self._sweeper is not None:
+            return  # started already
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
         if self._listen is not None and (self._cluster is None or self._cluster.address is None):
             await self._network().listen(self._listen)
         for address in self._join:
@@ -216,7 +217,10 @@ class Node:
         """
         check_ack(ack)
         if ack == "local" or self._cluster is None:  # alone, this node is every node
-            return operation()
+            result = operation()
+            if self._cluster is not None and self._cluster.congested:
+                await self._cluster.flush()
+            return result
         self._ack_level, self._ack_waiting = ack, None
         try:
             result = operation()
@@ -425,6 +429,8 @@ class Node:
         self._publish(Event(EventKind.CUSTOM, origin=self.name, name=name, packed_payload=packed))
         if self._cluster is not None:
             self._cluster.emit(name, packed)
+            if self._cluster.congested:
+                await self._cluster.flush()
 
     def on(self, name: str, handler: Handler) -> Callable[[], None]:
         """Call ``handler(event)`` for every custom event ``name``; return an unsubscribe.
@@ -524,8 +530,9 @@ class Client(Node):
     async def start(self) -> None:
         """Link to the first node of ``join`` that answers (the others are kept as
         gateways to move to)."""
-        if self._sweeper is None:
-            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+        if self._sweeper is not None:
+            return  # started already
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
         errors = []
         for address in self._join:
             try:

@@ -10,6 +10,7 @@ fault raises ``MalformedFrame`` with the reason, and the link closes with it.
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -141,6 +142,19 @@ _CODES = {cls: code for code, (cls, _) in _SCHEMA.items()}
 for _cls, _checks in _SCHEMA.values():
     assert len(dataclasses.fields(_cls)) == len(_checks), _cls
 
+
+def _fields_getter(cls: type) -> Callable[[Any], tuple[Any, ...]]:
+    """A fast getter of a message's fields, in order, as a tuple."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    get = operator.attrgetter(*names)
+    if len(names) > 1:
+        return get  # attrgetter of several names returns a tuple
+    return lambda message: (get(message),)
+
+
+#: class -> (code, the getter of its fields)
+_ENCODERS = {cls: (code, _fields_getter(cls)) for cls, code in _CODES.items()}
+
 _pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 
 
@@ -148,8 +162,8 @@ def encode_frame(messages: Sequence[m.Message]) -> bytes:
     """Encode messages into one frame."""
     out = []
     for message in messages:
-        code = _CODES[type(message)]
-        out.append([code, *(getattr(message, f.name) for f in dataclasses.fields(message))])
+        code, fields = _ENCODERS[type(message)]
+        out.append((code, *fields(message)))
     packed: bytes = _pack(out)
     return packed
 
