@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -65,6 +66,8 @@ log = logging.getLogger("pydds.cluster")
 
 #: Messages queued on one link after which local writes yield to the link writers.
 FLUSH_AT = 1000
+#: Seconds of handling one frame after which the reader lets other tasks run.
+YIELD_AFTER = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,10 +314,17 @@ class Cluster:
                 for_node = session.receive(batch, self.clock.now())
                 if not was_open and session.state is State.OPEN and not self._opened(state):
                     break
+                turn = time.monotonic()
                 for message in for_node:
                     if session.closed:
                         break
                     self._dispatch(state, message)
+                    if time.monotonic() - turn > YIELD_AFTER:
+                        # A large frame does not hold the event loop: what it has
+                        # changed so far is seen (events, reads) while the rest waits.
+                        state.wake.set()
+                        await asyncio.sleep(0)
+                        turn = time.monotonic()
                 state.wake.set()
         except LinkClosed:
             pass
