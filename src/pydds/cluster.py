@@ -24,7 +24,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -211,40 +211,47 @@ class Cluster:
             self._dialing.add(address)
             self._spawn(self._redial(address))
 
-    async def _redial(self, address: str) -> None:
+    async def _backoff(self) -> AsyncIterator[None]:
+        """Retry turns while the node runs: 0.1 s apart at first, doubling to 5 s."""
         delay = 0.1
+        while not self._closing:
+            yield
+            await self.clock.sleep_until(self.clock.now() + delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _dial(self, address: str) -> bool:
+        """One attempt to link to ``address``."""
         try:
-            while not self._closing:
+            await self.join(address)
+            return True
+        except (LinkClosed, OSError) as exc:
+            log.debug("dialing %s failed: %s", address, exc)
+            return False
+
+    async def _redial(self, address: str) -> None:
+        try:
+            async for _ in self._backoff():
                 name = self._name_at(address)
                 if name is not None and name in self._links:
                     return
                 if name is not None and self.membership.get(name) is None:
                     return  # it has left
-                try:
-                    await self.join(address)
+                if await self._dial(address):
                     return
-                except (LinkClosed, OSError) as exc:
-                    log.debug("dialing %s failed: %s", address, exc)
                 self._expire()
-                await self.clock.sleep_until(self.clock.now() + delay)
-                delay = min(delay * 2, 5.0)
         finally:
             self._dialing.discard(address)
 
     async def _find_gateway(self, lost: str) -> None:
         """A client lost its gateway: link to another node it knows (the lost one
         last), with backoff, until one answers."""
-        delay = 0.1
-        while not self._closing and not self._links:
+        async for _ in self._backoff():
+            if self._links:
+                return
             known = [m.address for m in self.membership.members()[1:] if m.address]
             for address in sorted({*known, *self.gateways, lost}, key=lambda a: a == lost):
-                try:
-                    await self.join(address)
+                if await self._dial(address):
                     return
-                except (LinkClosed, OSError) as exc:
-                    log.debug("gateway %s did not answer: %s", address, exc)
-            await self.clock.sleep_until(self.clock.now() + delay)
-            delay = min(delay * 2, 5.0)
 
     def _name_at(self, address: str) -> str | None:
         for member in self.membership.members():
