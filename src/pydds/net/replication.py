@@ -41,7 +41,7 @@ node's keyspaces, which stay synchronous.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
 from ..changes import Change
@@ -102,6 +102,14 @@ def _ahead(theirs: bytes, ours: bytes) -> bool:
     mine = decode_state_vector(ours)
     return any(clock > mine.get(client, 0) for client, clock in decode_state_vector(theirs).items())
 
+
+#: A Write's kind on the wire -> the event kind (None: a directory repair).
+_KINDS: dict[str, EventKind | None] = {
+    "created": EventKind.CREATED,
+    "changed": EventKind.CHANGED,
+    "deleted": EventKind.DELETED,
+    "": None,
+}
 
 #: Messages a client never sends: it joins no one into the cluster and relays nothing.
 _FROM_NODES_ONLY = frozenset({m.Members})
@@ -185,8 +193,8 @@ class Replication:
         acknowledged write survives the loss of the others.
         """
         value_id = (change.database, change.key, change.gen)
-        holders = self.holders.setdefault(value_id, set())
-        kind = "" if change.kind is None else str(change.kind)
+        holders: Collection[str] = self.holders.get(value_id, ())
+        kind = "" if change.kind is None else change.kind.value
         whole: bytes | None = None
         if ack and change.value is not None:
             ks = self._keyspace(change.database)
@@ -195,8 +203,8 @@ class Replication:
         for peer in self.peers if to is None else to:
             value = change.value if peer in holders or self.is_client else None
             if value is None and whole is not None:
-                value = whole
-                holders.add(peer)
+                value = whole  # all of it: the peer holds it from now on
+                self.holders.setdefault(value_id, set()).add(peer)
             if change.directory is None and value is None and kind != "changed" and not ack:
                 continue
             out.append(
@@ -294,7 +302,7 @@ class Replication:
             ks = self._keyspace(msg.database)
             if msg.kind in ("created", "changed"):
                 self.holders.setdefault((msg.database, msg.key, msg.gen), set()).add(peer)
-            kind = EventKind(msg.kind) if msg.kind else None
+            kind = _KINDS[msg.kind]
             change = Change(
                 msg.database, msg.key, msg.gen, msg.directory, msg.value, msg.origin, kind
             )
