@@ -42,10 +42,18 @@ def _short(v: Any) -> str:
 
 
 def _name(v: Any) -> str:
+    if type(v) is str and v in _GOOD_NAMES:  # names repeat: skip the pattern
+        return v
     try:
-        return check_name("database", v)
+        name = check_name("database", v)
     except InvalidName as exc:
         raise MalformedFrame(str(exc)) from None
+    if len(_GOOD_NAMES) < 4096:
+        _GOOD_NAMES.add(name)
+    return name
+
+
+_GOOD_NAMES: set[str] = set()  # database names seen valid (bounded)
 
 
 def _key(v: Any) -> str:
@@ -212,8 +220,11 @@ def _message(item: Any) -> m.Message:
     if len(item) != len(checks) + 1:
         raise MalformedFrame(f"{cls.__name__} has {len(checks)} fields, got {len(item) - 1}")
     try:
-        args = [check(v) for check, v in zip(checks, item[1:], strict=True)]
+        message: m.Message = cls(*map(_apply, checks, item[1:]))
     except MalformedFrame as exc:
         raise MalformedFrame(f"{cls.__name__}: {exc}") from None
-    message: m.Message = cls(*args)
     return message
+
+
+def _apply(check: Field, value: Any) -> Any:
+    return check(value)
