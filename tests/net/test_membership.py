@@ -1,0 +1,68 @@
+"""The member table (sans-IO): states, learning, listing and expiry, time passed in."""
+
+from __future__ import annotations
+
+import pytest
+
+from pydds.net.membership import Member, Membership
+
+
+def states(table: Membership) -> dict[str, str]:
+    return {m.name: m.state for m in table.members()}
+
+
+def test_a_new_table_lists_only_this_node() -> None:
+    table = Membership("a", "mem://a")
+    assert table.members() == [Member("a", "mem://a", "node", "self")]
+    assert table.listing() == (("a", "mem://a"),)
+
+
+def test_learning_returns_only_new_members_to_dial() -> None:
+    table = Membership("a", "mem://a")
+    assert table.learn((("a", "mem://a"), ("b", "mem://b"))) == [("b", "mem://b")]
+    assert table.learn((("b", "mem://b"), ("c", "mem://c"))) == [("c", "mem://c")]
+    assert states(table) == {"a": "self", "b": "joining", "c": "joining"}
+
+
+@pytest.mark.parametrize(
+    ("events", "expected"),
+    [
+        ([("linked", 0.0)], "alive"),
+        ([("linked", 0.0), ("unlinked", 1.0)], "suspect"),
+        ([("linked", 0.0), ("unlinked", 1.0), ("linked", 2.0)], "alive"),
+        ([("linked", 0.0), ("unlinked", 1.0), ("expire", 30.9)], "suspect"),
+        ([("linked", 0.0), ("unlinked", 1.0), ("expire", 31.0)], None),
+        ([("linked", 0.0), ("unlinked", 1.0), ("linked", 20.0), ("expire", 40.0)], "alive"),
+    ],
+)
+def test_member_states(events: list[tuple[str, float]], expected: str | None) -> None:
+    table = Membership("a", "mem://a", dead_after=30.0)
+    for event, now in events:
+        if event == "linked":
+            table.linked("b", "mem://b")
+        elif event == "unlinked":
+            table.unlinked("b", now)
+        else:
+            table.expire(now)
+    member = table.get("b")
+    assert (member.state if member else None) == expected
+
+
+def test_expire_returns_who_left() -> None:
+    table = Membership("a", None, dead_after=5.0)
+    table.linked("b", "mem://b")
+    table.linked("c", "mem://c")
+    table.unlinked("b", 0.0)
+    table.unlinked("c", 3.0)
+    assert table.expire(5.0) == ["b"]
+    assert table.expire(8.0) == ["c"]
+    assert states(table) == {"a": "self"}
+    assert table.listing() == ()  # not listening: this node is not listed
+
+
+def test_linked_reports_a_new_member_once() -> None:
+    table = Membership("a", "mem://a")
+    assert table.linked("b", "mem://b") is True
+    assert table.linked("b", "mem://b") is False
+    table.forget("b")
+    assert table.get("b") is None
