@@ -82,8 +82,3 @@ class Membership:
             del self._suspect_since[name]
             del self._members[name]
         return gone
-
-    def forget(self, name: str) -> None:
-        """Remove ``name`` (a member that never linked and cannot be reached)."""
-        self._members.pop(name, None)
-        self._suspect_since.pop(name, None)
