@@ -391,6 +391,12 @@ async def test_a_client_is_relayed_both_ways_and_never_a_member(cluster: Cluster
         await b.database("db").set("from-b", 3)
         event = await at_client.get(timeout=1)
     assert (event.kind, event.origin, event.delta is not None) == ("changed", "b", True)
+    # A client that leaves is no member leaving: its gateway says nothing of it.
+    async with a.events(kinds={"unreachable", "left"}) as member_events:
+        other = await start_client(cluster, "cl2", ["mem://a"])
+        await other.close()
+        await until(lambda: "cl2" not in a._cluster._links)  # type: ignore[union-attr]
+        assert len(member_events) == 0
     # Custom events both ways, once each.
     subs = [n.events(kinds={"custom"}) for n in (a, b, c, client)]
     await client.emit("hello", 1)

@@ -432,8 +432,9 @@ class Cluster:
 
     def _warm_candidates(self) -> list[ValueId]:
         out = []
+        databases = set(self.node.databases())
         for (database, key, gen), holders in self.replication.holders.items():
-            if not holders or database not in self.node.databases():
+            if not holders or database not in databases:
                 continue
             ks = self.node.database(database)._keyspace
             if ks.settings.expire is None:
@@ -464,10 +465,13 @@ class Cluster:
             return
         del self._links[peer]
         self._notices(self.replication.closed(peer))
+        hello = state.session.peer
+        if hello is None or hello.role == "client":
+            return  # a client's gateway forgets it: clients are never members
         self.membership.unlinked(peer, self.clock.now())
         if not self._closing:
             self._member_event(EventKind.UNREACHABLE, peer)
-        address = state.session.peer.address if state.session.peer else None
+        address = hello.address
         if self._closing or address is None:
             return
         if self.node.role == "client":
