@@ -24,6 +24,7 @@ import contextlib
 import itertools
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -60,7 +61,7 @@ from .net.transport import Link, Transport
 if TYPE_CHECKING:
     from .node import Node
 
-__all__ = ["Cluster", "ClusterSettings", "Warmup"]
+__all__ = ["Cluster", "ClusterSettings", "Traffic", "Warmup"]
 
 log = logging.getLogger("pydds.cluster")
 
@@ -95,6 +96,17 @@ class _Link:
     opened: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    traffic: Traffic = field(default_factory=lambda: Traffic())
+
+
+@dataclass(slots=True)
+class Traffic:
+    """What one link carried, counted since it opened."""
+
+    bytes_in: int = 0
+    bytes_out: int = 0
+    messages_in: int = 0
+    messages_out: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +160,8 @@ class Cluster:
         self._warm_pulled = 0
         self._warm_failed = 0
         self._warming: asyncio.Task[None] | None = None
+        #: Counts of pulls, acknowledgements and errors, by name (see ``pydds.metrics``).
+        self.stats: Counter[str] = Counter()
 
     def _serve_task(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = self._spawn(coro)
@@ -162,9 +176,13 @@ class Cluster:
 
     # -- opening and closing --------------------------------------------------------------
 
-    async def listen(self, address: str) -> str:
-        """Accept links at ``address``; return the address peers should dial."""
-        self.address = await self.transport.listen(address, self._accept)
+    async def listen(self, address: str, advertise: str | None = None) -> str:
+        """Accept links at ``address``; return the address peers should dial
+        (``advertise`` when given, else the bound address)."""
+        bound = await self.transport.listen(address, self._accept)
+        if advertise is not None and "://" not in advertise:
+            advertise = f"{bound.split('://', 1)[0]}://{advertise}"  # the bound scheme
+        self.address = advertise or bound
         self.membership.address = self.address
         return self.address
 
@@ -315,8 +333,11 @@ class Cluster:
                 try:
                     batch = decode_frame(frame, max_bytes=self.settings.max_frame_bytes)
                 except MalformedFrame as exc:
+                    self.stats["error:malformed_frame"] += 1
                     session.close(str(exc))
                     break
+                state.traffic.bytes_in += len(frame)
+                state.traffic.messages_in += len(batch)
                 was_open = session.state is State.OPEN
                 for_node = session.receive(batch, self.clock.now())
                 if not was_open and session.state is State.OPEN and not self._opened(state):
@@ -491,6 +512,7 @@ class Cluster:
         try:
             sends, notices = self.replication.handle(peer, message)
         except ProtocolError as exc:
+            self.stats["error:protocol"] += 1
             log.warning("closing the link to %s: %s", peer, exc)
             state.session.close(str(exc))
             return
@@ -522,6 +544,7 @@ class Cluster:
         try:
             values.check(values.unpack(message.payload), self.node.limits.max_depth)
         except (InvalidValue, ValueError, TypeError) as exc:
+            self.stats["error:custom_payload"] += 1
             log.warning("dropped custom event %r from %s: %s", message.name, message.origin, exc)
             return
         self.node._publish(
@@ -548,7 +571,10 @@ class Cluster:
                 state.wake.clear()
                 batch = session.data_to_send(self.clock.now())
                 if batch:
-                    await link.send(encode_frame(batch))
+                    frame = encode_frame(batch)
+                    state.traffic.bytes_out += len(frame)
+                    state.traffic.messages_out += len(batch)
+                    await link.send(frame)
                 if session.closed:
                     await link.close()
                     return
@@ -580,6 +606,7 @@ class Cluster:
                 continue
             pending = state.session.pending
             if pending >= self.settings.max_pending:
+                self.stats["error:slow_peer"] += 1
                 state.session.close(f"peer too slow: {pending} messages queued")
             else:
                 state.session.send([message])
@@ -630,7 +657,9 @@ class Cluster:
         Raises:
             AckTimeout: too few came in time (the write still stands).
         """
+        self.stats["ack:waited"] += 1
         if not await self._first(done, self.settings.ack_timeout):
+            self.stats["ack:timeout"] += 1
             done.cancel()
             raise AckTimeout(
                 f"write not acknowledged at level {ack!r} within {self.settings.ack_timeout}s "
@@ -657,13 +686,16 @@ class Cluster:
                     future = self._pulls[value_id] = asyncio.get_running_loop().create_future()
                 self.send(sends)
                 left = deadline - self.clock.now()
+                self.stats["pull:asked"] += 1
                 if not await self._first(asyncio.shield(future), left):
+                    self.stats["pull:timeout"] += 1
                     self.replication.forget_pull(value_id)
                     self._pulls.pop(value_id, None)
                     raise Unavailable(f"no holder of {key!r} in {database!r} answered in time")
                 if future.result():
                     return
             if not linking or self.clock.now() >= deadline:
+                self.stats["pull:unavailable"] += 1
                 raise Unavailable(f"no linked peer holds {key!r} of {database!r}")
             await self.clock.sleep_until(min(deadline, self.clock.now() + 0.05))
 
@@ -685,3 +717,7 @@ class Cluster:
 
     def members(self) -> list[Member]:
         return self.membership.members()
+
+    def traffic(self) -> dict[str, Traffic]:
+        """What each open link carried since it opened, by peer name."""
+        return {peer: state.traffic for peer, state in self._links.items()}

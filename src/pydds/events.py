@@ -74,6 +74,8 @@ class Event:
 
         Raises:
             KeyNotFound: the key does not exist now.
+            Unavailable: this node does not hold the key's value (the event only says
+                that it changed elsewhere); ``await db.get(key)`` pulls it.
             ValueError: the event is not about a key.
         """
         if self.loader is None:
@@ -138,6 +140,17 @@ class Subscription:
 
     def __len__(self) -> int:
         return len(self._queue)
+
+    def ready(self, limit: int) -> list[Event]:
+        """Up to ``limit`` events that are ready now, without waiting (to batch the
+        work of a consumer that has just read one with ``get``)."""
+        out: list[Event] = []
+        while len(out) < limit:
+            event = self._next_ready()
+            if event is None:
+                break
+            out.append(event)
+        return out
 
     @property
     def closed(self) -> bool:

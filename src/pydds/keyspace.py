@@ -143,6 +143,17 @@ class Keyspace:
                 out.append((key, kd.gen))
         return out
 
+    def counts(self) -> tuple[int, int, int]:
+        """How many keys there are, how many values are held here, how many are stale."""
+        now = self._now()
+        held = stale = 0
+        for kd in self._keys.values():
+            if kd.held:
+                held += 1
+                if kd.stale or self._expired(kd, now):
+                    stale += 1
+        return len(self._keys), held, stale
+
     def holds(self, key: str) -> bool:
         """Whether this node holds the value of ``key``."""
         kd = self._keys.get(key)

@@ -15,6 +15,7 @@ import inspect
 import logging
 import math
 import secrets
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any
@@ -28,7 +29,7 @@ from .crdt.keydoc import LiveDocs
 from .database import Database
 from .errors import InvalidValue, NodeClosed, Unavailable
 from .events import Event, EventKind, Subscription
-from .keyspace import Keyspace
+from .keyspace import NOT_HELD, Keyspace
 from .net.membership import Member
 from .net.transport import Transport
 
@@ -56,6 +57,17 @@ def check_ack(ack: object) -> None:
     raise InvalidValue(f"ack must be 'local', 'majority', 'all' or a number >= 1, not {ack!r}")
 
 
+def _event_value(keyspace: Keyspace, key: str) -> Any:
+    """``Event.value``: the key's value here now, without pulling it."""
+    value = keyspace.read(key, fresh=False)
+    if value is NOT_HELD:
+        raise Unavailable(
+            f"{key!r} of {keyspace.name!r} is not held on this node (the event says only that "
+            "it changed); await db.get(key) pulls it"
+        )
+    return value
+
+
 #: Seconds between two sweeps for stale keys.
 SWEEP_EVERY = 1.0
 
@@ -80,6 +92,9 @@ class Node:
     Args:
         name: the node's name, the origin of its changes (default: random).
         listen: where to accept links (``host:port``; port 0 picks a free one).
+        advertise: the address other nodes should dial to reach this one, when it
+            differs from the bound one (proxies, NAT, containers); default: the
+            bound address.
         join: addresses of nodes to join through (any one is enough).
         transport: how links are made (default: WebSockets; tests pass an
             in-memory network's transport).
@@ -95,6 +110,7 @@ class Node:
         name: str | None = None,
         *,
         listen: str | None = None,
+        advertise: str | None = None,
         join: Iterable[str] = (),
         transport: Transport | None = None,
         clock: Clock | None = None,
@@ -105,6 +121,7 @@ class Node:
         self.limits = limits or Limits()
         self.clock: Clock = clock or RealClock()
         self._listen = listen
+        self._advertise = advertise
         self._join = list(join)
         self._transport = transport
         self._cluster_settings = cluster or ClusterSettings()
@@ -116,6 +133,8 @@ class Node:
         #: live writers never share one (Yjs would diverge silently).
         self.client_id = secrets.randbelow(_CLIENT_ID_LIMIT - 1) + 1
         self.handler_errors = 0  # exceptions raised by custom-event handlers
+        #: Events this node recorded, by kind (whether or not anyone subscribed).
+        self.event_counts: Counter[str] = Counter()
         self._live = LiveDocs(self.limits.live_docs)
         self._databases: dict[str, Database] = {}
         self._subscriptions: list[Subscription] = []
@@ -147,7 +166,7 @@ class Node:
             return  # started already
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
         if self._listen is not None and (self._cluster is None or self._cluster.address is None):
-            await self._network().listen(self._listen)
+            await self._network().listen(self._listen, self._advertise)
         for address in self._join:
             try:
                 await self.join(address)
@@ -376,6 +395,7 @@ class Node:
         return subscription
 
     def _publish(self, event: Event) -> None:
+        self.event_counts[event.kind] += 1
         for subscription in self._subscriptions:
             if subscription.matches(event):
                 subscription.push(event)
@@ -399,7 +419,11 @@ class Node:
                 waiting = self._cluster.changed(change, ack)
                 if waiting is not None:
                     self._ack_waiting = waiting
-        if kind is not None and self._subscriptions:
+        if kind is None:
+            return
+        if not self._subscriptions:
+            self.event_counts[kind] += 1
+        else:
             keyspace = self._databases[database]._keyspace
             self._publish(
                 Event(
@@ -408,7 +432,7 @@ class Node:
                     key,
                     origin,
                     value,
-                    loader=functools.partial(keyspace.read, key),
+                    loader=functools.partial(_event_value, keyspace, key),
                 )
             )
 

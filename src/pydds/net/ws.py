@@ -76,6 +76,7 @@ class WebSocketTransport:
     ) -> None:
         self.app = app  # the application that serves the link route
         self.max_frame_bytes = max_frame_bytes  # larger WebSocket messages close the link
+        self.bound: str | None = None  # the address the server is bound to, once listening
         self._runner: web.AppRunner | None = None
         self._client: aiohttp.ClientSession | None = None
 
@@ -98,7 +99,8 @@ class WebSocketTransport:
         site = web.TCPSite(self._runner, url.hostname, url.port)
         await site.start()
         host, port = self._runner.addresses[0][:2]
-        return f"ws://{host}:{port}"
+        self.bound = f"ws://{host}:{port}"
+        return self.bound
 
     async def connect(self, address: str) -> Link:
         if self._client is None:

@@ -1,0 +1,230 @@
+"""The client commands: ``get``, ``set``, ``update``, ``delete``, ``keys``,
+``watch``, ``emit`` and ``status``, talking to a node over its HTTP API.
+
+Exit codes: 0 success; 1 the key (or database) was not found; 2 bad usage (wrong
+options, a value that is not JSON or that the node refuses as invalid); 3 the node
+is unreachable or failed (unavailable, acknowledgement timeout, wrong type, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar
+from urllib.parse import quote
+
+import click
+
+from .http import ApiError, NodeApi, Unreachable, key_path
+
+__all__ = ["COMMANDS"]
+
+EXIT_NOT_FOUND = 1
+EXIT_USAGE = 2
+EXIT_FAILED = 3
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _api() -> NodeApi:
+    params = click.get_current_context().find_root().params
+    return NodeApi(params["node"], timeout=params["timeout"])
+
+
+def _handled(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn the API's errors into messages on stderr and exit codes."""
+
+    @wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except Unreachable as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_FAILED)
+        except ApiError as exc:
+            click.echo(f"error: {exc.code}: {exc.message}", err=True)
+            if exc.status == 404:
+                sys.exit(EXIT_NOT_FOUND)
+            sys.exit(EXIT_USAGE if exc.status in (400, 413) else EXIT_FAILED)
+
+    return run
+
+
+def _json_argument(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise click.BadParameter(
+            f"not JSON ({exc}); quote strings: '\"text\"'", param_hint=what
+        ) from None
+
+
+def _ack_query(ack: str) -> dict[str, str]:
+    return {} if ack == "local" else {"ack": ack}
+
+
+def _print(value: Any) -> None:
+    click.echo(json.dumps(value, ensure_ascii=False))
+
+
+ack_option = click.option(
+    "--ack",
+    default="local",
+    show_default=True,
+    metavar="LEVEL",
+    help="local, majority, all or a number of nodes",
+)
+
+
+@click.command("get")
+@click.argument("database")
+@click.argument("key")
+@_handled
+def get_command(database: str, key: str) -> None:
+    """Print the value of KEY in DATABASE as JSON (exit code 1 if absent)."""
+    _print(_api().call("GET", key_path(database, key)))
+
+
+@click.command("set")
+@click.argument("database")
+@click.argument("key")
+@click.argument("value")
+@ack_option
+@_handled
+def set_command(database: str, key: str, value: str, ack: str) -> None:
+    """Set KEY in DATABASE to VALUE, a JSON text ('{"a": 1}', '"text"', 42)."""
+    body = _json_argument(value, "VALUE")
+    _api().call("PUT", key_path(database, key), body, _ack_query(ack))
+    click.echo("OK")
+
+
+@click.command("update")
+@click.argument("database")
+@click.argument("key")
+@click.argument("fields")
+@ack_option
+@_handled
+def update_command(database: str, key: str, fields: str, ack: str) -> None:
+    """Merge FIELDS (a JSON object) into the dict value of KEY."""
+    body = _json_argument(fields, "FIELDS")
+    if not isinstance(body, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="FIELDS")
+    _api().call("PATCH", key_path(database, key), body, _ack_query(ack))
+    click.echo("OK")
+
+
+@click.command("delete")
+@click.argument("database")
+@click.argument("key")
+@ack_option
+@_handled
+def delete_command(database: str, key: str, ack: str) -> None:
+    """Delete KEY from DATABASE (exit code 1 if absent)."""
+    _api().call("DELETE", key_path(database, key), None, _ack_query(ack))
+    click.echo("OK")
+
+
+@click.command("keys")
+@click.argument("database")
+@click.option("--prefix", default="", help="only keys that start with this")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON list")
+@_handled
+def keys_command(database: str, prefix: str, as_json: bool) -> None:
+    """List the keys of DATABASE, one per line."""
+    query = {"prefix": prefix} if prefix else None
+    listed = _api().call("GET", f"/v1/databases/{quote(database, safe='')}/keys", None, query)
+    if as_json:
+        _print(listed)
+    else:
+        for key in listed:
+            click.echo(key)
+
+
+@click.command("watch")
+@click.argument("database", required=False)
+@click.option("--prefix", default=None, help="only keys that start with this")
+@click.option("--kinds", default=None, help="only these kinds, comma-separated")
+@click.option("--names", default=None, help="only custom events of these names")
+@click.option("--values", "with_values", is_flag=True, help="include values that are held")
+@click.option("--count", type=click.IntRange(min=1), default=None, help="stop after N events")
+@_handled
+def watch_command(
+    database: str | None,
+    prefix: str | None,
+    kinds: str | None,
+    names: str | None,
+    with_values: bool,
+    count: int | None,
+) -> None:
+    """Print events as they happen, one JSON object per line (Ctrl-C stops)."""
+    query = {"database": database, "prefix": prefix, "kinds": kinds, "names": names}
+    query_strings = {k: v for k, v in query.items() if v}
+    if with_values:
+        query_strings["values"] = "1"
+    seen = 0
+    try:
+        for event in _api().stream("/v1/events", query_strings):
+            _print(event)
+            seen += 1
+            if count is not None and seen >= count:
+                return
+    except KeyboardInterrupt:
+        return
+
+
+@click.command("emit")
+@click.argument("name")
+@click.argument("payload", required=False)
+@_handled
+def emit_command(name: str, payload: str | None) -> None:
+    """Emit the custom event NAME with PAYLOAD (JSON; default null)."""
+    body = None if payload is None else _json_argument(payload, "PAYLOAD")
+    _api().call("POST", f"/v1/events/{quote(name, safe='')}", body)
+    click.echo("OK")
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+@click.command("status")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@_handled
+def status_command(as_json: bool) -> None:
+    """Show the node, the cluster's members and the databases."""
+    api = _api()
+    cluster = api.call("GET", "/v1/cluster")
+    databases = api.call("GET", "/v1/databases")["databases"]
+    if as_json:
+        _print({**cluster, "databases": databases})
+        return
+    me = cluster["node"]
+    click.echo(f"node {me['name']} ({me['role']}) at {me['address'] or '-'}\n")
+    members = [["MEMBER", "ROLE", "STATE", "ADDRESS"]]
+    members += [[m["name"], m["role"], m["state"], m["address"] or "-"] for m in cluster["members"]]
+    click.echo(_table(members) + "\n")
+    rows = [["DATABASE", "KEYS", "EXPIRE"]]
+    rows += [
+        [d["name"], str(d["keys"]), "never" if d["expire"] is None else f"{d['expire']:g}s"]
+        for d in databases
+    ]
+    click.echo(_table(rows))
+
+
+COMMANDS = [
+    get_command,
+    set_command,
+    update_command,
+    delete_command,
+    keys_command,
+    watch_command,
+    emit_command,
+    status_command,
+]

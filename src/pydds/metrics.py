@@ -1,0 +1,128 @@
+"""Prometheus metrics of a node (``GET /metrics``).
+
+Every figure is read from the node when scraped; nothing is counted twice and
+the write path pays only for plain integer counters. Metrics (all prefixed
+``pydds_``):
+
+==============================  =======  ==========================================
+name                            type     labels
+==============================  =======  ==========================================
+members                         gauge    state (self, alive, suspect, joining)
+links                           gauge
+keys                            gauge    database
+held_keys                       gauge    database (values held here, stale or not)
+stale_keys                      gauge    database
+events_total                    counter  kind
+link_bytes_total                counter  peer, direction (in, out)
+link_messages_total             counter  peer, direction (in, out)
+pulls_total                     counter  result (asked, timeout, unavailable)
+acks_total                      counter  result (waited, timeout)
+errors_total                    counter  kind (malformed_frame, protocol, slow_peer,
+                                         custom_payload, handler)
+==============================  =======  ==========================================
+
+Link counters count from the moment a link opened (a new link starts again at 0,
+which Prometheus reads as a counter reset).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .node import Node
+
+__all__ = ["NodeCollector", "metrics_handler", "registry_for"]
+
+_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class NodeCollector(Collector):
+    """Reads a node's figures at each scrape."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def collect(self) -> Iterator[Metric]:
+        node = self.node
+        members = GaugeMetricFamily(
+            "pydds_members", "Members as this node sees them.", None, ["state"]
+        )
+        for state, count in sorted(Counter(m.state for m in node.members()).items()):
+            members.add_metric([state], count)
+        yield members
+        cluster = node._cluster
+        traffic = cluster.traffic() if cluster is not None else {}
+        yield GaugeMetricFamily("pydds_links", "Open links to peers.", len(traffic))
+
+        keys = GaugeMetricFamily("pydds_keys", "Keys in the directory.", None, ["database"])
+        held = GaugeMetricFamily(
+            "pydds_held_keys", "Keys whose value this node holds.", None, ["database"]
+        )
+        stale = GaugeMetricFamily(
+            "pydds_stale_keys", "Held keys that went stale here.", None, ["database"]
+        )
+        for name in node.databases():
+            total, holding, stale_count = node.database(name)._keyspace.counts()
+            keys.add_metric([name], total)
+            held.add_metric([name], holding)
+            stale.add_metric([name], stale_count)
+        yield from (keys, held, stale)
+
+        events = CounterMetricFamily(
+            "pydds_events", "Events this node recorded, by kind.", None, ["kind"]
+        )
+        for kind, count in sorted(node.event_counts.items()):
+            events.add_metric([str(kind)], count)
+        yield events
+
+        link_bytes = CounterMetricFamily(
+            "pydds_link_bytes", "Bytes carried per link.", None, ["peer", "direction"]
+        )
+        link_messages = CounterMetricFamily(
+            "pydds_link_messages", "Messages carried per link.", None, ["peer", "direction"]
+        )
+        for peer, t in sorted(traffic.items()):
+            link_bytes.add_metric([peer, "in"], t.bytes_in)
+            link_bytes.add_metric([peer, "out"], t.bytes_out)
+            link_messages.add_metric([peer, "in"], t.messages_in)
+            link_messages.add_metric([peer, "out"], t.messages_out)
+        yield from (link_bytes, link_messages)
+
+        stats = cluster.stats if cluster is not None else Counter()
+        families = {
+            "pull": CounterMetricFamily("pydds_pulls", "Value pulls.", None, ["result"]),
+            "ack": CounterMetricFamily(
+                "pydds_acks", "Writes that waited for acknowledgements.", None, ["result"]
+            ),
+            "error": CounterMetricFamily("pydds_errors", "Errors, by kind.", None, ["kind"]),
+        }
+        for name, count in sorted(stats.items()):
+            group, _, label = name.partition(":")
+            if group in families:
+                families[group].add_metric([label], count)
+        families["error"].add_metric(["handler"], node.handler_errors)
+        yield from families.values()
+
+
+def registry_for(node: Node) -> CollectorRegistry:
+    """A registry holding only ``node``'s metrics (not the process-wide default)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(NodeCollector(node))
+    return registry
+
+
+def metrics_handler(
+    registry: CollectorRegistry,
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The ``GET /metrics`` handler for ``registry``."""
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": _CONTENT_TYPE})
+
+    return metrics

@@ -1,0 +1,137 @@
+"""The configuration of a node process (``pydds serve``).
+
+Each setting comes from, in this order of precedence: a command-line option, a
+``PYDDS_*`` environment variable, the TOML file named by ``--config`` (or
+``PYDDS_CONFIG``), and the embedded default. The file uses the option names with
+``_`` for ``-``::
+
+    name = "n1"
+    host = "127.0.0.1"
+    port = 7400
+    join = ["127.0.0.1:7401"]
+    advertise = "10.0.0.5:7400"
+    data_dir = "./pydds-data"
+    modules = ["package.module:Class?option=value"]
+    log_level = "info"
+    log_format = "json"
+
+The environment variables are ``PYDDS_`` and the upper-case name
+(``PYDDS_PORT=7500``); lists (``PYDDS_JOIN``, ``PYDDS_MODULES``) are comma-separated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ConfigError", "ServeConfig", "load_config"]
+
+ENV_PREFIX = "PYDDS_"
+LOG_FORMATS = ("text", "json")
+_LISTS = ("join", "modules")
+
+
+class ConfigError(ValueError):
+    """A setting is missing, unknown or of the wrong type (``pydds serve`` exits 2)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServeConfig:
+    """Every setting of a node process, with the embedded defaults."""
+
+    name: str | None = None  # the node's name (default: random)
+    host: str = "127.0.0.1"  # the address to bind
+    port: int = 7400  # the port to bind; 0 picks a free one
+    join: tuple[str, ...] = ()  # nodes to join through
+    advertise: str | None = None  # the address peers should dial, if not the bound one
+    data_dir: str = "./pydds-data"  # where persistence keeps its files
+    modules: tuple[str, ...] = ()  # module specs, ``package.module:Class?key=value&...``
+    log_level: str = "info"
+    log_format: str = "text"  # "text" or "json" (one JSON object per line)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(ServeConfig)}
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    """Check and convert one setting's value from ``source``."""
+    if name in _LISTS:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{name} in {source} must be a list of strings")
+        return tuple(value)
+    if name == "port":
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if type(value) is not int or not 0 <= value <= 65535:
+            raise ConfigError(f"port in {source} must be a number from 0 to 65535, not {value!r}")
+        return value
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} in {source} must be a string, not {value!r}")
+    if name == "log_format" and value not in LOG_FORMATS:
+        raise ConfigError(f"log_format in {source} must be 'text' or 'json', not {value!r}")
+    if name == "log_level" and not isinstance(logging.getLevelName(value.upper()), int):
+        raise ConfigError(f"log_level in {source} must be debug, info, warning or error")
+    return value
+
+
+def _from_file(path: str) -> dict[str, Any]:
+    try:
+        with Path(path).open("rb") as file:
+            table = tomllib.load(file)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"the config file {path} is not valid TOML: {exc}") from None
+    settings = {}
+    for key, value in table.items():
+        name = key.replace("-", "_")
+        if name not in _FIELDS:
+            raise ConfigError(f"unknown setting {key!r} in {path}")
+        settings[name] = _coerce(name, value, path)
+    return settings
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    settings = {}
+    for name in _FIELDS:
+        variable = ENV_PREFIX + name.upper()
+        if variable in environ:
+            settings[name] = _coerce(name, environ[variable], variable)
+    return settings
+
+
+def load_config(
+    options: Mapping[str, Any],
+    environ: Mapping[str, str],
+    config_file: str | None = None,
+) -> ServeConfig:
+    """Merge the settings: ``options`` (command line; None or empty means not
+    given) over ``environ`` over the config file (``config_file``, else
+    ``PYDDS_CONFIG``) over the defaults.
+
+    Example::
+
+        config = load_config({"port": 7500}, os.environ)
+
+    Raises:
+        ConfigError: an unknown setting, a bad value, or an unreadable file.
+    """
+    merged: dict[str, Any] = {}
+    path = config_file or environ.get(ENV_PREFIX + "CONFIG")
+    if path:
+        merged.update(_from_file(path))
+    merged.update(_from_env(environ))
+    for name, value in options.items():
+        if name not in _FIELDS:
+            raise ConfigError(f"unknown setting {name!r}")
+        if value is None or (name in _LISTS and not value):
+            continue
+        merged[name] = _coerce(name, value, "the command line")
+    return ServeConfig(**merged)
