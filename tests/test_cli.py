@@ -1,12 +1,17 @@
-"""``pydds serve`` as a real process on 127.0.0.1, stopped by its process group."""
+"""``pydds serve`` as a real process on 127.0.0.1 (stopped by its process group), and
+the client commands against it."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
+import socket
 import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -14,41 +19,249 @@ import pytest
 import pydds
 from pydds.cli import main
 
+Serve = Callable[..., Awaitable[str]]
 
-async def test_serve_answers_health_and_stops_cleanly_on_sigterm() -> None:
+
+class Served:
+    """A ``pydds serve`` process."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, line: str) -> None:
+        self.proc = proc
+        self.line = line
+        match = re.search(r"serving on (http://127\.0\.0\.1:\d+)", line)
+        assert match, line
+        self.http = match.group(1)
+        self.node = self.http.removeprefix("http://")
+
+
+async def start_serve(*args: str, env: dict[str, str] | None = None) -> Served:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "pydds",
         "serve",
-        "--port",
-        "0",
-        "--name",
-        "t1",
+        *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,  # its own process group, stopped as a whole below
+        env={**os.environ, **(env or {})},
+        start_new_session=True,  # its own process group, stopped as a whole
     )
+    assert proc.stdout is not None
     try:
-        assert proc.stdout is not None
         line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
-        match = re.search(r"pydds node t1 serving on (http://127\.0\.0\.1:\d+)", line)
-        assert match, line
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(match.group(1) + "/healthz") as response,
-        ):
-            assert response.status == 200
-            body = await response.json()
-        assert body["status"] == "ok"
-        assert body["node"] == "t1"
-        assert body["version"] == pydds.__version__
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+        raise
+    return Served(proc, line)
+
+
+async def stop(served: Served) -> int:
+    """SIGTERM, then (if it does not stop in time) SIGKILL, to its process group."""
+    proc = served.proc
+    if proc.returncode is None:
         os.killpg(proc.pid, signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 20) == 0
-    finally:
-        if proc.returncode is None:
+        try:
+            await asyncio.wait_for(proc.wait(), 20)
+        except TimeoutError:
             os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[Callable[..., Awaitable[Served]]]:
+    started: list[Served] = []
+
+    async def start(*args: str, env: dict[str, str] | None = None) -> Served:
+        s = await start_serve(*args, env=env)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        await stop(s)
+
+
+async def pydds_cmd(*args: str, node: str | None = None) -> tuple[int, str, str]:
+    """Run the ``pydds`` command; its exit code, stdout and stderr."""
+    env = {**os.environ}
+    if node is not None:
+        env["PYDDS_NODE"] = node
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pydds",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_the_readme_run_command_serves_and_stops_cleanly_on_sigterm(
+    served: Callable[..., Awaitable[Served]],
+) -> None:
+    # `pydds serve` exactly as the README has it; only the port comes from the
+    # environment, so that the test never collides with a node on 7400.
+    s = await served(env={"PYDDS_PORT": "0", "PYDDS_NAME": "t1"})
+    assert s.line.startswith("pydds node t1 serving on http://127.0.0.1:"), s.line
+    assert "in memory" in s.line
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(s.http + "/healthz") as response,
+    ):
+        assert response.status == 200
+        body = await response.json()
+    assert body["status"] == "ok"
+    assert body["node"] == "t1"
+    assert body["version"] == pydds.__version__
+    assert await stop(s) == 0
+
+
+async def test_a_config_file_and_the_environment(
+    served: Callable[..., Awaitable[Served]], tmp_path: Path
+) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text('name = "from-file"\nport = 0\nlog_level = "info"\n')
+    s = await served("--config", str(config), env={"PYDDS_LOG_FORMAT": "json"})
+    assert "pydds node from-file serving on" in s.line
+    assert await stop(s) == 0
+    assert s.proc.stderr is not None
+    lines = (await s.proc.stderr.read()).decode().splitlines()
+    logged = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert any(e["message"] == "node from-file stopped" for e in logged)
+
+
+async def test_bad_settings_exit_2_with_a_message(tmp_path: Path) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text("prot = 7400\n")
+    code, _, err = await pydds_cmd("serve", "--config", str(config))
+    assert code == 2
+    assert "unknown setting 'prot'" in err
+    code, _, err = await pydds_cmd("serve", "--port", "http")
+    assert code == 2
+
+
+async def test_two_processes_and_the_client_commands(
+    served: Callable[..., Awaitable[Served]],
+) -> None:
+    first = await served("--port", "0", "--name", "p1")
+    second = await served("--port", "0", "--name", "p2", "--join", first.node)
+    # Wait (bounded: the stream's timeout) for the event that says the key reached
+    # p2's directory.
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(20)) as session,
+        session.get(second.http + "/v1/events", params={"kinds": "created"}) as stream,
+    ):
+        await stream.content.readline()
+        code, out, _ = await pydds_cmd("set", "db", "user/1", '{"name": "Ada"}', node=first.node)
+        assert (code, out) == (0, "OK\n")
+        while b"user/1" not in await stream.content.readline():
+            pass
+    code, out, _ = await pydds_cmd("get", "db", "user/1", node=second.node)  # pulled from p1
+    assert (code, json.loads(out)) == (0, {"name": "Ada"})
+    assert (await pydds_cmd("update", "db", "user/1", '{"age": 36}', node=second.node))[0] == 0
+    code, out, _ = await pydds_cmd("keys", "db", "--prefix", "user", node=second.node)
+    assert (code, out) == (0, "user/1\n")
+    code, out, _ = await pydds_cmd("status", "--json", node=second.node)
+    status = json.loads(out)
+    assert sorted(m["name"] for m in status["members"]) == ["p1", "p2"]
+    assert status["databases"] == [{"name": "db", "expire": None, "keys": 1}]
+    code, out, _ = await pydds_cmd("status", node=second.node)
+    assert code == 0
+    assert "MEMBER" in out
+    assert "p1" in out
+    code, out, _ = await pydds_cmd("get", "db", "user/1", node=first.node)
+    assert json.loads(out) == {"name": "Ada", "age": 36}
+    assert (await pydds_cmd("delete", "db", "user/1", "--ack", "all", node=first.node))[0] == 0
+
+    # Exit codes: 1 not found, 2 bad usage, 3 node failed or unreachable.
+    code, _, err = await pydds_cmd("get", "db", "user/1", node=first.node)
+    assert code == 1
+    assert "not_found" in err
+    assert (await pydds_cmd("delete", "db", "nothing", node=first.node))[0] == 1
+    code, _, err = await pydds_cmd("set", "db", "k", "not json", node=first.node)
+    assert code == 2
+    assert "not JSON" in err
+    assert (await pydds_cmd("set", "bad/db", "k", "1", node=first.node))[0] == 2
+    assert (await pydds_cmd("update", "db", "k", "[1]", node=first.node))[0] == 2
+    assert (await pydds_cmd("get", "db", node=first.node))[0] == 2
+    await pydds_cmd("set", "db", "list", "[1]", node=first.node)
+    code, _, err = await pydds_cmd("update", "db", "list", '{"a": 1}', node=first.node)
+    assert code == 3
+    assert "wrong_type" in err
+
+
+async def test_watch_streams_events_as_json_lines(
+    served: Callable[..., Awaitable[Served]],
+) -> None:
+    s = await served("--port", "0", "--name", "w1")
+    env = {**os.environ, "PYDDS_NODE": s.node}
+    watch = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "pydds", "watch", "db", "--values", "--count", "3"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert watch.stderr is not None
+        opened = await asyncio.wait_for(watch.stderr.readline(), 20)
+        assert b"watching events" in opened
+        await pydds_cmd("set", "db", "k", '"v1"', node=s.node)
+        await pydds_cmd("set", "other", "k", '"ignored"', node=s.node)
+        await pydds_cmd("emit", "ping", '{"n": 1}', node=s.node)  # no database: filtered
+        await pydds_cmd("set", "db", "k", '"v2"', node=s.node)
+        await pydds_cmd("delete", "db", "k", node=s.node)
+        out, _ = await asyncio.wait_for(watch.communicate(), 20)
+    finally:
+        if watch.returncode is None:
+            watch.kill()
+            await watch.wait()
+    assert watch.returncode == 0
+    events = [json.loads(line) for line in out.decode().splitlines()]
+    assert [(e["kind"], e.get("value")) for e in events] == [
+        ("created", "v1"),
+        ("changed", "v2"),
+        ("deleted", None),
+    ]
+
+
+async def test_emit_reaches_a_watcher_of_custom_events(
+    served: Callable[..., Awaitable[Served]],
+) -> None:
+    s = await served("--port", "0")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(s.http + "/v1/events", params={"names": "deploy"}) as stream,
+    ):
+        await stream.content.readline()
+        assert (await pydds_cmd("emit", "deploy", '{"v": 3}', node=s.node))[0] == 0
+        while not (line := await asyncio.wait_for(stream.content.readline(), 20)).startswith(
+            b"data:"
+        ):
+            pass
+    event = json.loads(line[5:])
+    assert (event["kind"], event["name"], event["payload"]) == ("custom", "deploy", {"v": 3})
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def test_an_unreachable_node_is_a_clear_error() -> None:
+    code, _, err = await pydds_cmd("get", "db", "k", node=f"127.0.0.1:{free_port()}")
+    assert code == 3
+    assert "cannot reach the node at http://127.0.0.1:" in err
+    assert "PYDDS_NODE" in err
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -62,3 +275,13 @@ def test_a_command_is_required(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main([])
     assert info.value.code == 2
+
+
+@pytest.mark.parametrize(
+    "command", ["serve", "get", "set", "update", "delete", "keys", "watch", "emit", "status"]
+)
+def test_help_everywhere(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    assert f"Usage: pydds {command}" in capsys.readouterr().out

@@ -144,3 +144,63 @@ async def test_serve_processes_form_a_cluster(nodes: list[pydds.Node]) -> None:
             except TimeoutError:
                 os.killpg(proc.pid, signal.SIGKILL)
                 await proc.wait()
+
+
+class Proxy:
+    """A TCP forwarder on 127.0.0.1 that counts the connections it carries."""
+
+    def __init__(self) -> None:
+        self.target = 0  # the port connections are forwarded to
+        self.connections = 0
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        self._writers += [writer, up_writer]
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for writer in self._writers:
+                writer.close()
+            await self._server.wait_closed()
+
+
+async def test_advertise_names_the_address_peers_dial(nodes: list[pydds.Node]) -> None:
+    proxy = Proxy()
+    proxy_port = await proxy.start()
+    try:
+        a = pydds.Node("a", listen="127.0.0.1:0", advertise=f"127.0.0.1:{proxy_port}")
+        nodes.append(a)
+        await a.start()
+        assert a.address == f"ws://127.0.0.1:{proxy_port}"
+        assert a._cluster is not None
+        bound = a._cluster.transport.bound  # type: ignore[attr-defined]
+        proxy.target = int(bound.rsplit(":", 1)[1])
+        b = await start(nodes, "b", [a.address])  # through the proxy
+        c = await start(nodes, "c", [b.address or ""])  # learns a's address from b
+        await until(lambda: all(alive(n) == ["a", "b", "c"] for n in (a, b, c)), a, b, c)
+        assert proxy.connections == 2  # b and c both dialed the advertised address
+        listed = {m.name: m.address for m in c.members()}
+        assert listed["a"] == f"ws://127.0.0.1:{proxy_port}"
+        await a.database("db").set("k", "through the proxy")
+        await until(lambda: "k" in c.database("db"), c)
+        assert await c.database("db").get("k") == "through the proxy"
+    finally:
+        await proxy.close()

@@ -165,8 +165,13 @@ def watch_command(
     if with_values:
         query_strings["values"] = "1"
     seen = 0
+    api = _api()
+
+    def opened() -> None:
+        click.echo(f"watching events at {api.base} (Ctrl-C stops)", err=True)
+
     try:
-        for event in _api().stream("/v1/events", query_strings):
+        for event in api.stream("/v1/events", query_strings, opened):
             _print(event)
             seen += 1
             if count is not None and seen >= count:

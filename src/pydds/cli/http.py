@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -97,9 +97,18 @@ class NodeApi:
             except ValueError:
                 raise Unreachable(f"{self.base} answered something that is not JSON") from None
 
-    def stream(self, path: str, query: Mapping[str, str] | None = None) -> Iterator[Any]:
-        """The JSON ``data`` of each Server-Sent Event at ``path``, as they come."""
+    def stream(
+        self,
+        path: str,
+        query: Mapping[str, str] | None = None,
+        on_open: Callable[[], None] | None = None,
+    ) -> Iterator[Any]:
+        """The JSON ``data`` of each Server-Sent Event at ``path``, as they come;
+        ``on_open`` is called once the node has answered (events from then on are
+        in the stream)."""
         with self._open("GET", path, None, query) as response:
+            if on_open is not None:
+                on_open()
             data: list[str] = []
             while True:
                 line = response.readline()

@@ -1,0 +1,273 @@
+"""The JSON HTTP API, in process: every route and every error code."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+import pydds
+from pydds.net.memory import MemoryNetwork
+from pydds.server import make_app
+
+FAST = pydds.ClusterSettings(pull_timeout=0.2, ack_timeout=0.2, join_timeout=2.0)
+
+
+def key_url(db: str, key: str) -> str:
+    return f"/v1/databases/{quote(db, safe='')}/keys/{quote(key, safe='')}"
+
+
+async def serve(node: pydds.Node) -> TestClient[Any, Any]:
+    client: TestClient[Any, Any] = TestClient(TestServer(make_app(node)))
+    await client.start_server()
+    return client
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[TestClient[Any, Any]]:
+    client = await serve(pydds.Node("h1", limits=pydds.Limits(max_value_bytes=4096)))
+    yield client
+    await client.close()
+
+
+async def error_of(response: aiohttp.ClientResponse) -> tuple[int, str]:
+    body = await response.json()
+    assert isinstance(body["message"], str)
+    assert body["message"]
+    return response.status, body["error"]
+
+
+async def test_health_cluster_and_databases(api: TestClient[Any, Any]) -> None:
+    response = await api.get("/healthz")
+    assert response.status == 200
+    assert (await response.json())["status"] == "ok"
+    await api.put(key_url("cache", "k"), json=1)
+    cluster = await (await api.get("/v1/cluster")).json()
+    assert cluster["node"] == {"name": "h1", "address": None, "role": "node"}
+    assert [m["name"] for m in cluster["members"]] == ["h1"]
+    listing = await (await api.get("/v1/databases")).json()
+    assert listing == {"databases": [{"name": "cache", "expire": None, "keys": 1}]}
+
+
+async def test_put_get_patch_delete_and_keys(api: TestClient[Any, Any]) -> None:
+    url = key_url("cache", "user:1")
+    response = await api.put(url, json={"name": "Ada", "tags": ["x"]})
+    assert response.status == 201
+    assert (await response.json())["created"] is True
+    response = await api.put(url, json={"name": "Ada", "langs": ["en"]})
+    assert response.status == 200
+    assert (await api.patch(url, json={"age": 36})).status == 200
+    assert await (await api.get(url)).json() == {"name": "Ada", "langs": ["en"], "age": 36}
+    await api.put(key_url("cache", "user:2"), data=b"null")
+    await api.put(key_url("cache", "other"), json=[1.5, True, "s"])
+    keys = await (await api.get("/v1/databases/cache/keys", params={"prefix": "user:"})).json()
+    assert keys == ["user:1", "user:2"]
+    assert await (await api.get(key_url("cache", "user:2"))).json() is None
+    assert (await api.delete(url)).status == 200
+    assert await error_of(await api.get(url)) == (404, "not_found")
+    assert await error_of(await api.delete(url)) == (404, "not_found")
+
+
+async def test_keys_may_hold_any_character(api: TestClient[Any, Any]) -> None:
+    keys = ["a/b", "../../etc/passwd", "x?y=1&z#frag", "100%", "sp ace", "ünï/cödé", "a//b/"]
+    for i, key in enumerate(keys):
+        assert (await api.put(key_url("db", key), json=i)).status == 201
+    for i, key in enumerate(keys):
+        assert await (await api.get(key_url("db", key))).json() == i
+    assert await (await api.get("/v1/databases/db/keys")).json() == sorted(keys)
+
+
+async def test_ack_levels(api: TestClient[Any, Any]) -> None:
+    url = key_url("cache", "k")
+    for ack in ("local", "majority", "all", "1"):
+        assert (await api.put(url, json=ack, params={"ack": ack})).status in (200, 201)
+    assert await error_of(await api.put(url, json=1, params={"ack": "most"})) == (
+        400,
+        "invalid_value",
+    )
+    assert await error_of(await api.put(url, json=1, params={"ack": "0"})) == (
+        400,
+        "invalid_value",
+    )
+
+
+async def test_client_errors(api: TestClient[Any, Any]) -> None:
+    url = key_url("cache", "k")
+    bad_json = await api.put(url, data=b"{not json", headers={"Content-Type": "application/json"})
+    assert await error_of(bad_json) == (400, "bad_json")
+    assert await error_of(await api.put(url, data=b"NaN")) == (400, "bad_json")
+    assert await error_of(await api.put(url, data=b"\xff\xfe")) == (400, "bad_json")
+    deep: Any = 1
+    for _ in range(100):
+        deep = [deep]
+    assert await error_of(await api.put(url, json=deep)) == (400, "invalid_value")
+    # Larger than max_value_bytes once packed, but within the body limit.
+    assert await error_of(await api.put(url, json="x" * 5000)) == (400, "invalid_value")
+    # Larger than the body limit: refused before it is read.
+    too_large = await api.put(url, data=b'"' + b"x" * 100_000 + b'"')
+    assert await error_of(too_large) == (413, "too_large")
+    assert await error_of(await api.put(key_url("bad/name", "k"), json=1)) == (
+        400,
+        "invalid_name",
+    )
+    assert await error_of(await api.patch(url, json=[1, 2])) == (400, "invalid_value")
+    await api.put(url, json=[1, 2])
+    assert await error_of(await api.patch(url, json={"a": 1})) == (409, "wrong_type")
+    assert await error_of(await api.get(key_url("nodb", "k"))) == (404, "not_found")
+    assert await error_of(await api.get("/v1/databases/nodb/keys")) == (404, "not_found")
+    assert await error_of(await api.post("/v1/databases")) == (405, "method_not_allowed")
+    assert await error_of(await api.get("/v2/anything")) == (404, "not_found")
+    assert await error_of(await api.post("/v1/events/bad name", json=1)) == (
+        400,
+        "invalid_name",
+    )
+    # Nothing of the above changed anything, and the node still serves.
+    assert await (await api.get(url)).json() == [1, 2]
+    assert await (await api.get("/v1/databases/cache/keys")).json() == ["k"]
+
+
+async def read_events(response: aiohttp.ClientResponse, n: int) -> list[dict[str, Any]]:
+    """The next ``n`` events of a Server-Sent Events stream."""
+    events: list[dict[str, Any]] = []
+    kind = None
+    async with asyncio.timeout(5):
+        while len(events) < n:
+            line = (await response.content.readline()).decode().rstrip("\n")
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                event = json.loads(line[6:])
+                assert event["kind"] == kind
+                events.append(event)
+    return events
+
+
+async def test_event_stream_filters_and_values(api: TestClient[Any, Any]) -> None:
+    params = {"database": "cache", "prefix": "user:", "kinds": "created,changed", "values": "1"}
+    response = await api.get("/v1/events", params=params)
+    assert response.status == 200
+    assert response.headers["Content-Type"] == "text/event-stream"
+    assert (await response.content.readline()).startswith(b":")  # the stream is open
+    await api.put(key_url("cache", "other"), json=0)  # another prefix
+    await api.put(key_url("elsewhere", "user:1"), json=0)  # another database
+    await api.put(key_url("cache", "user:1"), json={"a": 1})
+    await api.patch(key_url("cache", "user:1"), json={"b": 2})
+    await api.delete(key_url("cache", "user:1"))  # a kind not asked for
+    await api.put(key_url("cache", "user:2"), json="last")
+    events = await read_events(response, 3)
+    assert [(e["kind"], e["key"]) for e in events] == [
+        ("created", "user:1"),
+        ("changed", "user:1"),
+        ("created", "user:2"),
+    ]
+    assert events[0]["origin"] == "h1"
+    assert events[2]["value"] == "last"
+    response.close()
+
+
+async def test_custom_events_over_http(api: TestClient[Any, Any]) -> None:
+    response = await api.get("/v1/events", params={"kinds": "custom", "names": "ping"})
+    await response.content.readline()
+    assert (await api.post("/v1/events/pong", json=1)).status == 202
+    assert (await api.post("/v1/events/ping", json={"n": 1})).status == 202
+    assert (await api.post("/v1/events/ping")).status == 202  # no body: null payload
+    events = await read_events(response, 2)
+    assert [(e["name"], e["payload"]) for e in events] == [("ping", {"n": 1}), ("ping", None)]
+    response.close()
+
+
+async def test_event_stream_rejects_unknown_kinds(api: TestClient[Any, Any]) -> None:
+    response = await api.get("/v1/events", params={"kinds": "created,exploded"})
+    assert await error_of(response) == (400, "invalid_value")
+
+
+async def test_metrics(api: TestClient[Any, Any]) -> None:
+    await api.put(key_url("cache", "a"), json=1)
+    await api.put(key_url("cache", "a"), json=2)
+    response = await api.get("/metrics")
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    text = await response.text()
+    assert 'pydds_keys{database="cache"} 1.0' in text
+    assert 'pydds_held_keys{database="cache"} 1.0' in text
+    assert 'pydds_stale_keys{database="cache"} 0.0' in text
+    assert 'pydds_events_total{kind="created"} 1.0' in text
+    assert 'pydds_events_total{kind="changed"} 1.0' in text
+    assert 'pydds_members{state="self"} 1.0' in text
+    assert "pydds_links 0.0" in text
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[tuple[MemoryNetwork, pydds.Node, pydds.Node]]:
+    network = MemoryNetwork()
+    a = pydds.Node("a", listen="mem://a", transport=network.transport(), cluster=FAST)
+    b = pydds.Node(
+        "b", listen="mem://b", join=["mem://a"], transport=network.transport(), cluster=FAST
+    )
+    await a.start()
+    await b.start()
+    yield network, a, b
+    await b.close()
+    await a.close()
+
+
+async def test_unavailable_and_ack_timeout(
+    pair: tuple[MemoryNetwork, pydds.Node, pydds.Node],
+) -> None:
+    network, a, b = pair
+    api = await serve(b)
+    try:
+        seen = b.events(database="db")
+        await a.database("db").set("k", "v")
+        await seen.get(timeout=5)  # b knows the key, and does not hold its value
+        assert await (await api.get("/v1/databases/db/keys")).json() == ["k"]
+        await network.partition(["mem://a"], ["mem://b"])
+        assert await error_of(await api.get(key_url("db", "k"))) == (503, "unavailable")
+        url = key_url("db", "mine")
+        response = await api.put(url, json=1, params={"ack": "all"})
+        assert await error_of(response) == (504, "ack_timeout")
+        assert await (await api.get(url)).json() == 1  # the write stands
+    finally:
+        await api.close()
+
+
+async def test_metrics_of_links(pair: tuple[MemoryNetwork, pydds.Node, pydds.Node]) -> None:
+    _, a, b = pair
+    api = await serve(b)
+    try:
+        seen = b.events(database="db")
+        await a.database("db").set("k", "v")
+        await seen.get(timeout=5)
+        assert await b.database("db").get("k") == "v"  # a pull
+        text = await (await api.get("/metrics")).text()
+        assert "pydds_links 1.0" in text
+        assert 'pydds_members{state="alive"} 1.0' in text
+        for direction in ("in", "out"):
+            line = next(
+                s
+                for s in text.splitlines()
+                if s.startswith(f'pydds_link_bytes_total{{direction="{direction}",peer="a"}}')
+                or s.startswith(f'pydds_link_bytes_total{{peer="a",direction="{direction}"}}')
+            )
+            assert float(line.split()[-1]) > 0
+        assert 'pydds_pulls_total{result="asked"} 1.0' in text
+    finally:
+        await api.close()
+
+
+async def test_a_closed_node_answers_503() -> None:
+    node = pydds.Node("gone")
+    api = await serve(node)
+    try:
+        await node.close()
+        response = await api.get("/healthz")
+        assert response.status == 503
+        assert await error_of(await api.put(key_url("db", "k"), json=1)) == (503, "closed")
+    finally:
+        await api.close()

@@ -1,0 +1,86 @@
+"""Settings of ``pydds serve``: options over environment over file over defaults."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from pydds.logs import JsonFormatter
+from pydds.serve_config import ConfigError, ServeConfig, load_config
+
+
+def test_defaults_are_the_embedded_node() -> None:
+    config = load_config({}, {})
+    assert config == ServeConfig()
+    assert (config.host, config.port, config.data_dir) == ("127.0.0.1", 7400, "./pydds-data")
+
+
+def test_precedence(tmp_path: Path) -> None:
+    file = tmp_path / "pydds.toml"
+    file.write_text(
+        'name = "from-file"\nport = 7001\njoin = ["h:1", "h:2"]\nlog-format = "json"\n'
+        'modules = ["a.b:C?x=1"]\n'
+    )
+    env = {"PYDDS_PORT": "7002", "PYDDS_HOST": "0.0.0.0", "PYDDS_CONFIG": str(file)}
+    config = load_config({"port": 7003, "join": (), "name": None}, env)
+    assert config.port == 7003  # the option wins
+    assert config.host == "0.0.0.0"  # the environment beats the default
+    assert config.name == "from-file"  # the file beats the default
+    assert config.join == ("h:1", "h:2")  # an empty option is "not given"
+    assert config.log_format == "json"
+    assert config.modules == ("a.b:C?x=1",)
+    assert load_config({}, {"PYDDS_PORT": "7002"}, str(file)).port == 7002
+
+
+def test_lists_from_the_environment() -> None:
+    config = load_config({}, {"PYDDS_JOIN": "a:1, b:2,,", "PYDDS_MODULES": "x.y:Z"})
+    assert config.join == ("a:1", "b:2")
+    assert config.modules == ("x.y:Z",)
+
+
+@pytest.mark.parametrize(
+    ("options", "env", "message"),
+    [
+        ({"port": 70000}, {}, "port"),
+        ({}, {"PYDDS_PORT": "seven"}, "PYDDS_PORT"),
+        ({"log_format": "xml"}, {}, "log_format"),
+        ({}, {"PYDDS_LOG_LEVEL": "loud"}, "log_level"),
+        ({"colour": "red"}, {}, "unknown setting"),
+    ],
+)
+def test_bad_settings(options: dict[str, object], env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(options, env)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("port = [1]", "port"),
+        ("join = 'a:1'\nunknown = 1", "unknown setting 'unknown'"),
+        ("name = ", "not valid TOML"),
+        ("join = [1, 2]", "list of strings"),
+    ],
+)
+def test_bad_files(tmp_path: Path, text: str, message: str) -> None:
+    file = tmp_path / "bad.toml"
+    file.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config({}, {}, str(file))
+
+
+def test_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config({}, {}, str(tmp_path / "nope.toml"))
+
+
+def test_json_log_lines() -> None:
+    record = logging.LogRecord("pydds", logging.WARNING, __file__, 1, "a %s", ("b",), None)
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["level"] == "warning"
+    assert entry["logger"] == "pydds"
+    assert entry["message"] == "a b"
+    assert entry["time"].endswith("Z")
