@@ -285,3 +285,18 @@ def test_help_everywhere(command: str, capsys: pytest.CaptureFixture[str]) -> No
         main([command, "--help"])
     assert info.value.code == 0
     assert f"Usage: pydds {command}" in capsys.readouterr().out
+
+
+async def test_modules_by_spec(served: Callable[..., Awaitable[Served]]) -> None:
+    s = await served("--port", "0", "--module", "tests.modules_for_tests:Marker?x=1")
+    assert "modules: marker" in s.line
+    code, out, _ = await pydds_cmd("get", "marks", "started", node=s.node)
+    assert (code, json.loads(out)) == (0, {"x": "1"})
+    code, _, err = await pydds_cmd("serve", "--port", "0", "--module", "tests.nothing:X")
+    assert code == 2
+    assert "cannot import 'tests.nothing'" in err
+    code, _, err = await pydds_cmd(
+        "serve", "--port", "0", "--module", "tests.modules_for_tests:Broken"
+    )
+    assert code == 1
+    assert "module 'broken' could not start" in err

@@ -319,6 +319,28 @@ async def test_a_lone_nodes_stale_copy_is_all_there_is() -> None:
         assert not db.is_stale("k")
 
 
+async def test_pinning_refreshes_a_stale_copy_and_keeps_it_replicated(cluster: Cluster) -> None:
+    a = await cluster.start("a")
+    b = await cluster.start("b", ["mem://a"])
+    await until(lambda: len(names(b)) == 2)
+    db_a, db_b = a.database("db", expire=10), b.database("db", expire=10)
+    await db_a.set("k", 1)
+    await until(lambda: "k" in db_b)
+    assert await db_b.get("k") == 1
+    await cluster.clock.advance(11, step=1.0)
+    assert db_b.is_stale("k")
+    await db_a.set("k", 2)
+    await db_b.pin()
+    assert not db_b.is_stale("k")
+    assert db_b._keyspace.read("k") == 2  # refreshed by the pin, no read needed
+    await cluster.clock.advance(30, step=1.0)
+    async with b.events(database="db") as at_b:
+        await db_a.set("k", 3)
+        pushed = await at_b.get(timeout=1)
+    assert pushed.delta is not None  # pushed to b again: it holds it fresh
+    assert not db_b.is_stale("k")
+
+
 async def test_ack_all_makes_every_node_a_holder(cluster: Cluster) -> None:
     a, b, c = await three(cluster)
     await a.database("db").set("k", {"v": 1}, ack="all")

@@ -26,6 +26,7 @@ from .errors import (
     KeyNotFound,
     LinkClosed,
     MalformedFrame,
+    ModuleError,
     NodeClosed,
     PathNotFound,
     ProtocolError,
@@ -34,6 +35,7 @@ from .errors import (
     WrongType,
 )
 from .events import Event, EventKind, Subscription
+from .modules import EventFilter, Module
 from .net.membership import Member
 from .net.memory import MemoryNetwork
 from .net.transport import Link, Transport
@@ -50,6 +52,7 @@ __all__ = [
     "Database",
     "DatabaseSettings",
     "Event",
+    "EventFilter",
     "EventKind",
     "FakeClock",
     "InvalidName",
@@ -62,6 +65,8 @@ __all__ = [
     "MalformedFrame",
     "Member",
     "MemoryNetwork",
+    "Module",
+    "ModuleError",
     "Node",
     "NodeClosed",
     "PathNotFound",

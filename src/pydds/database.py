@@ -105,6 +105,31 @@ class Database:
         that could reach no holder returns the local copy and leaves this True."""
         return self._keyspace.is_stale(key)
 
+    async def pin(self, prefix: str = "") -> None:
+        """Keep the keys starting with ``prefix`` (every key, by default) fresh on
+        this node: they never go stale here, so changes made anywhere keep coming.
+        Held copies that are stale now are refreshed from their holders.
+
+        Example::
+
+            await db.pin("config:")   # this node always has current config values
+        """
+        keyspace = self._open()
+        if not isinstance(prefix, str):
+            raise InvalidValue(f"a prefix is a str, not {type(prefix).__name__}")
+        keyspace.pin(prefix)
+        for key in keyspace.keys(prefix):
+            if keyspace.is_stale(key):
+                await self._node._refresh(self.name, key)
+
+    def unpin(self, prefix: str = "") -> None:
+        """Undo ``pin(prefix)``."""
+        self._open().unpin(prefix)
+
+    def pins(self) -> list[str]:
+        """The pinned prefixes."""
+        return self._keyspace.pins()
+
     def holds(self, key: str) -> bool:
         """Whether this node holds the value of ``key`` (reads of it need no peer)."""
         return self._keyspace.holds(key)

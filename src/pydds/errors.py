@@ -15,6 +15,7 @@ keep working in code that does not know pydds::
     ├── Unavailable         (also TimeoutError)  no holder of a value answered in time
     ├── AckTimeout          (also TimeoutError)  too few nodes acknowledged a write in time
     ├── LinkClosed          (also ConnectionError) a link to a peer closed or never opened
+    ├── ModuleError         (also RuntimeError)  a module could not be loaded or started
     └── ProtocolError                            a link broke the protocol
         └── MalformedFrame  (also ValueError)    a frame that does not decode; the link closes
 """
@@ -29,6 +30,7 @@ __all__ = [
     "KeyNotFound",
     "LinkClosed",
     "MalformedFrame",
+    "ModuleError",
     "NodeClosed",
     "PathNotFound",
     "ProtocolError",
@@ -79,6 +81,10 @@ class WrongType(PyddsError, TypeError):
 
 class NodeClosed(PyddsError, RuntimeError):
     """The node was closed; it takes no more operations."""
+
+
+class ModuleError(PyddsError, RuntimeError):
+    """A module could not be loaded, or could not start (the node does not start)."""
 
 
 class ProtocolError(PyddsError):

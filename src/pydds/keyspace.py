@@ -73,6 +73,7 @@ class Keyspace:
         self._now = now  # the node's clock
         self._early: dict[tuple[str, int], list[bytes]] = {}
         self._early_count = 0
+        self._pins: set[str] = set()  # key prefixes that never go stale here
 
     # -- reads ---------------------------------------------------------------------
 
@@ -99,7 +100,7 @@ class Keyspace:
         if kd is None:
             raise KeyNotFound(f"key {key!r} is not in database {self.name!r}")
         now = self._now()
-        if fresh and kd.held and (kd.stale or self._expired(kd, now)):
+        if fresh and kd.held and (kd.stale or self._expired(key, kd, now)):
             return STALE
         kd.accessed = now
         packed = kd.packed
@@ -113,14 +114,32 @@ class Keyspace:
         # first) reads as None; anti-entropy brings the rest.
         return None if value is MISSING else value
 
-    def _expired(self, kd: KeyDoc, now: float) -> bool:
+    def _expired(self, key: str, kd: KeyDoc, now: float) -> bool:
         expire = self.settings.expire
-        return expire is not None and now - kd.accessed >= expire
+        return expire is not None and now - kd.accessed >= expire and not self.pinned(key)
+
+    # -- pins ------------------------------------------------------------------------
+
+    def pin(self, prefix: str) -> None:
+        """Keys starting with ``prefix`` no longer go stale here."""
+        self._pins.add(prefix)
+
+    def unpin(self, prefix: str) -> None:
+        """Undo ``pin(prefix)`` (keys idle for ``expire`` go stale at the next sweep)."""
+        self._pins.discard(prefix)
+
+    def pins(self) -> list[str]:
+        """The pinned prefixes, sorted."""
+        return sorted(self._pins)
+
+    def pinned(self, key: str) -> bool:
+        """Whether ``key`` is pinned (never stale here)."""
+        return bool(self._pins) and any(key.startswith(p) for p in self._pins)
 
     def is_stale(self, key: str) -> bool:
         """Whether this node's copy of ``key`` is stale (not accessed for ``expire``)."""
         kd = self._keys.get(key)
-        return kd is not None and kd.held and (kd.stale or self._expired(kd, self._now()))
+        return kd is not None and kd.held and (kd.stale or self._expired(key, kd, self._now()))
 
     def refreshed(self, key: str) -> None:
         """This node's copy of ``key`` is current again (refreshed, or nothing to refresh from)."""
@@ -138,7 +157,7 @@ class Keyspace:
         now = self._now()
         out = []
         for key, kd in self._keys.items():
-            if not kd.stale and kd.held and now - kd.accessed >= expire:
+            if not kd.stale and kd.held and now - kd.accessed >= expire and not self.pinned(key):
                 kd.stale = True
                 out.append((key, kd.gen))
         return out
@@ -147,10 +166,10 @@ class Keyspace:
         """How many keys there are, how many values are held here, how many are stale."""
         now = self._now()
         held = stale = 0
-        for kd in self._keys.values():
+        for key, kd in self._keys.items():
             if kd.held:
                 held += 1
-                if kd.stale or self._expired(kd, now):
+                if kd.stale or self._expired(key, kd, now):
                     stale += 1
         return len(self._keys), held, stale
 

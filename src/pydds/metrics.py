@@ -19,6 +19,7 @@ pulls_total                     counter  result (asked, timeout, unavailable)
 acks_total                      counter  result (waited, timeout)
 errors_total                    counter  kind (malformed_frame, protocol, slow_peer,
                                          custom_payload, handler)
+module_errors_total             counter  module
 ==============================  =======  ==========================================
 
 Link counters count from the moment a link opened (a new link starts again at 0,
@@ -108,6 +109,13 @@ class NodeCollector(Collector):
                 families[group].add_metric([label], count)
         families["error"].add_metric(["handler"], node.handler_errors)
         yield from families.values()
+
+        module_errors = CounterMetricFamily(
+            "pydds_module_errors", "Exceptions raised by modules, by module.", None, ["module"]
+        )
+        for module in node.modules:
+            module_errors.add_metric([module.name], node.module_errors[module.name])
+        yield module_errors
 
 
 def registry_for(node: Node) -> CollectorRegistry:

@@ -27,9 +27,11 @@ from .config import DatabaseSettings, Limits, check_name
 from .crdt import values
 from .crdt.keydoc import LiveDocs
 from .database import Database
-from .errors import InvalidValue, NodeClosed, Unavailable
+from .errors import InvalidValue, ModuleError, NodeClosed, Unavailable
 from .events import Event, EventKind, Subscription
 from .keyspace import NOT_HELD, Keyspace
+from .modules.base import Module
+from .modules.host import ModuleHost
 from .net.membership import Member
 from .net.transport import Transport
 
@@ -101,6 +103,9 @@ class Node:
         clock: the node's time (default: the event loop's; tests pass a FakeClock).
         cluster: timing and bounds of links (``pydds.ClusterSettings``).
         limits: size and queue limits (``pydds.Limits``).
+        modules: modules to run on this node (``pydds.Module``), started in order
+            before the node listens or joins, stopped in reverse order first when
+            it closes.
     """
 
     role = "node"  # "node", or "client" for a Client
@@ -116,6 +121,7 @@ class Node:
         clock: Clock | None = None,
         cluster: ClusterSettings | None = None,
         limits: Limits | None = None,
+        modules: Iterable[Module] = (),
     ) -> None:
         self.name = check_name("node", name) if name is not None else f"node-{secrets.token_hex(4)}"
         self.limits = limits or Limits()
@@ -141,9 +147,21 @@ class Node:
         self._change_listeners: list[Callable[[Change], None]] = []
         self._handlers: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._closing = False
+        self._modules = ModuleHost(modules)
 
     def __repr__(self) -> str:
         return f"<Node {self.name!r} databases={len(self._databases)}>"
+
+    @property
+    def module_errors(self) -> Counter[str]:
+        """Exceptions raised by modules' ``on_event``, by module name."""
+        return self._modules.errors
+
+    @property
+    def modules(self) -> list[Module]:
+        """This node's modules, in start order."""
+        return list(self._modules.modules)
 
     @property
     def closed(self) -> bool:
@@ -165,6 +183,11 @@ class Node:
         if self._sweeper is not None:
             return  # started already
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+        try:
+            await self._modules.start(self)
+        except ModuleError:
+            await self.close()
+            raise
         if self._listen is not None and (self._cluster is None or self._cluster.address is None):
             await self._network().listen(self._listen, self._advertise)
         for address in self._join:
@@ -285,9 +308,12 @@ class Node:
         await self.close()
 
     async def close(self) -> None:
-        """Close the node: subscriptions end, handlers stop, memory is freed. Idempotent."""
-        if self._closed:
+        """Close the node: modules stop, subscriptions end, handlers stop, links
+        close, memory is freed. Idempotent."""
+        if self._closed or self._closing:
             return
+        self._closing = True
+        await self._modules.stop()  # while the node still serves them
         self._closed = True
         if self._sweeper is not None:
             self._sweeper.cancel()

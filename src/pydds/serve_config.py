@@ -12,6 +12,10 @@ Each setting comes from, in this order of precedence: a command-line option, a
     advertise = "10.0.0.5:7400"
     data_dir = "./pydds-data"
     modules = ["package.module:Class?option=value"]
+    # or, with typed options:
+    # [[modules]]
+    # spec = "package.module:Class"
+    # option = 5
     log_level = "info"
     log_format = "json"
 
@@ -50,7 +54,9 @@ class ServeConfig:
     join: tuple[str, ...] = ()  # nodes to join through
     advertise: str | None = None  # the address peers should dial, if not the bound one
     data_dir: str = "./pydds-data"  # where persistence keeps its files
-    modules: tuple[str, ...] = ()  # module specs, ``package.module:Class?key=value&...``
+    #: Module specs, ``package.module:Class?key=value&...`` (or, from a file, tables
+    #: ``{spec = "package.module:Class", key = value}``).
+    modules: tuple[str | dict[str, Any], ...] = ()
     log_level: str = "info"
     log_format: str = "text"  # "text" or "json" (one JSON object per line)
 
@@ -63,8 +69,11 @@ def _coerce(name: str, value: Any, source: str) -> Any:
     if name in _LISTS:
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{name} in {source} must be a list of strings")
+        # A module may also be a TOML table: {spec = "pkg.mod:Cls", option = value}.
+        allowed = (str, dict) if name == "modules" else (str,)
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, allowed) for v in value):
+            kind = "strings or tables" if name == "modules" else "strings"
+            raise ConfigError(f"{name} in {source} must be a list of {kind}")
         return tuple(value)
     if name == "port":
         if isinstance(value, str) and value.strip().isdigit():

@@ -6,11 +6,15 @@ import asyncio
 import logging
 import os
 import signal
+import sys
+from collections.abc import Sequence
 from typing import Any
 
 import click
 
+from ..errors import ModuleError
 from ..logs import configure_logging
+from ..modules import Module, load_module
 from ..net.ws import LINK_PATH, WebSocketTransport
 from ..node import Node
 from ..serve_config import ConfigError, ServeConfig, load_config
@@ -21,8 +25,14 @@ __all__ = ["serve", "serve_command"]
 log = logging.getLogger("pydds")
 
 
-async def serve(config: ServeConfig, *, stop: asyncio.Event | None = None) -> None:
-    """Run a node as ``config`` says until SIGINT or SIGTERM (or ``stop`` is set).
+async def serve(
+    config: ServeConfig,
+    modules: Sequence[Module] = (),
+    *,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run a node as ``config`` says, with ``modules``, until SIGINT or SIGTERM (or
+    ``stop`` is set).
 
     One aiohttp application serves the HTTP API, ``/metrics`` and the link route
     (``/v1/link``) on one port; on a signal the node closes its links and stops,
@@ -35,6 +45,7 @@ async def serve(config: ServeConfig, *, stop: asyncio.Event | None = None) -> No
         advertise=config.advertise,
         join=config.join,
         transport=transport,
+        modules=modules,
     )
     transport.app = make_app(node)
     stop = stop or asyncio.Event()
@@ -46,10 +57,11 @@ async def serve(config: ServeConfig, *, stop: asyncio.Event | None = None) -> No
             bound = transport.bound or node.address or ""
             http = bound.replace("ws://", "http://", 1)
             advertised = f"; advertised as {node.address}" if node.address != bound else ""
+            loaded = ", ".join(m.name for m in modules) or "none"
             print(
                 f"pydds node {node.name} serving on {http} (links at {bound}{LINK_PATH}"
-                f"{advertised}; data in memory: {config.data_dir} is used once the "
-                "persistence module is loaded)",
+                f"{advertised}; modules: {loaded}; data in memory unless a module "
+                "persists it)",
                 flush=True,
             )
             await stop.wait()
@@ -86,5 +98,13 @@ def serve_command(config_file: str | None, **options: Any) -> None:
         config = load_config(options, os.environ, config_file)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
+    try:
+        modules = [load_module(spec) for spec in config.modules]
+    except ModuleError as exc:
+        raise click.UsageError(str(exc)) from None
     configure_logging(config.log_level, config.log_format)
-    asyncio.run(serve(config))
+    try:
+        asyncio.run(serve(config, modules))
+    except ModuleError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
