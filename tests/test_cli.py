@@ -43,7 +43,8 @@ async def start_serve(*args: str, env: dict[str, str] | None = None) -> Served:
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})},
+        # In memory unless the test says otherwise: never ./pydds-data of the checkout.
+        env={**os.environ, "PYDDS_MEMORY": "1", **(env or {})},
         start_new_session=True,  # its own process group, stopped as a whole
     )
     assert proc.stdout is not None
@@ -104,13 +105,20 @@ async def pydds_cmd(*args: str, node: str | None = None) -> tuple[int, str, str]
 
 
 async def test_the_readme_run_command_serves_and_stops_cleanly_on_sigterm(
-    served: Callable[..., Awaitable[Served]],
+    served: Callable[..., Awaitable[Served]], tmp_path: Path
 ) -> None:
     # `pydds serve` exactly as the README has it; only the port comes from the
     # environment, so that the test never collides with a node on 7400.
-    s = await served(env={"PYDDS_PORT": "0", "PYDDS_NAME": "t1"})
+    env = {
+        "PYDDS_PORT": "0",
+        "PYDDS_NAME": "t1",
+        "PYDDS_MEMORY": "",
+        "PYDDS_DATA_DIR": str(tmp_path),
+    }
+    s = await served(env=env)
     assert s.line.startswith("pydds node t1 serving on http://127.0.0.1:"), s.line
-    assert "in memory" in s.line
+    assert f"data in {tmp_path}" in s.line  # persistence is the default
+    assert (tmp_path / "pydds.sqlite3").exists()
     async with (
         aiohttp.ClientSession() as session,
         session.get(s.http + "/healthz") as response,
@@ -292,11 +300,13 @@ async def test_modules_by_spec(served: Callable[..., Awaitable[Served]]) -> None
     assert "modules: marker" in s.line
     code, out, _ = await pydds_cmd("get", "marks", "started", node=s.node)
     assert (code, json.loads(out)) == (0, {"x": "1"})
-    code, _, err = await pydds_cmd("serve", "--port", "0", "--module", "tests.nothing:X")
+    code, _, err = await pydds_cmd(
+        "serve", "--port", "0", "--memory", "--module", "tests.nothing:X"
+    )
     assert code == 2
     assert "cannot import 'tests.nothing'" in err
     code, _, err = await pydds_cmd(
-        "serve", "--port", "0", "--module", "tests.modules_for_tests:Broken"
+        "serve", "--port", "0", "--memory", "--module", "tests.modules_for_tests:Broken"
     )
     assert code == 1
     assert "module 'broken' could not start" in err

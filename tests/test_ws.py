@@ -106,7 +106,7 @@ async def test_serve_processes_form_a_cluster(nodes: list[pydds.Node]) -> None:
     procs: list[asyncio.subprocess.Process] = []
 
     async def serve(name: str, *join: str) -> str:
-        args = [sys.executable, "-m", "pydds", "serve", "--port", "0", "--name", name]
+        args = [sys.executable, "-m", "pydds", "serve", "--port", "0", "--name", name, "--memory"]
         for address in join:
             args += ["--join", address]
         proc = await asyncio.create_subprocess_exec(

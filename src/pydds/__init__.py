@@ -31,6 +31,7 @@ from .errors import (
     PathNotFound,
     ProtocolError,
     PyddsError,
+    StorageError,
     Unavailable,
     WrongType,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "ProtocolError",
     "PyddsError",
     "RealClock",
+    "StorageError",
     "Subscription",
     "Transport",
     "Unavailable",

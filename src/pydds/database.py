@@ -168,9 +168,12 @@ class Database:
         before it returns: ``"local"`` (this node, the default), ``"majority"`` or
         ``"all"`` of the cluster's nodes, or a number of nodes (this one counts).
         Nodes that did not hold the key get it and hold it from then on.
+        ``"durable"`` waits until this node's store has it on disk;
+        ``"durable+majority"`` (or ``+all``, ``+N``) waits for both.
 
         Raises:
             AckTimeout: too few nodes acknowledged in time; the write stands.
+            StorageError: ``durable``, and the store could not write it; it stands.
             InvalidValue: ``value`` is not JSON-like or too large; nothing changed.
             InvalidName: ``key`` is not a valid key.
         """

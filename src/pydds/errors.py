@@ -16,6 +16,7 @@ keep working in code that does not know pydds::
     ├── AckTimeout          (also TimeoutError)  too few nodes acknowledged a write in time
     ├── LinkClosed          (also ConnectionError) a link to a peer closed or never opened
     ├── ModuleError         (also RuntimeError)  a module could not be loaded or started
+    ├── StorageError        (also OSError)       the store could not keep a write (disk full)
     └── ProtocolError                            a link broke the protocol
         └── MalformedFrame  (also ValueError)    a frame that does not decode; the link closes
 """
@@ -35,6 +36,7 @@ __all__ = [
     "PathNotFound",
     "ProtocolError",
     "PyddsError",
+    "StorageError",
     "Unavailable",
     "WrongType",
 ]
@@ -85,6 +87,11 @@ class NodeClosed(PyddsError, RuntimeError):
 
 class ModuleError(PyddsError, RuntimeError):
     """A module could not be loaded, or could not start (the node does not start)."""
+
+
+class StorageError(PyddsError, OSError):
+    """The store could not keep a write on disk (full, failing, or in use); the
+    write stands in memory, and the store tries again."""
 
 
 class ProtocolError(PyddsError):

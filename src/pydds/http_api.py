@@ -119,7 +119,8 @@ def _no_constant(name: str) -> Any:
 
 
 def _ack(request: web.Request) -> str | int:
-    ack: str | int = request.query.get("ack", "local")
+    # "durable+majority" arrives as "durable majority" unless its "+" was encoded.
+    ack: str | int = request.query.get("ack", "local").replace(" ", "+")
     if isinstance(ack, str) and ack.isdigit():
         ack = int(ack)
     check_ack(ack)

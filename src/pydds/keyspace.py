@@ -32,7 +32,7 @@ from .crdt.ydoc import EMPTY_STATE_VECTOR
 from .errors import KeyNotFound
 from .events import EventKind
 
-__all__ = ["NOT_HELD", "STALE", "Keyspace", "Report"]
+__all__ = ["NOT_HELD", "STALE", "Journal", "Keyspace", "Report"]
 
 #: ``read`` of a key whose value this node does not hold (it must be pulled).
 NOT_HELD: Any = object()
@@ -43,6 +43,10 @@ STALE: Any = object()
 #: ``report(kind, key, gen, directory_delta, value_delta, origin)``; kind None for a
 #: change with no event (a directory repair).
 Report = Callable[[EventKind | None, str, int, bytes | None, bytes | None, str], None]
+#: ``journal(key, gen, update)``: every CRDT update that changed this node's state,
+#: local or not, for a store to keep: key ``""`` for the directory (gen 0), and an
+#: empty update for "generation ``gen`` of ``key`` is gone" (deleted or replaced).
+Journal = Callable[[str, int, bytes], None]
 
 
 class Keyspace:
@@ -74,6 +78,7 @@ class Keyspace:
         self._early: dict[tuple[str, int], list[bytes]] = {}
         self._early_count = 0
         self._pins: set[str] = set()  # key prefixes that never go stale here
+        self.journal: Journal | None = None  # set by a store (persistence)
 
     # -- reads ---------------------------------------------------------------------
 
@@ -227,12 +232,16 @@ class Keyspace:
         entry = self.directory.get(key)
         gen = 1 if entry is None else entry.gen + 1
         directory_delta = self.directory.put(key, Entry(gen), LOCAL)
+        if self.journal is not None and directory_delta is not None:
+            self.journal("", 0, directory_delta)
         kd = self._keys[key] = KeyDoc(gen, accessed=self._now())
         self._live.touch(kd)
         return kd, directory_delta
 
     def _done(self, key: str, kd: KeyDoc, directory: bytes | None, delta: bytes | None) -> None:
         kind = EventKind.CREATED if directory is not None else EventKind.CHANGED
+        if self.journal is not None and delta is not None:
+            self.journal(key, kd.gen, delta)
         if directory is not None or delta is not None:
             self._report(kind, key, kd.gen, directory, delta, self.node_name)
 
@@ -273,10 +282,14 @@ class Keyspace:
             return False
         self._close(key, kd)
         delta = self.directory.put(key, Entry(kd.gen, True), LOCAL)
+        if self.journal is not None and delta is not None:
+            self.journal("", 0, delta)
         self._report(EventKind.DELETED, key, kd.gen, delta, None, self.node_name)
         return True
 
     def _close(self, key: str, kd: KeyDoc) -> None:
+        if self.journal is not None:
+            self.journal(key, kd.gen, b"")
         del self._keys[key]
         self._live.discard(kd)
         kd.close()
@@ -332,6 +345,8 @@ class Keyspace:
         self._live.touch(kd)
         kd.accessed, kd.stale = self._now(), False
         delta = kd.apply(self.client_id, update)
+        if self.journal is not None and delta is not None:
+            self.journal(key, gen, delta)
         if was_held and delta is not None:
             self._report_remote(EventKind.CHANGED, key, delta, origin)
         elif not was_held:
@@ -340,7 +355,9 @@ class Keyspace:
     def _apply_directory(self, update: bytes | None, origin: str) -> dict[str, EventKind]:
         pending: dict[str, EventKind] = {}
         if update is not None:
-            _, changed = self.directory.apply(update, REMOTE)
+            delta, changed = self.directory.apply(update, REMOTE)
+            if self.journal is not None and delta is not None:
+                self.journal("", 0, delta)
             for entry_change in changed:
                 self._reconcile(entry_change, pending, origin)
         return pending
@@ -355,6 +372,8 @@ class Keyspace:
         if old is not None and (new is None or new < old):
             # The entry went backwards: write the greater one again.
             delta = self.directory.put(c.key, old, LOCAL)
+            if self.journal is not None and delta is not None:
+                self.journal("", 0, delta)
             self._report(None, c.key, old.gen, delta, None, self.node_name)
             return
         if new is None:
@@ -371,14 +390,19 @@ class Keyspace:
                 self._live.touch(kd)  # every live document is counted by the LRU
                 self._early_count -= len(early)
                 for update in early:
-                    kd.apply(self.client_id, update)
+                    applied = kd.apply(self.client_id, update)
+                    if self.journal is not None and applied is not None:
+                        self.journal(c.key, new.gen, applied)
             pending[c.key] = EventKind.CREATED
 
     def _apply_value(self, key: str, gen: int, update: bytes) -> bytes | None:
         kd = self._keys.get(key)
         if kd is not None and kd.gen == gen:
             self._live.touch(kd)
-            return kd.apply(self.client_id, update)
+            delta = kd.apply(self.client_id, update)
+            if self.journal is not None and delta is not None:
+                self.journal(key, gen, delta)
+            return delta
         entry = self.directory.get(key)
         if entry is None or entry.gen < gen:
             self._hold_early(key, gen, update)
@@ -391,6 +415,53 @@ class Keyspace:
             self.dropped_updates += dropped
         self._early.setdefault((key, gen), []).append(update)
         self._early_count += 1
+
+    # -- restoring from a store ---------------------------------------------------------
+
+    def restore(self, directory: bytes | None, states: dict[str, tuple[int, bytes]]) -> int:
+        """Load what a store kept: the directory's state and each held value's state
+        (with its generation). Restoring is no change: no events, no journal. Values
+        of a generation the directory does not hold live are ignored.
+
+        Returns:
+            How many values were restored.
+
+        Raises:
+            InvalidUpdate: the directory's state does not decode (nothing changed).
+        """
+        journal, self.journal = self.journal, None
+        try:
+            if self._keys or self.directory.entries():
+                return self._restore_into_live(directory, states)
+            if directory is not None:
+                fresh = Directory(self.client_id, directory)  # InvalidUpdate if bad
+                self.directory.close()
+                self.directory = fresh
+            now, restored = self._now(), 0
+            for key, entry in self.directory.entries().items():
+                if entry.deleted:
+                    continue
+                gen, state = states.get(key, (0, None))
+                held = state if gen == entry.gen else None
+                self._keys[key] = KeyDoc(entry.gen, held, accessed=now)
+                restored += held is not None
+            return restored
+        finally:
+            self.journal = journal
+
+    def _restore_into_live(
+        self, directory: bytes | None, states: dict[str, tuple[int, bytes]]
+    ) -> int:
+        """``restore`` into a database already in use: applied as changes from elsewhere."""
+        if directory is not None:
+            self.apply_directory(directory, self.node_name)
+        restored = 0
+        for key, (gen, state) in states.items():
+            kd = self._keys.get(key)
+            if kd is not None and kd.gen == gen:
+                self.apply_pulled(key, gen, state, self.node_name)
+                restored += 1
+        return restored
 
     def close(self) -> None:
         """Drop every document."""

@@ -18,7 +18,7 @@ import secrets
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from .changes import Change
 from .clock import Clock, RealClock
@@ -29,7 +29,7 @@ from .crdt.keydoc import LiveDocs
 from .database import Database
 from .errors import InvalidValue, ModuleError, NodeClosed, Unavailable
 from .events import Event, EventKind, Subscription
-from .keyspace import NOT_HELD, Keyspace
+from .keyspace import NOT_HELD, Journal, Keyspace
 from .modules.base import Module
 from .modules.host import ModuleHost
 from .net.membership import Member
@@ -46,17 +46,55 @@ _CLIENT_ID_LIMIT = 2**53
 Handler = Callable[[Event], Awaitable[None] | None]
 
 
-def check_ack(ack: object) -> None:
-    """Check a write's ack level: ``"local"``, ``"majority"``, ``"all"`` or an int >= 1.
+def parse_ack(ack: object) -> tuple[bool, str | int]:
+    """Split a write's ack level into (durable, cluster level).
+
+    Levels: ``"local"``, ``"majority"``, ``"all"``, an int >= 1 (nodes that applied
+    the write, this one counting), ``"durable"`` (on this node's disk), or
+    ``"durable+"`` and a cluster level (``"durable+majority"``).
 
     Raises:
         InvalidValue: anything else.
     """
-    if ack in ("local", "majority", "all"):
-        return
-    if type(ack) is int and ack >= 1:
-        return
-    raise InvalidValue(f"ack must be 'local', 'majority', 'all' or a number >= 1, not {ack!r}")
+    durable, level = False, ack
+    if isinstance(ack, str) and ack.startswith("durable"):
+        durable, rest = True, ack.removeprefix("durable")
+        level = "local" if not rest else rest.removeprefix("+") if rest[0] == "+" else ack
+        if isinstance(level, str) and level.isdigit():
+            level = int(level)
+    if level in ("local", "majority", "all"):
+        return durable, level
+    if type(level) is int and level >= 1:
+        return durable, level
+    raise InvalidValue(
+        f"ack must be 'local', 'majority', 'all', a number >= 1, 'durable' or "
+        f"'durable+' one of those, not {ack!r}"
+    )
+
+
+def check_ack(ack: object) -> None:
+    """Check a write's ack level (see ``parse_ack``).
+
+    Raises:
+        InvalidValue: not a level.
+    """
+    parse_ack(ack)
+
+
+class Store(Protocol):
+    """What keeps a node's data on disk (the persistence module is one)."""
+
+    def journal(self, database: str) -> Journal:
+        """The journal of ``database``: it receives every update that changes it."""
+        ...
+
+    def barrier(self) -> Awaitable[None]:
+        """Done once everything journaled so far is on disk.
+
+        Raises:
+            StorageError: it could not be written.
+        """
+        ...
 
 
 def _event_value(keyspace: Keyspace, key: str) -> Any:
@@ -149,6 +187,7 @@ class Node:
         self._closed = False
         self._closing = False
         self._modules = ModuleHost(modules)
+        self._store: Store | None = None  # the store that keeps data on disk, if any
 
     def __repr__(self) -> str:
         return f"<Node {self.name!r} databases={len(self._databases)}>"
@@ -252,26 +291,57 @@ class Node:
                     self._cluster.release(name, key, gen)
 
     async def _write(self, ack: str | int, operation: Callable[[], Any]) -> Any:
-        """Run a local write; with an ack level, wait for enough nodes to apply it.
+        """Run a local write; with an ack level, wait for enough nodes to apply it
+        (and, for ``durable``, for this node's store to have it on disk).
 
         Raises:
             AckTimeout: too few nodes acknowledged in time (the write stands).
+            StorageError: ``durable`` and the store could not write it (it stands).
+            InvalidValue: a bad level, or ``durable`` with no store on this node.
         """
-        check_ack(ack)
-        if ack == "local" or self._cluster is None:  # alone, this node is every node
+        durable, level = parse_ack(ack)
+        if durable and self._store is None:
+            raise InvalidValue(
+                f"ack {ack!r} needs a store on node {self.name!r} (the persistence module)"
+            )
+        if level == "local" or self._cluster is None:  # alone, this node is every node
             result = operation()
             if self._cluster is not None and self._cluster.congested:
                 await self._cluster.flush()
+            if durable:
+                assert self._store is not None
+                await self._store.barrier()
             return result
-        self._ack_level, self._ack_waiting = ack, None
+        self._ack_level, self._ack_waiting = level, None
         try:
             result = operation()
         finally:
             self._ack_level = "local"
         waiting, self._ack_waiting = self._ack_waiting, None
-        if waiting is not None:
-            await self._cluster.wait_ack(waiting, ack)
+        if durable:
+            assert self._store is not None
+            on_disk = asyncio.ensure_future(self._store.barrier())
+            try:
+                if waiting is not None:
+                    await self._cluster.wait_ack(waiting, level)
+            finally:
+                await on_disk
+        elif waiting is not None:
+            await self._cluster.wait_ack(waiting, level)
         return result
+
+    def attach_store(self, store: Store) -> None:
+        """Send every update of every database, now and later, to ``store``'s journal
+        (the persistence module calls this once it has restored the stored data).
+
+        Raises:
+            ValueError: a store is attached already.
+        """
+        if self._store is not None:
+            raise ValueError(f"node {self.name!r} has a store already")
+        self._store = store
+        for name, db in self._databases.items():
+            db._keyspace.journal = store.journal(name)
 
     async def _refresh(self, database: str, key: str) -> bool:
         """Refresh a stale or missing copy from its holders; True if it is current."""
@@ -365,6 +435,8 @@ class Node:
                 report=functools.partial(self._report, name),
                 now=self.clock.now,
             )
+            if self._store is not None:
+                keyspace.journal = self._store.journal(name)
             db = self._databases[name] = Database(self, keyspace)
         elif expire is not _UNSET and expire != db.settings.expire:
             db._keyspace.settings = DatabaseSettings(expire=expire)

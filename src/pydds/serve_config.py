@@ -11,6 +11,7 @@ Each setting comes from, in this order of precedence: a command-line option, a
     join = ["127.0.0.1:7401"]
     advertise = "10.0.0.5:7400"
     data_dir = "./pydds-data"
+    memory = false
     modules = ["package.module:Class?option=value"]
     # or, with typed options:
     # [[modules]]
@@ -38,6 +39,16 @@ __all__ = ["ConfigError", "ServeConfig", "load_config"]
 ENV_PREFIX = "PYDDS_"
 LOG_FORMATS = ("text", "json")
 _LISTS = ("join", "modules")
+_BOOLS = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "on": True,
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+}
 
 
 class ConfigError(ValueError):
@@ -54,6 +65,7 @@ class ServeConfig:
     join: tuple[str, ...] = ()  # nodes to join through
     advertise: str | None = None  # the address peers should dial, if not the bound one
     data_dir: str = "./pydds-data"  # where persistence keeps its files
+    memory: bool = False  # keep data in memory only (no persistence module by default)
     #: Module specs, ``package.module:Class?key=value&...`` (or, from a file, tables
     #: ``{spec = "package.module:Class", key = value}``).
     modules: tuple[str | dict[str, Any], ...] = ()
@@ -75,6 +87,12 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             kind = "strings or tables" if name == "modules" else "strings"
             raise ConfigError(f"{name} in {source} must be a list of {kind}")
         return tuple(value)
+    if name == "memory":
+        if isinstance(value, str) and value.strip().lower() in _BOOLS:
+            value = _BOOLS[value.strip().lower()]
+        if not isinstance(value, bool):
+            raise ConfigError(f"memory in {source} must be true or false, not {value!r}")
+        return value
     if name == "port":
         if isinstance(value, str) and value.strip().isdigit():
             value = int(value)
@@ -111,7 +129,7 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     settings = {}
     for name in _FIELDS:
         variable = ENV_PREFIX + name.upper()
-        if variable in environ:
+        if environ.get(variable):  # set and not empty
             settings[name] = _coerce(name, environ[variable], variable)
     return settings
 

@@ -15,6 +15,7 @@ import click
 from ..errors import ModuleError
 from ..logs import configure_logging
 from ..modules import Module, load_module
+from ..modules.persist import Persistence
 from ..net.ws import LINK_PATH, WebSocketTransport
 from ..node import Node
 from ..serve_config import ConfigError, ServeConfig, load_config
@@ -58,10 +59,11 @@ async def serve(
             http = bound.replace("ws://", "http://", 1)
             advertised = f"; advertised as {node.address}" if node.address != bound else ""
             loaded = ", ".join(m.name for m in modules) or "none"
+            stores = [m for m in modules if isinstance(m, Persistence)]
+            data = f"data in {stores[0].path}" if stores else "data in memory only"
             print(
                 f"pydds node {node.name} serving on {http} (links at {bound}{LINK_PATH}"
-                f"{advertised}; modules: {loaded}; data in memory unless a module "
-                "persists it)",
+                f"{advertised}; {data}; modules: {loaded})",
                 flush=True,
             )
             await stop.wait()
@@ -79,7 +81,8 @@ async def serve(
 @click.option("--join", multiple=True, metavar="ADDR", help="a node to join (repeatable)")
 @click.option("--advertise", default=None, metavar="ADDR", help="the address peers should dial")
 @click.option("--name", default=None, help="the node's name  [default: random]")
-@click.option("--data-dir", default=None, help="where modules keep files  [default: ./pydds-data]")
+@click.option("--data-dir", default=None, help="where data is kept  [default: ./pydds-data]")
+@click.option("--memory", is_flag=True, default=None, help="keep data in memory only")
 @click.option(
     "--module", "modules", multiple=True, metavar="SPEC", help="package.module:Class?opt=v"
 )
@@ -102,6 +105,8 @@ def serve_command(config_file: str | None, **options: Any) -> None:
         modules = [load_module(spec) for spec in config.modules]
     except ModuleError as exc:
         raise click.UsageError(str(exc)) from None
+    if not config.memory and not any(isinstance(m, Persistence) for m in modules):
+        modules.insert(0, Persistence(path=config.data_dir))  # the embedded default
     configure_logging(config.log_level, config.log_format)
     try:
         asyncio.run(serve(config, modules))

@@ -88,8 +88,8 @@ class Directory:
 
     __slots__ = ("_changes", "_doc", "_sub")
 
-    def __init__(self, client_id: int) -> None:
-        self._doc = YDoc(client_id, ROOT)
+    def __init__(self, client_id: int, state: bytes | None = None) -> None:
+        self._doc = YDoc(client_id, ROOT, state)  # loaded before observing: no changes
         changes: list[Any] = []
         self._changes = changes  # the changed keys of each map event of the update
         self._sub: Any = self._doc.root.observe(lambda event: changes.append(event.keys))

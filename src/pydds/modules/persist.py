@@ -1,0 +1,263 @@
+"""Persistence: a node's data in one SQLite file, crash-safe, restored at start.
+
+The node journals every update that changes its state (local writes, changes from
+peers, pulled values, directory entries, deletions); this module appends them to
+the store's log in group commits (all that arrived while the previous commit was
+being written go in one transaction), from a thread of its own, and folds the log
+into one state per key from time to time (compaction). ``ack="durable"`` writes wait
+for the commit that holds them.
+
+At start, before the node listens or joins, the stored directory and values are
+restored (no events: restoring is no change); then the node catches up with the
+cluster as any joining node does. Stale keys stay on disk. See ``storage.py`` for
+the file, its checksums and what happens to a damaged one.
+
+When the disk is full or failing, commits fail: durable writes raise
+``pydds.StorageError`` (the write stands in memory), and the updates stay queued
+and are tried again every ``retry`` seconds. The queue is bounded
+(``max_pending`` updates); past it the oldest are dropped and counted
+(``dropped``); a restart then re-syncs them from peers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InvalidUpdate, StorageError
+from ..keyspace import Journal
+from ..storage import Loaded, Row, SqliteStore, merge
+from .base import Module
+
+if TYPE_CHECKING:
+    from ..node import Node
+
+__all__ = ["Persistence"]
+
+log = logging.getLogger("pydds.persist")
+
+
+def _number(value: Any, name: str, kind: type[int] | type[float]) -> Any:
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, not {value!r}") from None
+    if number <= 0:
+        raise ValueError(f"{name} must be positive, not {value!r}")
+    return number
+
+
+class Persistence(Module):
+    """Keeps the node's data in ``path/pydds.sqlite3`` (default ``./pydds-data``).
+
+    Example::
+
+        node = pydds.Node(modules=[Persistence(path="/var/lib/pydds")])
+        async with node:
+            await node.database("orders").set("o1", {...}, ack="durable")
+
+    From the command line: ``pydds serve --data-dir DIR`` (persistence is the
+    embedded default) or ``--module 'pydds.modules.persist:Persistence?path=DIR'``.
+
+    Args:
+        path: the data directory (made if missing).
+        compact_at: log rows after which a compaction runs.
+        max_pending: updates queued for the disk at most (see the module docstring).
+        retry: seconds between attempts while the disk fails.
+        max_page_count: a cap on the file's size in pages (tests use it to make a
+            full disk); 0: none.
+    """
+
+    name = "persist"
+    start_timeout = 300.0  # a large store takes a while to restore
+    stop_timeout = 30.0
+
+    def __init__(
+        self,
+        path: str = "pydds-data",
+        compact_at: int | str = 100_000,
+        max_pending: int | str = 1_000_000,
+        retry: float | str = 1.0,
+        max_page_count: int | str = 0,
+    ) -> None:
+        self.path = Path(path)
+        self.compact_at = _number(compact_at, "compact_at", int)
+        self.max_pending = _number(max_pending, "max_pending", int)
+        self.retry = _number(retry, "retry", float)
+        self.max_page_count = int(max_page_count)
+        self.restored = 0  # values restored at start
+        self.commits = 0  # transactions written
+        self.written = 0  # updates written
+        self.dropped = 0  # updates dropped from a full queue (never written)
+        self.failures = 0  # commits that failed
+        self._store: SqliteStore | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: list[Row] = []
+        self._seq = 0  # updates journaled so far
+        self._done = 0  # updates journaled and then written (or dropped)
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._since_compaction = 0
+        self._closing = False
+
+    # -- life ---------------------------------------------------------------------------
+
+    async def start(self, node: Node) -> None:
+        loop = asyncio.get_running_loop()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="pydds-persist")
+        self._store = await loop.run_in_executor(
+            self._executor, lambda: SqliteStore(self.path, max_page_count=self.max_page_count)
+        )
+        loaded = await loop.run_in_executor(self._executor, self._store.load)
+        prepared = await loop.run_in_executor(self._executor, self._prepare, loaded)
+        recovery = self._store.recovery
+        for name, directory, states in prepared:
+            # On the event loop: CRDT documents belong to the thread that made them.
+            try:
+                self.restored += node.database(name)._keyspace.restore(directory, states)
+            except InvalidUpdate:
+                log.error("the stored directory of %r does not load; it re-syncs", name)
+                recovery.lost_keys += 1
+        if recovery.damaged or recovery.lost_rows or recovery.lost_keys:
+            log.error(
+                "store %s: %s%d rows lost, %d keys lost; peers re-sync what they have",
+                self._store.path,
+                f"damaged (kept at {recovery.moved_to}), " if recovery.damaged else "",
+                recovery.lost_rows,
+                recovery.lost_keys,
+            )
+        log.info("restored %d values from %s", self.restored, self._store.path)
+        node.attach_store(self)
+        self._writer = loop.create_task(self._write_forever(), name="pydds persistence")
+
+    def _prepare(self, loaded: Loaded) -> list[tuple[str, bytes | None, dict[str, Any]]]:
+        """Merge each key's stored updates into one (in the store's thread)."""
+        assert self._store is not None
+        recovery = self._store.recovery
+        prepared = []
+        for name in sorted({*loaded.directories, *loaded.values}):
+            directory = None
+            updates = loaded.directories.get(name, [])
+            if updates:
+                try:
+                    directory = merge(updates)
+                except Exception:  # pycrdt's errors, pyo3 panics
+                    log.error("the stored directory of %r does not decode; it re-syncs", name)
+                    recovery.lost_keys += 1
+            states: dict[str, tuple[int, bytes]] = {}
+            for key, (gen, value_updates) in loaded.values.get(name, {}).items():
+                try:
+                    states[key] = (gen, merge(value_updates))
+                except Exception:
+                    recovery.lost_keys += 1
+            prepared.append((name, directory, states))
+        return prepared
+
+    async def stop(self) -> None:
+        """Write what is queued, then close the store."""
+        self._closing = True
+        self._wake.set()
+        if self._writer is not None:
+            await self._writer
+        if self._store is not None and self._executor is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._store.close)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+        for _, waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_exception(StorageError("the store closed before writing this"))
+        self._waiters.clear()
+
+    # -- what the node calls -----------------------------------------------------------
+
+    def journal(self, database: str) -> Journal:
+        def journal(key: str, gen: int, update: bytes) -> None:
+            self._pending.append((database, key, gen, update))
+            self._seq += 1
+            if len(self._pending) > self.max_pending:
+                drop = len(self._pending) - self.max_pending
+                del self._pending[:drop]
+                self.dropped += drop
+            if not self._wake.is_set():
+                self._wake.set()
+
+        return journal
+
+    def barrier(self) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._done >= self._seq:
+            future.set_result(None)
+        else:
+            self._waiters.append((self._seq, future))
+            self._wake.set()
+        return future
+
+    # -- the writer --------------------------------------------------------------------
+
+    async def _write_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._store is not None
+        assert self._executor is not None
+        store, executor = self._store, self._executor
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch, self._pending = self._pending, []
+                upto = self._seq
+                try:
+                    await loop.run_in_executor(executor, store.append, batch)
+                except StorageError as exc:
+                    self.failures += 1
+                    log.error("%s (%d updates wait to be written)", exc, len(batch))
+                    self._pending[:0] = batch
+                    self._fail_waiters(upto, exc)
+                    if self._closing:
+                        return
+                    await asyncio.sleep(self.retry)
+                    continue
+                self.commits += 1
+                self.written += len(batch)
+                self._since_compaction += len(batch)
+                self._done = upto
+                self._release_waiters()
+            if self._closing:
+                return
+            if self._since_compaction >= self.compact_at:
+                self._since_compaction = 0
+                await self._compact(loop, executor, store)
+
+    async def _compact(
+        self, loop: asyncio.AbstractEventLoop, executor: ThreadPoolExecutor, store: SqliteStore
+    ) -> None:
+        """Fold the log, a chunk at a time so that commits go on in between."""
+        while not self._closing:
+            try:
+                folded = await loop.run_in_executor(executor, store.compact)
+            except StorageError as exc:
+                log.error("%s", exc)
+                return
+            if not folded:
+                return
+            if self._pending:  # let the writer commit between two chunks
+                self._wake.set()
+                return
+
+    def _release_waiters(self) -> None:
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= self._done:
+            _, future = waiters.popleft()
+            if not future.done():
+                future.set_result(None)
+
+    def _fail_waiters(self, upto: int, exc: StorageError) -> None:
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= upto:
+            _, future = waiters.popleft()
+            if not future.done():
+                future.set_exception(StorageError(str(exc)))
