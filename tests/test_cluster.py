@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -11,51 +10,8 @@ import pydds
 from pydds.clock import FakeClock
 from pydds.net import messages as m
 from pydds.net.codec import PROTOCOL, decode_frame, encode_frame
-from pydds.net.memory import MemoryNetwork
 
-
-class Cluster:
-    def __init__(self) -> None:
-        self.network = MemoryNetwork()
-        self.clock = FakeClock()
-        self.nodes: list[pydds.Node] = []
-
-    def node(self, name: str, join: list[str] | None = None) -> pydds.Node:
-        node = pydds.Node(
-            name,
-            listen=f"mem://{name}",
-            join=join or [],
-            transport=self.network.transport(),
-            clock=self.clock,
-        )
-        self.nodes.append(node)
-        return node
-
-    async def start(self, name: str, join: list[str] | None = None) -> pydds.Node:
-        node = self.node(name, join)
-        await node.start()
-        return node
-
-
-async def until(condition: Callable[[], bool], rounds: int = 500) -> None:
-    """Let the tasks run until ``condition`` holds (bounded)."""
-    for _ in range(rounds):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition not reached")
-
-
-def names(node: pydds.Node) -> list[str]:
-    return [m.name for m in node.members() if m.state in ("self", "alive")]
-
-
-@pytest.fixture
-async def cluster() -> AsyncIterator[Cluster]:
-    c = Cluster()
-    yield c
-    for node in c.nodes:
-        await node.close()
+from .memcluster import Cluster, names, until
 
 
 async def three(cluster: Cluster) -> tuple[pydds.Node, pydds.Node, pydds.Node]:

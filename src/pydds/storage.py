@@ -89,8 +89,8 @@ class _Fold:
     __slots__ = ("gen", "gone", "updates")
 
     def __init__(self) -> None:
-        self.gen = 0
-        self.gone = 0  # the highest generation known to be gone
+        self.gen = 0  # 0 for a directory, whose updates all fold together
+        self.gone = -1  # the highest generation known to be gone
         self.updates: list[bytes] = []
 
     def add(self, gen: int, data: bytes) -> None:

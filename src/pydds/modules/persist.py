@@ -94,6 +94,7 @@ class Persistence(Module):
         self.written = 0  # updates written
         self.dropped = 0  # updates dropped from a full queue (never written)
         self.failures = 0  # commits that failed
+        self.compactions = 0  # compaction chunks done
         self._store: SqliteStore | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._pending: list[Row] = []
@@ -244,9 +245,24 @@ class Persistence(Module):
                 return
             if not folded:
                 return
+            self.compactions += 1
             if self._pending:  # let the writer commit between two chunks
                 self._wake.set()
                 return
+
+    async def compact(self) -> int:
+        """Fold the whole log into the states now; return the rows folded.
+
+        Raises:
+            StorageError: the disk is full or failing.
+        """
+        assert self._store is not None
+        assert self._executor is not None
+        loop, total = asyncio.get_running_loop(), 0
+        while folded := await loop.run_in_executor(self._executor, self._store.compact):
+            total += folded
+            self.compactions += 1
+        return total
 
     def _release_waiters(self) -> None:
         waiters = self._waiters
