@@ -36,6 +36,13 @@ class Cluster:
         await node.start()
         return node
 
+    async def start_with(
+        self, name: str, join: list[str] | None = None, *, modules: list[pydds.Module]
+    ) -> pydds.Node:
+        node = self.node(name, join, modules)
+        await node.start()
+        return node
+
 
 async def until(condition: Callable[[], bool], rounds: int = 500) -> None:
     """Let the tasks run until ``condition`` holds (bounded)."""

@@ -73,8 +73,7 @@ async def test_durable_needs_a_store() -> None:
 async def test_values_from_peers_and_pulled_values_are_kept(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    a = cluster.node("a", modules=[Persistence(path=str(tmp_path))])
-    await a.start()
+    a = await cluster.start_with("a", modules=[Persistence(path=str(tmp_path))])
     b = await cluster.start("b", ["mem://a"])
     await until(lambda: len(names(b)) == 2)
     db_a, db_b = a.database("db"), b.database("db")
@@ -253,3 +252,24 @@ def test_the_store_alone(tmp_path: Path) -> None:
     finally:
         store.close()
     store.close()  # idempotent
+
+
+async def test_a_restarted_node_catches_up_with_the_cluster(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    a = await cluster.start_with("a", modules=[Persistence(path=str(tmp_path))])
+    b = await cluster.start("b", ["mem://a"])
+    await until(lambda: len(names(b)) == 2)
+    await a.database("db").set("k", {"v": 1}, ack="durable")
+    await until(lambda: "k" in b.database("db"))
+    assert await b.database("db").get("k") == {"v": 1}
+    await a.close()
+    await until(lambda: names(b) == ["b"])
+    await b.database("db").update("k", {"w": 2})  # while a is down
+    await b.database("db").set("new", 1)
+    again = await cluster.start_with(
+        "a2", join=["mem://b"], modules=[Persistence(path=str(tmp_path))]
+    )
+    db = again.database("db")
+    assert db.holds("k")  # restored before the link opened
+    await until(lambda: "new" in db and db._keyspace.read("k") == {"v": 1, "w": 2})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .config import DatabaseSettings, check_key
@@ -149,6 +149,10 @@ class Database:
 
     def __len__(self) -> int:
         return len(self._keyspace)
+
+    def __iter__(self) -> Iterator[str]:
+        """The keys, sorted (a snapshot: writes while iterating do not disturb it)."""
+        return iter(self._keyspace.keys())
 
     def keys(self, prefix: str = "") -> list[str]:
         """The keys that start with ``prefix``, sorted.
