@@ -310,3 +310,21 @@ async def test_modules_by_spec(served: Callable[..., Awaitable[Served]]) -> None
     )
     assert code == 1
     assert "module 'broken' could not start" in err
+
+
+async def test_status_shows_statistics(served: Callable[..., Awaitable[Served]]) -> None:
+    s = await served("--port", "0", "--module", "stats?top=3", "--module", "keep-fresh?pin=cfg")
+    assert "modules: stats, keep-fresh" in s.line
+    await pydds_cmd("set", "db", "hot", "1", node=s.node)
+    await pydds_cmd("get", "db", "hot", node=s.node)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(20)) as session:
+        for _ in range(100):  # bounded: until the module has counted the write
+            async with session.get(s.http + "/v1/stats") as response:
+                body = await response.json()
+            if body["modules"]["stats"]["hot_writes"]:
+                break
+    code, out, _ = await pydds_cmd("status", node=s.node)
+    assert code == 0
+    assert "HOT KEYS BY WRITES" in out
+    assert "HOT KEYS BY READS" in out
+    assert "replication: 0 bytes in" in out

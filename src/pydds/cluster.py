@@ -162,6 +162,7 @@ class Cluster:
         self._warming: asyncio.Task[None] | None = None
         #: Counts of pulls, acknowledgements and errors, by name (see ``pydds.metrics``).
         self.stats: Counter[str] = Counter()
+        self.totals = Traffic()  # what every link carried, since the node started
 
     def _serve_task(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = self._spawn(coro)
@@ -338,6 +339,8 @@ class Cluster:
                     break
                 state.traffic.bytes_in += len(frame)
                 state.traffic.messages_in += len(batch)
+                self.totals.bytes_in += len(frame)
+                self.totals.messages_in += len(batch)
                 was_open = session.state is State.OPEN
                 for_node = session.receive(batch, self.clock.now())
                 if not was_open and session.state is State.OPEN and not self._opened(state):
@@ -574,6 +577,8 @@ class Cluster:
                     frame = encode_frame(batch)
                     state.traffic.bytes_out += len(frame)
                     state.traffic.messages_out += len(batch)
+                    self.totals.bytes_out += len(frame)
+                    self.totals.messages_out += len(batch)
                     await link.send(frame)
                 if session.closed:
                     await link.close()

@@ -83,6 +83,9 @@ class Database:
             KeyNotFound: the key is absent and no default was given (a ``KeyError``).
         """
         keyspace = self._open()
+        if self._node._read_listeners:
+            for listener in self._node._read_listeners:
+                listener(self.name, key)
         try:
             value = keyspace.read(key)
             if value is NOT_HELD:

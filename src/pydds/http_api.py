@@ -5,6 +5,7 @@ Routes (fixed paths)::
     GET    /healthz                              200 {"status": "ok", ...}
     GET    /v1/cluster                           this node and its members
     GET    /v1/databases                         names and settings
+    GET    /v1/stats                             event counts, and module statistics
     GET    /v1/databases/{db}/keys?prefix=P      the directory's keys, a JSON list
     GET    /v1/databases/{db}/keys/{key}         the value
     PUT    /v1/databases/{db}/keys/{key}?ack=A   set (body: any JSON value)
@@ -177,6 +178,20 @@ async def databases(request: web.Request) -> web.Response:
     return web.json_response({"databases": listing})
 
 
+async def stats(request: web.Request) -> web.Response:
+    """``GET /v1/stats``: events by kind, and what modules with a ``snapshot()``
+    (the statistics module) report."""
+    node = request.app[NODE]
+    modules = {}
+    for module in node.modules:
+        snapshot = getattr(module, "snapshot", None)
+        if snapshot is not None:
+            modules[module.name] = snapshot()
+    return web.json_response(
+        {"events": dict(sorted(node.event_counts.items())), "modules": modules}
+    )
+
+
 async def keys(request: web.Request) -> web.Response:
     db = _existing(request)
     return web.json_response(db.keys(prefix=request.query.get("prefix", "")))
@@ -317,6 +332,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/v1/cluster", cluster)
     app.router.add_get("/v1/databases", databases)
+    app.router.add_get("/v1/stats", stats)
     app.router.add_get("/v1/databases/{db}/keys", keys)
     app.router.add_get(key, get_value)
     app.router.add_put(key, put_value)

@@ -20,6 +20,7 @@ acks_total                      counter  result (waited, timeout)
 errors_total                    counter  kind (malformed_frame, protocol, slow_peer,
                                          custom_payload, handler)
 module_errors_total             counter  module
+(and what modules add: ``collect_metrics()``, e.g. the statistics module)
 ==============================  =======  ==========================================
 
 Link counters count from the moment a link opened (a new link starts again at 0,
@@ -116,6 +117,10 @@ class NodeCollector(Collector):
         for module in node.modules:
             module_errors.add_metric([module.name], node.module_errors[module.name])
         yield module_errors
+        for module in node.modules:  # modules with metrics of their own (statistics)
+            collect = getattr(module, "collect_metrics", None)
+            if collect is not None:
+                yield from collect()
 
 
 def registry_for(node: Node) -> CollectorRegistry:

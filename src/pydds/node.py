@@ -183,6 +183,7 @@ class Node:
         self._databases: dict[str, Database] = {}
         self._subscriptions: list[Subscription] = []
         self._change_listeners: list[Callable[[Change], None]] = []
+        self._read_listeners: list[Callable[[str, str], None]] = []
         self._handlers: set[asyncio.Task[None]] = set()
         self._closed = False
         self._closing = False
@@ -607,6 +608,12 @@ class Node:
         """
         self._change_listeners.append(listener)
         return functools.partial(self._change_listeners.remove, listener)
+
+    def add_read_listener(self, listener: Callable[[str, str], None]) -> Callable[[], None]:
+        """Call ``listener(database, key)`` on every ``get`` (statistics use it);
+        return a function that removes it. A listener must be quick and not raise."""
+        self._read_listeners.append(listener)
+        return functools.partial(self._read_listeners.remove, listener)
 
     def apply_change(self, change: Change) -> None:
         """Apply a change made elsewhere (its events have that node as origin).

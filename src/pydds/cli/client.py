@@ -207,8 +207,9 @@ def status_command(as_json: bool) -> None:
     api = _api()
     cluster = api.call("GET", "/v1/cluster")
     databases = api.call("GET", "/v1/databases")["databases"]
+    stats = api.call("GET", "/v1/stats")
     if as_json:
-        _print({**cluster, "databases": databases})
+        _print({**cluster, "databases": databases, "stats": stats})
         return
     me = cluster["node"]
     click.echo(f"node {me['name']} ({me['role']}) at {me['address'] or '-'}\n")
@@ -221,6 +222,16 @@ def status_command(as_json: bool) -> None:
         for d in databases
     ]
     click.echo(_table(rows))
+    statistics = stats.get("modules", {}).get("stats")
+    if statistics:
+        for title, name in (("READS", "hot_reads"), ("WRITES", "hot_writes")):
+            hot = statistics[name]
+            if hot:
+                table = [[f"HOT KEYS BY {title} ({statistics['window']:g}s)", "DATABASE", "COUNT"]]
+                table += [[h["key"], h["database"], str(h["count"])] for h in hot]
+                click.echo("\n" + _table(table))
+        r = statistics["replication"]
+        click.echo(f"\nreplication: {r['bytes_in']} bytes in, {r['bytes_out']} bytes out")
 
 
 COMMANDS = [
