@@ -18,7 +18,7 @@ Routes (fixed paths)::
 Every error is JSON, ``{"error": code, "message": text}``, with a stable code:
 400 ``bad_json``, ``invalid_value``, ``invalid_name``; 404 ``not_found``; 405
 ``method_not_allowed``; 409 ``wrong_type``; 413 ``too_large``; 503 ``unavailable``,
-``closed``; 504 ``ack_timeout``. Keys may hold any character, percent-encoded in the
+``closed``, ``storage_error``; 504 ``ack_timeout``. Keys may hold any character, percent-encoded in the
 path (``/`` as ``%2F``).
 """
 
@@ -41,6 +41,7 @@ from .errors import (
     NodeClosed,
     PathNotFound,
     PyddsError,
+    StorageError,
     Unavailable,
     WrongType,
 )
@@ -66,6 +67,7 @@ _ERRORS: list[tuple[type[Exception], int, str]] = [
     (PathNotFound, 404, "not_found"),
     (WrongType, 409, "wrong_type"),
     (AckTimeout, 504, "ack_timeout"),
+    (StorageError, 503, "storage_error"),
     (Unavailable, 503, "unavailable"),
     (NodeClosed, 503, "closed"),
     (PyddsError, 400, "invalid_request"),
