@@ -18,8 +18,8 @@ Routes (fixed paths)::
 Every error is JSON, ``{"error": code, "message": text}``, with a stable code:
 400 ``bad_json``, ``invalid_value``, ``invalid_name``; 404 ``not_found``; 405
 ``method_not_allowed``; 409 ``wrong_type``; 413 ``too_large``; 503 ``unavailable``,
-``closed``, ``storage_error``; 504 ``ack_timeout``. Keys may hold any character, percent-encoded in the
-path (``/`` as ``%2F``).
+``closed``, ``storage_error``; 504 ``ack_timeout``. Keys may hold any character,
+percent-encoded in the path (``/`` as ``%2F``).
 """
 
 from __future__ import annotations
