@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -271,3 +272,31 @@ async def test_a_closed_node_answers_503() -> None:
         assert await error_of(await api.put(key_url("db", "k"), json=1)) == (503, "closed")
     finally:
         await api.close()
+
+
+async def test_durable_writes_over_http(tmp_path: Path) -> None:
+    from pydds.modules.persist import Persistence
+
+    node = pydds.Node("d", modules=[Persistence(path=str(tmp_path), max_page_count=12)])
+    api = await serve(node)
+    try:
+        url = key_url("db", "k")
+        for ack in ("durable", "durable majority", "durable+all", "durable+1"):
+            response = await api.put(url, json=ack, params={"ack": ack})
+            assert response.status in (200, 201), await response.text()
+        bad = await api.put(url, json=1, params={"ack": "durable+most"})
+        assert await error_of(bad) == (400, "invalid_value")
+        status = 0
+        for i in range(200):  # bounded: the size cap is reached long before
+            response = await api.put(
+                key_url("db", f"big{i}"), json="y" * 2000, params={"ack": "durable"}
+            )
+            if response.status != 201:
+                status = response.status
+                assert await error_of(response) == (503, "storage_error")
+                break
+        assert status == 503
+        assert await (await api.get(url)).json() == "durable+1"  # the node serves on
+    finally:
+        await api.close()
+    await node.close()
