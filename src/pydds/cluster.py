@@ -48,7 +48,8 @@ from .net.codec import PROTOCOL, decode_frame, encode_frame
 from .net.membership import Member, Membership
 from .net.replication import (
     AckReceived,
-    CustomReceived,
+    HoldingDue,
+    Notice,
     PullDone,
     PullFor,
     Replication,
@@ -525,10 +526,13 @@ class Cluster:
         self.send(sends)
         self._notices(notices)
 
-    def _notices(self, notices: list[PullDone | CustomReceived | AckReceived | PullFor]) -> None:
+    def _notices(self, notices: list[Notice]) -> None:
         for notice in notices:
             if isinstance(notice, PullFor):
                 self._spawn(self._pull_for(notice))
+                continue
+            if isinstance(notice, HoldingDue):
+                self._spawn(self._holding(notice))
                 continue
             if isinstance(notice, PullDone):
                 future = self._pulls.pop(notice.value, None)
@@ -558,6 +562,12 @@ class Cluster:
                 packed_payload=message.payload,
             )
         )
+
+    async def _holding(self, notice: HoldingDue) -> None:
+        """Tell a peer what this node holds, once the directory it was just sent is on
+        its way (the link's writer runs first)."""
+        await asyncio.sleep(0)
+        self.send(self.replication.holding(notice.peer, notice.database))
 
     async def _pull_for(self, notice: PullFor) -> None:
         """Pull a value a client asked for, then answer the client."""

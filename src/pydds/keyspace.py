@@ -354,12 +354,43 @@ class Keyspace:
 
     def _apply_directory(self, update: bytes | None, origin: str) -> dict[str, EventKind]:
         pending: dict[str, EventKind] = {}
+        if update is not None and self.directory.untouched:
+            return self._adopt_directory(update)
         if update is not None:
             delta, changed = self.directory.apply(update, REMOTE)
             if self.journal is not None and delta is not None:
                 self.journal("", 0, delta)
             for entry_change in changed:
                 self._reconcile(entry_change, pending, origin)
+        return pending
+
+    def _adopt_directory(self, update: bytes) -> dict[str, EventKind]:
+        """A whole directory for an empty one (a node joining): load it without
+        recording entry changes one by one, then make every live key at once.
+
+        Raises:
+            InvalidUpdate: the update does not decode (nothing changed).
+        """
+        fresh = Directory(self.client_id, update)
+        self.directory.close()
+        self.directory = fresh
+        if self.journal is not None:
+            self.journal("", 0, update)
+        now, pending = self._now(), {}
+        for key, entry in fresh.entries().items():
+            if entry.deleted:
+                continue
+            kd = self._keys[key] = KeyDoc(entry.gen, accessed=now)
+            if self._early:
+                early = self._early.pop((key, entry.gen), ())
+                if early:
+                    self._live.touch(kd)
+                    self._early_count -= len(early)
+                    for item in early:
+                        applied = kd.apply(self.client_id, item)
+                        if self.journal is not None and applied is not None:
+                            self.journal(key, entry.gen, applied)
+            pending[key] = EventKind.CREATED
         return pending
 
     def _report_remote(self, kind: EventKind, key: str, delta: bytes | None, origin: str) -> None:

@@ -26,7 +26,7 @@ import pydds
 from pydds.crdt.sync import decode_state_vector
 from pydds.keyspace import NOT_HELD
 from pydds.net import messages as m
-from pydds.net.replication import Replication
+from pydds.net.replication import HoldingDue, Replication
 
 from ..helpers import exact
 
@@ -146,7 +146,10 @@ class Chaos(RuleBasedStateMachine):
         if frozenset((source, target)) in self.cut:
             return  # lost in the partition
         r = self.replicas[target]
-        sends, _ = r.replication.handle(source, message)
+        sends, notices = r.replication.handle(source, message)
+        for notice in notices:
+            if isinstance(notice, HoldingDue):
+                sends += r.replication.holding(notice.peer, notice.database)
         r.post(sends)
 
     def _quiesce(self) -> None:

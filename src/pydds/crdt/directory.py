@@ -86,13 +86,27 @@ class Directory:
         d.get("user:1")          # -> Entry(gen=1, deleted=False)
     """
 
-    __slots__ = ("_changes", "_doc", "_sub")
+    __slots__ = ("_changes", "_doc", "_sub", "_untouched")
 
     def __init__(self, client_id: int, state: bytes | None = None) -> None:
-        self._doc = YDoc(client_id, ROOT, state)  # loaded before observing: no changes
+        """A directory, empty or loaded from ``state`` (an update: a stored state, or
+        a peer's whole directory). Loading happens before observing, so it records
+        no entry changes: it costs the apply alone.
+
+        Raises:
+            InvalidUpdate: ``state`` does not decode.
+        """
+        self._doc = YDoc(client_id, ROOT, state)
+        self._untouched = state is None
         changes: list[Any] = []
         self._changes = changes  # the changed keys of each map event of the update
         self._sub: Any = self._doc.root.observe(lambda event: changes.append(event.keys))
+
+    @property
+    def untouched(self) -> bool:
+        """Whether nothing was ever written or applied to this directory (not even an
+        update still waiting for the ones it depends on)."""
+        return self._untouched
 
     @property
     def doc(self) -> YDoc:
@@ -126,6 +140,7 @@ class Directory:
 
     def put(self, key: str, entry: Entry, origin: int) -> bytes | None:
         """Write ``key``'s entry; return the delta."""
+        self._untouched = False
         doc = self._doc
         txn = doc.begin(origin)
         try:
@@ -144,6 +159,7 @@ class Directory:
         Raises:
             InvalidUpdate: the bytes do not decode; nothing was applied.
         """
+        self._untouched = False
         self._changes.clear()
         try:
             delta = self._doc.apply(update, origin)

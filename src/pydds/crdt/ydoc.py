@@ -88,18 +88,23 @@ class YDoc:
 
     def __init__(self, client_id: int, root: str, state: bytes | None = None) -> None:
         self._doc: Any = _pycrdt.Doc(client_id, False, None)
-        sink: list[bytes] = []
-        self._sink = sink  # the delta of the transaction being committed, at most one
-        self._sub: Any = self._doc.observe(lambda event: sink.append(event.update))
         txn = self._doc.create_transaction()
         try:
             self.root: YMap = cast(YMap, self._doc.get_or_insert_map(txn, root))
             if state is not None:
                 self._doc.apply_update(txn, state)
-        finally:
+        except BaseException as exc:
             txn.commit()
             txn.drop()
-        sink.clear()
+            if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+                raise
+            raise InvalidUpdate(f"cannot load state: {exc}") from None
+        txn.commit()
+        txn.drop()
+        # Observed only now: loading the state encodes no delta.
+        sink: list[bytes] = []
+        self._sink = sink  # the delta of the transaction being committed, at most one
+        self._sub: Any = self._doc.observe(lambda event: sink.append(event.update))
 
     @property
     def client_id(self) -> int:

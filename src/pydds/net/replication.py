@@ -5,7 +5,8 @@ Theory of operation
 Directories are eager, values lazy:
 
 * When a link opens, each end sends ``DirectoryStep1`` (its state vector) for every
-  database it has. The answer is ``DirectoryStep2`` (what it lacks), then ``Holding``
+  database it has. The answer is ``DirectoryStep2`` (what it lacks), then (after the
+  node has sent that: the ``HoldingDue`` notice) ``Holding``
   (key, generation, state vector) for the values the answering end holds fresh: the
   asker registers it as a holder of each, and sends a ``ValueDiff`` for each value
   where it has something the holder lacks. A ``DirectoryStep1``
@@ -52,7 +53,16 @@ from ..events import EventKind
 from ..keyspace import Keyspace
 from . import messages as m
 
-__all__ = ["AckReceived", "CustomReceived", "PullDone", "PullFor", "Replication", "Send"]
+__all__ = [
+    "AckReceived",
+    "CustomReceived",
+    "HoldingDue",
+    "Notice",
+    "PullDone",
+    "PullFor",
+    "Replication",
+    "Send",
+]
 
 Send = tuple[str, m.Message]
 HOLDING_CHUNK = 1000  # held values announced per Holding message
@@ -90,7 +100,17 @@ class PullFor:
     message: m.ValuePull
 
 
-Notice = PullDone | CustomReceived | AckReceived | PullFor
+@dataclass(frozen=True, slots=True)
+class HoldingDue:
+    """A peer has been sent the directory of ``database``: send it ``holding(peer,
+    database)`` next. It is a notice, not a message, so that the directory goes out
+    first (a joining node places 100,000 keys while this node lists what it holds)."""
+
+    peer: str
+    database: str
+
+
+Notice = PullDone | CustomReceived | AckReceived | PullFor | HoldingDue
 
 
 def _ahead(theirs: bytes, ours: bytes) -> bool:
@@ -156,8 +176,11 @@ class Replication:
             out.append((peer, m.DirectoryStep1(name, ks.directory.doc.state_vector())))
         return out
 
-    def _holding(self, peer: str, database: str) -> list[Send]:
-        """``Holding`` messages for every fresh value held here in ``database``."""
+    def holding(self, peer: str, database: str) -> list[Send]:
+        """``Holding`` messages for every fresh value held here in ``database`` (what
+        a ``HoldingDue`` notice asks for; nothing if the link closed meanwhile)."""
+        if peer not in self.peers:
+            return []
         ks = self._keyspace(database)
         held = [(key, gen, ks.value_state_vector(key)) for key, gen in ks.held()]
         return [
@@ -321,7 +344,7 @@ class Replication:
             if _ahead(msg.state_vector, ours):  # the peer has what this node lacks: ask
                 out.append((peer, m.DirectoryStep1(msg.database, ours)))
             # Then the values held here, once the peer has the directory to place them.
-            out.extend(self._holding(peer, msg.database))
+            notices.append(HoldingDue(peer, msg.database))
         elif isinstance(msg, m.DirectoryStep2):
             self._keyspace(msg.database).apply_directory(msg.update, peer)
         elif isinstance(msg, m.ValuePull):
