@@ -643,7 +643,7 @@ class Cluster:
             With an ack level beyond ``"local"``, a future done once enough nodes
             applied it (see ``wait_ack``); None otherwise.
         """
-        needed = self.needed_acks(ack)
+        needed = 0 if ack == "local" else self.needed_acks(ack)
         if needed <= 0:
             if self._links:
                 self.send(self.replication.changed(change))

@@ -190,7 +190,7 @@ class Database:
             check_key(key, limits)  # the full check, off the common path
         values.check(value, limits.max_depth)
         packed = values.pack(value, limits.max_value_bytes)
-        if key in keyspace and (not keyspace.holds(key) or keyspace.is_stale(key)):
+        if keyspace.needs_hold(key):
             await self._hold(keyspace, key)
         if ack == "local":
             keyspace.set(key, value, packed)

@@ -124,6 +124,17 @@ class Subscription:
             return False
         return self.names is None or event.name in self.names
 
+    def wants(self, kind: EventKind, database: str, key: str) -> bool:
+        """``matches`` for a data event not made yet (so that none is made for
+        nobody)."""
+        if self.kinds is not None and kind not in self.kinds:
+            return False
+        if self.database is not None and database != self.database:
+            return False
+        if self.prefix is not None and not key.startswith(self.prefix):
+            return False
+        return self.names is None
+
     def push(self, event: Event) -> None:
         """Queue ``event`` (the bus calls this for matching events)."""
         if self._closed:

@@ -178,6 +178,14 @@ class Keyspace:
                     stale += 1
         return len(self._keys), held, stale
 
+    def needs_hold(self, key: str) -> bool:
+        """Whether a write to ``key`` must first pull it (it exists, and this node's
+        copy is missing or stale)."""
+        kd = self._keys.get(key)
+        if kd is None:
+            return False
+        return not kd.held or kd.stale or self._expired(key, kd, self._now())
+
     def holds(self, key: str) -> bool:
         """Whether this node holds the value of ``key``."""
         kd = self._keys.get(key)
@@ -308,19 +316,40 @@ class Keyspace:
             InvalidUpdate: a delta does not decode (the directory part, if valid,
                 stays applied; nothing else is).
         """
-        pending = self._apply_directory(change.directory, change.origin)
+        self.apply_parts(
+            change.key, change.gen, change.directory, change.value, change.origin, notice
+        )
+
+    def apply_parts(
+        self,
+        key: str,
+        gen: int,
+        directory: bytes | None,
+        value: bytes | None,
+        origin: str,
+        notice: bool = False,
+    ) -> None:
+        """``apply`` of a change given by its parts (the network's hot path: no
+        ``Change`` is made for it)."""
+        if directory is None:  # a value change: the common case
+            if value is not None:
+                delta = self._apply_value(key, gen, value)
+                if delta is not None:
+                    self._report_remote(EventKind.CHANGED, key, delta, origin)
+            elif notice and self.generation(key) == gen:
+                self._report_remote(EventKind.CHANGED, key, None, origin)
+            return
+        pending = self._apply_directory(directory, origin)
         delta = None
-        if change.value is not None:
-            delta = self._apply_value(change.key, change.gen, change.value)
-        kind = pending.pop(change.key, None)
-        if kind is None and (
-            delta is not None or (notice and self.generation(change.key) == change.gen)
-        ):
+        if value is not None:
+            delta = self._apply_value(key, gen, value)
+        kind = pending.pop(key, None)
+        if kind is None and (delta is not None or (notice and self.generation(key) == gen)):
             kind = EventKind.CHANGED
-        for key, other in pending.items():
-            self._report_remote(other, key, None, change.origin)
+        for other_key, other in pending.items():
+            self._report_remote(other, other_key, None, origin)
         if kind is not None:
-            self._report_remote(kind, change.key, delta, change.origin)
+            self._report_remote(kind, key, delta, origin)
 
     def apply_directory(self, update: bytes, origin: str) -> None:
         """Apply a directory update (sync step 2), reporting an event per key it changed.

@@ -520,20 +520,21 @@ class Node:
                     self._ack_waiting = waiting
         if kind is None:
             return
-        if not self._subscriptions:
-            self.event_counts[kind] += 1
-        else:
-            keyspace = self._databases[database]._keyspace
-            self._publish(
-                Event(
-                    kind,
-                    database,
-                    key,
-                    origin,
-                    value,
-                    loader=functools.partial(_event_value, keyspace, key),
-                )
-            )
+        self.event_counts[kind] += 1
+        event = None  # made for the first subscription that wants it
+        for subscription in self._subscriptions:
+            if subscription.wants(kind, database, key):
+                if event is None:
+                    keyspace = self._databases[database]._keyspace
+                    event = Event(
+                        kind,
+                        database,
+                        key,
+                        origin,
+                        value,
+                        loader=functools.partial(_event_value, keyspace, key),
+                    )
+                subscription.push(event)
 
     # -- custom events -----------------------------------------------------------------
 

@@ -1,4 +1,6 @@
-"""The messages that links carry, as frozen dataclasses (one per kind).
+"""The messages that links carry, as slotted dataclasses (one per kind; treat them as
+immutable: they are not frozen only because frozen dataclasses cost five times as
+much to make, and every message received is made once).
 
 Names of databases and keys live in the envelope of each message; CRDT payloads
 (state vectors and updates) are opaque bytes produced by ``crdt/``. Sync follows
@@ -30,7 +32,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Hello:
     """The first message on a link: who is speaking."""
 
@@ -40,7 +42,7 @@ class Hello:
     protocol: int  # the protocol version the sender speaks
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DirectoryStep1:
     """Sync step 1 for a directory: the sender's state vector; answer with step 2."""
 
@@ -48,7 +50,7 @@ class DirectoryStep1:
     state_vector: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DirectoryStep2:
     """Sync step 2 for a directory: what the receiver lacked."""
 
@@ -56,7 +58,7 @@ class DirectoryStep2:
     update: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Write:
     """One change made by the sender (who holds the value, unless it deleted the key).
 
@@ -74,14 +76,14 @@ class Write:
     ack: int = 0  # when not 0, answer with ``Ack(ack)`` once applied
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Ack:
     """The sender applied the ``Write`` that asked for this acknowledgement."""
 
     id: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ValuePull:
     """The sender holds (or wants to hold) this generation of a key: answer with
     ``ValueDiff`` (what its state vector lacks) or ``ValueMissing``, and push it every
@@ -93,7 +95,7 @@ class ValuePull:
     state_vector: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Holding:
     """The sender holds these values (key, generation, state vector): register it as
     a holder of each, and answer with a ``ValueDiff`` where it lacks something."""
@@ -102,7 +104,7 @@ class Holding:
     values: tuple[tuple[str, int, bytes], ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ValueDiff:
     """The answer to a ``ValuePull``: what the puller lacked (not a change: no event)."""
 
@@ -112,7 +114,7 @@ class ValueDiff:
     update: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ValueMissing:
     """The answer to a ``ValuePull`` from a node that does not hold that value."""
 
@@ -121,7 +123,7 @@ class ValueMissing:
     gen: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Custom:
     """A custom event; ``id`` deduplicates it across relays."""
 
@@ -131,7 +133,7 @@ class Custom:
     origin: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Release:
     """The sender's copy went stale: stop pushing it changes of this value."""
 
@@ -140,28 +142,28 @@ class Release:
     gen: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Members:
     """The nodes the sender knows, as ``(name, address)`` pairs (clients never appear)."""
 
     members: tuple[tuple[str, str], ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Ping:
     """A heartbeat; answer with ``Pong`` carrying the same ``seq``."""
 
     seq: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Pong:
     """The answer to a ``Ping``."""
 
     seq: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Close:
     """The sender closes the link, saying why."""
 

@@ -325,17 +325,30 @@ class Replication:
             ks = self._keyspace(msg.database)
             if msg.kind in ("created", "changed"):
                 self.holders.setdefault((msg.database, msg.key, msg.gen), set()).add(peer)
-            kind = _KINDS[msg.kind]
-            change = Change(
-                msg.database, msg.key, msg.gen, msg.directory, msg.value, msg.origin, kind
+            ks.apply_parts(
+                msg.key,
+                msg.gen,
+                msg.directory,
+                msg.value,
+                msg.origin,
+                msg.value is None and msg.kind == "changed",
             )
-            ks.apply(change, notice=msg.value is None and msg.kind == "changed")
             if msg.ack:
                 out.append((peer, m.Ack(msg.ack)))
             # A gateway relays: a client's writes to everyone else, the cluster's
             # writes to its clients.
-            relay_to = (self.peers if from_client else self.clients) - {peer}
+            targets = self.peers if from_client else self.clients
+            relay_to = targets - {peer} if targets else targets
             if relay_to:  # holders get the delta as it came, the others a notice
+                change = Change(
+                    msg.database,
+                    msg.key,
+                    msg.gen,
+                    msg.directory,
+                    msg.value,
+                    msg.origin,
+                    _KINDS[msg.kind],
+                )
                 out.extend(self.changed(change, to=relay_to))
         elif isinstance(msg, m.DirectoryStep1):
             doc = self._keyspace(msg.database).directory.doc
