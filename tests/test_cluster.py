@@ -382,6 +382,30 @@ async def test_a_client_is_relayed_both_ways_and_never_a_member(cluster: Cluster
     await until(lambda: all(len(s) == 2 for s in subs))
 
 
+async def test_a_clients_acknowledged_writes_count_the_nodes(cluster: Cluster) -> None:
+    a, b, c = await three(cluster)
+    client = await start_client(cluster, "cl", ["mem://a"])
+    await until(lambda: sorted(m.name for m in client.members()) == ["a", "b", "c"])
+    db = client.database("db")
+    await db.set("k", {"v": 1}, ack="all")
+    for node in (a, b, c):  # applied and held by every node before set returned
+        assert node.database("db").holds("k")
+        assert node.database("db")._keyspace.read("k") == {"v": 1}
+    await db.update("k", {"w": 2}, ack="majority")
+    await db.incr("n", 1, ack=3)
+    assert c.database("db")._keyspace.read("n") == 1
+    # With a node cut off, "all" cannot be reached: AckTimeout, and the write stands.
+    await cluster.network.partition(["mem://c"], ["mem://a", "mem://b"])
+    await until(lambda: names(a) == ["a", "b"])
+    waiting = asyncio.ensure_future(db.set("late", 1, ack="all"))
+    await until(lambda: "late" in b.database("db"))
+    await cluster.clock.advance(6, step=0.5)
+    with pytest.raises(pydds.AckTimeout):
+        await waiting
+    assert await db.get("late") == 1
+    await db.set("most", 1, ack="majority")  # a and b: still a majority of three
+
+
 async def test_a_client_is_never_a_gateway(cluster: Cluster) -> None:
     a = await cluster.start("a")
     await start_client(cluster, "cl", ["mem://a"])

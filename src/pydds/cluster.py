@@ -52,6 +52,7 @@ from .net.replication import (
     Notice,
     PullDone,
     PullFor,
+    RelayAck,
     Replication,
     Send,
     ValueId,
@@ -68,6 +69,8 @@ log = logging.getLogger("pydds.cluster")
 
 #: Messages queued on one link after which local writes yield to the link writers.
 FLUSH_AT = 1000
+#: Clients' acknowledged writes a gateway tracks at most (the oldest are forgotten).
+MAX_RELAYED = 100_000
 #: Seconds of handling one frame after which the reader lets other tasks run.
 YIELD_AFTER = 0.005
 
@@ -156,6 +159,8 @@ class Cluster:
         self._custom_ids = itertools.count(1)
         self._ack_ids = itertools.count(1)
         self._acks: dict[int, _AckWait] = {}
+        #: relay ack id -> (client, the client's ack id, when): see ``_relay_ack``
+        self._relayed: dict[int, tuple[str, int, float]] = {}
         self._closing = False
         self._warm_pending: list[ValueId] = []
         self._warm_pulled = 0
@@ -538,7 +543,13 @@ class Cluster:
                 future = self._pulls.pop(notice.value, None)
                 if future is not None and not future.done():
                     future.set_result(notice.answered)
+            elif isinstance(notice, RelayAck):
+                self._relay_ack(notice)
             elif isinstance(notice, AckReceived):
+                relayed = self._relayed.get(notice.id)
+                if relayed is not None:  # a relayed client write: tell the client who
+                    self.send([(relayed[0], m.AckFrom(relayed[1], notice.peer))])
+                    continue
                 wait = self._acks.get(notice.id)
                 if wait is not None and notice.peer not in wait.peers:
                     wait.peers.add(notice.peer)
@@ -546,6 +557,24 @@ class Cluster:
                         wait.done.set_result(None)
             else:
                 self._custom_received(notice.message)
+
+    def _relay_ack(self, notice: RelayAck) -> None:
+        """Relay a client's write to the cluster under an ack id of this node's; the
+        acks that come back go to the client as ``AckFrom`` (for ``2 * ack_timeout``,
+        at most ``MAX_RELAYED`` writes at a time: the oldest are forgotten)."""
+        relay_id = next(self._ack_ids)
+        now = self.clock.now()
+        relayed = self._relayed
+        relayed[relay_id] = (notice.client, notice.id, now)
+        while relayed:
+            oldest = next(iter(relayed))
+            if (
+                len(relayed) <= MAX_RELAYED
+                and relayed[oldest][2] > now - 2 * self.settings.ack_timeout
+            ):
+                break
+            del relayed[oldest]
+        self.send(self.replication.changed(notice.change, relay_id, to=notice.to))
 
     def _custom_received(self, message: m.Custom) -> None:
         try:
@@ -659,6 +688,11 @@ class Cluster:
         nodes = len(self.membership.members())  # this node and every node it knows
         if ack == "local":
             return 0
+        if self.node.role == "client":  # a client is no node: every ack is another's
+            known = nodes - 1
+            if ack == "majority":
+                return known // 2 + 1
+            return known if ack == "all" else int(ack)
         if ack == "majority":
             return nodes // 2  # with this node: a majority of all nodes
         if ack == "all":

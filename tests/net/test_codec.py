@@ -21,6 +21,7 @@ ONE_OF_EACH: list[m.Message] = [
     m.Write("cache", "k", 3, "", b"\x01", None, "n2"),
     m.Write("cache", "k", 3, "changed", None, b"\x01", "n2", 77),
     m.Ack(77),
+    m.AckFrom(78, "node-b"),
     m.Holding("cache", (("k", 1, b"\x00"), ("ключ", 2**40, b"\x01\x05\x01"))),
     m.Holding("cache", ()),
     m.ValuePull("cache", "user:1", 1, b"\x00"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import pydds
 from pydds.net import messages as m
 from pydds.net.replication import Replication
@@ -49,3 +51,15 @@ async def test_a_pull_answer_registers_holders_both_ways() -> None:
     _, notices = rb.handle("a", answer[1])
     assert notices[0].answered  # type: ignore[union-attr]
     assert b.database("db").holds("k")
+
+
+async def test_only_a_client_is_told_who_acknowledged() -> None:
+    a = pydds.Node("a")
+    ra = replication(a)
+    ra.opened("b")
+    with pytest.raises(pydds.ProtocolError, match="only a client"):
+        ra.handle("b", m.AckFrom(1, "c"))
+    client = Replication("cl", lambda db: a.database(db)._keyspace, a.databases, is_client=True)
+    client.opened("a")
+    _, notices = client.handle("a", m.AckFrom(5, "c"))
+    assert [(n.id, n.peer) for n in notices] == [(5, "c")]  # type: ignore[union-attr]

@@ -145,6 +145,7 @@ _SCHEMA: dict[int, tuple[type, tuple[Field, ...]]] = {
     15: (m.Write, (_name, _key, _gen, _kind, _maybe_bytes, _maybe_bytes, _short, _uint)),
     17: (m.Ack, (_uint,)),
     18: (m.Holding, (_name, _holding)),
+    19: (m.AckFrom, (_uint, _short)),
 }
 _CODES = {cls: code for code, (cls, _) in _SCHEMA.items()}
 for _cls, _checks in _SCHEMA.values():

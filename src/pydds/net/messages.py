@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "Ack",
+    "AckFrom",
     "Close",
     "Custom",
     "DirectoryStep1",
@@ -81,6 +82,15 @@ class Ack:
     """The sender applied the ``Write`` that asked for this acknowledgement."""
 
     id: int
+
+
+@dataclass(slots=True)
+class AckFrom:
+    """To a client, from its gateway: the node ``node`` applied the client's ``Write``
+    that asked for acknowledgement ``id`` (the gateway relayed it)."""
+
+    id: int
+    node: str
 
 
 @dataclass(slots=True)
@@ -176,6 +186,7 @@ Message = (
     | DirectoryStep2
     | Write
     | Ack
+    | AckFrom
     | ValuePull
     | Holding
     | ValueDiff

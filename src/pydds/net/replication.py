@@ -60,6 +60,7 @@ __all__ = [
     "Notice",
     "PullDone",
     "PullFor",
+    "RelayAck",
     "Replication",
     "Send",
 ]
@@ -110,7 +111,19 @@ class HoldingDue:
     database: str
 
 
-Notice = PullDone | CustomReceived | AckReceived | PullFor | HoldingDue
+@dataclass(frozen=True, slots=True)
+class RelayAck:
+    """A client's write asked for acknowledgements: its gateway (this node) applied
+    it and acknowledged; relay it to ``to`` asking each to acknowledge, and tell the
+    client who did (``AckFrom``)."""
+
+    client: str
+    id: int  # the client's request id
+    change: Change
+    to: frozenset[str]
+
+
+Notice = PullDone | CustomReceived | AckReceived | PullFor | HoldingDue | RelayAck
 
 
 def _ahead(theirs: bytes, ours: bytes) -> bool:
@@ -349,7 +362,10 @@ class Replication:
                     msg.origin,
                     _KINDS[msg.kind],
                 )
-                out.extend(self.changed(change, to=relay_to))
+                if from_client and msg.ack:  # the node gives the relay an ack id
+                    notices.append(RelayAck(peer, msg.ack, change, frozenset(relay_to)))
+                else:
+                    out.extend(self.changed(change, to=relay_to))
         elif isinstance(msg, m.DirectoryStep1):
             doc = self._keyspace(msg.database).directory.doc
             out.append((peer, m.DirectoryStep2(msg.database, doc.diff(msg.state_vector))))
@@ -398,6 +414,10 @@ class Replication:
                 holders.discard(peer)
         elif isinstance(msg, m.Ack):
             notices.append(AckReceived(msg.id, peer))
+        elif isinstance(msg, m.AckFrom):
+            if not self.is_client:
+                raise ProtocolError("only a client is told who acknowledged (AckFrom)")
+            notices.append(AckReceived(msg.id, msg.node))
         elif isinstance(msg, m.Custom):
             if from_client and msg.origin != peer:
                 raise ProtocolError("a client relays nothing: an event's origin must be itself")
