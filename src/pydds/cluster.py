@@ -528,8 +528,10 @@ class Cluster:
         except NodeClosed:
             state.session.close("node shutting down")
             return
-        self.send(sends)
-        self._notices(notices)
+        if sends:
+            self.send(sends)
+        if notices:
+            self._notices(notices)
 
     def _notices(self, notices: list[Notice]) -> None:
         for notice in notices:

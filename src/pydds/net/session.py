@@ -37,6 +37,10 @@ class State(Enum):
     CLOSED = "closed"
 
 
+#: Messages a session handles itself (besides the first, Hello).
+_LINK_LEVEL = frozenset({Hello, Close, Ping, Pong})
+
+
 class Session:
     """The protocol state of one link.
 
@@ -110,7 +114,11 @@ class Session:
             return []
         self._heard = now
         out: list[Message] = []
+        opened = self.state is State.OPEN
         for message in messages:
+            if opened and message.__class__ not in _LINK_LEVEL:
+                out.append(message)  # the common case: data for the node
+                continue
             try:
                 consumed = self._handle(message)
             except ProtocolError as exc:
