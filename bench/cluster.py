@@ -11,7 +11,7 @@ The bare path (aiohttp WebSocket + msgpack frames + pycrdt updates, no pydds) is
 measured in the same run between the same two kinds of process, and each pydds
 figure is printed with the bare figure and their ratio.
 
-    python bench/cluster.py [--writes 20000] [--keys 100000]
+    python bench/cluster.py [--writes 60000] [--keys 100000]
 """
 
 from __future__ import annotations
@@ -236,7 +236,7 @@ async def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--join", default=None)
     parser.add_argument("--expect", type=int, default=0)
-    parser.add_argument("--writes", type=int, default=20_000)
+    parser.add_argument("--writes", type=int, default=60_000)
     parser.add_argument("--keys", type=int, default=100_000)
     args = parser.parse_args()
     if args.role == "node":
