@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import html
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +49,18 @@ class Database:
         self._keyspace = keyspace
 
     def __repr__(self) -> str:
-        return f"<Database {self.name!r} keys={len(self._keyspace)}>"
+        if self._node.closed:
+            return f"<Database {self.name!r} (node closed)>"
+        keys, held, stale = self._keyspace.counts()
+        return f"<Database {self.name!r} keys={keys} held={held} stale={stale}>"
+
+    def _repr_html_(self) -> str:
+        """Jupyter's rich display: counts, and the keys with a preview of held values."""
+        from .display import database_html
+
+        if self._node.closed:
+            return f"<div>database {html.escape(self.name)} (node closed)</div>"
+        return database_html(self)
 
     @property
     def name(self) -> str:

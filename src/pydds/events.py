@@ -40,6 +40,9 @@ class EventKind(StrEnum):
     STALE = "stale"  # this node's copy of a key went stale (no longer replicated here)
     WARMED = "warmed"  # warm-up after a join finished; payload {"pulled": n, "failed": n}
 
+    def __repr__(self) -> str:
+        return repr(self.value)  # 'created', as it compares and prints
+
 
 @dataclass(frozen=True, slots=True)
 class Event:
@@ -57,7 +60,7 @@ class Event:
     database: str | None = None  # the database, for data events
     key: str | None = None  # the key, for data events
     origin: str = ""  # the name of the node where the change was made
-    delta: bytes | None = None  # the CRDT delta (a Yjs update) of the change
+    delta: bytes | None = field(default=None, repr=False)  # the CRDT delta (a Yjs update)
     name: str | None = None  # the name of a custom event
     member: str | None = None  # the node that joined or left
     time: float = field(default_factory=time.time)  # when this node recorded it (Unix s)
@@ -68,6 +71,12 @@ class Event:
     def payload(self) -> Any:
         """The payload of a custom or overflow event, as a fresh copy (None otherwise)."""
         return None if self.packed_payload is None else values.unpack(self.packed_payload)
+
+    def _repr_html_(self) -> str:
+        """Jupyter's rich display: the event as a one-row table."""
+        from .display import event_html
+
+        return event_html(self)
 
     def value(self) -> Any:
         """The key's value now (after this change and any later ones), as a fresh copy.

@@ -15,14 +15,16 @@ import inspect
 import logging
 import math
 import secrets
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
+from time import time
 from types import TracebackType
 from typing import Any, Protocol
 
 from .changes import Change
 from .clock import Clock, RealClock
-from .cluster import Cluster, ClusterSettings, Warmup
+from .cluster import Cluster, ClusterSettings, Traffic, Warmup
 from .config import DatabaseSettings, Limits, check_name
 from .crdt import values
 from .crdt.keydoc import LiveDocs
@@ -108,6 +110,9 @@ def _event_value(keyspace: Keyspace, key: str) -> Any:
     return value
 
 
+#: Events kept for display (``recent_events``).
+RECENT_EVENTS = 20
+
 #: Seconds between two sweeps for stale keys.
 SWEEP_EVERY = 1.0
 
@@ -179,6 +184,11 @@ class Node:
         self.handler_errors = 0  # exceptions raised by custom-event handlers
         #: Events this node recorded, by kind (whether or not anyone subscribed).
         self.event_counts: Counter[str] = Counter()
+        #: The last events, for display: events, or (kind, database, key, origin,
+        #: time) of data events nobody subscribed to (an Event is made on demand).
+        self._recent: deque[Event | tuple[EventKind, str, str, str, float]] = deque(
+            maxlen=RECENT_EVENTS
+        )
         self._live = LiveDocs(self.limits.live_docs)
         self._databases: dict[str, Database] = {}
         self._subscriptions: list[Subscription] = []
@@ -191,7 +201,36 @@ class Node:
         self._store: Store | None = None  # the store that keeps data on disk, if any
 
     def __repr__(self) -> str:
-        return f"<Node {self.name!r} databases={len(self._databases)}>"
+        state = "closed" if self._closed else (self.address or "embedded")
+        members = len(self.members())
+        return (
+            f"<{type(self).__name__} {self.name!r} {state} members={members} "
+            f"databases={len(self._databases)}>"
+        )
+
+    def _repr_html_(self) -> str:
+        """Jupyter's rich display: members, links, databases, recent events."""
+        from .display import node_html
+
+        return node_html(self)
+
+    def recent_events(self) -> list[Event]:
+        """The last events this node recorded (at most ``RECENT_EVENTS``), oldest first."""
+        out = []
+        for item in self._recent:
+            if isinstance(item, Event):
+                out.append(item)
+            else:
+                kind, database, key, origin, when = item
+                out.append(Event(kind, database, key, origin, time=when))
+        return out
+
+    def traffic(self) -> dict[str, Traffic]:
+        """What each open link carried since it opened (bytes and messages in and
+        out), by peer name; empty for a node with no links."""
+        if self._cluster is None:
+            return {}
+        return {peer: replace(t) for peer, t in self._cluster.traffic().items()}
 
     @property
     def module_errors(self) -> Counter[str]:
@@ -495,6 +534,7 @@ class Node:
 
     def _publish(self, event: Event) -> None:
         self.event_counts[event.kind] += 1
+        self._recent.append(event)
         for subscription in self._subscriptions:
             if subscription.matches(event):
                 subscription.push(event)
@@ -535,6 +575,7 @@ class Node:
                         loader=functools.partial(_event_value, keyspace, key),
                     )
                 subscription.push(event)
+        self._recent.append(event if event is not None else (kind, database, key, origin, time()))
 
     # -- custom events -----------------------------------------------------------------
 
