@@ -111,9 +111,18 @@ async def bare_receiver(port: int) -> None:
 # -- the writing process ----------------------------------------------------------------
 
 
-async def spawn(*args: str) -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
+async def spawn(
+    *args: str, script: str = __file__
+) -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
+    """``script`` (this file by default) as a process in its own process group; its
+    first line of output, as JSON."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, *args, stdout=asyncio.subprocess.PIPE, start_new_session=True
+        sys.executable,
+        script,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        start_new_session=True,
+        limit=1 << 26,  # result lines of many timestamps
     )
     assert proc.stdout is not None
     line = await asyncio.wait_for(proc.stdout.readline(), 120)
