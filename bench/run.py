@@ -31,13 +31,14 @@ from typing import Any
 import cluster
 import peers
 import persist
-
 import pydds
 
 HERE = Path(__file__).resolve().parent
 
 
-async def median_of(rounds: int, measure: Callable[[], Awaitable[dict[str, float]]]) -> dict[str, float]:
+async def median_of(
+    rounds: int, measure: Callable[[], Awaitable[dict[str, float]]]
+) -> dict[str, float]:
     """Each figure's median over ``rounds`` runs of ``measure``."""
     runs = [await measure() for _ in range(rounds)]
     return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
@@ -138,9 +139,7 @@ async def run(quick: bool) -> dict[str, Any]:
             node["latency_p50_us"], redis["publish_p50_us"]
         ),
         "streamed_pydds_over_bare": ratio(node["writes_per_s"], bare["writes_per_s"]),
-        "streamed_pydds_over_pycrdt_websocket": ratio(
-            node["writes_per_s"], ycrdt["updates_per_s"]
-        ),
+        "streamed_pydds_over_pycrdt_websocket": ratio(node["writes_per_s"], ycrdt["updates_per_s"]),
         "events_pydds_over_redis_pipelined_publish": ratio(
             node["custom_events_per_s"], redis["pipelined_publish_per_s"]
         ),
@@ -173,24 +172,50 @@ def table(result: dict[str, Any]) -> str:
     """The markdown table of a run."""
     b, p, rd, y = result["bare"], result["pydds"], result["redis"], result["pycrdt_websocket"]
     rows = [
-        ("write one way, p50 (us)", p["latency_p50_us"], b["latency_p50_us"],
-         f"Redis PUBLISH {rd['publish_p50_us']:.0f}; pycrdt-websocket {y['update_p50_us']:.0f}"),
-        ("write one way, p99 (us)", p["latency_p99_us"], b["latency_p99_us"],
-         f"Redis PUBLISH {rd['publish_p99_us']:.0f}; pycrdt-websocket {y['update_p99_us']:.0f}"),
-        ("streamed writes (/s)", p["writes_per_s"], b["writes_per_s"],
-         f"pycrdt-websocket {y['updates_per_s']:.0f}"),
-        ("custom events streamed (/s)", p["custom_events_per_s"], "",
-         f"Redis pipelined PUBLISH {rd['pipelined_publish_per_s']:.0f}"),
+        (
+            "write one way, p50 (us)",
+            p["latency_p50_us"],
+            b["latency_p50_us"],
+            f"Redis PUBLISH {rd['publish_p50_us']:.0f}; pycrdt-websocket {y['update_p50_us']:.0f}",
+        ),
+        (
+            "write one way, p99 (us)",
+            p["latency_p99_us"],
+            b["latency_p99_us"],
+            f"Redis PUBLISH {rd['publish_p99_us']:.0f}; pycrdt-websocket {y['update_p99_us']:.0f}",
+        ),
+        (
+            "streamed writes (/s)",
+            p["writes_per_s"],
+            b["writes_per_s"],
+            f"pycrdt-websocket {y['updates_per_s']:.0f}",
+        ),
+        (
+            "custom events streamed (/s)",
+            p["custom_events_per_s"],
+            "",
+            f"Redis pipelined PUBLISH {rd['pipelined_publish_per_s']:.0f}",
+        ),
         ("local get (/s)", p["local_get_per_s"], "", f"Redis GET {rd['get_per_s']:.0f}"),
-        ("local set (/s)", p["local_set_per_s"], "",
-         f"Redis pipelined SET {rd['pipelined_set_per_s']:.0f}"),
+        (
+            "local set (/s)",
+            p["local_set_per_s"],
+            "",
+            f"Redis pipelined SET {rd['pipelined_set_per_s']:.0f}",
+        ),
         ("durable acks (/s)", p["durable_acks_per_s"], "", ""),
     ]
     for keys, seconds in p["join_seconds"].items():
         rows.append((f"join, {int(keys):,} keys (s)", seconds, "", ""))
     for keys, figures in p["memory"].items():
-        rows.append((f"memory per held key, {int(keys):,} keys (B)", figures["bytes_per_key"], "",
-                     f"{figures['bytes_per_key_beyond_value']} beyond the value"))
+        rows.append(
+            (
+                f"memory per held key, {int(keys):,} keys (B)",
+                figures["bytes_per_key"],
+                "",
+                f"{figures['bytes_per_key_beyond_value']} beyond the value",
+            )
+        )
     lines = ["| measure | pydds | bare limit | peers |", "|---|---|---|---|"]
     for name, mine, limit, others in rows:
         lines.append(f"| {name} | {_num(mine)} | {_num(limit)} | {others} |")

@@ -94,10 +94,13 @@ class Database:
         Raises:
             KeyNotFound: the key is absent and no default was given (a ``KeyError``).
         """
-        keyspace = self._open()
-        if self._node._read_listeners:
-            for listener in self._node._read_listeners:
+        node = self._node
+        if node._closed:
+            raise NodeClosed(f"node {node.name!r} is closed")
+        if node._read_listeners:
+            for listener in node._read_listeners:
                 listener(self.name, key)
+        keyspace = self._keyspace
         try:
             value = keyspace.read(key)
             if value is NOT_HELD:

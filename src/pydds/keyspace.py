@@ -34,6 +34,8 @@ from .events import EventKind
 
 __all__ = ["NOT_HELD", "STALE", "Journal", "Keyspace", "Report"]
 
+_unpack = values.unpack
+
 #: ``read`` of a key whose value this node does not hold (it must be pulled).
 NOT_HELD: Any = object()
 #: ``read`` of a key whose copy here is stale (it must be refreshed, or read anyway
@@ -105,12 +107,17 @@ class Keyspace:
         if kd is None:
             raise KeyNotFound(f"key {key!r} is not in database {self.name!r}")
         now = self._now()
+        packed = kd.packed
+        if packed is not None:  # the common case: a held value, its packing cached
+            if fresh and (
+                kd.stale or (self.settings.expire is not None and self._expired(key, kd, now))
+            ):
+                return STALE
+            kd.accessed = now
+            return _unpack(packed)
         if fresh and kd.held and (kd.stale or self._expired(key, kd, now)):
             return STALE
         kd.accessed = now
-        packed = kd.packed
-        if packed is not None:
-            return values.unpack(packed)
         if not kd.held:
             return NOT_HELD
         self._live.touch(kd)
