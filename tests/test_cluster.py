@@ -160,12 +160,25 @@ async def drain(link: pydds.Link) -> list[m.Message]:
 async def test_a_silent_peer_is_disconnected(cluster: Cluster) -> None:
     await cluster.start("a")
     quiet = await cluster.network.transport().connect("mem://a")
-    await quiet.send(encode_frame([m.Hello("quiet", "node", None, PROTOCOL)]))
+    await quiet.send(encode_frame([m.Hello("quiet", "node", None, PROTOCOL), m.Proof(b"")]))
     reader = asyncio.ensure_future(drain(quiet))
     await cluster.clock.advance(6, step=0.5)  # past the 5 s timeout, never answering
     received = await asyncio.wait_for(reader, 1)
     assert isinstance(received[-1], m.Close)
     assert "silent" in received[-1].reason
+
+
+async def test_a_peer_that_never_proves_itself_is_disconnected(cluster: Cluster) -> None:
+    a = await cluster.start("a")
+    quiet = await cluster.network.transport().connect("mem://a")
+    await quiet.send(encode_frame([m.Hello("mute", "node", None, PROTOCOL)]))
+    reader = asyncio.ensure_future(drain(quiet))
+    await cluster.clock.advance(6, step=0.5)
+    received = await asyncio.wait_for(reader, 1)
+    assert isinstance(received[-1], m.Close)
+    assert "handshake not completed within 5s" in received[-1].reason
+    assert a._cluster is not None
+    assert a._cluster.stats["error:auth"] == 1
 
 
 async def test_a_malformed_frame_closes_only_that_link(cluster: Cluster) -> None:
@@ -187,7 +200,7 @@ async def test_bad_data_from_a_peer_closes_that_link_and_changes_nothing(
     await a.database("db").set("k", 1)
     evil = await cluster.network.transport().connect("mem://a")
     garbage = m.DirectoryStep2("db", b"\x01\x02garbage")
-    await evil.send(encode_frame([m.Hello("evil", "node", None, PROTOCOL), garbage]))
+    await evil.send(encode_frame([m.Hello("evil", "node", None, PROTOCOL), m.Proof(b""), garbage]))
     received = await asyncio.wait_for(drain(evil), 1)
     assert isinstance(received[-1], m.Close)
     assert "DirectoryStep2" in received[-1].reason
@@ -207,7 +220,7 @@ async def test_a_pull_nobody_answers_fails_after_the_bounded_wait(cluster: Clust
     await source.close()
     quiet = await cluster.network.transport().connect("mem://a")
     write = m.Write("db", "k2", change.gen, "created", change.directory, None, "quiet")
-    await quiet.send(encode_frame([m.Hello("quiet", "node", None, PROTOCOL), write]))
+    await quiet.send(encode_frame([m.Hello("quiet", "node", None, PROTOCOL), m.Proof(b""), write]))
     await until(lambda: "k2" in a.database("db"))
     reader = asyncio.ensure_future(a.database("db").get("k2"))
     await until(lambda: bool(a._cluster and a._cluster._pulls))
@@ -353,8 +366,8 @@ async def start_client(cluster: Cluster, name: str, join: list[str]) -> pydds.Cl
 async def test_a_client_is_relayed_both_ways_and_never_a_member(cluster: Cluster) -> None:
     a, b, c = await three(cluster)
     client = await start_client(cluster, "cl", ["mem://a"])
-    await until(lambda: "db" in client.databases() or bool(client.members()))
-    assert [m.name for m in client.members()] == ["a"]  # the nodes it knows
+    # The nodes it knows (to move to, should its gateway go): a, then b and c.
+    await until(lambda: sorted(m.name for m in client.members()) == ["a", "b", "c"])
     for node in (a, b, c):
         assert "cl" not in names(node)
     # The client's writes reach the cluster through its gateway...
@@ -413,7 +426,7 @@ async def test_a_client_is_never_a_gateway(cluster: Cluster) -> None:
     # client that sends a member list (a join request) is cut off.
     quiet = await cluster.network.transport().connect("mem://a")
     hello = m.Hello("rogue", "client", None, PROTOCOL)
-    await quiet.send(encode_frame([hello, m.Members((("x", "mem://x"),))]))
+    await quiet.send(encode_frame([hello, m.Proof(b""), m.Members((("x", "mem://x"),))]))
     received = await asyncio.wait_for(drain(quiet), 1)
     assert isinstance(received[-1], m.Close)
     assert "client cannot send Members" in received[-1].reason
@@ -430,7 +443,7 @@ async def test_a_client_cannot_relay_writes_of_others(cluster: Cluster) -> None:
     change = made[0]
     write = m.Write("db", "k", change.gen, "created", change.directory, change.value, "victim")
     hello = m.Hello("rogue", "client", None, PROTOCOL)
-    await forged.send(encode_frame([hello, write]))
+    await forged.send(encode_frame([hello, m.Proof(b""), write]))
     received = await asyncio.wait_for(drain(forged), 1)
     assert isinstance(received[-1], m.Close)
     assert "relays nothing" in received[-1].reason

@@ -37,6 +37,7 @@ from .errors import (
 )
 from .events import Event, EventKind, Subscription
 from .modules import EventFilter, Module
+from .net.auth import ClientToken, Credentials
 from .net.membership import Member
 from .net.memory import MemoryNetwork
 from .net.transport import Link, Transport
@@ -48,8 +49,10 @@ __all__ = [
     "AckTimeout",
     "Change",
     "Client",
+    "ClientToken",
     "Clock",
     "ClusterSettings",
+    "Credentials",
     "Database",
     "DatabaseSettings",
     "Event",

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Coroutine
@@ -44,6 +45,7 @@ from .errors import (
 )
 from .events import Event, EventKind
 from .net import messages as m
+from .net.auth import new_nonce
 from .net.codec import PROTOCOL, decode_frame, encode_frame
 from .net.membership import Member, Membership
 from .net.replication import (
@@ -71,6 +73,8 @@ log = logging.getLogger("pydds.cluster")
 FLUSH_AT = 1000
 #: Clients' acknowledged writes a gateway tracks at most (the oldest are forgotten).
 MAX_RELAYED = 100_000
+#: Close reasons of links that failed to authenticate (counted as ``error:auth``).
+_HANDSHAKE_FAILURE = re.compile(r"authentication|unauthenticated|handshake|client token|nonce")
 #: Seconds of handling one frame after which the reader lets other tasks run.
 YIELD_AFTER = 0.005
 
@@ -89,6 +93,7 @@ class ClusterSettings:
     warmup_rate: float = 1000.0  # pulls per second of the warm-up after a join
     max_pending: int = 100_000  # messages queued for one peer before it is dropped
     max_frame_bytes: int = 32 * 1024 * 1024  # larger frames close the link
+    handshake_timeout: float = 5.0  # seconds for a link to prove itself, or it closes
 
 
 @dataclass(eq=False)
@@ -314,7 +319,16 @@ class Cluster:
     # -- serving a link -----------------------------------------------------------------
 
     def _hello(self) -> m.Hello:
-        return m.Hello(self.node.name, self.node.role, self.address, PROTOCOL)
+        role = self.node.role
+        return m.Hello(
+            self.node.name,
+            role,
+            self.address,
+            PROTOCOL,
+            new_nonce(),
+            self.node.credentials.credential_id(role),
+            self.node.client_id,
+        )
 
     def _session(self) -> Session:
         return Session(
@@ -322,6 +336,8 @@ class Cluster:
             now=self.clock.now(),
             heartbeat=self.settings.heartbeat,
             timeout=self.settings.timeout,
+            credentials=self.node.credentials,
+            handshake_timeout=self.settings.handshake_timeout,
         )
 
     async def _serve(self, link: Link, *, dialed: bool, state: _Link | None = None) -> None:
@@ -481,12 +497,25 @@ class Cluster:
         self._links[peer] = state
         # The nodes it may move to if this gateway goes away.
         state.session.send([m.Members(self.membership.listing())])
-        self.send(self.replication.opened(peer, "client"))
+        hello = state.session.peer
+        assert hello is not None
+        self.send(
+            self.replication.opened(peer, "client", state.session.grant, hello.client_id)
+        )
         if not state.opened.done():
             state.opened.set_result(None)
         return True
 
     def _gone(self, state: _Link) -> None:
+        reason = state.session.close_reason or ""
+        if state.session.grant is None and _HANDSHAKE_FAILURE.search(reason):
+            self.stats["error:auth"] += 1
+            hello = state.session.peer
+            log.warning(
+                "link from %s refused: %s",
+                f"{hello.role} {hello.name!r}" if hello is not None else "an unnamed peer",
+                reason,
+            )
         if not state.opened.done():
             state.opened.set_exception(LinkClosed(state.session.close_reason or "closed"))
             state.opened.exception()  # retrieved: a failed join raises its own error

@@ -34,6 +34,7 @@ from .events import Event, EventKind, Subscription
 from .keyspace import NOT_HELD, Journal, Keyspace
 from .modules.base import Module
 from .modules.host import ModuleHost
+from .net.auth import Credentials
 from .net.membership import Member
 from .net.transport import Transport
 
@@ -146,6 +147,8 @@ class Node:
         clock: the node's time (default: the event loop's; tests pass a FakeClock).
         cluster: timing and bounds of links (``pydds.ClusterSettings``).
         limits: size and queue limits (``pydds.Limits``).
+        credentials: cluster secrets and client tokens (``pydds.Credentials``);
+            without, every link is accepted (open mode).
         modules: modules to run on this node (``pydds.Module``), started in order
             before the node listens or joins, stopped in reverse order first when
             it closes.
@@ -165,6 +168,7 @@ class Node:
         cluster: ClusterSettings | None = None,
         limits: Limits | None = None,
         modules: Iterable[Module] = (),
+        credentials: Credentials | None = None,
     ) -> None:
         self.name = check_name("node", name) if name is not None else f"node-{secrets.token_hex(4)}"
         self.limits = limits or Limits()
@@ -198,6 +202,8 @@ class Node:
         self._closed = False
         self._closing = False
         self._modules = ModuleHost(modules)
+        #: What this node's links prove and accept (``pydds.Credentials``); none: open.
+        self.credentials = credentials or Credentials()
         self._store: Store | None = None  # the store that keeps data on disk, if any
 
     def __repr__(self) -> str:
@@ -691,9 +697,16 @@ class Client(Node):
         clock: Clock | None = None,
         cluster: ClusterSettings | None = None,
         limits: Limits | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         super().__init__(
-            name, join=join, transport=transport, clock=clock, cluster=cluster, limits=limits
+            name,
+            join=join,
+            transport=transport,
+            clock=clock,
+            cluster=cluster,
+            limits=limits,
+            credentials=credentials,
         )
         if not self._join:
             raise InvalidValue("a client needs at least one node to join")

@@ -19,6 +19,7 @@ def exchange(x: Session, y: Session, now: float) -> tuple[list, list]:
 
 def opened(now: float = 0.0) -> tuple[Session, Session]:
     a, b = Session(A, now=now), Session(B, now=now)
+    assert exchange(a, b, now) == ([], [])  # the Hellos, then the Proofs
     assert exchange(a, b, now) == ([], [])
     return a, b
 

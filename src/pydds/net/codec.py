@@ -22,7 +22,7 @@ from . import messages as m
 
 __all__ = ["MAX_FRAME_BYTES", "MAX_MESSAGES", "PROTOCOL", "decode_frame", "encode_frame"]
 
-PROTOCOL = 1
+PROTOCOL = 2  # 2: Hello carries a nonce, a token id and a client id; Proof
 MAX_FRAME_BYTES = 32 * 1024 * 1024  # default bound of one frame
 MAX_MESSAGES = 65_536  # default bound of the messages in one frame
 _MAX_KEY = 1024
@@ -96,6 +96,22 @@ def _role(v: Any) -> str:
     return str(v)
 
 
+def _nonce(v: Any) -> bytes:
+    if type(v) is not bytes or len(v) > 64:
+        raise MalformedFrame("a nonce is at most 64 bytes")
+    return v
+
+
+def _mac(v: Any) -> bytes:
+    if type(v) is not bytes or len(v) > 64:
+        raise MalformedFrame("a proof is at most 64 bytes")
+    return v
+
+
+def _token(v: Any) -> str | None:
+    return None if v is None else _short(v)
+
+
 def _address(v: Any) -> str | None:
     return None if v is None else _short(v)
 
@@ -130,7 +146,7 @@ Field = Callable[[Any], Any]
 #: code -> (message class, field checkers in dataclass order). Codes are the wire
 #: format: never renumber, only add (4, 6 and 7 were retired before any release).
 _SCHEMA: dict[int, tuple[type, tuple[Field, ...]]] = {
-    1: (m.Hello, (_short, _role, _address, _uint)),
+    1: (m.Hello, (_short, _role, _address, _uint, _nonce, _token, _uint)),
     2: (m.DirectoryStep1, (_name, _bytes)),
     3: (m.DirectoryStep2, (_name, _bytes)),
     5: (m.ValuePull, (_name, _key, _gen, _bytes)),
@@ -146,6 +162,7 @@ _SCHEMA: dict[int, tuple[type, tuple[Field, ...]]] = {
     17: (m.Ack, (_uint,)),
     18: (m.Holding, (_name, _holding)),
     19: (m.AckFrom, (_uint, _short)),
+    20: (m.Proof, (_mac,)),
 }
 _CODES = {cls: code for code, (cls, _) in _SCHEMA.items()}
 for _cls, _checks in _SCHEMA.values():

@@ -25,6 +25,7 @@ __all__ = [
     "Message",
     "Ping",
     "Pong",
+    "Proof",
     "Release",
     "ValueDiff",
     "ValueMissing",
@@ -41,6 +42,17 @@ class Hello:
     role: str  # "node" or "client"
     address: str | None  # where the sender accepts links (None for a client)
     protocol: int  # the protocol version the sender speaks
+    nonce: bytes = b""  # fresh random bytes the peer's proof must cover
+    token: str | None = None  # a client's token id (never a secret)
+    client_id: int = 0  # the Yjs client id of the sender's writes
+
+
+@dataclass(slots=True)
+class Proof:
+    """The second message: an HMAC over both nonces proving the sender's credential
+    (empty from an end that has none). See ``net/auth.py``."""
+
+    mac: bytes
 
 
 @dataclass(slots=True)
@@ -182,6 +194,7 @@ class Close:
 
 Message = (
     Hello
+    | Proof
     | DirectoryStep1
     | DirectoryStep2
     | Write

@@ -45,6 +45,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
+from pycrdt import get_state
+
 from ..changes import Change
 from ..crdt.sync import decode_state_vector
 from ..crdt.ydoc import EMPTY_STATE_VECTOR
@@ -52,6 +54,7 @@ from ..errors import InvalidName, InvalidUpdate, InvalidValue, KeyNotFound, Prot
 from ..events import EventKind
 from ..keyspace import Keyspace
 from . import messages as m
+from .auth import Grant
 
 __all__ = [
     "AckReceived",
@@ -126,6 +129,20 @@ class RelayAck:
 Notice = PullDone | CustomReceived | AckReceived | PullFor | HoldingDue | RelayAck
 
 
+def _writers(update: bytes) -> dict[int, int]:
+    """The Yjs client ids an update writes under (with their clocks).
+
+    Raises:
+        InvalidUpdate: the update does not decode.
+    """
+    try:
+        return decode_state_vector(bytes(get_state(update)))
+    except BaseException as exc:  # pycrdt's own errors, and pyo3 panics, on bad bytes
+        if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+            raise
+        raise InvalidUpdate("an update does not decode") from None
+
+
 def _ahead(theirs: bytes, ours: bytes) -> bool:
     """Whether the state vector ``theirs`` holds operations ``ours`` lacks.
 
@@ -170,29 +187,55 @@ class Replication:
         self._keyspace = keyspace
         self._databases = databases
         self._seen: OrderedDict[str, None] = OrderedDict()
+        self.grants: dict[str, Grant] = {}  # what each client peer may do (its token)
+        self.client_ids: dict[str, int] = {}  # each client peer's Yjs client id
 
     # -- links -----------------------------------------------------------------------
 
-    def opened(self, peer: str, role: str = "node") -> list[Send]:
-        """A link to ``peer`` opened: start syncing directories and held values."""
+    def opened(
+        self, peer: str, role: str = "node", grant: Grant | None = None, client_id: int = 0
+    ) -> list[Send]:
+        """A link to ``peer`` opened: start syncing directories and held values. A
+        client peer may do what its ``grant`` allows, and write only under its own
+        Yjs ``client_id``."""
         self.peers.add(peer)
         if role == "client":
             self.clients.add(peer)
+            self.grants[peer] = grant or Grant("client")
+            self.client_ids[peer] = client_id
         return self.resync(peer)
+
+    def _may(self, peer: str, right: str, database: str | None = None) -> bool:
+        """Whether ``peer`` (a node: always) may ``right`` on ``database``."""
+        grant = self.grants.get(peer)
+        return grant is None or grant.allows(right, database)
+
+    def _check(self, peer: str, right: str, database: str) -> None:
+        if not self._may(peer, right, database):
+            raise ProtocolError(f"client {peer!r} has no {right} right on {database!r}")
+
+    def _own(self, peer: str, update: bytes | None) -> bool:
+        """Whether a client's update writes under its own client id only (another
+        writer's id, even at a future clock, would silence that writer forever)."""
+        if update is None:
+            return True
+        own = self.client_ids.get(peer, 0)
+        return all(writer == own for writer in _writers(update))
 
     def resync(self, peer: str) -> list[Send]:
         """Anti-entropy with ``peer``: a state vector for every directory and held
         value; the answers repair whatever was lost or applied out of order."""
         out: list[Send] = []
         for name in self._databases():
-            ks = self._keyspace(name)
-            out.append((peer, m.DirectoryStep1(name, ks.directory.doc.state_vector())))
+            if self._may(peer, "read", name):
+                ks = self._keyspace(name)
+                out.append((peer, m.DirectoryStep1(name, ks.directory.doc.state_vector())))
         return out
 
     def holding(self, peer: str, database: str) -> list[Send]:
         """``Holding`` messages for every fresh value held here in ``database`` (what
         a ``HoldingDue`` notice asks for; nothing if the link closed meanwhile)."""
-        if peer not in self.peers:
+        if peer not in self.peers or not self._may(peer, "read", database):
             return []
         ks = self._keyspace(database)
         held = [(key, gen, ks.value_state_vector(key)) for key, gen in ks.held()]
@@ -204,6 +247,8 @@ class Replication:
     def closed(self, peer: str) -> list[Notice]:
         """The link to ``peer`` closed: it holds nothing for us now, answers nothing."""
         self.peers.discard(peer)
+        self.grants.pop(peer, None)
+        self.client_ids.pop(peer, None)
         self.clients.discard(peer)
         for holders in self.holders.values():
             holders.discard(peer)
@@ -237,6 +282,8 @@ class Replication:
             whole = ks.value_diff(change.key, change.gen, EMPTY_STATE_VECTOR)
         out: list[Send] = []
         for peer in self.peers if to is None else to:
+            if peer in self.grants and not self.grants[peer].allows("read", change.database):
+                continue  # a client whose token does not reach this database
             value = change.value if peer in holders or self.is_client else None
             if value is None and whole is not None:
                 value = whole  # all of it: the peer holds it from now on
@@ -277,14 +324,18 @@ class Replication:
             self.pulls.pop(value_id, None)
             return value_id, []
         # Every pull asks every peer again: an earlier request may have been lost.
-        self.pulls[value_id] = set(self.peers)
+        asked = self.peers - self.clients  # a client's copy is no source: nodes answer
+        if not asked:
+            self.pulls.pop(value_id, None)
+            return value_id, []
+        self.pulls[value_id] = set(asked)
         message = m.ValuePull(database, key, gen, ks.value_state_vector(key))
-        return value_id, [(peer, message) for peer in self.peers]
+        return value_id, [(peer, message) for peer in asked]
 
     def release(self, database: str, key: str, gen: int) -> list[Send]:
         """This node's copy went stale: every peer stops pushing it."""
         message = m.Release(database, key, gen)
-        return [(peer, message) for peer in self.peers]
+        return [(peer, message) for peer in self.peers if self._may(peer, "read", database)]
 
     def answer_pull(self, peer: str, msg: m.ValuePull) -> Send:
         """The answer to a pull: what the puller lacks, or that it is not held here."""
@@ -301,7 +352,7 @@ class Replication:
     def custom(self, message: m.Custom) -> list[Send]:
         """A custom event emitted here: to every peer."""
         self._remember(message.id)
-        return [(peer, message) for peer in self.peers]
+        return [(peer, message) for peer in self.peers if self._may(peer, "read")]
 
     def _remember(self, event_id: str) -> bool:
         """Record a custom event id; False if it was seen already."""
@@ -313,6 +364,37 @@ class Replication:
         return True
 
     # -- what peers say -------------------------------------------------------------------
+
+    def _client_may(self, peer: str, msg: m.Message) -> None:
+        """What a client may send: its own writes, within its token's scope.
+
+        Raises:
+            ProtocolError: anything else (the link closes).
+        """
+        if msg.__class__ in _FROM_NODES_ONLY:
+            raise ProtocolError(f"a client cannot send {type(msg).__name__}")
+        if isinstance(msg, m.Write):
+            if msg.origin != peer:
+                raise ProtocolError("a client relays nothing: a write's origin must be itself")
+            self._check(peer, "write", msg.database)
+            if not (self._own(peer, msg.value) and self._own(peer, msg.directory)):
+                raise ProtocolError("a client may write under its own client id only")
+        elif isinstance(msg, m.DirectoryStep2):
+            # What the gateway lacks of the client's directory: its own offline
+            # writes, which need the write right and the client's own id.
+            if _writers(msg.update):
+                self._check(peer, "write", msg.database)
+                if not self._own(peer, msg.update):
+                    raise ProtocolError("a client may write under its own client id only")
+        elif isinstance(msg, m.ValueDiff):
+            self._check(peer, "write", msg.database)
+            if not self._own(peer, msg.update):
+                raise ProtocolError("a client may write under its own client id only")
+        elif isinstance(msg, m.Custom):
+            if not self._may(peer, "emit"):
+                raise ProtocolError(f"client {peer!r} has no emit right")
+        elif isinstance(msg, (m.DirectoryStep1, m.ValuePull, m.Holding, m.Release)):
+            self._check(peer, "read", msg.database)
 
     def handle(self, peer: str, message: m.Message) -> tuple[list[Send], list[Notice]]:
         """Handle one message from ``peer``.
@@ -330,11 +412,9 @@ class Replication:
         out: list[Send] = []
         notices: list[Notice] = []
         from_client = peer in self.clients
-        if from_client and msg.__class__ in _FROM_NODES_ONLY:
-            raise ProtocolError(f"a client cannot send {type(msg).__name__}")
+        if from_client:
+            self._client_may(peer, msg)
         if isinstance(msg, m.Write):
-            if from_client and msg.origin != peer:
-                raise ProtocolError("a client relays nothing: a write's origin must be itself")
             ks = self._keyspace(msg.database)
             if msg.kind in ("created", "changed"):
                 self.holders.setdefault((msg.database, msg.key, msg.gen), set()).add(peer)

@@ -9,15 +9,18 @@ be called again (``tick``'s deadline). It never waits and never reads a clock.
 
 States, and what moves between them::
 
-    OPENING --Hello received, valid--> OPEN --Close received / sent--> CLOSED
-       |                                 |
-       +--bad Hello, Close, or silence ---+--silence past the timeout--> CLOSED
+    OPENING --Hello, valid--> PROVING --Proof, valid--> OPEN --Close in or out--> CLOSED
+       |                         |                        |
+       +--bad Hello or Proof, Close, handshake timeout ---+--silence past timeout--> CLOSED
 
-Both ends send ``Hello`` as soon as the link opens. Until the peer's ``Hello``
-arrives nothing else is accepted (a data message first is a protocol error). Once
-open, a ``Ping`` goes out every ``heartbeat`` seconds without other traffic; any
-message from the peer counts as a sign of life, and ``timeout`` seconds without one
-close the link (the peer is suspected; membership decides what follows).
+Both ends send ``Hello`` (with a fresh nonce) as soon as the link opens, and a
+``Proof`` once the peer's ``Hello`` arrived (``net/auth.py``: an HMAC over both
+nonces, never a secret). Until the peer's proof is verified nothing else is accepted
+(anything else first is a protocol error), and a handshake not done within
+``handshake_timeout`` seconds closes the link. Once open, a ``Ping`` goes out every
+``heartbeat`` seconds without other traffic; any message from the peer counts as a
+sign of life, and ``timeout`` seconds without one close the link (the peer is
+suspected; membership decides what follows).
 """
 
 from __future__ import annotations
@@ -25,20 +28,22 @@ from __future__ import annotations
 from enum import Enum
 
 from ..errors import ProtocolError
+from .auth import Credentials, Grant
 from .codec import PROTOCOL
-from .messages import Close, Hello, Message, Ping, Pong
+from .messages import Close, Hello, Message, Ping, Pong, Proof
 
 __all__ = ["Session", "State"]
 
 
 class State(Enum):
     OPENING = "opening"
+    PROVING = "proving"
     OPEN = "open"
     CLOSED = "closed"
 
 
 #: Messages a session handles itself (besides the first, Hello).
-_LINK_LEVEL = frozenset({Hello, Close, Ping, Pong})
+_LINK_LEVEL = frozenset({Hello, Proof, Close, Ping, Pong})
 
 
 class Session:
@@ -60,6 +65,8 @@ class Session:
         heartbeat: float = 1.0,
         timeout: float = 5.0,
         accept_clients: bool = True,
+        credentials: Credentials | None = None,
+        handshake_timeout: float = 5.0,
     ) -> None:
         self.local = local  # what this end says about itself
         self.peer: Hello | None = None  # what the peer said, once open
@@ -71,6 +78,10 @@ class Session:
         self._heard = now  # when the peer last said anything
         self._sent = now  # when this end last sent anything
         self._seq = 0  # the last ping's sequence number
+        self.credentials = credentials or Credentials()
+        self.handshake_timeout = handshake_timeout
+        self.grant: Grant | None = None  # what the peer may do, once it proved itself
+        self._handshake_deadline = now + handshake_timeout
         self._out: list[Message] = [local]
 
     @property
@@ -138,23 +149,54 @@ class Session:
         if self.state is State.OPENING:
             if not isinstance(message, Hello):
                 raise ProtocolError(f"expected Hello, got {type(message).__name__}")
-            self._open(message)
+            self._hello(message)
             return True
         if isinstance(message, Hello):
             raise ProtocolError("a second Hello")
+        if self.state is State.PROVING:
+            if not isinstance(message, Proof):
+                kind = type(message).__name__
+                raise ProtocolError(f"unauthenticated: expected Proof, got {kind}")
+            self._proof(message)
+            return True
+        if isinstance(message, Proof):
+            raise ProtocolError("a second Proof")
         if isinstance(message, Ping):
             self._out.append(Pong(message.seq))
             return True
         return isinstance(message, Pong)
 
-    def _open(self, hello: Hello) -> None:
+    def _hello(self, hello: Hello) -> None:
         if hello.protocol != PROTOCOL:
             raise ProtocolError(f"protocol {hello.protocol} is not {PROTOCOL}")
         if hello.role == "client" and (self.local.role == "client" or not self.accept_clients):
             raise ProtocolError("a client cannot link to a client")
         if hello.name == self.local.name:
             raise ProtocolError(f"the peer has this node's own name {hello.name!r}")
+        if len(hello.nonce) < 16 and self.credentials.enabled:
+            raise ProtocolError("a Hello without a nonce cannot be authenticated")
         self.peer = hello
+        self.state = State.PROVING
+        mac = self.credentials.proof(
+            role=self.local.role,
+            name=self.local.name,
+            own_nonce=self.local.nonce,
+            peer_nonce=hello.nonce,
+            peer_token=hello.token,
+        )
+        self._out.append(Proof(mac))
+
+    def _proof(self, proof: Proof) -> None:
+        assert self.peer is not None
+        self.grant = self.credentials.verify(
+            local_role=self.local.role,
+            peer_role=self.peer.role,
+            peer_name=self.peer.name,
+            peer_token=self.peer.token,
+            peer_nonce=self.peer.nonce,
+            own_nonce=self.local.nonce,
+            proof=proof.mac,
+        )
         self.state = State.OPEN
 
     def tick(self, now: float) -> float | None:
@@ -165,7 +207,12 @@ class Session:
         """
         if self.state is State.CLOSED:
             return None
+        if self.state is not State.OPEN and now >= self._handshake_deadline:
+            self.close(f"handshake not completed within {self.handshake_timeout:g}s")
+            return None
         silent_until = self._heard + self.timeout
+        if self.state is not State.OPEN:
+            silent_until = min(silent_until, self._handshake_deadline)
         if now >= silent_until:
             self.close(f"peer silent for {now - self._heard:.1f}s")
             return None
