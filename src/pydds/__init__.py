@@ -20,6 +20,7 @@ from .config import DatabaseSettings, Limits
 from .database import Database
 from .errors import (
     AckTimeout,
+    Forbidden,
     InvalidName,
     InvalidUpdate,
     InvalidValue,
@@ -59,6 +60,7 @@ __all__ = [
     "EventFilter",
     "EventKind",
     "FakeClock",
+    "Forbidden",
     "InvalidName",
     "InvalidUpdate",
     "InvalidValue",

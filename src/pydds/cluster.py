@@ -499,9 +499,7 @@ class Cluster:
         state.session.send([m.Members(self.membership.listing())])
         hello = state.session.peer
         assert hello is not None
-        self.send(
-            self.replication.opened(peer, "client", state.session.grant, hello.client_id)
-        )
+        self.send(self.replication.opened(peer, "client", state.session.grant, hello.client_id))
         if not state.opened.done():
             state.opened.set_result(None)
         return True

@@ -82,6 +82,12 @@ class Database:
             raise NodeClosed(f"node {self._node.name!r} is closed")
         return self._keyspace
 
+    def _writable(self) -> Keyspace:
+        keyspace = self._open()
+        if self._node._scope is not None:
+            self._node._authorize("write", self.name)
+        return keyspace
+
     # -- reads -----------------------------------------------------------------------
 
     async def get(self, key: str, default: Any = _RAISE) -> Any:
@@ -97,6 +103,8 @@ class Database:
         node = self._node
         if node._closed:
             raise NodeClosed(f"node {node.name!r} is closed")
+        if node._scope is not None:
+            node._authorize("read", self.name)
         if node._read_listeners:
             for listener in node._read_listeners:
                 listener(self.name, key)
@@ -199,7 +207,7 @@ class Database:
             InvalidValue: ``value`` is not JSON-like or too large; nothing changed.
             InvalidName: ``key`` is not a valid key.
         """
-        keyspace = self._open()
+        keyspace = self._writable()
         limits = keyspace.limits
         if type(key) is not str or not 0 < len(key) <= limits.max_key_length or not key.isascii():
             check_key(key, limits)  # the full check, off the common path
@@ -225,7 +233,7 @@ class Database:
             WrongType: the value is not a dict (a ``TypeError``).
             InvalidValue: ``fields`` is not a dict of JSON-like values; nothing changed.
         """
-        keyspace = self._open()
+        keyspace = self._writable()
         limits = keyspace.limits
         check_key(key, limits)
         if type(fields) is not dict:
@@ -251,7 +259,7 @@ class Database:
             WrongType: ``path`` does not lead to a list.
             InvalidValue: ``item`` is not JSON-like; nothing changed.
         """
-        keyspace = self._open()
+        keyspace = self._writable()
         limits = keyspace.limits
         check_key(key, limits)
         steps = list(path) if not isinstance(path, str) else None
@@ -273,7 +281,7 @@ class Database:
             InvalidValue: ``amount`` is not an int, or the total would leave the
                 64-bit range; nothing changed.
         """
-        keyspace = self._open()
+        keyspace = self._writable()
         check_key(key, keyspace.limits)
         if type(amount) is not int or not values.INT_MIN <= amount <= 2**63 - 1:
             raise InvalidValue(f"incr needs a 64-bit int amount, not {amount!r}")
@@ -283,6 +291,6 @@ class Database:
 
     async def delete(self, key: str, *, ack: Ack = "local") -> bool:
         """Delete ``key``; return whether it existed."""
-        keyspace = self._open()
+        keyspace = self._writable()
         existed: bool = await self._node._write(ack, lambda: keyspace.delete(key))
         return existed

@@ -17,6 +17,7 @@ keep working in code that does not know pydds::
     ├── LinkClosed          (also ConnectionError) a link to a peer closed or never opened
     ├── ModuleError         (also RuntimeError)  a module could not be loaded or started
     ├── StorageError        (also OSError)       the store could not keep a write (disk full)
+    ├── Forbidden           (also PermissionError) a client token does not allow this
     └── ProtocolError                            a link broke the protocol
         └── MalformedFrame  (also ValueError)    a frame that does not decode; the link closes
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 __all__ = [
     "AckTimeout",
+    "Forbidden",
     "InvalidName",
     "InvalidUpdate",
     "InvalidValue",
@@ -92,6 +94,11 @@ class ModuleError(PyddsError, RuntimeError):
 class StorageError(PyddsError, OSError):
     """The store could not keep a write on disk (full, failing, or in use); the
     write stands in memory, and the store tries again."""
+
+
+class Forbidden(PyddsError, PermissionError):
+    """The credentials in use do not allow this (a client token's databases or
+    rights); nothing changed."""
 
 
 class ProtocolError(PyddsError):

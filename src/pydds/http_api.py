@@ -35,6 +35,7 @@ from . import __version__
 from .database import Database
 from .errors import (
     AckTimeout,
+    Forbidden,
     InvalidName,
     InvalidValue,
     KeyNotFound,
@@ -46,9 +47,18 @@ from .errors import (
     WrongType,
 )
 from .events import Event, EventKind, Subscription
+from .net.auth import OPEN_NODE, Grant
 from .node import Node, check_ack
 
-__all__ = ["NODE", "add_routes", "error_middleware", "event_json"]
+__all__ = [
+    "GRANT",
+    "NODE",
+    "add_routes",
+    "auth_middleware",
+    "authorize",
+    "error_middleware",
+    "event_json",
+]
 
 NODE = web.AppKey("node", Node)
 #: The event streams being served, closed first when the app shuts down.
@@ -70,10 +80,12 @@ _ERRORS: list[tuple[type[Exception], int, str]] = [
     (StorageError, 503, "storage_error"),
     (Unavailable, 503, "unavailable"),
     (NodeClosed, 503, "closed"),
+    (Forbidden, 403, "forbidden"),
     (PyddsError, 400, "invalid_request"),
 ]
 _HTTP_CODES = {
     400: "bad_json",
+    401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
     413: "too_large",
@@ -85,6 +97,37 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def error(status: int, code: str, message: str) -> web.Response:
     """A JSON error response."""
     return web.json_response({"error": code, "message": message}, status=status)
+
+
+#: The grant of the request's bearer token (all rights when the node is open).
+GRANT = web.RequestKey("pydds.grant", Grant)
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """With credentials configured, every route but ``/healthz`` needs a bearer
+    token: a client token (``ID.SECRET``, scoped) or a cluster secret (everything)."""
+    credentials = request.app[NODE].credentials
+    if not credentials.enabled or request.path == "/healthz":
+        request[GRANT] = OPEN_NODE
+        return await handler(request)
+    grant = credentials.bearer(request.headers.get("Authorization"))
+    if grant is None:
+        response = error(
+            401, "unauthorized", "a bearer token is needed: Authorization: Bearer ID.SECRET"
+        )
+        response.headers["WWW-Authenticate"] = 'Bearer realm="pydds"'
+        return response
+    request[GRANT] = grant
+    return await handler(request)
+
+
+def authorize(request: web.Request, right: str, database: str | None = None) -> None:
+    """Raises ``Forbidden`` when the request's token lacks ``right`` (on ``database``)."""
+    grant: Grant = request[GRANT]
+    if not grant.allows(right, database):
+        where = f" on {database!r}" if database is not None else ""
+        raise Forbidden(f"token {grant.token!r} has no {right} right{where}")
 
 
 @web.middleware
@@ -162,6 +205,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def cluster(request: web.Request) -> web.Response:
+    authorize(request, "read")
     node = request.app[NODE]
     return web.json_response(
         {
@@ -172,9 +216,13 @@ async def cluster(request: web.Request) -> web.Response:
 
 
 async def databases(request: web.Request) -> web.Response:
+    authorize(request, "read")
     node = request.app[NODE]
+    grant: Grant = request[GRANT]
     listing = []
     for name in node.databases():
+        if not grant.allows("read", name):
+            continue
         db = node.database(name)
         listing.append({"name": name, "expire": db.expire, "keys": len(db)})
     return web.json_response({"databases": listing})
@@ -183,6 +231,7 @@ async def databases(request: web.Request) -> web.Response:
 async def stats(request: web.Request) -> web.Response:
     """``GET /v1/stats``: events by kind, and what modules with a ``snapshot()``
     (the statistics module) report."""
+    authorize(request, "read")
     node = request.app[NODE]
     modules = {}
     for module in node.modules:
@@ -195,16 +244,19 @@ async def stats(request: web.Request) -> web.Response:
 
 
 async def keys(request: web.Request) -> web.Response:
+    authorize(request, "read", request.match_info["db"])
     db = _existing(request)
     return web.json_response(db.keys(prefix=request.query.get("prefix", "")))
 
 
 async def get_value(request: web.Request) -> web.Response:
+    authorize(request, "read", request.match_info["db"])
     db = _existing(request)
     return web.json_response(await db.get(request.match_info["key"]))
 
 
 async def put_value(request: web.Request) -> web.Response:
+    authorize(request, "write", request.match_info["db"])
     node = request.app[NODE]
     db = node.database(request.match_info["db"])
     ack = _ack(request)
@@ -216,6 +268,7 @@ async def put_value(request: web.Request) -> web.Response:
 
 
 async def patch_value(request: web.Request) -> web.Response:
+    authorize(request, "write", request.match_info["db"])
     node = request.app[NODE]
     db = node.database(request.match_info["db"])
     ack = _ack(request)
@@ -227,6 +280,7 @@ async def patch_value(request: web.Request) -> web.Response:
 
 
 async def delete_value(request: web.Request) -> web.Response:
+    authorize(request, "write", request.match_info["db"])
     db = _existing(request)
     key = request.match_info["key"]
     if not await db.delete(key, ack=_ack(request)):
@@ -235,6 +289,7 @@ async def delete_value(request: web.Request) -> web.Response:
 
 
 async def emit(request: web.Request) -> web.Response:
+    authorize(request, "emit")
     node = request.app[NODE]
     payload = await _body(request) if request.can_read_body else None
     await node.emit(request.match_info["name"], payload)
@@ -283,6 +338,9 @@ async def events(request: web.Request) -> web.StreamResponse:
     receives an ``overflow`` event saying how many."""
     node = request.app[NODE]
     query = request.query
+    grant: Grant = request[GRANT]
+    # A token scoped to databases sees the events of one of them, named.
+    authorize(request, "read", query.get("database") or ("" if grant.databases else None))
     subscription = node.events(
         database=query.get("database") or None,
         prefix=query.get("prefix") or None,

@@ -136,6 +136,9 @@ def metrics_handler(
     """The ``GET /metrics`` handler for ``registry``."""
 
     async def metrics(request: web.Request) -> web.Response:
+        from .http_api import authorize
+
+        authorize(request, "read")
         return web.Response(body=generate_latest(registry), headers={"Content-Type": _CONTENT_TYPE})
 
     return metrics

@@ -29,7 +29,7 @@ from .config import DatabaseSettings, Limits, check_name
 from .crdt import values
 from .crdt.keydoc import LiveDocs
 from .database import Database
-from .errors import InvalidValue, ModuleError, NodeClosed, Unavailable
+from .errors import Forbidden, InvalidValue, ModuleError, NodeClosed, Unavailable
 from .events import Event, EventKind, Subscription
 from .keyspace import NOT_HELD, Journal, Keyspace
 from .modules.base import Module
@@ -204,6 +204,8 @@ class Node:
         self._modules = ModuleHost(modules)
         #: What this node's links prove and accept (``pydds.Credentials``); none: open.
         self.credentials = credentials or Credentials()
+        #: A client's token: what it may do, checked before asking its gateway.
+        self._scope = self.credentials.token if self.role == "client" else None
         self._store: Store | None = None  # the store that keeps data on disk, if any
 
     def __repr__(self) -> str:
@@ -219,6 +221,22 @@ class Node:
         from .display import node_html
 
         return node_html(self)
+
+    def _authorize(self, right: str, database: str | None = None) -> None:
+        """Check a client's own token before its gateway would refuse (and close
+        the link).
+
+        Raises:
+            Forbidden: the token lacks ``right`` (on ``database``).
+        """
+        token = self._scope
+        if token is None:
+            return
+        if right not in token.rights or (
+            database is not None and token.databases is not None and database not in token.databases
+        ):
+            where = f" on {database!r}" if database is not None else ""
+            raise Forbidden(f"token {token.id!r} has no {right} right{where}")
 
     def recent_events(self) -> list[Event]:
         """The last events this node recorded (at most ``RECENT_EVENTS``), oldest first."""
@@ -595,6 +613,7 @@ class Node:
         if self._closed:
             raise NodeClosed(f"node {self.name!r} is closed")
         check_name("event", name)
+        self._authorize("emit")
         values.check(payload, self.limits.max_depth)
         packed = values.pack(payload, self.limits.max_value_bytes)
         self._publish(Event(EventKind.CUSTOM, origin=self.name, name=name, packed_payload=packed))

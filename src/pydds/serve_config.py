@@ -19,6 +19,11 @@ Each setting comes from, in this order of precedence: a command-line option, a
     # option = 5
     log_level = "info"
     log_format = "json"
+    secrets = ["a-cluster-secret-of-16-bytes-or-more"]
+    tokens = ["web:web-secret-0123456789:cache:read+write"]
+    tls_cert = "node.pem"
+    tls_key = "node-key.pem"
+    tls_ca = "ca.pem"
 
 The environment variables are ``PYDDS_`` and the upper-case name
 (``PYDDS_PORT=7500``); lists (``PYDDS_JOIN``, ``PYDDS_MODULES``) are comma-separated.
@@ -38,7 +43,7 @@ __all__ = ["ConfigError", "ServeConfig", "load_config"]
 
 ENV_PREFIX = "PYDDS_"
 LOG_FORMATS = ("text", "json")
-_LISTS = ("join", "modules")
+_LISTS = ("join", "modules", "secrets", "tokens")
 _BOOLS = {
     "1": True,
     "true": True,
@@ -66,6 +71,13 @@ class ServeConfig:
     advertise: str | None = None  # the address peers should dial, if not the bound one
     data_dir: str = "./pydds-data"  # where persistence keeps its files
     memory: bool = False  # keep data in memory only (no persistence module by default)
+    #: Cluster secrets (the first proves this node; all are accepted: rotation).
+    secrets: tuple[str, ...] = ()
+    #: Client tokens, ``id:secret[:db+db[:right+right]]`` (or TOML tables).
+    tokens: tuple[str | dict[str, Any], ...] = ()
+    tls_cert: str | None = None  # a PEM certificate chain: serve https and wss
+    tls_key: str | None = None  # its private key
+    tls_ca: str | None = None  # PEM CA certificates that peers' certificates must chain to
     #: Module specs, ``package.module:Class?key=value&...`` (or, from a file, tables
     #: ``{spec = "package.module:Class", key = value}``).
     modules: tuple[str | dict[str, Any], ...] = ()
@@ -82,9 +94,10 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
         # A module may also be a TOML table: {spec = "pkg.mod:Cls", option = value}.
-        allowed = (str, dict) if name == "modules" else (str,)
+        tables = name in ("modules", "tokens")
+        allowed = (str, dict) if tables else (str,)
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, allowed) for v in value):
-            kind = "strings or tables" if name == "modules" else "strings"
+            kind = "strings or tables" if tables else "strings"
             raise ConfigError(f"{name} in {source} must be a list of {kind}")
         return tuple(value)
     if name == "memory":
@@ -101,6 +114,8 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         return value
     if not isinstance(value, str):
         raise ConfigError(f"{name} in {source} must be a string, not {value!r}")
+    if name.startswith("tls_") and not Path(value).is_file():
+        raise ConfigError(f"{name} in {source}: no file {value}")
     if name == "log_format" and value not in LOG_FORMATS:
         raise ConfigError(f"log_format in {source} must be 'text' or 'json', not {value!r}")
     if name == "log_level" and not isinstance(logging.getLevelName(value.upper()), int):

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from .http_api import NODE, add_routes, error_middleware
+from .http_api import NODE, add_routes, auth_middleware, error_middleware
 from .metrics import metrics_handler, registry_for
 from .node import Node
 
@@ -34,7 +34,7 @@ def make_app(node: Node) -> web.Application:
         web.run_app(app, host="127.0.0.1", port=7400)
     """
     app = web.Application(
-        middlewares=[error_middleware],
+        middlewares=[error_middleware, auth_middleware],
         client_max_size=node.limits.max_value_bytes + BODY_SLACK,
     )
 

@@ -25,7 +25,15 @@ DEFAULT_NODE = "127.0.0.1:7400"
     help="the node to talk to (host:port or http://host:port; env PYDDS_NODE)",
 )
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="seconds per request")
-def cli(node: str, timeout: float) -> None:
+@click.option(
+    "--token",
+    envvar="PYDDS_TOKEN",
+    default=None,
+    metavar="ID.SECRET",
+    help="a client token (or a cluster secret) for a node with credentials; env PYDDS_TOKEN",
+)
+@click.option("--tls-ca", default=None, metavar="PEM", help="CA certificates to verify https")
+def cli(node: str, timeout: float, token: str | None, tls_ca: str | None) -> None:
     """pydds: a distributed data store and event system.
 
     `pydds serve` runs a node; the other commands talk to a node's HTTP API.

@@ -3,7 +3,8 @@
 
 Exit codes: 0 success; 1 the key (or database) was not found; 2 bad usage (wrong
 options, a value that is not JSON or that the node refuses as invalid); 3 the node
-is unreachable or failed (unavailable, acknowledgement timeout, wrong type, ...).
+is unreachable, refused the credentials (401, 403) or failed (unavailable,
+acknowledgement timeout, wrong type, ...).
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ R = TypeVar("R")
 
 def _api() -> NodeApi:
     params = click.get_current_context().find_root().params
-    return NodeApi(params["node"], timeout=params["timeout"])
+    return NodeApi(
+        params["node"], timeout=params["timeout"], token=params["token"], ca=params["tls_ca"]
+    )
 
 
 def _handled(command: Callable[P, R]) -> Callable[P, R]:

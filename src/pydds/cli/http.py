@@ -8,6 +8,7 @@ every failure into ``ApiError`` or ``Unreachable``.
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
@@ -46,13 +47,25 @@ class NodeApi:
         api.call("GET", key_path("cache", "k"))   # {'a': 1}
     """
 
-    def __init__(self, node: str, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        node: str,
+        *,
+        timeout: float = 30.0,
+        token: str | None = None,
+        ca: str | None = None,
+    ) -> None:
         if "://" not in node:
             node = f"http://{node}"
         self.base = node.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
         self.base = self.base.rstrip("/")
         self.timeout = timeout  # seconds to connect and for each read
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self.token = token  # sent as a bearer token when given
+        handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+        if ca is not None:
+            context = ssl.create_default_context(cafile=ca)
+            handlers.append(urllib.request.HTTPSHandler(context=context))
+        self._opener = urllib.request.build_opener(*handlers)
 
     def _open(
         self, method: str, path: str, body: Any, query: Mapping[str, str] | None
@@ -62,6 +75,8 @@ class NodeApi:
         request = urllib.request.Request(url, data=data, method=method)
         if data is not None:
             request.add_header("Content-Type", "application/json")
+        if self.token is not None:
+            request.add_header("Authorization", f"Bearer {self.token}")
         try:
             return self._opener.open(request, timeout=self.timeout)
         except urllib.error.HTTPError as exc:

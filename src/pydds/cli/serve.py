@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import signal
+import ssl
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -16,6 +18,7 @@ from ..errors import ModuleError
 from ..logs import configure_logging
 from ..modules import Module, load_module
 from ..modules.persist import Persistence
+from ..net.auth import RIGHTS, ClientToken, Credentials
 from ..net.ws import LINK_PATH, WebSocketTransport
 from ..node import Node
 from ..serve_config import ConfigError, ServeConfig, load_config
@@ -39,7 +42,8 @@ async def serve(
     (``/v1/link``) on one port; on a signal the node closes its links and stops,
     and the coroutine returns.
     """
-    transport = WebSocketTransport()
+    server_ssl, client_ssl = tls_contexts(config)
+    transport = WebSocketTransport(server_ssl=server_ssl, client_ssl=client_ssl)
     node = Node(
         config.name,
         listen=f"{config.host}:{config.port}",
@@ -47,6 +51,7 @@ async def serve(
         join=config.join,
         transport=transport,
         modules=modules,
+        credentials=credentials_of(config),
     )
     transport.app = make_app(node)
     stop = stop or asyncio.Event()
@@ -56,7 +61,7 @@ async def serve(
     try:
         async with node:
             bound = transport.bound or node.address or ""
-            http = bound.replace("ws://", "http://", 1)
+            http = "http" + bound.removeprefix("ws")  # ws -> http, wss -> https
             advertised = f"; advertised as {node.address}" if node.address != bound else ""
             loaded = ", ".join(m.name for m in modules) or "none"
             stores = [m for m in modules if isinstance(m, Persistence)]
@@ -74,6 +79,63 @@ async def serve(
     log.info("node %s stopped", node.name)
 
 
+def credentials_of(config: ServeConfig) -> Credentials:
+    """The node's credentials from its settings.
+
+    Raises:
+        ConfigError: a malformed token or a secret too short.
+    """
+    try:
+        tokens = [
+            ClientToken.parse(t) if isinstance(t, str) else _token_table(t) for t in config.tokens
+        ]
+        return Credentials(secrets=config.secrets, tokens=tokens)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _token_table(table: dict[str, Any]) -> ClientToken:
+    databases = table.get("databases")
+    return ClientToken(
+        table["id"],
+        table["secret"],
+        None if databases in (None, "*") else frozenset(databases),
+        frozenset(table.get("rights", RIGHTS)),
+    )
+
+
+def tls_contexts(config: ServeConfig) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:
+    """The TLS contexts to serve with and to verify peers with (None, None: no TLS)."""
+    server = None
+    if config.tls_cert:
+        server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server.load_cert_chain(config.tls_cert, config.tls_key)
+    client = ssl.create_default_context(cafile=config.tls_ca) if config.tls_ca else None
+    return server, client
+
+
+def protected(config: ServeConfig, credentials: Credentials) -> None:
+    """Refuse to serve beyond this machine without credentials (as Redis's protected
+    mode does).
+
+    Raises:
+        ConfigError: a non-loopback bind with no secret and no token.
+    """
+    if credentials.enabled or config.host == "localhost":
+        return
+    try:
+        loopback = ipaddress.ip_address(config.host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ConfigError(
+            f"refusing to serve on {config.host} without credentials: anyone who reaches "
+            "it could read and write everything. Set a cluster secret (--secret or "
+            "PYDDS_SECRETS) and client tokens (--token ID:SECRET:DATABASES:RIGHTS), or "
+            "bind 127.0.0.1"
+        )
+
+
 @click.command("serve")
 @click.option("--config", "config_file", metavar="FILE", help="a TOML file of settings")
 @click.option("--host", default=None, help="the address to bind  [default: 127.0.0.1]")
@@ -86,6 +148,15 @@ async def serve(
 @click.option(
     "--module", "modules", multiple=True, metavar="SPEC", help="package.module:Class?opt=v"
 )
+@click.option(
+    "--secret", "secrets", multiple=True, metavar="SECRET", help="a cluster secret (repeatable)"
+)
+@click.option(
+    "--token", "tokens", multiple=True, metavar="SPEC", help="a client token id:secret:dbs:rights"
+)
+@click.option("--tls-cert", default=None, metavar="PEM", help="serve https and wss")
+@click.option("--tls-key", default=None, metavar="PEM", help="the certificate's key")
+@click.option("--tls-ca", default=None, metavar="PEM", help="CA certificates peers must chain to")
 @click.option("--log-level", default=None, help="debug, info, warning or error  [default: info]")
 @click.option(
     "--log-format", default=None, type=click.Choice(["text", "json"]), help="[default: text]"
@@ -99,6 +170,9 @@ def serve_command(config_file: str | None, **options: Any) -> None:
     """
     try:
         config = load_config(options, os.environ, config_file)
+        if config.tls_cert and not config.tls_key:
+            raise ConfigError("--tls-cert needs --tls-key")
+        protected(config, credentials_of(config))
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     try:

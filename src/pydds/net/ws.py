@@ -7,6 +7,7 @@ or ``wss://host:port``.
 
 from __future__ import annotations
 
+import ssl
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -72,9 +73,16 @@ class WebSocketTransport:
     """
 
     def __init__(
-        self, *, app: web.Application | None = None, max_frame_bytes: int = 32 * 1024 * 1024
+        self,
+        *,
+        app: web.Application | None = None,
+        max_frame_bytes: int = 32 * 1024 * 1024,
+        server_ssl: ssl.SSLContext | None = None,
+        client_ssl: ssl.SSLContext | None = None,
     ) -> None:
         self.app = app  # the application that serves the link route
+        self.server_ssl = server_ssl  # serve wss (and https) with this context
+        self.client_ssl = client_ssl  # verify wss peers with this (None: system CAs)
         self.max_frame_bytes = max_frame_bytes  # larger WebSocket messages close the link
         self.bound: str | None = None  # the address the server is bound to, once listening
         self._runner: web.AppRunner | None = None
@@ -96,20 +104,24 @@ class WebSocketTransport:
         # Links are closed (with a Close) before the transport; what is left is cut.
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, url.hostname, url.port)
+        site = web.TCPSite(self._runner, url.hostname, url.port, ssl_context=self.server_ssl)
         await site.start()
         host, port = self._runner.addresses[0][:2]
-        self.bound = f"ws://{host}:{port}"
+        scheme = "wss" if self.server_ssl is not None else "ws"
+        self.bound = f"{scheme}://{host}:{port}"
         return self.bound
 
     async def connect(self, address: str) -> Link:
         if self._client is None:
             self._client = aiohttp.ClientSession()
         try:
+            url = normalize(address)
             ws = await self._client.ws_connect(
-                normalize(address) + LINK_PATH, max_msg_size=self.max_frame_bytes
+                url + LINK_PATH,
+                max_msg_size=self.max_frame_bytes,
+                ssl=self.client_ssl if url.startswith("wss://") and self.client_ssl else True,
             )
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
+        except (aiohttp.ClientError, OSError, ValueError, ssl.SSLError) as exc:
             raise LinkClosed(f"cannot link to {address}: {exc}") from None
         return WebSocketLink(ws)
 
