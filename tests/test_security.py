@@ -1,0 +1,369 @@
+"""Security: authenticated links, client tokens and their scopes, writes under a
+client's own id only, HTTP bearer tokens, protected mode, TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+import pydds
+from pydds.net import messages as m
+from pydds.net.auth import ClientToken, Credentials
+from pydds.net.codec import PROTOCOL, encode_frame
+from pydds.net.session import Session, State
+from pydds.server import make_app
+
+from .memcluster import Cluster, names, until
+from .test_cluster import drain
+from .test_ws import until as until_events
+
+SECRET = "cluster-secret-0123456789"
+OLD = "old-cluster-secret-0123456"
+WEB = ClientToken("web", "web-token-secret-0123", databases={"cache"}, rights={"read", "write"})
+READER = ClientToken("reader", "reader-secret-012345", rights={"read"})
+NODES = Credentials(secrets=[SECRET], tokens=[WEB, READER])
+
+
+# -- credentials and the handshake, sans-IO ------------------------------------------------
+
+
+def test_tokens_parse_and_check() -> None:
+    token = ClientToken.parse("billing:billing-secret-0123:invoices+payments:read+write")
+    assert token.databases == {"invoices", "payments"}
+    assert token.rights == {"read", "write"}
+    assert ClientToken.parse("all:all-secret-0123456789").databases is None
+    for bad in ("nosecret", "a:short", "a:long-enough-secret-0:db:fly", "a.b:long-enough-secret-0"):
+        with pytest.raises(ValueError):  # noqa: PT011 (each message differs)
+            ClientToken.parse(bad)
+    with pytest.raises(ValueError, match="at least 16 bytes"):
+        Credentials(secrets=["short"])
+    assert "web-token-secret" not in repr(WEB)
+
+
+def handshake(a: Session, b: Session) -> list[bytes]:
+    """Run the handshake between two sessions; the frames that crossed, encoded."""
+    frames = []
+    for _ in range(3):
+        to_b, to_a = a.data_to_send(0), b.data_to_send(0)
+        frames += [encode_frame(to_b), encode_frame(to_a)] if to_b or to_a else []
+        a.receive(to_a, 0)
+        b.receive(to_b, 0)
+    return frames
+
+
+def hello(name: str, role: str = "node", token: str | None = None) -> m.Hello:
+    from pydds.net.auth import new_nonce
+
+    return m.Hello(name, role, None, PROTOCOL, new_nonce(), token, 7)
+
+
+def test_nodes_with_a_shared_secret_open_and_the_secret_never_crosses() -> None:
+    a = Session(hello("a"), now=0, credentials=NODES)
+    b = Session(hello("b"), now=0, credentials=Credentials(secrets=[SECRET]))
+    frames = handshake(a, b)
+    assert a.state is b.state is State.OPEN
+    assert a.grant is not None
+    assert a.grant.role == "node"
+    assert not any(SECRET.encode() in frame for frame in frames)
+
+
+@pytest.mark.parametrize(
+    ("theirs", "reason"),
+    [
+        (Credentials(secrets=["a-wrong-secret-0123456"]), "authentication failed: wrong proof"),
+        (Credentials(), "authentication failed: wrong proof"),  # no secret: an empty proof
+    ],
+)
+def test_a_node_without_the_secret_is_refused(theirs: Credentials, reason: str) -> None:
+    a = Session(hello("a"), now=0, credentials=NODES)
+    b = Session(hello("b"), now=0, credentials=theirs)
+    handshake(a, b)
+    assert a.state is State.CLOSED
+    assert a.close_reason == reason
+
+
+def test_secrets_rotate() -> None:
+    # Step 1: every node accepts both; step 2: they prove with the new one.
+    new_first = Credentials(secrets=[SECRET, OLD])
+    old_first = Credentials(secrets=[OLD, SECRET])
+    a = Session(hello("a"), now=0, credentials=new_first)
+    b = Session(hello("b"), now=0, credentials=old_first)
+    handshake(a, b)
+    assert a.state is b.state is State.OPEN
+    # A node that only knows the old secret refuses one that proves with the new.
+    c = Session(hello("c"), now=0, credentials=Credentials(secrets=[OLD]))
+    d = Session(hello("d"), now=0, credentials=new_first)
+    handshake(c, d)
+    assert c.state is State.CLOSED
+
+
+def test_client_tokens() -> None:
+    client = Credentials(token=WEB)
+    a = Session(hello("gw"), now=0, credentials=NODES)
+    c = Session(hello("cl", "client", "web"), now=0, credentials=client)
+    handshake(a, c)
+    assert a.state is c.state is State.OPEN
+    assert a.grant is not None
+    assert (a.grant.role, a.grant.token) == ("client", "web")
+    assert a.grant.allows("write", "cache")
+    assert not a.grant.allows("write", "billing")
+    assert not a.grant.allows("emit")
+    # A client token cannot join as a node...
+    a = Session(hello("gw"), now=0, credentials=NODES)
+    n = Session(hello("fake", "node", "web"), now=0, credentials=client)
+    handshake(a, n)
+    assert a.state is State.CLOSED
+    assert "cannot join as a node" in (a.close_reason or "")
+    # ...an unknown token is refused, and so is a gateway that does not know the token.
+    a = Session(hello("gw"), now=0, credentials=NODES)
+    u = Session(
+        hello("cl", "client", "nobody"),
+        now=0,
+        credentials=Credentials(token=ClientToken("nobody", "nobody-secret-01234")),
+    )
+    handshake(a, u)
+    assert "unknown client token" in (a.close_reason or "")
+    impostor = Session(hello("gw"), now=0, credentials=Credentials(secrets=[SECRET]))
+    c = Session(hello("cl", "client", "web"), now=0, credentials=client)
+    handshake(impostor, c)
+    assert c.state is State.CLOSED  # the client checked its gateway too
+
+
+def test_a_proof_is_good_for_one_handshake_only() -> None:
+    a = Session(hello("a"), now=0, credentials=NODES)
+    b = Session(hello("b"), now=0, credentials=Credentials(secrets=[SECRET]))
+    a.data_to_send(0)
+    a_hello = a.local
+    b.receive([a_hello], 0)
+    recorded = next(msg for msg in b.data_to_send(0) if isinstance(msg, m.Proof))
+    # Replayed to a new session of a (a new nonce), the recorded proof fails.
+    a2 = Session(hello("a"), now=0, credentials=NODES)
+    a2.receive([b.local, recorded], 0)
+    assert a2.state is State.CLOSED
+    assert "wrong proof" in (a2.close_reason or "")
+
+
+# -- a secured cluster on the in-memory network ---------------------------------------------
+
+
+def secured(cluster: Cluster, name: str, credentials: Credentials, join: list[str] | None = None):
+    node = pydds.Node(
+        name,
+        listen=f"mem://{name}",
+        join=join or [],
+        transport=cluster.network.transport(),
+        clock=cluster.clock,
+        credentials=credentials,
+    )
+    cluster.nodes.append(node)
+    return node
+
+
+def client(cluster: Cluster, name: str, token: ClientToken, gateway: str) -> pydds.Client:
+    made = pydds.Client(
+        name,
+        join=[gateway],
+        transport=cluster.network.transport(),
+        clock=cluster.clock,
+        credentials=Credentials(token=token),
+    )
+    cluster.nodes.append(made)
+    return made
+
+
+async def test_a_secured_cluster_refuses_intruders(cluster: Cluster) -> None:
+    a = secured(cluster, "a", NODES)
+    await a.start()
+    b = secured(cluster, "b", Credentials(secrets=[SECRET]), ["mem://a"])
+    await b.start()
+    await until(lambda: names(a) == ["a", "b"])
+    wrong = secured(cluster, "x", Credentials(secrets=["not-the-secret-0123456"]))
+    with pytest.raises(pydds.LinkClosed, match="authentication failed"):
+        await wrong.join("mem://a")  # each end refuses the other
+    await wrong.close()
+    # A node with no credentials accepts anyone (open mode), but a refuses it.
+    open_node = pydds.Node("y", transport=cluster.network.transport(), clock=cluster.clock)
+    with contextlib.suppress(pydds.LinkClosed):
+        await open_node.join("mem://a")
+    assert a._cluster is not None
+    await until(lambda: a._cluster is not None and a._cluster.stats["error:auth"] == 3)
+    await open_node.close()
+    assert names(a) == ["a", "b"]
+    assert "y" not in [m.name for m in b.members()]
+
+
+async def test_client_scopes(cluster: Cluster) -> None:
+    a = secured(cluster, "a", NODES)
+    await a.start()
+    await a.database("cache").set("k", 1)
+    await a.database("billing").set("invoice", {"total": 10})
+    web = client(cluster, "web-1", WEB, "mem://a")
+    await web.start()
+    await until(lambda: "k" in web.database("cache"))
+    assert await web.database("cache").get("k") == 1
+    await web.database("cache").set("from-web", 2)
+    await until(lambda: "from-web" in a.database("cache"))
+    assert "invoice" not in web.database("billing")  # never told of it
+    with pytest.raises(pydds.Forbidden, match="no read right on 'billing'"):
+        await web.database("billing").get("invoice")
+    with pytest.raises(pydds.Forbidden, match="no write right"):
+        await web.database("billing").set("x", 1)
+    with pytest.raises(pydds.Forbidden, match="no emit right"):
+        await web.emit("deploy", 1)
+    reader = client(cluster, "reader-1", READER, "mem://a")
+    await reader.start()
+    await until(lambda: "invoice" in reader.database("billing"))
+    assert await reader.database("billing").get("invoice") == {"total": 10}
+    with pytest.raises(pydds.Forbidden):
+        await reader.database("billing").set("invoice", {})
+
+
+async def forged_client(
+    cluster: Cluster, token: ClientToken, messages: list[m.Message]
+) -> list[m.Message]:
+    """A hand-made client that bypasses the client's own checks; what it received."""
+    from pydds.net.auth import new_nonce
+
+    link = await cluster.network.transport().connect("mem://a")
+    nonce = new_nonce()
+    await link.send(encode_frame([m.Hello("forger", "client", None, PROTOCOL, nonce, token.id, 7)]))
+    first = await link.receive()
+    from pydds.net.codec import decode_frame
+
+    gateway_hello = decode_frame(first)[0]
+    assert isinstance(gateway_hello, m.Hello)
+    mac = Credentials.mac(token.secret.encode(), "client", "forger", nonce, gateway_hello.nonce)  # type: ignore[union-attr]
+    await link.send(encode_frame([m.Proof(mac), *messages]))
+    return await asyncio.wait_for(drain(link), 5)
+
+
+async def test_the_gateway_enforces_scopes_and_own_writer_ids(cluster: Cluster) -> None:
+    a = secured(cluster, "a", NODES)
+    await a.start()
+    victim = pydds.Node("victim")
+    made: list[pydds.Change] = []
+    victim.add_change_listener(made.append)
+    await victim.database("billing").set("k", 1)
+    await victim.database("cache").set("k", 1)
+    forbidden, foreign = made
+    # A write to a database the token does not reach.
+    out = await forged_client(
+        cluster,
+        WEB,
+        [m.Write("billing", "k", 1, "created", forbidden.directory, forbidden.value, "forger")],
+    )
+    assert isinstance(out[-1], m.Close)
+    assert "no write right on 'billing'" in out[-1].reason
+    # A write in scope, but under another writer's Yjs client id (a forgery that
+    # would silence that writer).
+    out = await forged_client(
+        cluster,
+        WEB,
+        [m.Write("cache", "k", 1, "created", foreign.directory, foreign.value, "forger")],
+    )
+    assert isinstance(out[-1], m.Close)
+    assert "own client id" in out[-1].reason
+    assert "k" not in a.database("cache")
+    assert "k" not in a.database("billing")
+    await victim.close()
+
+
+# -- HTTP ------------------------------------------------------------------------------------
+
+
+async def test_http_bearer_tokens() -> None:
+    node = pydds.Node("h", credentials=NODES)
+    api: TestClient[Any, Any] = TestClient(TestServer(make_app(node)))
+    await api.start_server()
+    try:
+        assert (await api.get("/healthz")).status == 200  # open, for load balancers
+        response = await api.get("/v1/databases")
+        assert response.status == 401
+        assert (await response.json())["error"] == "unauthorized"
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+        wrong = {"Authorization": "Bearer web.not-the-secret-000000"}
+        assert (await api.get("/v1/databases", headers=wrong)).status == 401
+        web = {"Authorization": f"Bearer web.{WEB.secret}"}
+        admin = {"Authorization": f"Bearer {SECRET}"}
+        url = "/v1/databases/cache/keys/k"
+        assert (await api.put(url, json=1, headers=web)).status == 201
+        assert await (await api.get(url, headers=web)).json() == 1
+        billing = "/v1/databases/billing/keys/k"
+        response = await api.put(billing, json=1, headers=web)
+        assert response.status == 403
+        assert (await response.json())["error"] == "forbidden"
+        assert (await api.post("/v1/events/x", json=1, headers=web)).status == 403
+        assert (await api.get("/v1/events", headers=web)).status == 403  # all databases
+        assert (await api.put(billing, json=1, headers=admin)).status == 201
+        listing = await (await api.get("/v1/databases", headers=web)).json()
+        assert [d["name"] for d in listing["databases"]] == ["cache"]  # its scope only
+        assert (await api.get("/metrics", headers=admin)).status == 200
+    finally:
+        await api.close()
+
+
+# -- protected mode and TLS ------------------------------------------------------------------
+
+
+def test_protected_mode() -> None:
+    from pydds.cli.serve import credentials_of, protected
+    from pydds.serve_config import ConfigError, load_config
+
+    for host in ("127.0.0.1", "::1", "localhost"):
+        config = load_config({"host": host}, {})
+        protected(config, credentials_of(config))
+    config = load_config({"host": "0.0.0.0"}, {})
+    with pytest.raises(ConfigError, match=r"refusing to serve on 0\.0\.0\.0 without credentials"):
+        protected(config, credentials_of(config))
+    config = load_config({"host": "0.0.0.0", "secrets": [SECRET]}, {})
+    protected(config, credentials_of(config))  # with a secret: allowed
+
+
+async def test_serve_refuses_a_public_bind_without_credentials() -> None:
+    from .test_cli import pydds_cmd
+
+    code, _, err = await pydds_cmd("serve", "--host", "0.0.0.0", "--memory", "--port", "0")
+    assert code == 2
+    assert "refusing to serve on 0.0.0.0 without credentials" in err
+
+
+async def test_nodes_over_tls() -> None:
+    import trustme
+
+    from pydds.net.ws import WebSocketTransport
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server)
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+
+    def tls_node(name: str, join: list[str], client_ssl: ssl.SSLContext | None) -> pydds.Node:
+        transport = WebSocketTransport(server_ssl=server, client_ssl=client_ssl)
+        return pydds.Node(
+            name, listen="127.0.0.1:0", join=join, transport=transport, credentials=NODES
+        )
+
+    a = tls_node("a", [], trusting)
+    await a.start()
+    try:
+        assert a.address is not None
+        assert a.address.startswith("wss://127.0.0.1:")
+        b = tls_node("b", [a.address], trusting)
+        await b.start()
+        await a.database("db").set("k", "over tls")
+        await until_events(lambda: "k" in b.database("db"), b)
+        assert await b.database("db").get("k") == "over tls"
+        await b.close()
+        untrusting = tls_node("c", [], None)  # the system CAs do not know this one
+        with pytest.raises(pydds.LinkClosed, match="certificate"):
+            await untrusting.join(a.address)
+        await untrusting.close()
+    finally:
+        await a.close()
