@@ -367,3 +367,76 @@ async def test_nodes_over_tls() -> None:
         await untrusting.close()
     finally:
         await a.close()
+
+
+# -- limits ------------------------------------------------------------------------------------
+
+
+def test_rate_limit_buckets() -> None:
+    from pydds.net.ratelimit import RateLimit
+
+    limit = RateLimit(messages_per_s=100, bytes_per_s=10_000, now=0.0)
+    assert limit.take(messages=100, size=100, now=0.0) == 0.0  # a second's burst
+    assert limit.take(messages=50, size=100, now=0.0) == pytest.approx(0.5)
+    assert limit.take(messages=0, size=0, now=0.5) == 0.0  # refilled meanwhile
+    assert limit.take(messages=1, size=20_000, now=1.5) == pytest.approx(1.0)  # bytes bound
+    assert limit.waited == pytest.approx(1.5)
+
+
+async def test_a_fast_peer_is_slowed_not_cut(cluster: Cluster) -> None:
+    slow = pydds.ClusterSettings(max_messages_per_s=100)
+    a = pydds.Node(
+        "a",
+        listen="mem://a",
+        transport=cluster.network.transport(),
+        clock=cluster.clock,
+        cluster=slow,
+    )
+    cluster.nodes.append(a)
+    await a.start()
+    b = await cluster.start("b", ["mem://a"])
+    await until(lambda: names(a) == ["a", "b"])
+    for i in range(300):
+        await b.database("db").set(f"k{i}", i)
+    await until(lambda: a._cluster is not None and a._cluster.stats["rate:waits"] > 0)
+    assert len(a.database("db")) < 300  # held back
+    await cluster.clock.advance(5, step=0.1)
+    await until(lambda: len(a.database("db")) == 300)  # everything arrives, in time
+    assert names(a) == ["a", "b"]  # the link stayed up
+
+
+async def test_limits_on_databases_keys_and_pulls(cluster: Cluster) -> None:
+    small = pydds.Limits(max_databases=2, max_keys=3)
+    async with pydds.Node(limits=small) as node:
+        node.database("one")
+        node.database("two")
+        with pytest.raises(pydds.InvalidValue, match="databases, its limit"):
+            node.database("three")
+        db = node.database("one")
+        for i in range(3):
+            await db.set(f"k{i}", i)
+        with pytest.raises(pydds.InvalidValue, match="keys, its limit"):
+            await db.set("k3", 3)
+        await db.set("k0", "replacing is fine")
+        assert len(db) == 3
+    a = pydds.Node(
+        "a",
+        listen="mem://a",
+        transport=cluster.network.transport(),
+        clock=cluster.clock,
+        cluster=pydds.ClusterSettings(max_pulls=1),
+    )
+    cluster.nodes.append(a)
+    await a.start()
+    b = await cluster.start("b", ["mem://a"])
+    await b.database("db").set("x", 1)
+    await b.database("db").set("y", 2)
+    await until(lambda: "x" in a.database("db") and "y" in a.database("db"))
+    await cluster.network.partition(["mem://a"], ["mem://b"])
+    first = asyncio.ensure_future(a.database("db").get("x"))
+    await until(lambda: a._cluster is not None and bool(a._cluster.replication.pulls))
+    with pytest.raises(pydds.Unavailable, match="too many pulls"):
+        await a.database("db").get("y")
+    await cluster.clock.advance(3, step=0.5)
+    with pytest.raises(pydds.Unavailable):
+        await first

@@ -48,6 +48,7 @@ from .net import messages as m
 from .net.auth import new_nonce
 from .net.codec import PROTOCOL, decode_frame, encode_frame
 from .net.membership import Member, Membership
+from .net.ratelimit import RateLimit
 from .net.replication import (
     AckReceived,
     HoldingDue,
@@ -94,6 +95,9 @@ class ClusterSettings:
     max_pending: int = 100_000  # messages queued for one peer before it is dropped
     max_frame_bytes: int = 32 * 1024 * 1024  # larger frames close the link
     handshake_timeout: float = 5.0  # seconds for a link to prove itself, or it closes
+    max_messages_per_s: float = 1_000_000  # read from one link; faster peers are slowed
+    max_bytes_per_s: float = 256 * 1024 * 1024  # likewise
+    max_pulls: int = 10_000  # pulls under way at once; more fail with Unavailable
 
 
 @dataclass(eq=False)
@@ -344,6 +348,9 @@ class Cluster:
         if state is None:
             state = _Link(self._session(), link, dialed)
         session = state.session
+        limit = RateLimit(
+            self.settings.max_messages_per_s, self.settings.max_bytes_per_s, self.clock.now()
+        )
         self._states.add(state)
         if self._closing:
             session.close("node shutting down")
@@ -359,6 +366,10 @@ class Cluster:
                     self.stats["error:malformed_frame"] += 1
                     session.close(str(exc))
                     break
+                wait = limit.take(messages=len(batch), size=len(frame), now=self.clock.now())
+                if wait > 0:  # faster than its limits: slow the peer down, not others
+                    self.stats["rate:waits"] += 1
+                    await self.clock.sleep_until(self.clock.now() + wait)
                 state.traffic.bytes_in += len(frame)
                 state.traffic.messages_in += len(batch)
                 self.totals.bytes_in += len(frame)
@@ -755,6 +766,12 @@ class Cluster:
             Unavailable: no peer holds it, or none answered in time.
         """
         deadline = self.clock.now() + self.settings.pull_timeout
+        pulling = self.replication.pulls
+        if len(pulling) >= self.settings.max_pulls:
+            gen = self.node.database(database)._keyspace.generation(key)
+            if (database, key, gen) not in pulling:
+                self.stats["pull:refused"] += 1
+                raise Unavailable(f"too many pulls under way ({len(pulling)}); try again")
         while True:
             value_id, sends = self.replication.pull(database, key)
             linking = any(m.state == "joining" for m in self.membership.members())

@@ -36,6 +36,12 @@ class Limits:
     kept encoded (a few hundred bytes instead of about 3 KB) and loaded again on use."""
     event_queue: int = 10_000
     """Default bound of a subscriber's event queue (see ``Node.events``)."""
+    max_databases: int = 10_000
+    """Databases a node has at most; making another raises ``InvalidValue`` (and a peer
+    that would make one closes its link)."""
+    max_keys: int = 10_000_000
+    """Keys a database has at most; a write that would add one raises ``InvalidValue``
+    (a client that would add one through its gateway closes its link)."""
     early_updates: int = 10_000
     """Value updates that arrived before the directory entry of their generation are
     held until it arrives; past this many, the oldest is dropped (anti-entropy repairs)."""

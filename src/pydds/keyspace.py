@@ -29,7 +29,7 @@ from .crdt import values
 from .crdt.directory import Directory, Entry, EntryChange
 from .crdt.keydoc import LOCAL, MISSING, REMOTE, KeyDoc, LiveDocs
 from .crdt.ydoc import EMPTY_STATE_VECTOR
-from .errors import KeyNotFound
+from .errors import InvalidValue, KeyNotFound
 from .events import EventKind
 
 __all__ = ["NOT_HELD", "STALE", "Journal", "Keyspace", "Report"]
@@ -244,6 +244,8 @@ class Keyspace:
             self._live.touch(kd)
             kd.accessed, kd.stale = self._now(), False
             return kd, None
+        if len(self._keys) >= self.limits.max_keys:
+            raise InvalidValue(f"database {self.name!r} has {len(self._keys)} keys, its limit")
         entry = self.directory.get(key)
         gen = 1 if entry is None else entry.gen + 1
         directory_delta = self.directory.put(key, Entry(gen), LOCAL)

@@ -488,6 +488,10 @@ class Node:
         db = self._databases.get(name)
         if db is None:
             check_name("database", name)
+            if len(self._databases) >= self.limits.max_databases:
+                raise InvalidValue(
+                    f"node {self.name!r} has {len(self._databases)} databases, its limit"
+                )
             settings = DatabaseSettings(expire=None if expire is _UNSET else expire)
             keyspace = Keyspace(
                 name,

@@ -379,6 +379,9 @@ class Replication:
             self._check(peer, "write", msg.database)
             if not (self._own(peer, msg.value) and self._own(peer, msg.directory)):
                 raise ProtocolError("a client may write under its own client id only")
+            ks = self._keyspace(msg.database)
+            if msg.key not in ks and len(ks) >= ks.limits.max_keys:
+                raise ProtocolError(f"database {msg.database!r} is full ({len(ks)} keys)")
         elif isinstance(msg, m.DirectoryStep2):
             # What the gateway lacks of the client's directory: its own offline
             # writes, which need the write right and the client's own id.
