@@ -1,0 +1,1 @@
+"""Tools for testing pydds and what is built on it (fuzzing the link protocol)."""

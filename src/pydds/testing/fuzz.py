@@ -1,0 +1,198 @@
+"""Fuzzing the link protocol: valid frames of every message kind, mutations of them
+(bit flips, truncations, splices, random msgpack), and a driver that feeds them
+through a node's whole receive path (decode, session, replication, keyspaces)
+in process. Used by the tests and by ``fuzz/fuzz.py``; deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..node import Node
+
+import msgpack
+
+from ..errors import MalformedFrame, ProtocolError
+from ..net import messages as m
+from ..net.codec import PROTOCOL, decode_frame, encode_frame
+from ..net.replication import Replication
+from ..net.session import Session, State
+
+__all__ = ["FuzzReport", "frame_of", "mutate", "random_msgpack", "run", "valid_messages"]
+
+
+def valid_messages(rng: random.Random, update: bytes, state_vector: bytes) -> list[m.Message]:
+    """A batch of well-formed messages, with a real CRDT ``update`` and ``state_vector``."""
+    db = rng.choice(["db", "cache", "x" * rng.randint(1, 128)])
+    key = rng.choice(["k", "ключ", "a/b", "k" * rng.randint(1, 1024)])
+    gen = rng.choice([1, 2, 2**63 - 1])
+    every: list[m.Message] = [
+        m.Hello("peer", rng.choice(["node", "client"]), None, PROTOCOL, b"n" * 16, None, 7),
+        m.Proof(b"\x00" * rng.choice([0, 32])),
+        m.DirectoryStep1(db, state_vector),
+        m.DirectoryStep2(db, update),
+        m.Write(
+            db, key, gen, rng.choice(["created", "changed", "deleted", ""]), update, update, "peer"
+        ),
+        m.Write(db, key, gen, "changed", None, update, "peer", rng.randint(0, 5)),
+        m.Ack(rng.randint(0, 2**63 - 1)),
+        m.AckFrom(1, "x"),
+        m.ValuePull(db, key, gen, state_vector),
+        m.ValueDiff(db, key, gen, update),
+        m.ValueMissing(db, key, gen),
+        m.Release(db, key, gen),
+        m.Holding(db, ((key, gen, state_vector),)),
+        m.Members((("n9", "mem://n9"),)),
+        m.Custom(f"peer:{rng.randint(1, 9)}", "ev", msgpack.packb({"a": 1}), "peer"),
+        m.Ping(rng.randint(0, 9)),
+        m.Pong(rng.randint(0, 9)),
+    ]
+    return rng.sample(every, rng.randint(1, 6))
+
+
+def random_msgpack(rng: random.Random, depth: int = 0) -> Any:
+    """A random msgpack-able value (lists, maps, ints, floats, strings, bytes, None)."""
+    kind = rng.randint(0, 9 if depth < 4 else 6)
+    if kind == 0:
+        return rng.randint(-(2**63), 2**64 - 1)
+    if kind == 1:
+        return rng.random() * 10 ** rng.randint(-5, 300)
+    if kind == 2:
+        return (
+            "".join(
+                chr(rng.randint(0, 0x10FFFF) if rng.random() < 0.1 else rng.randint(32, 126))
+                for _ in range(rng.randint(0, 20))
+            )
+            .encode("utf-8", "surrogatepass")
+            .decode("utf-8", "replace")
+        )
+    if kind == 3:
+        return rng.randbytes(rng.randint(0, 40))
+    if kind == 4:
+        return None
+    if kind in (5, 6):
+        return rng.choice([True, False, 0, 1, 15, 18, 20, -1])
+    if kind in (7, 8):
+        return [random_msgpack(rng, depth + 1) for _ in range(rng.randint(0, 6))]
+    return {str(i): random_msgpack(rng, depth + 1) for i in range(rng.randint(0, 3))}
+
+
+def mutate(rng: random.Random, frame: bytes) -> bytes:
+    """A corrupted copy of ``frame``."""
+    data = bytearray(frame)
+    how = rng.randint(0, 5)
+    if how == 0 and data:  # flip bits
+        for _ in range(rng.randint(1, 8)):
+            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+    elif how == 1 and data:  # truncate
+        del data[rng.randrange(len(data)) :]
+    elif how == 2:  # insert random bytes
+        at = rng.randint(0, len(data))
+        data[at:at] = rng.randbytes(rng.randint(1, 16))
+    elif how == 3 and len(data) > 2:  # overwrite a run
+        at = rng.randrange(len(data) - 1)
+        data[at : at + 4] = rng.randbytes(4)
+    elif how == 4:  # a random msgpack structure
+        return bytes(msgpack.packb([random_msgpack(rng) for _ in range(rng.randint(0, 4))]))
+    else:  # a message with a random field swapped in
+        fields = msgpack.unpackb(frame, strict_map_key=False) if frame else []
+        if fields and isinstance(fields[0], list) and len(fields[0]) > 1:
+            fields[0][rng.randrange(1, len(fields[0]))] = random_msgpack(rng)
+        return bytes(msgpack.packb(fields))
+    return bytes(data)
+
+
+def frame_of(rng: random.Random, update: bytes, state_vector: bytes) -> bytes:
+    """A valid frame of a few messages."""
+    return encode_frame(valid_messages(rng, update, state_vector))
+
+
+@dataclass
+class FuzzReport:
+    """What a fuzz run saw."""
+
+    cases: int = 0
+    accepted: int = 0  # frames whose messages were all taken
+    malformed: int = 0  # refused by the codec
+    refused: int = 0  # refused by the session or the protocol (the link would close)
+    crashes: list[str] = field(default_factory=list)  # anything else: must stay empty
+
+
+def _material(node: Node) -> tuple[bytes, bytes]:
+    ks = node.database("db")._keyspace
+    return ks.directory.doc.diff(), ks.directory.doc.state_vector()
+
+
+async def run(cases: int, seed: int, *, client: bool = False) -> FuzzReport:
+    """Feed ``cases`` frames (valid and corrupted) to a node's receive path as if
+    from one peer (a client when ``client``); count what happened.
+
+    A frame a session refuses closes that session; the next case opens a new one,
+    as a reconnecting peer would. At the end the node must still read and write.
+    """
+    from ..node import Node
+
+    rng = random.Random(seed)
+    source = Node("source")
+    await source.database("db").set("k", {"v": 1})
+    update, state_vector = _material(source)
+    await source.close()
+    node = Node("target")
+    report = FuzzReport()
+    replication = Replication(
+        node.name, lambda db: node.database(db)._keyspace, node.databases, is_client=False
+    )
+    try:
+        await node.database("db").set("mine", 1)
+        session = _open_session(node, replication, client)
+        for _ in range(cases):
+            report.cases += 1
+            frame = frame_of(rng, update, state_vector)
+            if rng.random() < 0.7:
+                frame = mutate(rng, frame)
+            try:
+                batch = decode_frame(frame)
+            except MalformedFrame:
+                report.malformed += 1
+                continue
+            except Exception as exc:  # a crash: recorded, never raised
+                report.crashes.append(f"decode: {exc!r}")
+                continue
+            for_node = session.receive(batch, 0.0)
+            refused = session.state is State.CLOSED
+            for message in for_node:
+                try:
+                    replication.handle("peer", message)
+                except ProtocolError:
+                    refused = True
+                    break
+                except Exception as exc:  # a crash: recorded
+                    report.crashes.append(f"{type(message).__name__}: {exc!r}")
+                    break
+            if refused:
+                report.refused += 1
+                replication.closed("peer")
+                session = _open_session(node, replication, client)
+            else:
+                report.accepted += 1
+        db = node.database("db")  # the node still works
+        await db.set("after", {"ok": True})
+        if await db.get("after") != {"ok": True} or await db.get("mine") != 1:
+            report.crashes.append("the node lost its own data")
+    finally:
+        await node.close()
+    return report
+
+
+def _open_session(node: Node, replication: Replication, client: bool) -> Session:
+    role = "client" if client else "node"
+    session = Session(
+        m.Hello(node.name, "node", None, PROTOCOL, b"l" * 16, None, node.client_id), now=0.0
+    )
+    session.receive([m.Hello("peer", role, None, PROTOCOL, b"p" * 16, None, 7), m.Proof(b"")], 0.0)
+    assert session.state is State.OPEN
+    replication.opened("peer", role, session.grant, 7)
+    return session

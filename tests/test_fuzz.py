@@ -1,0 +1,96 @@
+"""Fuzzing in CI: the codec, the session and a node's receive path take anything
+and refuse what is wrong with a typed error, never a crash (a few thousand cases;
+``fuzz/fuzz.py`` runs 100,000 and more)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgpack
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import pydds
+from pydds.net import messages as m
+from pydds.net.codec import PROTOCOL, decode_frame, encode_frame
+from pydds.net.session import Session, State
+from pydds.testing.fuzz import run
+
+msgpack_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=True)
+    | st.text(max_size=20)
+    | st.binary(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=6) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.binary(max_size=300))
+def test_any_bytes_decode_or_are_malformed(frame: bytes) -> None:
+    try:
+        decode_frame(frame)
+    except pydds.MalformedFrame:
+        pass
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(msgpack_values, max_size=5))
+def test_any_msgpack_decodes_to_valid_messages_or_is_malformed(items: list[Any]) -> None:
+    frame = msgpack.packb(items, use_bin_type=True)
+    try:
+        messages = decode_frame(frame)
+    except pydds.MalformedFrame:
+        return
+    assert decode_frame(encode_frame(messages)) == messages  # what passes is exact
+
+
+sessions = st.lists(
+    st.sampled_from(
+        [
+            m.Hello("p", "node", None, PROTOCOL, b"n" * 16, None, 1),
+            m.Hello("p", "client", None, PROTOCOL, b"n" * 16, "t", 1),
+            m.Hello("self", "node", None, PROTOCOL, b"n" * 16, None, 1),
+            m.Hello("p", "node", None, PROTOCOL + 5, b"", None, 1),
+            m.Proof(b""),
+            m.Proof(b"\x00" * 32),
+            m.Ping(1),
+            m.Pong(1),
+            m.Close("bye"),
+            m.DirectoryStep1("db", b"\x00"),
+            m.Write("db", "k", 1, "changed", None, None, "p"),
+        ]
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(sessions, st.booleans())
+def test_a_session_takes_any_sequence(messages: list[m.Message], one_frame: bool) -> None:
+    session = Session(m.Hello("self", "node", None, PROTOCOL, b"s" * 16, None, 2), now=0.0)
+    frames = [messages] if one_frame else [[message] for message in messages]
+    for now, frame in enumerate(frames):
+        for_node = session.receive(frame, float(now))
+        assert session.state is State.OPEN or not for_node or session.closed
+        session.tick(float(now))
+    if session.closed:
+        assert session.close_reason  # always with a reason
+        assert isinstance(session.data_to_send()[-1], m.Close) or session.close_reason.startswith(
+            "closed by peer"
+        )
+
+
+@settings(max_examples=5, deadline=None)
+@given(st.integers(0, 2**32), st.booleans())
+def test_a_node_survives_corrupted_frames(seed: int, client: bool) -> None:
+    report = asyncio.run(run(400, seed, client=client))
+    assert report.crashes == []
+    assert report.malformed > 0
+    assert report.accepted > 0
