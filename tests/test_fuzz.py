@@ -34,10 +34,14 @@ msgpack_values = st.recursive(
 @settings(max_examples=2000, deadline=None)
 @given(st.binary(max_size=300))
 def test_any_bytes_decode_or_are_malformed(frame: bytes) -> None:
+    reason = ""
     try:
-        decode_frame(frame)
-    except pydds.MalformedFrame:
-        pass
+        messages = decode_frame(frame)
+    except pydds.MalformedFrame as exc:
+        reason = str(exc)
+        messages = []
+        assert reason  # always with a reason
+    assert all(type(message).__module__ == m.__name__ for message in messages)
 
 
 @settings(max_examples=1500, deadline=None)
