@@ -1,6 +1,7 @@
 """Fuzz the link protocol: at least 100,000 frames, valid and corrupted, through a
 node's whole receive path (decode, session, replication, keyspaces), as from a node
-and as from a client. Prints one JSON object; exits 1 if anything crashed.
+and as from a client. Prints one JSON object; exits 1 if anything crashed, or if a
+refused message changed the node's state.
 
     python fuzz/fuzz.py [--cases 100000] [--seed 1]
 """
@@ -32,9 +33,10 @@ async def main() -> int:
             "malformed": report.malformed,
             "refused": report.refused,
             "crashes": report.crashes[:20],
+            "state_changes_by_refused_messages": report.state_changes[:20],
             "seconds": round(time.perf_counter() - start, 1),
         }
-        crashed = crashed or bool(report.crashes)
+        crashed = crashed or bool(report.crashes) or bool(report.state_changes)
     print(json.dumps({"seed": args.seed, **results}, indent=2))
     return 1 if crashed else 0
 

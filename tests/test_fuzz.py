@@ -96,5 +96,6 @@ def test_a_session_takes_any_sequence(messages: list[m.Message], one_frame: bool
 def test_a_node_survives_corrupted_frames(seed: int, client: bool) -> None:
     report = asyncio.run(run(400, seed, client=client))
     assert report.crashes == []
+    assert report.state_changes == []
     assert report.malformed > 0
     assert report.accepted > 0

@@ -129,6 +129,28 @@ class RelayAck:
 Notice = PullDone | CustomReceived | AckReceived | PullFor | HoldingDue | RelayAck
 
 
+def _validate(msg: m.Message) -> None:
+    """Decode every CRDT payload of a message (updates whole, state vectors) before
+    anything is applied: one that does not decode refuses the whole message, so a
+    write whose directory part is good and value part is not changes nothing.
+
+    Raises:
+        InvalidUpdate: a payload does not decode.
+    """
+    if isinstance(msg, m.Write):
+        if msg.directory is not None:
+            _writers(msg.directory)
+        if msg.value is not None:
+            _writers(msg.value)
+    elif isinstance(msg, (m.DirectoryStep2, m.ValueDiff)):
+        _writers(msg.update)
+    elif isinstance(msg, (m.DirectoryStep1, m.ValuePull)):
+        decode_state_vector(msg.state_vector)
+    elif isinstance(msg, m.Holding):
+        for _, _, state_vector in msg.values:
+            decode_state_vector(state_vector)
+
+
 def _writers(update: bytes) -> dict[int, int]:
     """The Yjs client ids an update writes under (with their clocks).
 
@@ -415,6 +437,7 @@ class Replication:
         out: list[Send] = []
         notices: list[Notice] = []
         from_client = peer in self.clients
+        _validate(msg)  # CRDT payloads decode before anything is touched
         if from_client:
             self._client_may(peer, msg)
         if isinstance(msg, m.Write):

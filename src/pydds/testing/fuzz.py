@@ -119,6 +119,8 @@ class FuzzReport:
     malformed: int = 0  # refused by the codec
     refused: int = 0  # refused by the session or the protocol (the link would close)
     crashes: list[str] = field(default_factory=list)  # anything else: must stay empty
+    #: refused messages that changed the node's state anyway: must stay empty
+    state_changes: list[str] = field(default_factory=list)
 
 
 def _material(node: Node) -> tuple[bytes, bytes]:
@@ -164,10 +166,13 @@ async def run(cases: int, seed: int, *, client: bool = False) -> FuzzReport:
             for_node = session.receive(batch, 0.0)
             refused = session.state is State.CLOSED
             for message in for_node:
+                before = _digest(node, message)
                 try:
                     replication.handle("peer", message)
                 except ProtocolError:
                     refused = True
+                    if _digest(node, message) != before:
+                        report.state_changes.append(type(message).__name__)
                     break
                 except Exception as exc:  # a crash: recorded
                     report.crashes.append(f"{type(message).__name__}: {exc!r}")
@@ -178,6 +183,14 @@ async def run(cases: int, seed: int, *, client: bool = False) -> FuzzReport:
                 session = _open_session(node, replication, client)
             else:
                 report.accepted += 1
+        for name in node.databases():  # every value still reads
+            db = node.database(name)
+            for key in db:
+                if db.holds(key):
+                    try:
+                        db._keyspace.read(key, fresh=False)
+                    except Exception as exc:  # a crash: recorded
+                        report.crashes.append(f"read {name}/{key[:20]}: {exc!r}")
         db = node.database("db")  # the node still works
         await db.set("after", {"ok": True})
         if await db.get("after") != {"ok": True} or await db.get("mine") != 1:
@@ -185,6 +198,17 @@ async def run(cases: int, seed: int, *, client: bool = False) -> FuzzReport:
     finally:
         await node.close()
     return report
+
+
+def _digest(node: Node, message: m.Message) -> tuple[Any, ...]:
+    """What a message could change: its database's directory, and its key's value."""
+    database = getattr(message, "database", None)
+    if database is None or database not in node.databases():
+        return (tuple(node.databases()),)
+    ks = node.database(database)._keyspace
+    key = getattr(message, "key", None)
+    value = ks.value_state_vector(key) if isinstance(key, str) and ks.holds(key) else None
+    return (tuple(node.databases()), ks.directory.doc.state_vector(), len(ks), value)
 
 
 def _open_session(node: Node, replication: Replication, client: bool) -> Session:
