@@ -440,3 +440,44 @@ async def test_limits_on_databases_keys_and_pulls(cluster: Cluster) -> None:
     await cluster.clock.advance(3, step=0.5)
     with pytest.raises(pydds.Unavailable):
         await first
+
+
+async def test_peers_cannot_exceed_the_limits_and_other_links_go_on(cluster: Cluster) -> None:
+    small = pydds.Limits(max_databases=1, max_keys=1)
+    a = pydds.Node(
+        "a",
+        listen="mem://a",
+        transport=cluster.network.transport(),
+        clock=cluster.clock,
+        limits=small,
+        credentials=NODES,
+    )
+    cluster.nodes.append(a)
+    await a.start()
+    await a.database("cache").set("only", 1)
+    good = client(cluster, "good", READER, "mem://a")
+    await good.start()
+    await until(lambda: "only" in good.database("cache"))
+    # A client adding a key to a full database is cut off...
+    maker = pydds.Node("maker")
+    maker.client_id = 7  # the forged client's own id (its Hello says 7)
+    made: list[pydds.Change] = []
+    maker.add_change_listener(made.append)
+    await maker.database("cache").set("more", 1)
+    await maker.close()
+    out = await forged_client(
+        cluster,
+        WEB,
+        [m.Write("cache", "more", 1, "created", made[0].directory, made[0].value, "forger")],
+    )
+    assert isinstance(out[-1], m.Close)
+    assert "full" in out[-1].reason
+    # ...and so is one that would make a database beyond the node's limit.
+    out = await forged_client(cluster, READER, [m.DirectoryStep1("another", b"\x00")])
+    assert isinstance(out[-1], m.Close)
+    assert "databases, its limit" in out[-1].reason
+    assert a.databases() == ["cache"]
+    # The other client was served throughout.
+    await a.database("cache").set("only", 2)
+    await until(lambda: good.database("cache")._keyspace.generation("only") == 1)
+    assert await good.database("cache").get("only") == 2
