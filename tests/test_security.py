@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 import pydds
 from pydds.net import messages as m
-from pydds.net.auth import ClientToken, Credentials
+from pydds.net.auth import ClientToken, Credentials, client_id_for
 from pydds.net.codec import PROTOCOL, encode_frame
 from pydds.net.session import Session, State
 from pydds.server import make_app
@@ -56,10 +56,15 @@ def handshake(a: Session, b: Session) -> list[bytes]:
     return frames
 
 
-def hello(name: str, role: str = "node", token: str | None = None) -> m.Hello:
-    from pydds.net.auth import new_nonce
+TOKENS = {t.id: t for t in (WEB, READER, ClientToken("nobody", "nobody-secret-01234"))}
 
-    return m.Hello(name, role, None, PROTOCOL, new_nonce(), token, 7)
+
+def hello(name: str, role: str = "node", token: str | None = None) -> m.Hello:
+    """A Hello; a client's carries the client id its token gives it."""
+    from pydds.net.auth import client_id_for, new_nonce
+
+    client_id = client_id_for(TOKENS[token], name) if token in TOKENS else 7
+    return m.Hello(name, role, None, PROTOCOL, new_nonce(), token, client_id)
 
 
 def test_nodes_with_a_shared_secret_open_and_the_secret_never_crosses() -> None:
@@ -132,6 +137,13 @@ def test_client_tokens() -> None:
     c = Session(hello("cl", "client", "web"), now=0, credentials=client)
     handshake(impostor, c)
     assert c.state is State.CLOSED  # the client checked its gateway too
+    # A client cannot claim a writer id of its choosing (another writer's, say).
+    a = Session(hello("gw"), now=0, credentials=NODES)
+    claimed = hello("cl", "client", "web")
+    claimed.client_id += 1
+    c = Session(claimed, now=0, credentials=client)
+    handshake(a, c)
+    assert "a client id its token does not give" in (a.close_reason or "")
 
 
 def test_a_proof_is_good_for_one_handshake_only() -> None:
@@ -227,11 +239,14 @@ async def forged_client(
     cluster: Cluster, token: ClientToken, messages: list[m.Message]
 ) -> list[m.Message]:
     """A hand-made client that bypasses the client's own checks; what it received."""
-    from pydds.net.auth import new_nonce
+    from pydds.net.auth import client_id_for, new_nonce
 
     link = await cluster.network.transport().connect("mem://a")
     nonce = new_nonce()
-    await link.send(encode_frame([m.Hello("forger", "client", None, PROTOCOL, nonce, token.id, 7)]))
+    own_id = client_id_for(token, "forger")
+    await link.send(
+        encode_frame([m.Hello("forger", "client", None, PROTOCOL, nonce, token.id, own_id)])
+    )
     first = await link.receive()
     from pydds.net.codec import decode_frame
 
@@ -460,7 +475,7 @@ async def test_peers_cannot_exceed_the_limits_and_other_links_go_on(cluster: Clu
     await until(lambda: "only" in good.database("cache"))
     # A client adding a key to a full database is cut off...
     maker = pydds.Node("maker")
-    maker.client_id = 7  # the forged client's own id (its Hello says 7)
+    maker.client_id = client_id_for(WEB, "forger")  # the forged client's own id
     made: list[pydds.Change] = []
     maker.add_change_listener(made.append)
     await maker.database("cache").set("more", 1)

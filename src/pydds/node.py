@@ -34,7 +34,7 @@ from .events import Event, EventKind, Subscription
 from .keyspace import NOT_HELD, Journal, Keyspace
 from .modules.base import Module
 from .modules.host import ModuleHost
-from .net.auth import Credentials
+from .net.auth import Credentials, client_id_for
 from .net.membership import Member
 from .net.transport import Transport
 
@@ -733,6 +733,8 @@ class Client(Node):
         )
         if not self._join:
             raise InvalidValue("a client needs at least one node to join")
+        if self.credentials.token is not None:  # an id its gateway can check
+            self.client_id = client_id_for(self.credentials.token, self.name)
 
     async def start(self) -> None:
         """Link to the first node of ``join`` that answers (the others are kept as

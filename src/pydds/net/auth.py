@@ -27,11 +27,20 @@ from dataclasses import dataclass, field
 
 from ..errors import ProtocolError
 
-__all__ = ["RIGHTS", "ClientToken", "Credentials", "Grant", "new_nonce"]
+__all__ = ["RIGHTS", "ClientToken", "Credentials", "Grant", "client_id_for", "new_nonce"]
 
 RIGHTS = frozenset({"read", "write", "emit"})
 _CONTEXT = b"pydds-link-proof-1\0"
+_CLIENT_ID = b"pydds-client-id-1\0"
 NONCE_BYTES = 16
+
+
+def client_id_for(token: ClientToken, name: str) -> int:
+    """The Yjs client id a client named ``name`` writes under with ``token``: derived
+    from the token's secret, so that no client can claim another writer's id (its
+    gateway checks it). Two clients sharing a token need different names."""
+    digest = hmac.new(_key(token.secret), _CLIENT_ID + name.encode(), hashlib.sha256).digest()
+    return int.from_bytes(digest[:8], "big") % (2**53 - 1) + 1
 
 
 def new_nonce() -> bytes:
@@ -189,6 +198,7 @@ class Credentials:
         peer_nonce: bytes,
         own_nonce: bytes,
         proof: bytes,
+        peer_client_id: int = 0,
     ) -> Grant:
         """Check a peer's proof; what it may do.
 
@@ -208,6 +218,8 @@ class Credentials:
             token = self.tokens.get(peer_token or "")
             if token is None:
                 raise ProtocolError("authentication failed: unknown client token")
+            if peer_client_id != client_id_for(token, peer_name):
+                raise ProtocolError("authentication failed: a client id its token does not give")
             keys = [_key(token.secret)]
             grant = Grant("client", token.id, token.databases, token.rights)
         else:

@@ -196,6 +196,7 @@ class Session:
             peer_nonce=self.peer.nonce,
             own_nonce=self.local.nonce,
             proof=proof.mac,
+            peer_client_id=self.peer.client_id,
         )
         self.state = State.OPEN
 
