@@ -300,3 +300,17 @@ async def test_durable_writes_over_http(tmp_path: Path) -> None:
     finally:
         await api.close()
     await node.close()
+
+
+async def test_counters(api: TestClient[Any, Any]) -> None:
+    url = key_url("cache", "hits") + "/incr"
+    assert await (await api.post(url)).json() == {"value": 1}
+    assert await (await api.post(url, params={"amount": "41", "ack": "all"})).json() == {
+        "value": 42
+    }
+    assert await error_of(await api.post(url, params={"amount": "x"})) == (400, "invalid_value")
+    await api.put(key_url("cache", "text"), json="t")
+    assert await error_of(await api.post(key_url("cache", "text") + "/incr")) == (
+        409,
+        "wrong_type",
+    )

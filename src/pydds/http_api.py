@@ -11,6 +11,7 @@ Routes (fixed paths)::
     PUT    /v1/databases/{db}/keys/{key}?ack=A   set (body: any JSON value)
     PATCH  /v1/databases/{db}/keys/{key}?ack=A   merge the body's fields into a dict
     DELETE /v1/databases/{db}/keys/{key}?ack=A   delete
+    POST   /v1/databases/{db}/keys/{key}/incr?amount=N&ack=A   add to a counter
     POST   /v1/events/{name}                     emit a custom event (body: the payload)
     GET    /v1/events?database=D&prefix=P&kinds=a,b&names=n&values=1
                                                  Server-Sent Events, one per event
@@ -288,6 +289,21 @@ async def delete_value(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
+async def incr(request: web.Request) -> web.Response:
+    """``POST /v1/databases/{db}/keys/{key}/incr?amount=N&ack=A``: add to a counter;
+    answers ``{"value": total}``."""
+    authorize(request, "write", request.match_info["db"])
+    node = request.app[NODE]
+    db = node.database(request.match_info["db"])
+    raw = request.query.get("amount", "1")
+    try:
+        amount = int(raw)
+    except ValueError:
+        raise InvalidValue(f"amount must be an integer, not {raw!r}") from None
+    total = await db.incr(request.match_info["key"], amount, ack=_ack(request))
+    return web.json_response({"value": total})
+
+
 async def emit(request: web.Request) -> web.Response:
     authorize(request, "emit")
     node = request.app[NODE]
@@ -394,6 +410,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/databases", databases)
     app.router.add_get("/v1/stats", stats)
     app.router.add_get("/v1/databases/{db}/keys", keys)
+    app.router.add_post("/v1/databases/{db}/keys/{key:.+}/incr", incr)
     app.router.add_get(key, get_value)
     app.router.add_put(key, put_value)
     app.router.add_patch(key, patch_value)
