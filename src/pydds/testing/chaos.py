@@ -81,6 +81,9 @@ class Report:
     faults: list[str] = field(default_factory=list)
     converged: bool = False
     seconds_to_identical: float | None = None  # after the final heal
+    #: per heal during the run: seconds until a write made on each side of the
+    #: partition reached every node (None: not within 10 s)
+    heal_seconds: list[float | None] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -96,6 +99,17 @@ class Report:
             and self.converged
         )
 
+    def _heals(self) -> str:
+        done = sorted(s for s in self.heal_seconds if s is not None)
+        if not done:
+            return "-"
+        p50 = done[len(done) // 2]
+        p99 = done[min(len(done) - 1, int(len(done) * 0.99))]
+        missed = len(self.heal_seconds) - len(done)
+        return f"p50 {p50:.2f} s, p99 {p99:.2f} s over {len(done)} heals" + (
+            f", {missed} not within 10 s" if missed else ""
+        )
+
     def text(self) -> str:
         kinds = ", ".join(sorted({f.split()[0] for f in self.faults}))
         lines = [
@@ -109,6 +123,7 @@ class Report:
             f"counters exact: {self.counters_exact}",
             f"events: {self.events_sent} sent, {self.events_received} received, "
             f"{self.events_delivered_twice} delivered twice",
+            f"after each heal, writes from both sides everywhere within: {self._heals()}",
             f"replicas identical: {self.converged}"
             + (
                 f" ({self.seconds_to_identical:.2f} s after the final heal)"
@@ -373,7 +388,7 @@ async def run(plan: Plan, workdir: str | None = None) -> Report:
                         )
                     )
                 )
-            await _faults(net, nodes, rng, plan, report)
+            await _faults(net, nodes, rng, plan, report, http)
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
             tasks.clear()
@@ -530,7 +545,12 @@ async def _attempt(
 
 
 async def _faults(
-    net: Network, nodes: dict[str, NodeProcess], rng: random.Random, plan: Plan, report: Report
+    net: Network,
+    nodes: dict[str, NodeProcess],
+    rng: random.Random,
+    plan: Plan,
+    report: Report,
+    http: Any,
 ) -> None:
     """Spread the planned faults over the run, one at a time, each healed after."""
     names = sorted(nodes)
@@ -559,7 +579,16 @@ async def _faults(
                 net.delay[frozenset((victim, other))] = rng.uniform(0.05, 0.3)
             report.faults.append(f"partition {style} {victim} {length:.1f}s")
             await asyncio.sleep(length)
+            marker = f"heal:{i}"
+            sides = [victim, rng.choice([n for n in names if n != victim])]
+            for side in sides:  # a write on each side, made while they are apart
+                with contextlib.suppress(Exception):
+                    async with http.patch(
+                        f"{nodes[side].http}/v1/databases/{DB}/keys/{marker}", json={side: True}
+                    ):
+                        pass
             net.heal()
+            report.heal_seconds.append(await _spread(http, nodes, marker, set(sides)))
         elif kind == "kill":
             node = nodes[rng.choice(names)]
             await node.kill()
@@ -578,6 +607,28 @@ async def _faults(
             node.signal(signal.SIGCONT)
             node.paused = False
     await asyncio.sleep(max(0.0, started + plan.seconds - time.monotonic()))
+
+
+async def _spread(
+    http: Any, nodes: dict[str, NodeProcess], key: str, fields: set[str]
+) -> float | None:
+    """Seconds until every node reads ``key`` with all of ``fields`` (None: not in 10 s)."""
+    start = time.monotonic()
+    while time.monotonic() - start < 10:
+        done = True
+        for node in nodes.values():
+            try:
+                async with http.get(f"{node.http}/v1/databases/{DB}/keys/{key}") as response:
+                    value = await response.json() if response.status == 200 else {}
+            except Exception:
+                value = {}
+            if not isinstance(value, dict) or not fields <= set(value):
+                done = False
+                break
+        if done:
+            return round(time.monotonic() - start, 3)
+        await asyncio.sleep(0.02)
+    return None
 
 
 async def _state(http: Any, node: NodeProcess) -> dict[str, Any] | None:
@@ -618,7 +669,7 @@ def _check(
     written = {w.item for w in writes if w.item != "+1"}
     present: set[str] = set()
     for key, value in state.items():
-        if key.startswith("set:") and isinstance(value, dict):
+        if key.startswith("set:") and isinstance(value, dict):  # not the heal markers
             present |= set(value)
     for write in writes:
         if write.ok:
