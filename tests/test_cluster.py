@@ -310,6 +310,23 @@ async def test_pinning_refreshes_a_stale_copy_and_keeps_it_replicated(cluster: C
     assert not db_b.is_stale("k")
 
 
+async def test_a_key_created_on_two_nodes_at_once_merges_without_anti_entropy(
+    cluster: Cluster,
+) -> None:
+    a = await cluster.start("a")
+    b = await cluster.start("b", ["mem://a"])
+    await until(lambda: len(names(a)) == 2)
+    # Neither knows the other holds the key when it writes: each tells the other
+    # only that the key was created, without the value.
+    await a.database("db").update("k", {"from_a": 1})
+    await b.database("db").update("k", {"from_b": 1})
+
+    def merged(node: pydds.Node) -> bool:
+        return node.database("db")._keyspace.read("k", fresh=False) == {"from_a": 1, "from_b": 1}
+
+    await until(lambda: merged(a) and merged(b))  # no clock advance: no anti-entropy
+
+
 async def test_ack_all_makes_every_node_a_holder(cluster: Cluster) -> None:
     a, b, c = await three(cluster)
     await a.database("db").set("k", {"v": 1}, ack="all")

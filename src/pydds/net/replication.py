@@ -452,6 +452,18 @@ class Replication:
                 msg.origin,
                 msg.value is None and msg.kind == "changed",
             )
+            if (
+                msg.value is None
+                and msg.kind in ("created", "changed")
+                and ks.generation(msg.key) == msg.gen
+                and ks.holds(msg.key)
+                and not ks.is_stale(msg.key)
+            ):
+                # The writer did not know this node holds the value (both created the
+                # key at once, say): ask it for what this copy lacks, which also makes
+                # this node a holder there. Without this, anti-entropy would repair it.
+                state_vector = ks.value_state_vector(msg.key)
+                out.append((peer, m.ValuePull(msg.database, msg.key, msg.gen, state_vector)))
             if msg.ack:
                 out.append((peer, m.Ack(msg.ack)))
             # A gateway relays: a client's writes to everyone else, the cluster's
