@@ -10,7 +10,7 @@ the session's heartbeats and silence timeout on the node's ``Clock``.
 
 Two nodes that dial each other at once get two links; both keep the one dialed by
 the node whose name sorts first and close the other. A link that closes makes its
-peer suspect; the node dials it again with backoff (0.1 s doubling to 5 s) until it
+peer suspect; the node dials it again with backoff (0.1 s doubling to 1 s) until it
 answers or has been suspect for ``dead_after`` seconds, when it has left.
 
 Queues are bounded: a peer with more than ``max_pending`` messages queued for it
@@ -72,6 +72,8 @@ log = logging.getLogger("pydds.cluster")
 
 #: Messages queued on one link after which local writes yield to the link writers.
 FLUSH_AT = 1000
+#: Seconds between two attempts to reach a lost peer, at most.
+MAX_BACKOFF = 1.0
 #: Clients' acknowledged writes a gateway tracks at most (the oldest are forgotten).
 MAX_RELAYED = 100_000
 #: Close reasons of links that failed to authenticate (counted as ``error:auth``).
@@ -246,12 +248,13 @@ class Cluster:
             self._spawn(self._redial(address))
 
     async def _backoff(self) -> AsyncIterator[None]:
-        """Retry turns while the node runs: 0.1 s apart at first, doubling to 5 s."""
+        """Retry turns while the node runs: 0.1 s apart at first, doubling to
+        ``MAX_BACKOFF`` (a healed network is noticed within that)."""
         delay = 0.1
         while not self._closing:
             yield
             await self.clock.sleep_until(self.clock.now() + delay)
-            delay = min(delay * 2, 5.0)
+            delay = min(delay * 2, MAX_BACKOFF)
 
     async def _dial(self, address: str) -> bool:
         """One attempt to link to ``address``."""

@@ -394,9 +394,10 @@ async def run(plan: Plan, workdir: str | None = None) -> Report:
             for name in names:
                 tasks.append(asyncio.ensure_future(_listen(http, nodes, name, received, stop)))
             per_second = plan.writes / plan.seconds
-            writers = 16 + plan.clients
+            writers = max(16, round(plan.writes / plan.seconds / 10)) + plan.clients
             for w in range(writers):
-                via_client = clients[w % len(clients)] if w >= 16 and clients else None
+                by_client = w >= writers - plan.clients and bool(clients)
+                via_client = clients[w % len(clients)] if by_client else None
                 tasks.append(
                     asyncio.ensure_future(
                         _writer(
