@@ -394,7 +394,9 @@ async def run(plan: Plan, workdir: str | None = None) -> Report:
             for name in names:
                 tasks.append(asyncio.ensure_future(_listen(http, nodes, name, received, stop)))
             per_second = plan.writes / plan.seconds
-            writers = max(16, round(plan.writes / plan.seconds / 10)) + plan.clients
+            # Enough writers that those waiting on acknowledgements (up to the ack
+            # timeout, in a partition) do not lower the rate.
+            writers = max(16, round(plan.writes / plan.seconds / 3)) + plan.clients
             for w in range(writers):
                 by_client = w >= writers - plan.clients and bool(clients)
                 via_client = clients[w % len(clients)] if by_client else None
