@@ -417,6 +417,11 @@ async def run(plan: Plan, workdir: str | None = None) -> Report:
                     )
                 )
             await _faults(net, nodes, rng, plan, report, http)
+            # The planned number of operations, even if the machine could not keep
+            # the pace during the faults (bounded: 30 s more at most).
+            topped = time.monotonic() + 30
+            while len(writes) + report.events_sent < plan.writes and time.monotonic() < topped:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
             tasks.clear()
