@@ -37,6 +37,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .http_api import authorize
 from .node import Node
 
 __all__ = ["NodeCollector", "metrics_handler", "registry_for"]
@@ -136,8 +137,6 @@ def metrics_handler(
     """The ``GET /metrics`` handler for ``registry``."""
 
     async def metrics(request: web.Request) -> web.Response:
-        from .http_api import authorize
-
         authorize(request, "read")
         return web.Response(body=generate_latest(registry), headers={"Content-Type": _CONTENT_TYPE})
 
