@@ -165,6 +165,12 @@ class Persistence(Module):
         self._wake.set()
         if self._writer is not None:
             await self._writer
+        if self._pending:
+            log.error(
+                "%d updates were not written (the disk failed); peers re-sync them after "
+                "a restart",
+                len(self._pending),
+            )
         if self._store is not None and self._executor is not None:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._store.close)
         if self._executor is not None:
