@@ -167,8 +167,7 @@ class Persistence(Module):
             await self._writer
         if self._pending:
             log.error(
-                "%d updates were not written (the disk failed); peers re-sync them after "
-                "a restart",
+                "%d updates were not written (the disk failed); peers re-sync them after a restart",
                 len(self._pending),
             )
         if self._store is not None and self._executor is not None:
