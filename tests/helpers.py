@@ -1,9 +1,11 @@
-"""Shared test helpers: exact comparison of values, and replicas that trade changes."""
+"""Shared test helpers: exact comparison of values, replicas that trade changes, and
+a bounded wait on real nodes' events."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pydds
@@ -74,3 +76,23 @@ def orders(changes: list[Change]) -> Iterator[list[Change]]:
     """Every delivery order of ``changes``."""
     for perm in itertools.permutations(changes):
         yield list(perm)
+
+
+async def until_events(
+    condition: Callable[[], bool], *watched: pydds.Node, seconds: float = 10.0
+) -> None:
+    """Wait (bounded, in real time) until ``condition`` holds, checking it again on
+    every event of the ``watched`` nodes."""
+    subscriptions = [node.events() for node in watched]
+    try:
+        async with asyncio.timeout(seconds):
+            while not condition():
+                waits = [asyncio.ensure_future(s.get()) for s in subscriptions]
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for wait in waits:
+                        wait.cancel()
+    finally:
+        for subscription in subscriptions:
+            subscription.close()

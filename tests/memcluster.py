@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 import pydds
 from pydds.clock import FakeClock
+from pydds.net import messages as m
+from pydds.net.codec import decode_frame
 from pydds.net.memory import MemoryNetwork
 
 
@@ -55,3 +57,14 @@ async def until(condition: Callable[[], bool], rounds: int = 500) -> None:
 
 def names(node: pydds.Node) -> list[str]:
     return [m.name for m in node.members() if m.state in ("self", "alive")]
+
+
+async def drain(link: pydds.Link) -> list[m.Message]:
+    """Every message ``link`` receives until it closes (bounded)."""
+    out: list[m.Message] = []
+    for _ in range(100):
+        try:
+            out.extend(decode_frame(await link.receive()))
+        except pydds.LinkClosed:
+            return out
+    raise AssertionError("the link did not close")

@@ -9,9 +9,9 @@ import pytest
 import pydds
 from pydds.clock import FakeClock
 from pydds.net import messages as m
-from pydds.net.codec import PROTOCOL, decode_frame, encode_frame
+from pydds.net.codec import PROTOCOL, encode_frame
 
-from .memcluster import Cluster, names, until
+from .memcluster import Cluster, drain, names, until
 
 
 async def three(cluster: Cluster) -> tuple[pydds.Node, pydds.Node, pydds.Node]:
@@ -144,17 +144,6 @@ async def test_heartbeats_keep_idle_links_open(cluster: Cluster) -> None:
     a, _, _ = await three(cluster)
     await cluster.clock.advance(20, step=0.5)
     assert names(a) == ["a", "b", "c"]
-
-
-async def drain(link: pydds.Link) -> list[m.Message]:
-    """Every message ``link`` receives until it closes (bounded)."""
-    out: list[m.Message] = []
-    for _ in range(100):
-        try:
-            out.extend(decode_frame(await link.receive()))
-        except pydds.LinkClosed:
-            return out
-    raise AssertionError("the link did not close")
 
 
 async def test_a_silent_peer_is_disconnected(cluster: Cluster) -> None:

@@ -18,9 +18,8 @@ from pydds.net.codec import PROTOCOL, encode_frame
 from pydds.net.session import Session, State
 from pydds.server import make_app
 
-from .memcluster import Cluster, names, until
-from .test_cluster import drain
-from .test_ws import until as until_events
+from .helpers import until_events
+from .memcluster import Cluster, drain, names, until
 
 SECRET = "cluster-secret-0123456789"
 OLD = "old-cluster-secret-0123456"

@@ -8,30 +8,14 @@ import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
 import pydds
 from pydds.net.ws import normalize
 
-
-async def until(condition: Callable[[], bool], *watched: pydds.Node, seconds: float = 10.0) -> None:
-    """Wait (bounded, in real time) until ``condition`` holds, checking it again on
-    every event of the ``watched`` nodes."""
-    subscriptions = [node.events() for node in watched]
-    try:
-        async with asyncio.timeout(seconds):
-            while not condition():
-                waits = [asyncio.ensure_future(s.get()) for s in subscriptions]
-                try:
-                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    for wait in waits:
-                        wait.cancel()
-    finally:
-        for subscription in subscriptions:
-            subscription.close()
+from .helpers import until_events as until
 
 
 def alive(node: pydds.Node) -> list[str]:
