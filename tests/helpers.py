@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -96,3 +98,22 @@ async def until_events(
     finally:
         for subscription in subscriptions:
             subscription.close()
+
+
+async def pydds_cmd(*args: str, node: str | None = None) -> tuple[int, str, str]:
+    """Run the ``pydds`` command; its exit code, stdout and stderr."""
+    env = {**os.environ}
+    if node is not None:
+        env["PYDDS_NODE"] = node
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pydds",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()

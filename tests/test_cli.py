@@ -19,6 +19,8 @@ import pytest
 import pydds
 from pydds.cli import main
 
+from .helpers import pydds_cmd
+
 Serve = Callable[..., Awaitable[str]]
 
 
@@ -83,25 +85,6 @@ async def served() -> AsyncIterator[Callable[..., Awaitable[Served]]]:
     yield start
     for s in started:
         await stop(s)
-
-
-async def pydds_cmd(*args: str, node: str | None = None) -> tuple[int, str, str]:
-    """Run the ``pydds`` command; its exit code, stdout and stderr."""
-    env = {**os.environ}
-    if node is not None:
-        env["PYDDS_NODE"] = node
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "pydds",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def test_the_readme_run_command_serves_and_stops_cleanly_on_sigterm(

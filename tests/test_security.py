@@ -18,7 +18,7 @@ from pydds.net.codec import PROTOCOL, encode_frame
 from pydds.net.session import Session, State
 from pydds.server import make_app
 
-from .helpers import until_events
+from .helpers import pydds_cmd, until_events
 from .memcluster import Cluster, drain, names, until
 
 SECRET = "cluster-secret-0123456789"
@@ -339,8 +339,6 @@ def test_protected_mode() -> None:
 
 
 async def test_serve_refuses_a_public_bind_without_credentials() -> None:
-    from .test_cli import pydds_cmd
-
     code, _, err = await pydds_cmd("serve", "--host", "0.0.0.0", "--memory", "--port", "0")
     assert code == 2
     assert "refusing to serve on 0.0.0.0 without credentials" in err
