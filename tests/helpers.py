@@ -4,8 +4,10 @@ a bounded wait on real nodes' events."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -117,3 +119,17 @@ async def pydds_cmd(*args: str, node: str | None = None) -> tuple[int, str, str]
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+async def stop_process(proc: asyncio.subprocess.Process) -> int:
+    """SIGTERM to its process group, then SIGKILL if it does not stop within 20 s."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):  # it may be gone already
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), 20)
+        except TimeoutError:
+            os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import pydds
 from pydds.clock import FakeClock
@@ -20,7 +21,11 @@ class Cluster:
         self.nodes: list[pydds.Node] = []
 
     def node(
-        self, name: str, join: list[str] | None = None, modules: list[pydds.Module] | None = None
+        self,
+        name: str,
+        join: list[str] | None = None,
+        modules: list[pydds.Module] | None = None,
+        **options: Any,
     ) -> pydds.Node:
         node = pydds.Node(
             name,
@@ -29,6 +34,7 @@ class Cluster:
             transport=self.network.transport(),
             clock=self.clock,
             modules=modules or [],
+            **options,
         )
         self.nodes.append(node)
         return node

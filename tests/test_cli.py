@@ -19,7 +19,7 @@ import pytest
 import pydds
 from pydds.cli import main
 
-from .helpers import pydds_cmd
+from .helpers import pydds_cmd, stop_process
 
 Serve = Callable[..., Awaitable[str]]
 
@@ -60,17 +60,8 @@ async def start_serve(*args: str, env: dict[str, str] | None = None) -> Served:
 
 
 async def stop(served: Served) -> int:
-    """SIGTERM, then (if it does not stop in time) SIGKILL, to its process group."""
-    proc = served.proc
-    if proc.returncode is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), 20)
-        except TimeoutError:
-            os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
-    assert proc.returncode is not None
-    return proc.returncode
+    """Stop a served process (SIGTERM, then SIGKILL, to its process group)."""
+    return await stop_process(served.proc)
 
 
 @pytest.fixture

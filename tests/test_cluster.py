@@ -221,7 +221,10 @@ async def test_a_pull_nobody_answers_fails_after_the_bounded_wait(cluster: Clust
     await quiet.close()
 
 
-async def test_staleness_stops_pushes_and_a_read_refreshes(cluster: Cluster) -> None:
+async def b_reads_from_a(
+    cluster: Cluster,
+) -> tuple[pydds.Node, pydds.Node, pydds.Database, pydds.Database]:
+    """Nodes a and b, databases expiring after 10 s; a wrote "k", b read it (holds it)."""
     a = await cluster.start("a")
     b = await cluster.start("b", ["mem://a"])
     await until(lambda: len(names(b)) == 2)
@@ -229,6 +232,11 @@ async def test_staleness_stops_pushes_and_a_read_refreshes(cluster: Cluster) -> 
     await db_a.set("k", 1)
     await until(lambda: "k" in db_b)
     assert await db_b.get("k") == 1
+    return a, b, db_a, db_b
+
+
+async def test_staleness_stops_pushes_and_a_read_refreshes(cluster: Cluster) -> None:
+    a, b, db_a, db_b = await b_reads_from_a(cluster)
     assert a._cluster is not None
     assert "b" in a._cluster.replication.holders[("db", "k", 1)]
     async with b.events(kinds={"stale"}) as stale_events:
@@ -278,13 +286,7 @@ async def test_a_lone_nodes_stale_copy_is_all_there_is() -> None:
 
 
 async def test_pinning_refreshes_a_stale_copy_and_keeps_it_replicated(cluster: Cluster) -> None:
-    a = await cluster.start("a")
-    b = await cluster.start("b", ["mem://a"])
-    await until(lambda: len(names(b)) == 2)
-    db_a, db_b = a.database("db", expire=10), b.database("db", expire=10)
-    await db_a.set("k", 1)
-    await until(lambda: "k" in db_b)
-    assert await db_b.get("k") == 1
+    _, b, db_a, db_b = await b_reads_from_a(cluster)
     await cluster.clock.advance(11, step=1.0)
     assert db_b.is_stale("k")
     await db_a.set("k", 2)

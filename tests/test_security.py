@@ -162,17 +162,10 @@ def test_a_proof_is_good_for_one_handshake_only() -> None:
 # -- a secured cluster on the in-memory network ---------------------------------------------
 
 
-def secured(cluster: Cluster, name: str, credentials: Credentials, join: list[str] | None = None):
-    node = pydds.Node(
-        name,
-        listen=f"mem://{name}",
-        join=join or [],
-        transport=cluster.network.transport(),
-        clock=cluster.clock,
-        credentials=credentials,
-    )
-    cluster.nodes.append(node)
-    return node
+def secured(
+    cluster: Cluster, name: str, credentials: Credentials, join: list[str] | None = None
+) -> pydds.Node:
+    return cluster.node(name, join, credentials=credentials)
 
 
 def client(cluster: Cluster, name: str, token: ClientToken, gateway: str) -> pydds.Client:

@@ -15,6 +15,7 @@ import pytest
 import pydds
 from pydds.net.ws import normalize
 
+from .helpers import stop_process
 from .helpers import until_events as until
 
 
@@ -121,13 +122,7 @@ async def test_serve_processes_form_a_cluster(nodes: list[pydds.Node]) -> None:
         await until(lambda: "k2" in probe.database("db"), probe, seconds=20)
     finally:
         for proc in procs:
-            with contextlib.suppress(ProcessLookupError):  # it may be gone already
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), 20)
-            except TimeoutError:
-                os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
+            await stop_process(proc)
 
 
 class Proxy:
