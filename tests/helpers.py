@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -133,3 +134,38 @@ async def stop_process(proc: asyncio.subprocess.Process) -> int:
             await proc.wait()
     assert proc.returncode is not None
     return proc.returncode
+
+
+class Served:
+    """A ``pydds serve`` process."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, line: str) -> None:
+        self.proc = proc
+        self.line = line
+        match = re.search(r"serving on (http://127\.0\.0\.1:\d+)", line)
+        assert match, line
+        self.http = match.group(1)
+        self.node = self.http.removeprefix("http://")
+
+
+async def start_serve(*args: str, env: dict[str, str] | None = None) -> Served:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pydds",
+        "serve",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        # In memory unless the test says otherwise: never ./pydds-data of the checkout.
+        env={**os.environ, "PYDDS_MEMORY": "1", **(env or {})},
+        start_new_session=True,  # its own process group, stopped as a whole
+    )
+    assert proc.stdout is not None
+    try:
+        line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+        raise
+    return Served(proc, line)

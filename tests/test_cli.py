@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
-import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,44 +17,9 @@ import pytest
 import pydds
 from pydds.cli import main
 
-from .helpers import pydds_cmd, stop_process
+from .helpers import Served, pydds_cmd, start_serve, stop_process
 
 Serve = Callable[..., Awaitable[str]]
-
-
-class Served:
-    """A ``pydds serve`` process."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, line: str) -> None:
-        self.proc = proc
-        self.line = line
-        match = re.search(r"serving on (http://127\.0\.0\.1:\d+)", line)
-        assert match, line
-        self.http = match.group(1)
-        self.node = self.http.removeprefix("http://")
-
-
-async def start_serve(*args: str, env: dict[str, str] | None = None) -> Served:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "pydds",
-        "serve",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        # In memory unless the test says otherwise: never ./pydds-data of the checkout.
-        env={**os.environ, "PYDDS_MEMORY": "1", **(env or {})},
-        start_new_session=True,  # its own process group, stopped as a whole
-    )
-    assert proc.stdout is not None
-    try:
-        line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
-    except BaseException:
-        os.killpg(proc.pid, signal.SIGKILL)
-        await proc.wait()
-        raise
-    return Served(proc, line)
 
 
 async def stop(served: Served) -> int:

@@ -6,35 +6,31 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import re
 import signal
-import sys
 from pathlib import Path
 
 import aiohttp
+
+from .helpers import start_serve
 
 ROUNDS = 20
 WRITERS = 8
 
 
-async def start(data_dir: Path, port: int = 0) -> tuple[asyncio.subprocess.Process, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "pydds", "serve", "--port", str(port)),
-        *("--name", "crashy", "--data-dir", str(data_dir), "--log-level", "warning"),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-        start_new_session=True,  # its own process group, killed as a whole
+async def start(data_dir: Path) -> tuple[asyncio.subprocess.Process, str]:
+    """A node keeping its data in ``data_dir``; the process and its HTTP address."""
+    served = await start_serve(
+        "--port",
+        "0",
+        "--name",
+        "crashy",
+        "--data-dir",
+        str(data_dir),
+        "--log-level",
+        "warning",
+        env={"PYDDS_MEMORY": ""},
     )
-    assert proc.stdout is not None
-    try:
-        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
-    except BaseException:
-        os.killpg(proc.pid, signal.SIGKILL)
-        await proc.wait()
-        raise
-    match = re.search(r"serving on (http://127\.0\.0\.1:\d+)", line)
-    assert match, line
-    return proc, match.group(1)
+    return served.proc, served.http
 
 
 async def test_acknowledged_durable_writes_survive_sigkill(tmp_path: Path) -> None:
