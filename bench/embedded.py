@@ -13,7 +13,6 @@ under pydds's own work.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import json
 import time
@@ -147,4 +146,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    pydds.run(main())

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from cluster import now_ns, percentile, spawn, stop
+from cluster import PACE, now_ns, percentile, run, spawn, stop
 
 VALUE = "x" * 100
 LATENCY_SAMPLES = 2000
@@ -142,7 +142,7 @@ async def redis_pubsub(port: int, messages: int) -> dict[str, float]:
         for i in range(LATENCY_SAMPLES):
             sent.append(now_ns())
             client.publish("bench", VALUE + str(i))
-            await asyncio.sleep(0.0005)
+            await asyncio.sleep(PACE)
         client.publish("bench", "done")
         received = json.loads(await asyncio.wait_for(proc.stdout.readline(), 60))
         latencies = [(r - s) / 1000 for s, r in zip(sent, received, strict=False)]
@@ -265,7 +265,7 @@ async def ycrdt_path(writes: int) -> dict[str, float]:
             for i in range(LATENCY_SAMPLES):
                 sent.append(now_ns())
                 root[f"k{i % 100}"] = Map({"payload": "x" * 80, "n": i})
-                await asyncio.sleep(0.0005)
+                await asyncio.sleep(PACE)
             received = await _results(session, base, LATENCY_SAMPLES)
             latencies = [(r - s) / 1000 for s, r in zip(sent, received, strict=False)]
             start = now_ns()
@@ -298,7 +298,7 @@ def main() -> None:
     if args.role == "redis-sub":
         redis_subscriber(args.port)
     else:
-        asyncio.run(ycrdt_server(args.port))
+        run(ycrdt_server(args.port))
 
 
 if __name__ == "__main__":

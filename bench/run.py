@@ -14,7 +14,6 @@ websocket and redis-py come with ``pip install -e '.[bench]'``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib.metadata
 import json
 import os
@@ -79,7 +78,9 @@ async def durable(writes: int) -> dict[str, float]:
 
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
-    for name in ("pydds-store", "pycrdt", "aiohttp", "msgpack", "redis", "pycrdt-websocket"):
+    out["loop"] = cluster.LOOP
+    names = ("pydds-store", "pycrdt", "aiohttp", "msgpack", "uvloop", "redis", "pycrdt-websocket")
+    for name in names:
         try:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
@@ -271,6 +272,7 @@ def update_readme(result: dict[str, Any]) -> None:
     about = (
         f"Run of {stamp} (`python bench/run.py`; {result['nproc']} cores, "
         f"Python {v['python']}, pycrdt {v['pycrdt']}, aiohttp {v['aiohttp']}, "
+        f"event loop {v['loop']} (uvloop {v['uvloop']}), "
         f"redis-server {v['redis-server']}, redis-py {v['redis']}, pycrdt-websocket "
         f"{v['pycrdt-websocket']}; medians of {result['rounds']}):"
     )
@@ -283,7 +285,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one round, smaller sizes")
     parser.add_argument("--readme", action="store_true", help="rewrite bench/README.md's table")
     args = parser.parse_args()
-    result = asyncio.run(run(args.quick))
+    result = cluster.run(run(args.quick))
     print(json.dumps(result, indent=2))
     print()
     print(table(result))

@@ -55,6 +55,7 @@ async def test_the_readme_run_command_serves_and_stops_cleanly_on_sigterm(
     s = await served(env=env)
     assert s.line.startswith("pydds node t1 serving on http://127.0.0.1:"), s.line
     assert f"data in {tmp_path}" in s.line  # persistence is the default
+    assert "loop: uvloop" in s.line  # installed with pydds: the default loop
     assert (tmp_path / "pydds.sqlite3").exists()
     async with (
         aiohttp.ClientSession() as session,
@@ -73,8 +74,11 @@ async def test_a_config_file_and_the_environment(
 ) -> None:
     config = tmp_path / "node.toml"
     config.write_text('name = "from-file"\nport = 0\nlog_level = "info"\n')
-    s = await served("--config", str(config), env={"PYDDS_LOG_FORMAT": "json"})
+    s = await served(
+        "--config", str(config), env={"PYDDS_LOG_FORMAT": "json", "PYDDS_LOOP": "asyncio"}
+    )
     assert "pydds node from-file serving on" in s.line
+    assert "loop: asyncio" in s.line
     assert await stop(s) == 0
     assert s.proc.stderr is not None
     lines = (await s.proc.stderr.read()).decode().splitlines()

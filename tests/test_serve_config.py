@@ -32,6 +32,8 @@ def test_precedence(tmp_path: Path) -> None:
     assert config.join == ("h:1", "h:2")  # an empty option is "not given"
     assert config.log_format == "json"
     assert config.modules == ("a.b:C?x=1",)
+    assert config.loop == "auto"
+    assert load_config({}, {"PYDDS_LOOP": "asyncio"}).loop == "asyncio"
     assert load_config({}, {"PYDDS_PORT": "7002"}, str(file)).port == 7002
 
 
@@ -48,6 +50,7 @@ def test_lists_from_the_environment() -> None:
         ({}, {"PYDDS_PORT": "seven"}, "PYDDS_PORT"),
         ({"log_format": "xml"}, {}, "log_format"),
         ({}, {"PYDDS_LOG_LEVEL": "loud"}, "log_level"),
+        ({}, {"PYDDS_LOOP": "trio"}, "loop"),
         ({"colour": "red"}, {}, "unknown setting"),
     ],
 )

@@ -2,7 +2,7 @@
 
 Example::
 
-    import asyncio, pydds
+    import pydds
 
     async def main():
         async with pydds.Node() as node:
@@ -10,7 +10,7 @@ Example::
             await db.set("user:1", {"name": "Ada", "langs": ["en"]})
             print(await db.get("user:1"))
 
-    asyncio.run(main())
+    pydds.run(main())  # asyncio.run(main()) works too; pydds.run picks uvloop if installed
 """
 
 from .changes import Change
@@ -37,6 +37,7 @@ from .errors import (
     WrongType,
 )
 from .events import Event, EventKind, Subscription
+from .loops import run
 from .modules import EventFilter, Module
 from .net.auth import ClientToken, Credentials
 from .net.membership import Member
@@ -86,4 +87,5 @@ __all__ = [
     "Warmup",
     "WrongType",
     "__version__",
+    "run",
 ]

@@ -369,30 +369,38 @@ class Cluster:
                     self.stats["error:malformed_frame"] += 1
                     session.close(str(exc))
                     break
-                wait = limit.take(messages=len(batch), size=len(frame), now=self.clock.now())
+                size, count = len(frame), len(batch)
+                now = self.clock.now()
+                wait = limit.take(messages=count, size=size, now=now)
                 if wait > 0:  # faster than its limits: slow the peer down, not others
                     self.stats["rate:waits"] += 1
-                    await self.clock.sleep_until(self.clock.now() + wait)
-                state.traffic.bytes_in += len(frame)
-                state.traffic.messages_in += len(batch)
-                self.totals.bytes_in += len(frame)
-                self.totals.messages_in += len(batch)
+                    await self.clock.sleep_until(now + wait)
+                    now = self.clock.now()
+                state.traffic.bytes_in += size
+                state.traffic.messages_in += count
+                self.totals.bytes_in += size
+                self.totals.messages_in += count
                 was_open = session.state is State.OPEN
-                for_node = session.receive(batch, self.clock.now())
+                for_node = session.receive(batch, now)
                 if not was_open and session.state is State.OPEN and not self._opened(state):
                     break
-                turn = time.monotonic()
-                for message in for_node:
-                    if session.closed:
-                        break
-                    self._dispatch(state, message)
-                    if time.monotonic() - turn > YIELD_AFTER:
-                        # A large frame does not hold the event loop: what it has
-                        # changed so far is seen (events, reads) while the rest waits.
-                        state.wake.set()
-                        await asyncio.sleep(0)
-                        turn = time.monotonic()
-                state.wake.set()
+                if len(for_node) == 1 and not session.closed:  # a quiet link's frame
+                    self._dispatch(state, for_node[0])
+                else:
+                    turn = time.monotonic()
+                    for message in for_node:
+                        if session.closed:
+                            break
+                        self._dispatch(state, message)
+                        if time.monotonic() - turn > YIELD_AFTER:
+                            # A large frame does not hold the event loop: what it has
+                            # changed so far is seen (events, reads) while the rest
+                            # waits.
+                            state.wake.set()
+                            await asyncio.sleep(0)
+                            turn = time.monotonic()
+                if session.pending or session.closed:  # answers, or a Close, to send
+                    state.wake.set()
         except LinkClosed:
             pass
         finally:
@@ -696,7 +704,7 @@ class Cluster:
                 self.stats["error:slow_peer"] += 1
                 state.session.close(f"peer too slow: {pending} messages queued")
             else:
-                state.session.send([message])
+                state.session.queue(message)
                 if pending >= FLUSH_AT:
                     self.congested = True
             state.wake.set()

@@ -19,6 +19,7 @@ Each setting comes from, in this order of precedence: a command-line option, a
     # option = 5
     log_level = "info"
     log_format = "json"
+    loop = "auto"
     secrets = ["a-cluster-secret-of-16-bytes-or-more"]
     tokens = ["web:web-secret-0123456789:cache:read+write"]
     tls_cert = "node.pem"
@@ -43,6 +44,7 @@ __all__ = ["ConfigError", "ServeConfig", "load_config"]
 
 ENV_PREFIX = "PYDDS_"
 LOG_FORMATS = ("text", "json")
+LOOPS = ("auto", "uvloop", "asyncio")
 _LISTS = ("join", "modules", "secrets", "tokens")
 _BOOLS = {
     "1": True,
@@ -83,6 +85,7 @@ class ServeConfig:
     modules: tuple[str | dict[str, Any], ...] = ()
     log_level: str = "info"
     log_format: str = "text"  # "text" or "json" (one JSON object per line)
+    loop: str = "auto"  # the event loop: "uvloop", "asyncio", or "auto" (uvloop if installed)
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(ServeConfig)}
@@ -118,6 +121,8 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         raise ConfigError(f"{name} in {source}: no file {value}")
     if name == "log_format" and value not in LOG_FORMATS:
         raise ConfigError(f"log_format in {source} must be 'text' or 'json', not {value!r}")
+    if name == "loop" and value not in LOOPS:
+        raise ConfigError(f"loop in {source} must be auto, uvloop or asyncio, not {value!r}")
     if name == "log_level" and not isinstance(logging.getLevelName(value.upper()), int):
         raise ConfigError(f"log_level in {source} must be debug, info, warning or error")
     return value

@@ -16,6 +16,7 @@ import click
 
 from ..errors import ModuleError
 from ..logs import configure_logging
+from ..loops import resolve_loop, run
 from ..modules import Module, load_module
 from ..modules.persist import Persistence
 from ..net.auth import RIGHTS, ClientToken, Credentials
@@ -68,7 +69,7 @@ async def serve(
             data = f"data in {stores[0].path}" if stores else "data in memory only"
             print(
                 f"pydds node {node.name} serving on {http} (links at {bound}{LINK_PATH}"
-                f"{advertised}; {data}; modules: {loaded})",
+                f"{advertised}; {data}; modules: {loaded}; loop: {loop_kind(loop)})",
                 flush=True,
             )
             await stop.wait()
@@ -77,6 +78,11 @@ async def serve(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     log.info("node %s stopped", node.name)
+
+
+def loop_kind(loop: asyncio.AbstractEventLoop) -> str:
+    """``"uvloop"`` or ``"asyncio"``: which event loop runs the node."""
+    return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
 
 
 def credentials_of(config: ServeConfig) -> Credentials:
@@ -161,6 +167,12 @@ def protected(config: ServeConfig, credentials: Credentials) -> None:
 @click.option(
     "--log-format", default=None, type=click.Choice(["text", "json"]), help="[default: text]"
 )
+@click.option(
+    "--loop",
+    default=None,
+    type=click.Choice(["auto", "uvloop", "asyncio"]),
+    help="the event loop; auto is uvloop if installed  [default: auto]",
+)
 def serve_command(config_file: str | None, **options: Any) -> None:
     """Run a node process.
 
@@ -173,7 +185,8 @@ def serve_command(config_file: str | None, **options: Any) -> None:
         if config.tls_cert and not config.tls_key:
             raise ConfigError("--tls-cert needs --tls-key")
         protected(config, credentials_of(config))
-    except ConfigError as exc:
+        resolve_loop(config.loop)
+    except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     try:
         modules = [load_module(spec) for spec in config.modules]
@@ -183,7 +196,7 @@ def serve_command(config_file: str | None, **options: Any) -> None:
         modules.insert(0, Persistence(path=config.data_dir))  # the embedded default
     configure_logging(config.log_level, config.log_format)
     try:
-        asyncio.run(serve(config, modules))
+        run(serve(config, modules), loop=config.loop)
     except ModuleError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)

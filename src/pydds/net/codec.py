@@ -205,22 +205,16 @@ def decode_frame(
     """
     if len(frame) > max_bytes:
         raise MalformedFrame(f"frame of {len(frame)} bytes is over the limit of {max_bytes}")
-    unpacker = msgpack.Unpacker(
-        raw=False,
-        max_buffer_size=max(len(frame), 1),
-        max_array_len=max(max_messages, 16),
-        max_map_len=0,
-        max_ext_len=0,
-    )
-    unpacker.feed(frame)
     try:
-        raw = unpacker.unpack()
-    except msgpack.OutOfData:
-        raise MalformedFrame("frame ends inside a value") from None
+        raw = msgpack.unpackb(
+            frame, raw=False, max_array_len=max(max_messages, 16), max_map_len=0, max_ext_len=0
+        )
+    except msgpack.ExtraData:
+        raise MalformedFrame("frame has trailing bytes") from None
     except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
+        if "incomplete input" in str(exc):
+            raise MalformedFrame("frame ends inside a value") from None
         raise MalformedFrame(f"frame is not valid msgpack: {exc}") from None
-    if unpacker.tell() != len(frame):
-        raise MalformedFrame("frame has trailing bytes")
     if type(raw) is not list:
         raise MalformedFrame("a frame is an array of messages")
     if len(raw) > max_messages:

@@ -98,6 +98,11 @@ class Session:
         if self.state is not State.CLOSED:
             self._out.extend(messages)
 
+    def queue(self, message: Message) -> None:
+        """Queue one message for the peer (ignored once closed)."""
+        if self.state is not State.CLOSED:
+            self._out.append(message)
+
     def data_to_send(self, now: float | None = None) -> list[Message]:
         """Take the queued messages (one frame's worth)."""
         out, self._out = self._out, []

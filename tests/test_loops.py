@@ -1,0 +1,41 @@
+"""``pydds.run``: a coroutine on uvloop where installed, else on asyncio's loop."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import pydds
+from pydds.loops import resolve_loop
+
+from .helpers import until_events
+
+
+async def _loop_module() -> str:
+    async with pydds.Node(listen="127.0.0.1:0") as a, pydds.Node(listen="127.0.0.1:0") as b:
+        await b.join(a.address or "")
+        await a.database("d").set("k", {"v": 1})
+        await until_events(lambda: "k" in b.database("d"), b)
+        assert await b.database("d").get("k") == {"v": 1}  # pulled over a real link
+    return type(asyncio.get_running_loop()).__module__
+
+
+def test_auto_runs_on_uvloop_when_installed() -> None:
+    assert resolve_loop("auto") == "uvloop"  # a dependency of pydds on this platform
+    assert pydds.run(_loop_module()).startswith("uvloop")
+
+
+def test_asyncio_runs_on_asyncio_s_own_loop() -> None:
+    assert pydds.run(_loop_module(), loop="asyncio").startswith("asyncio")
+
+
+def test_an_unknown_loop_is_refused_and_the_coroutine_not_run() -> None:
+    ran = []
+
+    async def main() -> None:
+        ran.append(True)
+
+    with pytest.raises(ValueError, match="loop must be one of"):
+        pydds.run(main(), loop="trio")
+    assert ran == []
