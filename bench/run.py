@@ -108,8 +108,9 @@ async def run(quick: bool) -> dict[str, Any]:
         "rounds": rounds,
         "writes": writes,
     }
-    bare = await median_of(rounds, lambda: cluster.bare_path(writes))
-    node = await median_of(rounds, lambda: cluster.pydds_path(writes))
+    both = await median_of(rounds, lambda: cluster.paths(writes))
+    bare = {k.removeprefix("bare_"): v for k, v in both.items() if k.startswith("bare_")}
+    node = {k: v for k, v in both.items() if not k.startswith("bare_")}
     with peers.redis_server() as port:
         redis = await median_of(rounds, lambda: _sync(peers.redis_commands(port, writes)))
         redis.update(await median_of(rounds, lambda: peers.redis_pubsub(port, writes)))
