@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 import pydds
+from pydds import keyspace
 from pydds.clock import FakeClock
 from pydds.net import messages as m
 from pydds.net.codec import PROTOCOL, encode_frame
@@ -487,3 +488,30 @@ async def test_warm_up_pulls_recent_values_after_a_join(cluster: Cluster) -> Non
     assert b.warmup == pydds.Warmup(pending=0, pulled=25, failed=0, running=False)
     assert all(b.database("recent").holds(f"k{i}") for i in range(25))
     assert not b.database("lazy").holds("x")
+
+
+async def test_a_large_database_is_swept_a_slice_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A sweep holds the event loop for a bounded time: a database too large for one
+    # sweep is walked over several, and its counts come from the last whole walk.
+    monkeypatch.setattr(keyspace, "SWEEP_BUDGET", 0.0)  # one chunk per sweep
+    monkeypatch.setattr(keyspace, "SWEEP_CHUNK", 10)
+    monkeypatch.setattr(keyspace, "EXACT_COUNTS", 20)
+    clock = FakeClock()
+    node = pydds.Node("big", clock=clock)  # not started: sweeps only when called
+    db = node.database("db", expire=10)
+    for i in range(35):
+        await db.set(f"k{i:02}", i)
+    ks = db._keyspace
+    assert ks.counts() == (35, 35, 0)  # no whole walk yet: counted now
+    await clock.advance(11)
+    assert all(db.is_stale(f"k{i:02}") for i in range(35))  # reads see it on time
+    swept = [len(ks.sweep()) for _ in range(4)]
+    assert swept == [10, 10, 10, 5]  # four slices: the walk is complete
+    assert ks.counts() == (35, 35, 35)  # what the walk counted
+    await db.get("k00")  # refreshed: counted at the next whole walk
+    assert ks.counts() == (35, 35, 35)
+    assert sum(len(ks.sweep()) for _ in range(4)) == 0  # nothing newly stale
+    assert ks.counts() == (35, 35, 34)
+    await node.close()

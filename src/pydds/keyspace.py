@@ -20,6 +20,7 @@ dropped. Each key changed reports exactly one event, carrying the value delta.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +34,16 @@ from .errors import InvalidValue, KeyNotFound
 from .events import EventKind
 
 __all__ = ["NOT_HELD", "STALE", "Journal", "Keyspace", "Report"]
+
+#: Event-loop time one sweep of one database may take. A database too large to walk
+#: in that time is swept over several calls (one a second): a million keys take about
+#: a minute and a half here, so peers may learn of a stale copy that much later;
+#: reads see staleness on time regardless.
+SWEEP_BUDGET = 0.004
+SWEEP_CHUNK = 1000  # keys examined between looks at the clock
+#: Up to this many keys ``counts`` walks them all; beyond, it reports what the last
+#: complete sweep pass counted (a walk of a million keys would hold the loop ~0.2 s).
+EXACT_COUNTS = 100_000
 
 _unpack = values.unpack
 
@@ -80,6 +91,10 @@ class Keyspace:
         self._early: dict[tuple[str, int], list[bytes]] = {}
         self._early_count = 0
         self._pins: set[str] = set()  # key prefixes that never go stale here
+        self._pass: list[str] = []  # the keys of the sweep pass under way
+        self._pass_at = 0  # how far that pass has come
+        self._tally = (0, 0)  # held and stale values seen by the pass so far
+        self._counted: tuple[int, int] | None = None  # held, stale: the last whole pass
         self.journal: Journal | None = None  # set by a store (persistence)
 
     # -- reads ---------------------------------------------------------------------
@@ -162,20 +177,52 @@ class Keyspace:
 
     def sweep(self) -> list[tuple[str, int]]:
         """Mark the held keys not accessed for ``expire`` stale; return them (with their
-        generations) so that peers stop pushing them here."""
+        generations) so that peers stop pushing them here.
+
+        One call takes at most about ``SWEEP_BUDGET`` seconds: a larger database is
+        walked over several calls, and each complete walk also counts its held and
+        stale values (``counts`` for databases of more than ``EXACT_COUNTS`` keys).
+        """
         expire = self.settings.expire
-        if expire is None:
-            return []
+        if expire is None and len(self._keys) <= EXACT_COUNTS:
+            return []  # nothing goes stale, and counts() walks the keys itself
+        if self._pass_at >= len(self._pass):  # start a pass over the keys of now
+            self._pass, self._pass_at, self._tally = list(self._keys), 0, (0, 0)
         now = self._now()
+        keys, pending, at = self._keys, self._pass, self._pass_at
+        held, stale = self._tally
         out = []
-        for key, kd in self._keys.items():
-            if not kd.stale and kd.held and now - kd.accessed >= expire and not self.pinned(key):
-                kd.stale = True
-                out.append((key, kd.gen))
+        deadline = time.monotonic() + SWEEP_BUDGET
+        while at < len(pending):
+            chunk = pending[at : at + SWEEP_CHUNK]
+            at += len(chunk)
+            for key in chunk:
+                kd = keys.get(key)
+                if kd is None or not kd.held:
+                    continue
+                held += 1
+                if kd.stale:
+                    stale += 1
+                elif expire is not None and now - kd.accessed >= expire and not self.pinned(key):
+                    kd.stale = True
+                    stale += 1
+                    out.append((key, kd.gen))
+            if time.monotonic() >= deadline:
+                break
+        self._pass_at, self._tally = at, (held, stale)
+        if at >= len(pending):  # the pass is complete
+            self._counted = (held, stale)
+            self._pass, self._pass_at = [], 0
         return out
 
     def counts(self) -> tuple[int, int, int]:
-        """How many keys there are, how many values are held here, how many are stale."""
+        """How many keys there are, how many values are held here, how many are stale.
+
+        Beyond ``EXACT_COUNTS`` keys, held and stale are those of the last complete
+        sweep pass (seconds old), so that a metrics scrape does not hold the loop.
+        """
+        if len(self._keys) > EXACT_COUNTS and self._counted is not None:
+            return len(self._keys), *self._counted
         now = self._now()
         held = stale = 0
         for key, kd in self._keys.items():
