@@ -51,6 +51,7 @@ async def test_the_readme_run_command_serves_and_stops_cleanly_on_sigterm(
         "PYDDS_NAME": "t1",
         "PYDDS_MEMORY": "",
         "PYDDS_DATA_DIR": str(tmp_path),
+        "PYDDS_EXPIRE": "cache=300",
     }
     s = await served(env=env)
     assert s.line.startswith("pydds node t1 serving on http://127.0.0.1:"), s.line
@@ -66,6 +67,15 @@ async def test_the_readme_run_command_serves_and_stops_cleanly_on_sigterm(
     assert body["status"] == "ok"
     assert body["node"] == "t1"
     assert body["version"] == pydds.__version__
+    async with aiohttp.ClientSession() as session:
+        await session.put(s.http + "/v1/databases/cache/keys/k", json={"v": 1})
+    assert await stop(s) == 0
+    s = await served(env=env)  # again, on the same data: restored, expiry as configured
+    async with aiohttp.ClientSession() as session:
+        async with session.get(s.http + "/v1/databases/cache/keys/k") as response:
+            assert await response.json() == {"v": 1}
+        async with session.get(s.http + "/v1/databases/cache") as response:
+            assert await response.json() == {"name": "cache", "expire": 300, "keys": 1}
     assert await stop(s) == 0
 
 

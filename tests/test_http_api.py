@@ -56,6 +56,24 @@ async def test_health_cluster_and_databases(api: TestClient[Any, Any]) -> None:
     assert listing == {"databases": [{"name": "cache", "expire": None, "keys": 1}]}
 
 
+async def test_a_database_s_expiry(api: TestClient[Any, Any]) -> None:
+    assert await error_of(await api.get("/v1/databases/sessions")) == (404, "not_found")
+    response = await api.put("/v1/databases/sessions", json={"expire": 60})
+    assert response.status == 200
+    assert await response.json() == {"name": "sessions", "expire": 60, "keys": 0}
+    await api.put(key_url("sessions", "s1"), json=1)
+    got = await (await api.get("/v1/databases/sessions")).json()
+    assert got == {"name": "sessions", "expire": 60, "keys": 1}
+    response = await api.put("/v1/databases/sessions", json={"expire": None})
+    assert (await response.json())["expire"] is None
+    for bad in ({"expire": -1}, {"expire": "soon"}, {"expire": True}, {"ttl": 5}, [60]):
+        response = await api.put("/v1/databases/sessions", json=bad)
+        assert await error_of(response) == (400, "invalid_value"), bad
+    response = await api.put("/v1/databases/bad%20name", json={"expire": 5})
+    assert await error_of(response) == (400, "invalid_name")
+    assert (await (await api.get("/v1/databases/sessions")).json())["expire"] is None
+
+
 async def test_put_get_patch_delete_and_keys(api: TestClient[Any, Any]) -> None:
     url = key_url("cache", "user:1")
     response = await api.put(url, json={"name": "Ada", "tags": ["x"]})

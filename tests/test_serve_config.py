@@ -37,6 +37,19 @@ def test_precedence(tmp_path: Path) -> None:
     assert load_config({}, {"PYDDS_PORT": "7002"}, str(file)).port == 7002
 
 
+def test_database_expiry_from_each_source(tmp_path: Path) -> None:
+    file = tmp_path / "pydds.toml"
+    file.write_text("[expire]\ncache = 300\nsessions = 1.5\n")
+    assert load_config({}, {}, str(file)).expire == (("cache", 300.0), ("sessions", 1.5))
+    env = {"PYDDS_EXPIRE": "cache=60, sessions=5"}
+    assert load_config({}, env).expire == (("cache", 60.0), ("sessions", 5.0))
+    assert load_config({"expire": ("cache=7",)}, env).expire == (("cache", 7.0),)
+    assert load_config({"expire": ()}, env).expire == (("cache", 60.0), ("sessions", 5.0))
+    file.write_text("expire = {cache = true}\n")
+    with pytest.raises(ConfigError, match="positive number"):
+        load_config({}, {}, str(file))
+
+
 def test_lists_from_the_environment() -> None:
     config = load_config({}, {"PYDDS_JOIN": "a:1, b:2,,", "PYDDS_MODULES": "x.y:Z"})
     assert config.join == ("a:1", "b:2")
@@ -51,6 +64,10 @@ def test_lists_from_the_environment() -> None:
         ({"log_format": "xml"}, {}, "log_format"),
         ({}, {"PYDDS_LOG_LEVEL": "loud"}, "log_level"),
         ({}, {"PYDDS_LOOP": "trio"}, "loop"),
+        ({"expire": ("cache",)}, {}, "DATABASE=SECONDS"),
+        ({"expire": ("cache=-5",)}, {}, "positive number"),
+        ({"expire": ("cache=soon",)}, {}, "expire"),
+        ({}, {"PYDDS_EXPIRE": "bad name=5"}, "database name"),
         ({"colour": "red"}, {}, "unknown setting"),
     ],
 )

@@ -229,6 +229,26 @@ async def databases(request: web.Request) -> web.Response:
     return web.json_response({"databases": listing})
 
 
+async def get_database(request: web.Request) -> web.Response:
+    """``GET /v1/databases/{db}``: its settings and size; 404 if this node has none."""
+    authorize(request, "read", request.match_info["db"])
+    db = _existing(request)
+    return web.json_response({"name": db.name, "expire": db.expire, "keys": len(db)})
+
+
+async def put_database(request: web.Request) -> web.Response:
+    """``PUT /v1/databases/{db}`` ``{"expire": seconds or null}``: make the database
+    or change its expiry on this node (until the node restarts: ``--expire`` keeps
+    it)."""
+    authorize(request, "write", request.match_info["db"])
+    node = request.app[NODE]
+    body = await _body(request)
+    if not isinstance(body, dict) or set(body) != {"expire"}:
+        raise InvalidValue('the body is {"expire": seconds} or {"expire": null}')
+    db = node.database(request.match_info["db"], expire=body["expire"])
+    return web.json_response({"name": db.name, "expire": db.expire, "keys": len(db)})
+
+
 async def stats(request: web.Request) -> web.Response:
     """``GET /v1/stats``: events by kind, and what modules with a ``snapshot()``
     (the statistics module) report."""
@@ -409,6 +429,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/cluster", cluster)
     app.router.add_get("/v1/databases", databases)
     app.router.add_get("/v1/stats", stats)
+    app.router.add_get("/v1/databases/{db}", get_database)
+    app.router.add_put("/v1/databases/{db}", put_database)
     app.router.add_get("/v1/databases/{db}/keys", keys)
     app.router.add_post("/v1/databases/{db}/keys/{key:.+}/incr", incr)
     app.router.add_get(key, get_value)

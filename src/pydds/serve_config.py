@@ -20,6 +20,7 @@ Each setting comes from, in this order of precedence: a command-line option, a
     log_level = "info"
     log_format = "json"
     loop = "auto"
+    expire = {cache = 300, sessions = 60}   # seconds idle before a key goes stale
     secrets = ["a-cluster-secret-of-16-bytes-or-more"]
     tokens = ["web:web-secret-0123456789:cache:read+write"]
     tls_cert = "node.pem"
@@ -27,18 +28,24 @@ Each setting comes from, in this order of precedence: a command-line option, a
     tls_ca = "ca.pem"
 
 The environment variables are ``PYDDS_`` and the upper-case name
-(``PYDDS_PORT=7500``); lists (``PYDDS_JOIN``, ``PYDDS_MODULES``) are comma-separated.
+(``PYDDS_PORT=7500``); lists (``PYDDS_JOIN``, ``PYDDS_MODULES``) are comma-separated,
+and so is ``PYDDS_EXPIRE=cache=300,sessions=60`` (``--expire cache=300``, repeatable,
+on the command line).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .config import check_name
+from .errors import InvalidName
 
 __all__ = ["ConfigError", "ServeConfig", "load_config"]
 
@@ -86,13 +93,46 @@ class ServeConfig:
     log_level: str = "info"
     log_format: str = "text"  # "text" or "json" (one JSON object per line)
     loop: str = "auto"  # the event loop: "uvloop", "asyncio", or "auto" (uvloop if installed)
+    #: Databases and their expiry: seconds without a read or write before a key goes
+    #: stale on this node (``node.database(name, expire=seconds)`` at start).
+    expire: tuple[tuple[str, float], ...] = ()
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(ServeConfig)}
 
 
+def _expiry(value: Any, source: str) -> tuple[tuple[str, float], ...]:
+    """``{db: seconds}`` (a TOML table), or ``db=seconds`` specs (a list, or one
+    comma-separated string) -> ``((db, seconds), ...)``."""
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, (list, tuple)):
+        table: dict[str, Any] = {}
+        for spec in value:
+            if not isinstance(spec, str) or "=" not in spec:
+                raise ConfigError(f"expire in {source}: {spec!r} is not DATABASE=SECONDS")
+            name, _, seconds = spec.partition("=")
+            table[name.strip()] = seconds.strip()
+        value = table
+    if not isinstance(value, dict):
+        raise ConfigError(f"expire in {source} must be a table of database = seconds")
+    out = []
+    for name, seconds in value.items():
+        try:
+            check_name("database", name)
+            number = float(seconds) if isinstance(seconds, (str, int, float)) else math.nan
+        except (InvalidName, ValueError) as exc:
+            raise ConfigError(f"expire in {source}: {exc}") from None
+        if isinstance(seconds, bool) or not (math.isfinite(number) and number > 0):
+            raise ConfigError(f"expire in {source}: {name} needs a positive number of seconds")
+        out.append((name, number))
+    return tuple(out)
+
+
 def _coerce(name: str, value: Any, source: str) -> Any:
     """Check and convert one setting's value from ``source``."""
+    if name == "expire":
+        return _expiry(value, source)
     if name in _LISTS:
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
@@ -178,7 +218,7 @@ def load_config(
     for name, value in options.items():
         if name not in _FIELDS:
             raise ConfigError(f"unknown setting {name!r}")
-        if value is None or (name in _LISTS and not value):
+        if value is None or ((name in _LISTS or name == "expire") and not value):
             continue
         merged[name] = _coerce(name, value, "the command line")
     return ServeConfig(**merged)

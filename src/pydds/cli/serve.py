@@ -54,6 +54,8 @@ async def serve(
         modules=modules,
         credentials=credentials_of(config),
     )
+    for database, seconds in config.expire:
+        node.database(database, expire=seconds)
     transport.app = make_app(node)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -166,6 +168,12 @@ def protected(config: ServeConfig, credentials: Credentials) -> None:
 @click.option("--log-level", default=None, help="debug, info, warning or error  [default: info]")
 @click.option(
     "--log-format", default=None, type=click.Choice(["text", "json"]), help="[default: text]"
+)
+@click.option(
+    "--expire",
+    multiple=True,
+    metavar="DB=SECONDS",
+    help="a database's expiry: idle seconds before a key goes stale here (repeatable)",
 )
 @click.option(
     "--loop",
