@@ -29,6 +29,7 @@ from .config import DatabaseSettings, Limits
 from .crdt import values
 from .crdt.directory import Directory, Entry, EntryChange
 from .crdt.keydoc import LOCAL, MISSING, REMOTE, KeyDoc, LiveDocs
+from .crdt.sync import update_state_vector
 from .crdt.ydoc import EMPTY_STATE_VECTOR
 from .errors import InvalidValue, KeyNotFound
 from .events import EventKind
@@ -513,6 +514,10 @@ class Keyspace:
 
     def _apply_value(self, key: str, gen: int, update: bytes) -> bytes | None:
         kd = self._keys.get(key)
+        if kd is None or kd.gen != gen or not kd.held:
+            # Kept for later, or making this node a holder: only if it decodes (a
+            # held document decodes an update whole before it applies any of it).
+            update_state_vector(update)
         if kd is not None and kd.gen == gen:
             self._live.touch(kd)
             delta = kd.apply(self.client_id, update)

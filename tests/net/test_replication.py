@@ -63,3 +63,37 @@ async def test_only_a_client_is_told_who_acknowledged() -> None:
     client.opened("a")
     _, notices = client.handle("a", m.AckFrom(5, "c"))
     assert [(n.id, n.peer) for n in notices] == [(5, "c")]  # type: ignore[union-attr]
+
+
+async def test_a_value_that_does_not_decode_changes_nothing_wherever_it_would_go() -> None:
+    # A node's write of a value only, to a database already seen, is decoded by the
+    # apply itself where the key is held; elsewhere it is checked first. Either way a
+    # bad one is refused and nothing changes.
+    a, b = pydds.Node("a"), pydds.Node("b")
+    ra, rb = replication(a), replication(b)
+    ra.opened("b")
+    rb.opened("a")
+    made: list[pydds.Change] = []
+    a.add_change_listener(made.append)
+    await a.database("db").set("held", {"v": 1})
+    await a.database("db").set("unread", {"v": 1})
+    for change in made:
+        for _, message in ra.changed(change):
+            rb.handle("a", message)
+    ks = b.database("db")._keyspace
+    _, pulls = rb.pull("db", "held")
+    (answer,), _ = ra.handle("b", pulls[0][1])
+    rb.handle("a", answer[1])
+    assert ks.read("held") == {"v": 1}
+    before = (ks.directory.doc.state_vector(), ks.value_state_vector("held"), len(ks))
+    garbage = b"\x01\x02\xff\xff\xff\xff\xff\xff\xff\xff\x7f"
+    for key, gen in (("held", 1), ("unread", 1), ("held", 2), ("new", 1)):
+        bad = m.Write("db", key, gen, "changed", None, garbage, "a", 0)
+        with pytest.raises(pydds.ProtocolError, match=r"does not decode|cannot apply"):
+            rb.handle("a", bad)
+        assert (ks.directory.doc.state_vector(), ks.value_state_vector("held"), len(ks)) == before
+    assert ks.read("held") == {"v": 1}
+    assert not ks.holds("unread")  # not made a holder by a value that failed
+    assert ("db", "new", 1) not in rb.holders
+    assert not ks._early  # nothing kept for later
+    assert ks.dropped_updates == 0

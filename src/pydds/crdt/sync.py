@@ -7,9 +7,11 @@ when their decoded state vectors are equal.
 
 from __future__ import annotations
 
+from pycrdt import get_state
+
 from ..errors import InvalidUpdate
 
-__all__ = ["decode_state_vector"]
+__all__ = ["decode_state_vector", "update_state_vector"]
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -44,3 +46,18 @@ def decode_state_vector(data: bytes) -> dict[int, int]:
     if pos != len(data):
         raise InvalidUpdate("state vector has trailing bytes")
     return out
+
+
+def update_state_vector(update: bytes) -> bytes:
+    """The state vector of what ``update`` writes; Yrs decodes the whole update to
+    find it, so this is also the check that the bytes are an update.
+
+    Raises:
+        InvalidUpdate: the update does not decode.
+    """
+    try:
+        return bytes(get_state(update))
+    except BaseException as exc:  # pycrdt's own errors, and pyo3 panics, on bad bytes
+        if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+            raise
+        raise InvalidUpdate("an update does not decode") from None

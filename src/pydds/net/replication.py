@@ -45,10 +45,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
-from pycrdt import get_state
-
 from ..changes import Change
-from ..crdt.sync import decode_state_vector
+from ..crdt.sync import decode_state_vector, update_state_vector
 from ..crdt.ydoc import EMPTY_STATE_VECTOR
 from ..errors import InvalidName, InvalidUpdate, InvalidValue, KeyNotFound, ProtocolError
 from ..events import EventKind
@@ -139,11 +137,11 @@ def _validate(msg: m.Message) -> None:
     """
     if isinstance(msg, m.Write):
         if msg.directory is not None:
-            _writers(msg.directory)
+            update_state_vector(msg.directory)
         if msg.value is not None:
-            _writers(msg.value)
+            update_state_vector(msg.value)
     elif isinstance(msg, (m.DirectoryStep2, m.ValueDiff)):
-        _writers(msg.update)
+        update_state_vector(msg.update)
     elif isinstance(msg, (m.DirectoryStep1, m.ValuePull)):
         decode_state_vector(msg.state_vector)
     elif isinstance(msg, m.Holding):
@@ -157,12 +155,7 @@ def _writers(update: bytes) -> dict[int, int]:
     Raises:
         InvalidUpdate: the update does not decode.
     """
-    try:
-        return decode_state_vector(bytes(get_state(update)))
-    except BaseException as exc:  # pycrdt's own errors, and pyo3 panics, on bad bytes
-        if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
-            raise
-        raise InvalidUpdate("an update does not decode") from None
+    return decode_state_vector(update_state_vector(update))
 
 
 def _ahead(theirs: bytes, ours: bytes) -> bool:
@@ -208,9 +201,15 @@ class Replication:
         self.is_client = is_client  # this end is a client: its only peer is its gateway
         self._keyspace = keyspace
         self._databases = databases
+        self._known: dict[str, Keyspace] = {}  # databases seen here (they live on)
         self._seen: OrderedDict[str, None] = OrderedDict()
         self.grants: dict[str, Grant] = {}  # what each client peer may do (its token)
         self.client_ids: dict[str, int] = {}  # each client peer's Yjs client id
+
+    def _keyspace_of(self, database: str) -> Keyspace:
+        """The keyspace of ``database`` (made on first use), remembered."""
+        keyspace = self._known[database] = self._keyspace(database)
+        return keyspace
 
     # -- links -----------------------------------------------------------------------
 
@@ -437,13 +436,21 @@ class Replication:
         out: list[Send] = []
         notices: list[Notice] = []
         from_client = peer in self.clients
-        _validate(msg)  # CRDT payloads decode before anything is touched
+        if (
+            msg.__class__ is not m.Write
+            or msg.directory is not None
+            or from_client
+            or msg.database not in self._known
+        ):
+            _validate(msg)  # CRDT payloads decode before anything is touched
+        # else a node's write of a value only, to a known database: the keyspace
+        # applies it only where that decodes it whole first, and checks it elsewhere.
         if from_client:
             self._client_may(peer, msg)
         if isinstance(msg, m.Write):
-            ks = self._keyspace(msg.database)
-            if msg.kind in ("created", "changed"):
-                self.holders.setdefault((msg.database, msg.key, msg.gen), set()).add(peer)
+            ks = self._known.get(msg.database)
+            if ks is None:
+                ks = self._keyspace_of(msg.database)
             ks.apply_parts(
                 msg.key,
                 msg.gen,
@@ -452,6 +459,12 @@ class Replication:
                 msg.origin,
                 msg.value is None and msg.kind == "changed",
             )
+            if msg.kind in ("created", "changed"):
+                value_id = (msg.database, msg.key, msg.gen)
+                holders = self.holders.get(value_id)
+                if holders is None:
+                    holders = self.holders[value_id] = set()
+                holders.add(peer)
             if (
                 msg.value is None
                 and msg.kind in ("created", "changed")
