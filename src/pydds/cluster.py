@@ -108,6 +108,7 @@ class _Link:
     link: Link
     dialed: bool  # this node opened it
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Done (on the dialing end) once the peer accepted this node: its first data.
     opened: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -218,7 +219,8 @@ class Cluster:
                 self._serving.discard(task)
 
     async def join(self, address: str) -> None:
-        """Link to the node at ``address`` and wait (bounded) until the link is open.
+        """Link to the node at ``address`` and wait (bounded) until the link is open
+        and the peer has accepted this node (its first data after the handshake).
 
         Raises:
             LinkClosed: it could not be reached or refused the link in time.
@@ -384,6 +386,12 @@ class Cluster:
                 for_node = session.receive(batch, now)
                 if not was_open and session.state is State.OPEN and not self._opened(state):
                     break
+                if for_node and not state.opened.done() and session.state is State.OPEN:
+                    # The peer's first data after the handshake (a node sends its
+                    # members at once): it accepted this end's proof. Until then a
+                    # node without credentials, which accepts any proof, could not
+                    # tell a peer that refuses it from one that lets it in.
+                    state.opened.set_result(None)
                 if len(for_node) == 1 and not session.closed:  # a quiet link's frame
                     self._dispatch(state, for_node[0])
                 else:
@@ -438,8 +446,6 @@ class Cluster:
             if not keep_new:
                 return False
             self._links[peer] = state
-            if not state.opened.done():
-                state.opened.set_result(None)
             return True
         self._links[peer] = state
         before = self.membership.get(peer)
@@ -451,8 +457,6 @@ class Cluster:
         if self.node.role == "node":  # a client joins no one into the cluster
             state.session.send([m.Members(self.membership.listing())])
         self.send(self.replication.opened(peer))
-        if not state.opened.done():
-            state.opened.set_result(None)
         if self._warming is None or self._warming.done():
             self._warming = self._spawn(self._warm_up())
         return True
@@ -522,8 +526,6 @@ class Cluster:
         hello = state.session.peer
         assert hello is not None
         self.send(self.replication.opened(peer, "client", state.session.grant, hello.client_id))
-        if not state.opened.done():
-            state.opened.set_result(None)
         return True
 
     def _gone(self, state: _Link) -> None:
