@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+from typing import Any
 
 import pytest
 
@@ -515,3 +517,31 @@ async def test_a_large_database_is_swept_a_slice_at_a_time(
     assert sum(len(ks.sweep()) for _ in range(4)) == 0  # nothing newly stale
     assert ks.counts() == (35, 35, 34)
     await node.close()
+
+
+async def test_a_bulk_directory_pauses_the_collector_and_always_resumes_it() -> None:
+    # A whole directory (a join) is applied with the cyclic collector paused; it
+    # runs again afterwards, also when the update is refused.
+    source, target = pydds.Node("s"), pydds.Node("t")
+    for i in range(4000):
+        await source.database("db").set(f"key:{i}", i)
+    update = source.database("db")._keyspace.directory.doc.diff()
+    assert len(update) >= keyspace.BULK_BYTES
+    ks = target.database("db")._keyspace
+    report = ks._report
+    collecting: list[bool] = []  # whether the collector could run, at each key made
+
+    def watched(*args: Any) -> None:
+        collecting.append(gc.isenabled())
+        report(*args)
+
+    ks._report = watched
+    ks.apply_directory(update, "s")
+    assert collecting == [False] * 4000
+    assert len(ks) == 4000
+    assert gc.isenabled()
+    with pytest.raises(pydds.InvalidUpdate):
+        target.database("other")._keyspace.apply_directory(b"\xff" * len(update), "s")
+    assert gc.isenabled()
+    await source.close()
+    await target.close()

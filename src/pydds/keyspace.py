@@ -20,8 +20,10 @@ dropped. Each key changed reports exactly one event, carrying the value delta.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .changes import Change
@@ -45,6 +47,25 @@ SWEEP_CHUNK = 1000  # keys examined between looks at the clock
 #: Up to this many keys ``counts`` walks them all; beyond, it reports what the last
 #: complete sweep pass counted (a walk of a million keys would hold the loop ~0.2 s).
 EXACT_COUNTS = 100_000
+#: A directory update at least this large is applied with the cyclic garbage collector
+#: paused (a joining node's whole directory, say).
+BULK_BYTES = 64 * 1024
+
+
+@contextlib.contextmanager
+def _bulk() -> Iterator[None]:
+    """The cyclic garbage collector paused for a bulk load: the load makes objects
+    that all live on (keys, events), and every collection during it would walk them
+    all again (a third of a 100,000-key join went to that)."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
 
 _unpack = values.unpack
 
@@ -414,8 +435,9 @@ class Keyspace:
         Raises:
             InvalidUpdate: the update does not decode.
         """
-        for key, kind in self._apply_directory(update, origin).items():
-            self._report_remote(kind, key, None, origin)
+        with _bulk() if len(update) >= BULK_BYTES else contextlib.nullcontext():
+            for key, kind in self._apply_directory(update, origin).items():
+                self._report_remote(kind, key, None, origin)
 
     def apply_pulled(self, key: str, gen: int, update: bytes, origin: str) -> None:
         """Apply the answer to a pull. Becoming a holder is no change (no event); news
@@ -552,21 +574,22 @@ class Keyspace:
         """
         journal, self.journal = self.journal, None
         try:
-            if self._keys or self.directory.entries():
-                return self._restore_into_live(directory, states)
-            if directory is not None:
-                fresh = Directory(self.client_id, directory)  # InvalidUpdate if bad
-                self.directory.close()
-                self.directory = fresh
-            now, restored = self._now(), 0
-            for key, entry in self.directory.entries().items():
-                if entry.deleted:
-                    continue
-                gen, state = states.get(key, (0, None))
-                held = state if gen == entry.gen else None
-                self._keys[key] = KeyDoc(entry.gen, held, accessed=now)
-                restored += held is not None
-            return restored
+            with _bulk():
+                if self._keys or self.directory.entries():
+                    return self._restore_into_live(directory, states)
+                if directory is not None:
+                    fresh = Directory(self.client_id, directory)  # InvalidUpdate if bad
+                    self.directory.close()
+                    self.directory = fresh
+                now, restored = self._now(), 0
+                for key, entry in self.directory.entries().items():
+                    if entry.deleted:
+                        continue
+                    gen, state = states.get(key, (0, None))
+                    held = state if gen == entry.gen else None
+                    self._keys[key] = KeyDoc(entry.gen, held, accessed=now)
+                    restored += held is not None
+                return restored
         finally:
             self.journal = journal
 
