@@ -579,8 +579,9 @@ class Node:
     ) -> None:
         if origin == self.name and (self._change_listeners or self._cluster is not None):
             change = Change(database, key, gen, directory, value, origin, kind)
-            for listener in list(self._change_listeners):
-                listener(change)
+            if self._change_listeners:
+                for listener in list(self._change_listeners):
+                    listener(change)
             if self._cluster is not None:
                 ack = self._ack_level if kind is not None else "local"
                 waiting = self._cluster.changed(change, ack)

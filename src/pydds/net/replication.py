@@ -296,7 +296,7 @@ class Replication:
         """
         value_id = (change.database, change.key, change.gen)
         holders: Collection[str] = self.holders.get(value_id, ())
-        kind = "" if change.kind is None else change.kind.value
+        kind: str = "" if change.kind is None else change.kind  # a StrEnum: its value
         whole: bytes | None = None
         if ack and change.value is not None:
             ks = self._keyspace(change.database)
