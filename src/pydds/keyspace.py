@@ -412,8 +412,8 @@ class Keyspace:
         if directory is None:  # a value change: the common case
             if value is not None:
                 delta = self._apply_value(key, gen, value)
-                if delta is not None:
-                    self._report_remote(EventKind.CHANGED, key, delta, origin)
+                if delta is not None:  # applied to the key's document of ``gen``
+                    self._report(EventKind.CHANGED, key, gen, None, delta, origin)
             elif notice and self.generation(key) == gen:
                 self._report_remote(EventKind.CHANGED, key, None, origin)
             return

@@ -339,10 +339,11 @@ class LiveDocs:
     def touch(self, keydoc: KeyDoc) -> None:
         """Mark ``keydoc`` as just used, suspending the least recently used if over capacity."""
         docs = self._docs
-        if keydoc in docs:
+        try:
             docs.move_to_end(keydoc)
             return
-        docs[keydoc] = None
+        except KeyError:
+            docs[keydoc] = None
         if len(docs) > self.capacity:
             oldest, _ = docs.popitem(last=False)
             oldest.suspend()

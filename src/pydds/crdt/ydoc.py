@@ -134,7 +134,7 @@ class YDoc:
         Raises:
             InvalidUpdate: the bytes do not decode as a Yjs update.
         """
-        txn = self.begin(origin)
+        txn = self._doc.create_transaction_with_origin(origin)  # begin(), inline
         try:
             self._doc.apply_update(txn, update)
         except ValueError as exc:
