@@ -545,3 +545,35 @@ async def test_a_bulk_directory_pauses_the_collector_and_always_resumes_it() -> 
     assert gc.isenabled()
     await source.close()
     await target.close()
+
+
+async def test_joins_return_when_links_replace_or_duplicate_each_other(cluster: Cluster) -> None:
+    # Each dials the other; one of the two links is closed as a duplicate, and both
+    # joins return once the peer has accepted them (the kept link carries its
+    # members), instead of one waiting out its join timeout or failing. Joining
+    # again while linked returns at once.
+    a = await cluster.start("a")
+    b = await cluster.start("b")
+    async with asyncio.timeout(2):  # real time: the fake clock stands still
+        await b.join("mem://a")
+        # a's own link wins (the link dialed by the smaller name stays), replacing
+        # b's on both ends; b's members on it tell a that it was accepted.
+        await a.join("mem://b")
+    await until(lambda: names(a) == ["a", "b"] and names(b) == ["b", "a"])
+    assert a._cluster is not None
+    link = a._cluster._links["b"]
+    assert link.dialed
+    assert not link.session.closed
+    for i in range(5):
+        async with asyncio.timeout(2):
+            results = await asyncio.gather(
+                a.join("mem://b"), b.join("mem://a"), return_exceptions=True
+            )
+        assert results == [None, None]  # joined, also when linked already
+        await until(lambda: names(a) == ["a", "b"] and names(b) == ["b", "a"])
+        assert a._cluster is not None
+        assert b._cluster is not None
+        assert len(a._cluster._links) == len(b._cluster._links) == 1
+        await a.database("db").set(f"k{i}", i)
+        await until(lambda: f"k{i}" in b.database("db"))  # noqa: B023 (awaited here)
+        assert await b.database("db").get(f"k{i}") == i

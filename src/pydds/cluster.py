@@ -221,6 +221,8 @@ class Cluster:
     async def join(self, address: str) -> None:
         """Link to the node at ``address`` and wait (bounded) until the link is open
         and the peer has accepted this node (its first data after the handshake).
+        Joining a node this one is linked to already returns at once (the new link
+        closes as a duplicate; the open one stays).
 
         Raises:
             LinkClosed: it could not be reached or refused the link in time.
@@ -232,6 +234,10 @@ class Cluster:
         if not done:
             raise LinkClosed(f"no open link to {address} within {self.settings.join_timeout}s")
         if state.opened.exception() is not None:
+            peer = state.session.peer
+            linked = self._links.get(peer.name) if peer is not None else None
+            if linked is not None and linked is not state and not linked.session.closed:
+                return  # linked to it already (this link was the duplicate): joined
             raise LinkClosed(f"link to {address} failed: {state.opened.exception()}")
 
     async def _first(self, future: asyncio.Future[Any], seconds: float) -> bool:
@@ -446,6 +452,9 @@ class Cluster:
             if not keep_new:
                 return False
             self._links[peer] = state
+            # As on a first link: the peer's members, which also tell a peer that
+            # dialed this link that it was accepted (its join waits for that).
+            state.session.send([m.Members(self.membership.listing())])
             return True
         self._links[peer] = state
         before = self.membership.get(peer)
