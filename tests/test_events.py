@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import pytest
 
@@ -238,3 +239,18 @@ async def test_payloads_are_validated_and_never_shared(node: pydds.Node) -> None
     first = event.payload
     first["a"].append(2)
     assert event.payload == {"a": [1]}
+
+
+def test_an_event_is_an_immutable_record() -> None:
+    before = time.time()
+    event = pydds.Event(pydds.EventKind.CHANGED, "db", "k", "a", b"\x01", loader=lambda: 1)
+    assert before <= event.time <= time.time()  # recorded now unless given
+    same = pydds.Event(pydds.EventKind.CHANGED, "db", "k", "a", b"\x01", time=event.time)
+    assert event == same  # the value loader is not compared
+    assert hash(event) == hash(same)
+    assert event != pydds.Event(pydds.EventKind.DELETED, "db", "k", "a", time=event.time)
+    with pytest.raises(AttributeError):
+        event.key = "other"  # type: ignore[misc]
+    assert event.value() == 1
+    assert "delta" not in repr(event)  # bytes stay out of the repr
+    assert repr(event).startswith("Event(kind='changed', database='db', key='k'")
