@@ -39,3 +39,35 @@ def test_an_unknown_loop_is_refused_and_the_coroutine_not_run() -> None:
     with pytest.raises(ValueError, match="loop must be one of"):
         pydds.run(main(), loop="trio")
     assert ran == []
+
+
+def test_links_over_tls_on_uvloop() -> None:
+    import ssl
+
+    import trustme
+
+    from pydds.net.ws import WebSocketTransport
+
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+
+    async def over_tls() -> tuple[str, object]:
+        def transport() -> WebSocketTransport:
+            return WebSocketTransport(server_ssl=server, client_ssl=client)
+
+        async with (
+            pydds.Node("a", listen="127.0.0.1:0", transport=transport()) as a,
+            pydds.Node("b", listen="127.0.0.1:0", transport=transport()) as b,
+        ):
+            assert a.address is not None
+            await b.join(a.address)
+            await a.database("d").set("k", "over tls")
+            await until_events(lambda: "k" in b.database("d"), b)
+            return a.address, await b.database("d").get("k")
+
+    address, value = pydds.run(over_tls(), loop="uvloop")
+    assert address.startswith("wss://127.0.0.1:")
+    assert value == "over tls"
