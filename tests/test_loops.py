@@ -71,3 +71,17 @@ def test_links_over_tls_on_uvloop() -> None:
     address, value = pydds.run(over_tls(), loop="uvloop")
     assert address.startswith("wss://127.0.0.1:")
     assert value == "over tls"
+
+
+def test_without_uvloop_auto_is_asyncio_and_uvloop_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "uvloop" else real(name, *a)
+    )
+    assert resolve_loop("auto") == "asyncio"  # as on Windows, where uvloop is not installed
+    with pytest.raises(ValueError, match="uvloop is not installed"):
+        resolve_loop("uvloop")
