@@ -279,3 +279,35 @@ async def test_status_shows_statistics(served: Callable[..., Awaitable[Served]])
     assert "HOT KEYS BY WRITES" in out
     assert "HOT KEYS BY READS" in out
     assert "replication: 0 bytes in" in out
+
+
+async def test_serve_freezes_what_it_holds_once_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    # In process: the node's startup objects and restored keys go out of the
+    # collector's way once it serves (the process would hold them to its end).
+    import gc
+
+    from pydds.cli.serve import serve
+    from pydds.serve_config import ServeConfig
+
+    serving = asyncio.Event()
+
+    class Out:
+        def write(self, text: str) -> int:
+            if "serving on" in text:
+                serving.set()
+            return len(text)
+
+        def flush(self) -> None:
+            pass
+
+    monkeypatch.setattr(sys, "stdout", Out())
+    stop = asyncio.Event()
+    gc.unfreeze()
+    try:
+        task = asyncio.ensure_future(serve(ServeConfig(name="frozen", port=0), stop=stop))
+        await asyncio.wait_for(serving.wait(), 10)  # its start-up line: it serves
+        assert gc.get_freeze_count() > 0
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    finally:
+        gc.unfreeze()
