@@ -9,6 +9,7 @@ import itertools
 import os
 import re
 import signal
+import ssl
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -169,3 +170,16 @@ async def start_serve(*args: str, env: dict[str, str] | None = None) -> Served:
         await proc.wait()
         raise
     return Served(proc, line)
+
+
+def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a certificate for 127.0.0.1 from a throwaway CA, and a
+    client context that trusts that CA."""
+    import trustme
+
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    return server, client

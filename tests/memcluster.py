@@ -51,6 +51,15 @@ class Cluster:
         await node.start()
         return node
 
+    async def pair(
+        self, modules: list[pydds.Module] | None = None
+    ) -> tuple[pydds.Node, pydds.Node]:
+        """Nodes a (with ``modules``) and b, b joined through a; once each lists both."""
+        a = await self.start_with("a", modules=modules or [])
+        b = await self.start("b", ["mem://a"])
+        await until(lambda: len(names(a)) == 2 and len(names(b)) == 2)
+        return a, b
+
 
 async def until(condition: Callable[[], bool], rounds: int = 500) -> None:
     """Let the tasks run until ``condition`` holds (bounded)."""

@@ -228,9 +228,7 @@ async def b_reads_from_a(
     cluster: Cluster,
 ) -> tuple[pydds.Node, pydds.Node, pydds.Database, pydds.Database]:
     """Nodes a and b, databases expiring after 10 s; a wrote "k", b read it (holds it)."""
-    a = await cluster.start("a")
-    b = await cluster.start("b", ["mem://a"])
-    await until(lambda: len(names(b)) == 2)
+    a, b = await cluster.pair()
     db_a, db_b = a.database("db", expire=10), b.database("db", expire=10)
     await db_a.set("k", 1)
     await until(lambda: "k" in db_b)
@@ -262,9 +260,7 @@ async def test_staleness_stops_pushes_and_a_read_refreshes(cluster: Cluster) -> 
 async def test_a_stale_read_with_no_holder_reachable_serves_the_local_copy(
     cluster: Cluster,
 ) -> None:
-    a = await cluster.start("a")
-    b = await cluster.start("b", ["mem://a"])
-    await until(lambda: len(names(b)) == 2)
+    a, b = await cluster.pair()
     await a.database("db", expire=10).set("k", "old")
     db_b = b.database("db", expire=10)
     await until(lambda: "k" in db_b)
@@ -307,9 +303,7 @@ async def test_pinning_refreshes_a_stale_copy_and_keeps_it_replicated(cluster: C
 async def test_a_key_created_on_two_nodes_at_once_merges_without_anti_entropy(
     cluster: Cluster,
 ) -> None:
-    a = await cluster.start("a")
-    b = await cluster.start("b", ["mem://a"])
-    await until(lambda: len(names(a)) == 2)
+    a, b = await cluster.pair()
     # Neither knows the other holds the key when it writes: each tells the other
     # only that the key was created, without the value.
     await a.database("db").update("k", {"from_a": 1})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pydds
 from pydds import display
 
-from .memcluster import Cluster, names, until
+from .memcluster import Cluster
 
 
 async def test_a_node_shows_its_databases_and_recent_events() -> None:
@@ -48,9 +48,7 @@ async def test_tables_are_bounded() -> None:
 
 
 async def test_an_event_and_a_cluster(cluster: Cluster) -> None:
-    a = await cluster.start("a")
-    b = await cluster.start("b", ["mem://a"])
-    await until(lambda: len(names(a)) == 2)
+    a, b = await cluster.pair()
     async with b.events(database="db") as events:
         await a.database("db").set("k", 1)
         event = await events.get(timeout=1)

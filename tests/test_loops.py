@@ -9,7 +9,7 @@ import pytest
 import pydds
 from pydds.loops import resolve_loop
 
-from .helpers import until_events
+from .helpers import tls_contexts, until_events
 
 
 async def _loop_module() -> str:
@@ -42,17 +42,9 @@ def test_an_unknown_loop_is_refused_and_the_coroutine_not_run() -> None:
 
 
 def test_links_over_tls_on_uvloop() -> None:
-    import ssl
-
-    import trustme
-
     from pydds.net.ws import WebSocketTransport
 
-    ca = trustme.CA()
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(server)
-    client = ssl.create_default_context()
-    ca.configure_trust(client)
+    server, client = tls_contexts()
 
     async def over_tls() -> tuple[str, object]:
         def transport() -> WebSocketTransport:

@@ -73,9 +73,7 @@ async def test_durable_needs_a_store() -> None:
 async def test_values_from_peers_and_pulled_values_are_kept(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    a = await cluster.start_with("a", modules=[Persistence(path=str(tmp_path))])
-    b = await cluster.start("b", ["mem://a"])
-    await until(lambda: len(names(b)) == 2)
+    a, b = await cluster.pair([Persistence(path=str(tmp_path))])
     db_a, db_b = a.database("db"), b.database("db")
     await db_b.set("pulled", {"v": 1})
     await db_b.set("known", "only the directory")
@@ -257,9 +255,7 @@ def test_the_store_alone(tmp_path: Path) -> None:
 async def test_a_restarted_node_catches_up_with_the_cluster(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    a = await cluster.start_with("a", modules=[Persistence(path=str(tmp_path))])
-    b = await cluster.start("b", ["mem://a"])
-    await until(lambda: len(names(b)) == 2)
+    a, b = await cluster.pair([Persistence(path=str(tmp_path))])
     await a.database("db").set("k", {"v": 1}, ack="durable")
     await until(lambda: "k" in b.database("db"))
     assert await b.database("db").get("k") == {"v": 1}

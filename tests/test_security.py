@@ -17,7 +17,7 @@ from pydds.net.codec import PROTOCOL, encode_frame
 from pydds.net.session import Session, State
 from pydds.server import make_app
 
-from .helpers import pydds_cmd, until_events
+from .helpers import pydds_cmd, tls_contexts, until_events
 from .memcluster import Cluster, drain, names, until
 
 SECRET = "cluster-secret-0123456789"
@@ -259,23 +259,18 @@ async def test_the_gateway_enforces_scopes_and_own_writer_ids(cluster: Cluster) 
     await victim.database("billing").set("k", 1)
     await victim.database("cache").set("k", 1)
     forbidden, foreign = made
-    # A write to a database the token does not reach.
-    out = await forged_client(
-        cluster,
-        WEB,
-        [m.Write("billing", "k", 1, "created", forbidden.directory, forbidden.value, "forger")],
-    )
-    assert isinstance(out[-1], m.Close)
-    assert "no write right on 'billing'" in out[-1].reason
-    # A write in scope, but under another writer's Yjs client id (a forgery that
-    # would silence that writer).
-    out = await forged_client(
-        cluster,
-        WEB,
-        [m.Write("cache", "k", 1, "created", foreign.directory, foreign.value, "forger")],
-    )
-    assert isinstance(out[-1], m.Close)
-    assert "own client id" in out[-1].reason
+    for change, refusal in (
+        (forbidden, "no write right on 'billing'"),  # a database the token does not reach
+        # In scope, but under another writer's Yjs client id (a forgery that would
+        # silence that writer).
+        (foreign, "own client id"),
+    ):
+        write = m.Write(
+            change.database, "k", 1, "created", change.directory, change.value, "forger"
+        )
+        out = await forged_client(cluster, WEB, [write])
+        assert isinstance(out[-1], m.Close)
+        assert refusal in out[-1].reason
     assert "k" not in a.database("cache")
     assert "k" not in a.database("billing")
     await victim.close()
@@ -339,16 +334,9 @@ async def test_serve_refuses_a_public_bind_without_credentials() -> None:
 
 
 async def test_nodes_over_tls() -> None:
-    import trustme
-
     from pydds.net.ws import WebSocketTransport
 
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(server)
-    trusting = ssl.create_default_context()
-    ca.configure_trust(trusting)
+    server, trusting = tls_contexts()
 
     def tls_node(name: str, join: list[str], client_ssl: ssl.SSLContext | None) -> pydds.Node:
         transport = WebSocketTransport(server_ssl=server, client_ssl=client_ssl)
@@ -391,14 +379,7 @@ def test_rate_limit_buckets() -> None:
 
 async def test_a_fast_peer_is_slowed_not_cut(cluster: Cluster) -> None:
     slow = pydds.ClusterSettings(max_messages_per_s=100)
-    a = pydds.Node(
-        "a",
-        listen="mem://a",
-        transport=cluster.network.transport(),
-        clock=cluster.clock,
-        cluster=slow,
-    )
-    cluster.nodes.append(a)
+    a = cluster.node("a", cluster=slow)
     await a.start()
     b = await cluster.start("b", ["mem://a"])
     await until(lambda: names(a) == ["a", "b"])
@@ -425,14 +406,7 @@ async def test_limits_on_databases_keys_and_pulls(cluster: Cluster) -> None:
             await db.set("k3", 3)
         await db.set("k0", "replacing is fine")
         assert len(db) == 3
-    a = pydds.Node(
-        "a",
-        listen="mem://a",
-        transport=cluster.network.transport(),
-        clock=cluster.clock,
-        cluster=pydds.ClusterSettings(max_pulls=1),
-    )
-    cluster.nodes.append(a)
+    a = cluster.node("a", cluster=pydds.ClusterSettings(max_pulls=1))
     await a.start()
     b = await cluster.start("b", ["mem://a"])
     await b.database("db").set("x", 1)
@@ -450,15 +424,7 @@ async def test_limits_on_databases_keys_and_pulls(cluster: Cluster) -> None:
 
 async def test_peers_cannot_exceed_the_limits_and_other_links_go_on(cluster: Cluster) -> None:
     small = pydds.Limits(max_databases=1, max_keys=1)
-    a = pydds.Node(
-        "a",
-        listen="mem://a",
-        transport=cluster.network.transport(),
-        clock=cluster.clock,
-        limits=small,
-        credentials=NODES,
-    )
-    cluster.nodes.append(a)
+    a = cluster.node("a", limits=small, credentials=NODES)
     await a.start()
     await a.database("cache").set("only", 1)
     good = client(cluster, "good", READER, "mem://a")

@@ -12,7 +12,7 @@ from pydds.clock import FakeClock
 from pydds.modules.stats import SlidingCounts, Statistics
 from pydds.server import make_app
 
-from .memcluster import Cluster, names, until
+from .memcluster import Cluster, until
 
 
 async def test_sliding_counts() -> None:
@@ -78,9 +78,7 @@ async def test_hot_keys_and_events() -> None:
 
 async def test_replication_traffic(cluster: Cluster) -> None:
     stats = Statistics()
-    a = await cluster.start_with("a", modules=[stats])
-    b = await cluster.start("b", ["mem://a"])
-    await until(lambda: len(names(a)) == 2)
+    a, b = await cluster.pair([stats])
     await b.database("db").set("k", "v" * 100)
     await until(lambda: "k" in a.database("db"))
     assert await a.database("db").get("k") == "v" * 100

@@ -398,21 +398,17 @@ class Cluster:
                     # node without credentials, which accepts any proof, could not
                     # tell a peer that refuses it from one that lets it in.
                     state.opened.set_result(None)
-                if len(for_node) == 1 and not session.closed:  # a quiet link's frame
-                    self._dispatch(state, for_node[0])
-                else:
-                    turn = time.monotonic()
-                    for message in for_node:
-                        if session.closed:
-                            break
-                        self._dispatch(state, message)
-                        if time.monotonic() - turn > YIELD_AFTER:
-                            # A large frame does not hold the event loop: what it has
-                            # changed so far is seen (events, reads) while the rest
-                            # waits.
-                            state.wake.set()
-                            await asyncio.sleep(0)
-                            turn = time.monotonic()
+                turn = time.monotonic()
+                for message in for_node:
+                    if session.closed:
+                        break
+                    self._dispatch(state, message)
+                    if time.monotonic() - turn > YIELD_AFTER:
+                        # A large frame does not hold the event loop: what it has
+                        # changed so far is seen (events, reads) while the rest waits.
+                        state.wake.set()
+                        await asyncio.sleep(0)
+                        turn = time.monotonic()
                 if session.pending or session.closed:  # answers, or a Close, to send
                     state.wake.set()
         except LinkClosed:

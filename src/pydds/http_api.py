@@ -174,6 +174,14 @@ def _ack(request: web.Request) -> str | int:
     return ack
 
 
+def _for_write(request: web.Request) -> Database:
+    """The database named in the path (made on first use), once the request may
+    write to it."""
+    name = request.match_info["db"]
+    authorize(request, "write", name)
+    return request.app[NODE].database(name)
+
+
 def _existing(request: web.Request) -> Database:
     """The database named in the path; 404 if this node does not know it."""
     node = request.app[NODE]
@@ -224,16 +232,18 @@ async def databases(request: web.Request) -> web.Response:
     for name in node.databases():
         if not grant.allows("read", name):
             continue
-        db = node.database(name)
-        listing.append({"name": name, "expire": db.expire, "keys": len(db)})
+        listing.append(_database_json(node.database(name)))
     return web.json_response({"databases": listing})
+
+
+def _database_json(db: Database) -> dict[str, Any]:
+    return {"name": db.name, "expire": db.expire, "keys": len(db)}
 
 
 async def get_database(request: web.Request) -> web.Response:
     """``GET /v1/databases/{db}``: its settings and size; 404 if this node has none."""
     authorize(request, "read", request.match_info["db"])
-    db = _existing(request)
-    return web.json_response({"name": db.name, "expire": db.expire, "keys": len(db)})
+    return web.json_response(_database_json(_existing(request)))
 
 
 async def put_database(request: web.Request) -> web.Response:
@@ -241,12 +251,11 @@ async def put_database(request: web.Request) -> web.Response:
     or change its expiry on this node (until the node restarts: ``--expire`` keeps
     it)."""
     authorize(request, "write", request.match_info["db"])
-    node = request.app[NODE]
     body = await _body(request)
     if not isinstance(body, dict) or set(body) != {"expire"}:
         raise InvalidValue('the body is {"expire": seconds} or {"expire": null}')
-    db = node.database(request.match_info["db"], expire=body["expire"])
-    return web.json_response({"name": db.name, "expire": db.expire, "keys": len(db)})
+    db = request.app[NODE].database(request.match_info["db"], expire=body["expire"])
+    return web.json_response(_database_json(db))
 
 
 async def stats(request: web.Request) -> web.Response:
@@ -277,9 +286,7 @@ async def get_value(request: web.Request) -> web.Response:
 
 
 async def put_value(request: web.Request) -> web.Response:
-    authorize(request, "write", request.match_info["db"])
-    node = request.app[NODE]
-    db = node.database(request.match_info["db"])
+    db = _for_write(request)
     ack = _ack(request)
     value = await _body(request)
     key = request.match_info["key"]
@@ -289,9 +296,7 @@ async def put_value(request: web.Request) -> web.Response:
 
 
 async def patch_value(request: web.Request) -> web.Response:
-    authorize(request, "write", request.match_info["db"])
-    node = request.app[NODE]
-    db = node.database(request.match_info["db"])
+    db = _for_write(request)
     ack = _ack(request)
     fields = await _body(request)
     if not isinstance(fields, dict):
@@ -312,9 +317,7 @@ async def delete_value(request: web.Request) -> web.Response:
 async def incr(request: web.Request) -> web.Response:
     """``POST /v1/databases/{db}/keys/{key}/incr?amount=N&ack=A``: add to a counter;
     answers ``{"value": total}``."""
-    authorize(request, "write", request.match_info["db"])
-    node = request.app[NODE]
-    db = node.database(request.match_info["db"])
+    db = _for_write(request)
     raw = request.query.get("amount", "1")
     try:
         amount = int(raw)

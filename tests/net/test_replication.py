@@ -13,6 +13,24 @@ def replication(node: pydds.Node) -> Replication:
     return Replication(node.name, lambda db: node.database(db)._keyspace, node.databases)
 
 
+async def a_writes_to_b(
+    *keys: str,
+) -> tuple[pydds.Node, pydds.Node, Replication, Replication]:
+    """Nodes a and b, linked; a sets ``keys`` and b handles what a sends of them."""
+    a, b = pydds.Node("a"), pydds.Node("b")
+    ra, rb = replication(a), replication(b)
+    ra.opened("b")
+    rb.opened("a")
+    made: list[pydds.Change] = []
+    a.add_change_listener(made.append)
+    for key in keys:
+        await a.database("db").set(key, {"v": 1})
+    for change in made:
+        for _, message in ra.changed(change):
+            rb.handle("a", message)
+    return a, b, ra, rb
+
+
 async def test_a_step1_from_a_peer_ahead_is_answered_and_asked_back() -> None:
     a, b = pydds.Node("a"), pydds.Node("b")
     await a.database("db").set("k", 1)
@@ -35,15 +53,7 @@ async def test_a_step1_from_a_peer_ahead_is_answered_and_asked_back() -> None:
 
 
 async def test_a_pull_answer_registers_holders_both_ways() -> None:
-    a, b = pydds.Node("a"), pydds.Node("b")
-    ra, rb = replication(a), replication(b)
-    ra.opened("b")
-    rb.opened("a")
-    made: list[pydds.Change] = []
-    a.add_change_listener(made.append)
-    await a.database("db").set("k", {"v": 1})
-    for _, message in ra.changed(made[0]):
-        rb.handle("a", message)
+    _, b, ra, rb = await a_writes_to_b("k")
     assert rb.holders[("db", "k", 1)] == {"a"}  # the writer holds it
     value_id, pulls = rb.pull("db", "k")
     (answer,), _ = ra.handle("b", pulls[0][1])
@@ -69,17 +79,7 @@ async def test_a_value_that_does_not_decode_changes_nothing_wherever_it_would_go
     # A node's write of a value only, to a database already seen, is decoded by the
     # apply itself where the key is held; elsewhere it is checked first. Either way a
     # bad one is refused and nothing changes.
-    a, b = pydds.Node("a"), pydds.Node("b")
-    ra, rb = replication(a), replication(b)
-    ra.opened("b")
-    rb.opened("a")
-    made: list[pydds.Change] = []
-    a.add_change_listener(made.append)
-    await a.database("db").set("held", {"v": 1})
-    await a.database("db").set("unread", {"v": 1})
-    for change in made:
-        for _, message in ra.changed(change):
-            rb.handle("a", message)
+    _, b, ra, rb = await a_writes_to_b("held", "unread")
     ks = b.database("db")._keyspace
     _, pulls = rb.pull("db", "held")
     (answer,), _ = ra.handle("b", pulls[0][1])
