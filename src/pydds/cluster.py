@@ -26,7 +26,7 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -589,7 +589,7 @@ class Cluster:
         if notices:
             self._notices(notices)
 
-    def _notices(self, notices: list[Notice]) -> None:
+    def _notices(self, notices: Iterable[Notice]) -> None:
         for notice in notices:
             if isinstance(notice, PullFor):
                 self._spawn(self._pull_for(notice))
@@ -700,7 +700,7 @@ class Cluster:
 
     # -- what the node asks ------------------------------------------------------------------
 
-    def send(self, sends: list[Send]) -> None:
+    def send(self, sends: Iterable[Send]) -> None:
         """Queue messages to peers; a peer too far behind is disconnected."""
         for peer, message in sends:
             state = self._links.get(peer)

@@ -58,6 +58,7 @@ class _EventFields(NamedTuple):
 
 _tuple_new = tuple.__new__
 _now = time.time
+Loader = Callable[[], Any]
 _COMPARED = slice(0, 9)  # every field but the loader
 
 
@@ -138,6 +139,16 @@ class Event(_EventFields):
         if self.loader is None:
             raise ValueError(f"a {self.kind} event has no value")
         return self.loader()
+
+
+def change_event(
+    kind: EventKind, database: str, key: str, origin: str, delta: bytes | None, loader: Loader
+) -> Event:
+    """``Event(kind, database, key, origin, delta, loader=loader)`` made the short way
+    (a node makes one per change it applies: half the time of the keyword call)."""
+    fields = (kind, database, key, origin, delta, None, None, _now(), None, loader)
+    event: Event = _tuple_new(Event, fields)
+    return event
 
 
 class Subscription:

@@ -30,7 +30,7 @@ from .crdt import values
 from .crdt.keydoc import LiveDocs
 from .database import Database
 from .errors import Forbidden, InvalidValue, ModuleError, NodeClosed, Unavailable
-from .events import Event, EventKind, Subscription
+from .events import Event, EventKind, Subscription, change_event
 from .keyspace import NOT_HELD, Journal, Keyspace
 from .modules.base import Module
 from .modules.host import ModuleHost
@@ -595,14 +595,8 @@ class Node:
             if subscription.wants(kind, database, key):
                 if event is None:
                     keyspace = self._databases[database]._keyspace
-                    event = Event(
-                        kind,
-                        database,
-                        key,
-                        origin,
-                        value,
-                        loader=functools.partial(_event_value, keyspace, key),
-                    )
+                    loader = functools.partial(_event_value, keyspace, key)
+                    event = change_event(kind, database, key, origin, value, loader)
                 subscription.push(event)
         self._recent.append(event if event is not None else (kind, database, key, origin, time()))
 

@@ -237,13 +237,47 @@ def _message(item: Any) -> m.Message:
         raise MalformedFrame(f"{cls.__name__}: {exc}") from None
 
 
+#: Checks written inline in the decoders, as conditions on a field ``{v}`` that hold
+#: exactly when the checker would return the field unchanged (the checker itself then
+#: runs only for a field that fails them, to raise its error or convert).
+_INLINE: dict[Field, str] = {
+    _str: "type({v}) is str",
+    _short: "type({v}) is str and 0 < len({v}) <= 256",
+    _name: "type({v}) is str and {v} in _GOOD_NAMES",
+    _key: f"type({{v}}) is str and 0 < len({{v}}) <= {_MAX_KEY}",
+    _bytes: "type({v}) is bytes",
+    _maybe_bytes: "({v} is None or type({v}) is bytes)",
+    _kind: "type({v}) is str and {v} in _WRITE_KINDS",
+    _gen: f"type({{v}}) is int and 1 <= {{v}} <= {_INT64}",
+    _uint: f"type({{v}}) is int and 0 <= {{v}} <= {_INT64}",
+}
+_WRITE_KINDS = frozenset({"created", "changed", "deleted", ""})
+
+
 def _decoder(cls: type, checks: tuple[Field, ...]) -> Callable[[list[Any]], m.Message]:
-    """``item -> cls(check0(item[1]), check1(item[2]), ...)``, made once per message
-    class (a call per field through ``map`` costs twice as much on the hot path)."""
-    names = {f"check{i}": check for i, check in enumerate(checks)}
-    args = ", ".join(f"check{i}(item[{i + 1}])" for i in range(len(checks)))
-    namespace: dict[str, Any] = {"cls": cls, **names}
-    exec(f"def decode(item):\n    return cls({args})", namespace)
+    """``item -> cls(field0, field1, ...)``, made once per message class: the fields
+    whose checks have an inline form (``_INLINE``) are tested in one expression and
+    passed as they are; if any fails, every field goes through its checker (which
+    raises). Calling a checker per field costs twice as much on the hot path."""
+    fields = [f"f{i}" for i in range(len(checks))]
+    namespace: dict[str, Any] = {"cls": cls, "_GOOD_NAMES": _GOOD_NAMES}
+    namespace["_WRITE_KINDS"] = _WRITE_KINDS
+    namespace.update({f"check{i}": check for i, check in enumerate(checks)})
+    inline = [
+        _INLINE[check].format(v=field)
+        for field, check in zip(fields, checks, strict=True)
+        if check in _INLINE
+    ]
+    fast = ", ".join(
+        field if check in _INLINE else f"check{i}({field})"
+        for i, (field, check) in enumerate(zip(fields, checks, strict=True))
+    )
+    slow = ", ".join(f"check{i}({field})" for i, field in enumerate(fields))
+    source = f"def decode(item):\n    _, {', '.join(fields)}, = item\n"
+    if inline:
+        source += f"    if {' and '.join(inline)}:\n        return cls({fast})\n"
+    source += f"    return cls({slow})\n"
+    exec(source, namespace)
     decode: Callable[[list[Any]], m.Message] = namespace["decode"]
     return decode
 

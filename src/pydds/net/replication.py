@@ -42,8 +42,9 @@ node's keyspaces, which stay synchronous.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ..changes import Change
 from ..crdt.sync import decode_state_vector, update_state_vector
@@ -125,6 +126,9 @@ class RelayAck:
 
 
 Notice = PullDone | CustomReceived | AckReceived | PullFor | HoldingDue | RelayAck
+#: What handling a message makes: messages to send, notices for the node.
+Handled = tuple[Sequence[Send], Sequence[Notice]]
+_NOTHING: Handled = ((), ())
 
 
 def _validate(msg: m.Message) -> None:
@@ -420,54 +424,54 @@ class Replication:
         elif isinstance(msg, (m.DirectoryStep1, m.ValuePull, m.Holding, m.Release)):
             self._check(peer, "read", msg.database)
 
-    def handle(self, peer: str, message: m.Message) -> tuple[list[Send], list[Notice]]:
-        """Handle one message from ``peer``.
+    def handle(self, peer: str, message: m.Message) -> tuple[Sequence[Send], Sequence[Notice]]:
+        """Handle one message from ``peer``: the messages to send and the notices for
+        the node that it makes (empty sequences, often).
 
         Raises:
             ProtocolError: the message carries data that does not apply (the link
                 closes with this reason; nothing else changed).
         """
+        from_client = peer in self.clients
         try:
-            return self._handle(peer, message)
+            if (
+                message.__class__ is not m.Write
+                or message.directory is not None
+                or from_client
+                or message.database not in self._known
+            ):
+                _validate(message)  # CRDT payloads decode before anything is touched
+            # else a node's write of a value only, to a known database: the keyspace
+            # applies it only where that decodes it whole first, and checks it elsewhere.
+            if from_client:
+                self._client_may(peer, message)
+            return self._handlers[message.__class__](self, peer, message, from_client)
         except (InvalidUpdate, InvalidName, InvalidValue) as exc:
             raise ProtocolError(f"{type(message).__name__}: {exc}") from None
 
-    def _handle(self, peer: str, msg: m.Message) -> tuple[list[Send], list[Notice]]:
+    def _on_write(self, peer: str, msg: m.Write, from_client: bool) -> Handled:
         out: list[Send] = []
-        notices: list[Notice] = []
-        from_client = peer in self.clients
-        if (
-            msg.__class__ is not m.Write
-            or msg.directory is not None
-            or from_client
-            or msg.database not in self._known
-        ):
-            _validate(msg)  # CRDT payloads decode before anything is touched
-        # else a node's write of a value only, to a known database: the keyspace
-        # applies it only where that decodes it whole first, and checks it elsewhere.
-        if from_client:
-            self._client_may(peer, msg)
-        if isinstance(msg, m.Write):
-            ks = self._known.get(msg.database)
-            if ks is None:
-                ks = self._keyspace_of(msg.database)
-            ks.apply_parts(
-                msg.key,
-                msg.gen,
-                msg.directory,
-                msg.value,
-                msg.origin,
-                msg.value is None and msg.kind == "changed",
-            )
-            if msg.kind in ("created", "changed"):
-                value_id = (msg.database, msg.key, msg.gen)
-                holders = self.holders.get(value_id)
-                if holders is None:
-                    holders = self.holders[value_id] = set()
-                holders.add(peer)
+        ks = self._known.get(msg.database)
+        if ks is None:
+            ks = self._keyspace_of(msg.database)
+        kind = msg.kind
+        value = msg.value
+        ks.apply_parts(
+            msg.key,
+            msg.gen,
+            msg.directory,
+            value,
+            msg.origin,
+            value is None and kind == "changed",
+        )
+        if kind == "changed" or kind == "created":
+            value_id = (msg.database, msg.key, msg.gen)
+            holders = self.holders.get(value_id)
+            if holders is None:
+                holders = self.holders[value_id] = set()
+            holders.add(peer)
             if (
-                msg.value is None
-                and msg.kind in ("created", "changed")
+                value is None
                 and ks.generation(msg.key) == msg.gen
                 and ks.holds(msg.key)
                 and not ks.is_stale(msg.key)
@@ -477,83 +481,117 @@ class Replication:
                 # this node a holder there. Without this, anti-entropy would repair it.
                 state_vector = ks.value_state_vector(msg.key)
                 out.append((peer, m.ValuePull(msg.database, msg.key, msg.gen, state_vector)))
-            if msg.ack:
-                out.append((peer, m.Ack(msg.ack)))
-            # A gateway relays: a client's writes to everyone else, the cluster's
-            # writes to its clients.
-            targets = self.peers if from_client else self.clients
-            relay_to = targets - {peer} if targets else targets
-            if relay_to:  # holders get the delta as it came, the others a notice
-                change = Change(
-                    msg.database,
-                    msg.key,
-                    msg.gen,
-                    msg.directory,
-                    msg.value,
-                    msg.origin,
-                    _KINDS[msg.kind],
-                )
-                if from_client and msg.ack:  # the node gives the relay an ack id
-                    notices.append(RelayAck(peer, msg.ack, change, frozenset(relay_to)))
-                else:
-                    out.extend(self.changed(change, to=relay_to))
-        elif isinstance(msg, m.DirectoryStep1):
-            doc = self._keyspace(msg.database).directory.doc
-            out.append((peer, m.DirectoryStep2(msg.database, doc.diff(msg.state_vector))))
-            ours = doc.state_vector()
-            if _ahead(msg.state_vector, ours):  # the peer has what this node lacks: ask
-                out.append((peer, m.DirectoryStep1(msg.database, ours)))
-            # Then the values held here, once the peer has the directory to place them.
-            notices.append(HoldingDue(peer, msg.database))
-        elif isinstance(msg, m.DirectoryStep2):
-            self._keyspace(msg.database).apply_directory(msg.update, peer)
-        elif isinstance(msg, m.ValuePull):
-            value_id = (msg.database, msg.key, msg.gen)
-            self.holders.setdefault(value_id, set()).add(peer)
-            ks = self._keyspace(msg.database)
-            if from_client and msg.key in ks and not ks.holds(msg.key):
-                notices.append(PullFor(peer, msg))  # the gateway pulls it first
-            else:
-                out.append(self.answer_pull(peer, msg))
-        elif isinstance(msg, m.Holding):
-            ks = self._keyspace(msg.database)
-            for key, gen, state_vector in msg.values:
-                self.holders.setdefault((msg.database, key, gen), set()).add(peer)
-                if ks.holds(key) and ks.generation(key) == gen:
-                    ours = ks.value_state_vector(key)
-                    if _ahead(ours, state_vector):  # the peer lacks something: send it
-                        diff = ks.value_diff(key, gen, state_vector)
-                        if diff is not None:
-                            out.append((peer, m.ValueDiff(msg.database, key, gen, diff)))
-        elif isinstance(msg, m.ValueDiff):
-            value_id = (msg.database, msg.key, msg.gen)
-            self.holders.setdefault(value_id, set()).add(peer)
-            self._keyspace(msg.database).apply_pulled(msg.key, msg.gen, msg.update, peer)
-            if self.pulls.pop(value_id, None) is not None:
-                notices.append(PullDone(value_id, answered=True))
-        elif isinstance(msg, m.ValueMissing):
-            value_id = (msg.database, msg.key, msg.gen)
-            waiting = self.pulls.get(value_id)
-            if waiting is not None:
-                waiting.discard(peer)
-                if not waiting:
-                    del self.pulls[value_id]
-                    notices.append(PullDone(value_id, answered=False))
-        elif isinstance(msg, m.Release):
-            holders = self.holders.get((msg.database, msg.key, msg.gen))
-            if holders is not None:
-                holders.discard(peer)
-        elif isinstance(msg, m.Ack):
-            notices.append(AckReceived(msg.id, peer))
-        elif isinstance(msg, m.AckFrom):
-            if not self.is_client:
-                raise ProtocolError("only a client is told who acknowledged (AckFrom)")
-            notices.append(AckReceived(msg.id, msg.node))
-        elif isinstance(msg, m.Custom):
-            if from_client and msg.origin != peer:
-                raise ProtocolError("a client relays nothing: an event's origin must be itself")
-            if self._remember(msg.id):
-                notices.append(CustomReceived(msg))
-                relay_to = (self.peers if from_client else self.clients) - {peer}
-                out.extend((other, msg) for other in relay_to)
-        return out, notices
+        if msg.ack:
+            out.append((peer, m.Ack(msg.ack)))
+        # A gateway relays: a client's writes to everyone else, the cluster's writes to
+        # its clients.
+        targets = self.peers if from_client else self.clients
+        relay_to = targets - {peer} if targets else targets
+        if not relay_to:
+            return out, ()
+        # Holders get the delta as it came, the others a notice.
+        change = Change(
+            msg.database, msg.key, msg.gen, msg.directory, value, msg.origin, _KINDS[kind]
+        )
+        if from_client and msg.ack:  # the node gives the relay an ack id
+            return out, (RelayAck(peer, msg.ack, change, frozenset(relay_to)),)
+        out.extend(self.changed(change, to=relay_to))
+        return out, ()
+
+    def _on_directory_step1(self, peer: str, msg: m.DirectoryStep1, from_client: bool) -> Handled:
+        doc = self._keyspace(msg.database).directory.doc
+        out: list[Send] = [(peer, m.DirectoryStep2(msg.database, doc.diff(msg.state_vector)))]
+        ours = doc.state_vector()
+        if _ahead(msg.state_vector, ours):  # the peer has what this node lacks: ask
+            out.append((peer, m.DirectoryStep1(msg.database, ours)))
+        # Then the values held here, once the peer has the directory to place them.
+        return out, (HoldingDue(peer, msg.database),)
+
+    def _on_directory_step2(self, peer: str, msg: m.DirectoryStep2, from_client: bool) -> Handled:
+        self._keyspace(msg.database).apply_directory(msg.update, peer)
+        return _NOTHING
+
+    def _on_value_pull(self, peer: str, msg: m.ValuePull, from_client: bool) -> Handled:
+        self.holders.setdefault((msg.database, msg.key, msg.gen), set()).add(peer)
+        ks = self._keyspace(msg.database)
+        if from_client and msg.key in ks and not ks.holds(msg.key):
+            return (), (PullFor(peer, msg),)  # the gateway pulls it first
+        return (self.answer_pull(peer, msg),), ()
+
+    def _on_holding(self, peer: str, msg: m.Holding, from_client: bool) -> Handled:
+        out: list[Send] = []
+        ks = self._keyspace(msg.database)
+        for key, gen, state_vector in msg.values:
+            self.holders.setdefault((msg.database, key, gen), set()).add(peer)
+            if ks.holds(key) and ks.generation(key) == gen:
+                ours = ks.value_state_vector(key)
+                if _ahead(ours, state_vector):  # the peer lacks something: send it
+                    diff = ks.value_diff(key, gen, state_vector)
+                    if diff is not None:
+                        out.append((peer, m.ValueDiff(msg.database, key, gen, diff)))
+        return out, ()
+
+    def _on_value_diff(self, peer: str, msg: m.ValueDiff, from_client: bool) -> Handled:
+        value_id = (msg.database, msg.key, msg.gen)
+        self.holders.setdefault(value_id, set()).add(peer)
+        self._keyspace(msg.database).apply_pulled(msg.key, msg.gen, msg.update, peer)
+        if self.pulls.pop(value_id, None) is not None:
+            return (), (PullDone(value_id, answered=True),)
+        return _NOTHING
+
+    def _on_value_missing(self, peer: str, msg: m.ValueMissing, from_client: bool) -> Handled:
+        value_id = (msg.database, msg.key, msg.gen)
+        waiting = self.pulls.get(value_id)
+        if waiting is not None:
+            waiting.discard(peer)
+            if not waiting:
+                del self.pulls[value_id]
+                return (), (PullDone(value_id, answered=False),)
+        return _NOTHING
+
+    def _on_release(self, peer: str, msg: m.Release, from_client: bool) -> Handled:
+        holders = self.holders.get((msg.database, msg.key, msg.gen))
+        if holders is not None:
+            holders.discard(peer)
+        return _NOTHING
+
+    def _on_ack(self, peer: str, msg: m.Ack, from_client: bool) -> Handled:
+        return (), (AckReceived(msg.id, peer),)
+
+    def _on_ack_from(self, peer: str, msg: m.AckFrom, from_client: bool) -> Handled:
+        if not self.is_client:
+            raise ProtocolError("only a client is told who acknowledged (AckFrom)")
+        return (), (AckReceived(msg.id, msg.node),)
+
+    def _on_custom(self, peer: str, msg: m.Custom, from_client: bool) -> Handled:
+        if from_client and msg.origin != peer:
+            raise ProtocolError("a client relays nothing: an event's origin must be itself")
+        if not self._remember(msg.id):
+            return _NOTHING
+        relay_to = (self.peers if from_client else self.clients) - {peer}
+        return [(other, msg) for other in relay_to], (CustomReceived(msg),)
+
+    def _on_ignore(self, peer: str, msg: m.Message, from_client: bool) -> Handled:
+        return _NOTHING  # link-level messages are the session's, Members the node's
+
+    #: message class -> its handler (every class: the session and the node take
+    #: some before they get here)
+    _handlers: ClassVar[dict[type, Callable[..., Handled]]] = {
+        m.Write: _on_write,
+        m.DirectoryStep1: _on_directory_step1,
+        m.DirectoryStep2: _on_directory_step2,
+        m.ValuePull: _on_value_pull,
+        m.Holding: _on_holding,
+        m.ValueDiff: _on_value_diff,
+        m.ValueMissing: _on_value_missing,
+        m.Release: _on_release,
+        m.Ack: _on_ack,
+        m.AckFrom: _on_ack_from,
+        m.Custom: _on_custom,
+        m.Hello: _on_ignore,
+        m.Proof: _on_ignore,
+        m.Members: _on_ignore,
+        m.Ping: _on_ignore,
+        m.Pong: _on_ignore,
+        m.Close: _on_ignore,
+    }
