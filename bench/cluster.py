@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -80,6 +81,7 @@ async def node_receiver(port: int, join: str | None, expect: int) -> None:
         if join is not None:  # the join benchmark: time until the directory is complete
             print(json.dumps({"directory_seconds": started_seconds}), flush=True)
             return
+        gc.freeze()  # as `pydds serve` does once started
         print(json.dumps({"address": node.address}), flush=True)
         async for event in changed:
             if event.origin == node.name:
@@ -122,6 +124,7 @@ async def bare_receiver(port: int) -> None:
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     host, bound = runner.addresses[0][:2]
+    gc.freeze()  # as the node receiver does
     print(json.dumps({"address": f"ws://{host}:{bound}/"}), flush=True)
     await asyncio.Event().wait()
 
@@ -193,6 +196,7 @@ async def paths(writes: int) -> dict[str, float]:
             aiohttp.ClientSession() as session,
             session.ws_connect(bare_info["address"]) as ws,
         ):
+            gc.freeze()  # what exists now lives as long as the process (as in `pydds serve`)
             node.on("results", lambda event: results.put_nowait(event.payload))
             node.on("held", lambda event: results.put_nowait(True))
             db = node.database("bench")
