@@ -392,6 +392,31 @@ async def test_a_fast_peer_is_slowed_not_cut(cluster: Cluster) -> None:
     assert names(a) == ["a", "b"]  # the link stayed up
 
 
+async def test_a_peer_that_stops_reading_is_cut_at_max_pending(cluster: Cluster) -> None:
+    a = cluster.node("a", cluster=pydds.ClusterSettings(max_pending=50))
+    await a.start()
+    await cluster.start("b", ["mem://a"])
+    await until(lambda: names(a) == ["a", "b"])
+    assert a._cluster is not None
+    state = a._cluster._links["b"]
+    stuck = asyncio.Event()  # never set: b reads nothing more
+
+    async def never(frame: bytes) -> None:
+        await stuck.wait()
+
+    state.link.send = never  # type: ignore[method-assign]
+    db = a.database("db")
+    for i in range(60):
+        await db.set(f"k{i}", i)
+    assert a._cluster.stats["error:slow_peer"] == 1
+    assert state.session.closed
+    assert state.session.close_reason == "peer too slow: 51 messages queued"
+    assert state.session.pending <= 52  # bounded: the 51 and the Close, nothing after
+    await until(lambda: state.link._closed)  # type: ignore[attr-defined]  # cut
+    await db.set("later", 1)  # the node goes on writing
+    assert await db.get("later") == 1
+
+
 async def test_limits_on_databases_keys_and_pulls(cluster: Cluster) -> None:
     small = pydds.Limits(max_databases=2, max_keys=3)
     async with pydds.Node(limits=small) as node:

@@ -702,18 +702,20 @@ class Cluster:
 
     def send(self, sends: Iterable[Send]) -> None:
         """Queue messages to peers; a peer too far behind is disconnected."""
+        links, max_pending = self._links, self.settings.max_pending
         for peer, message in sends:
-            state = self._links.get(peer)
+            state = links.get(peer)
             if state is None:
                 continue
-            pending = state.session.pending
-            if pending >= self.settings.max_pending:
+            pending = state.session.queue(message)
+            if pending > FLUSH_AT:
+                self.congested = True
+            if pending > max_pending and not state.session.closed:
+                # Its writer is stuck sending (the peer reads nothing): cut the link
+                # rather than queue more.
                 self.stats["error:slow_peer"] += 1
                 state.session.close(f"peer too slow: {pending} messages queued")
-            else:
-                state.session.queue(message)
-                if pending >= FLUSH_AT:
-                    self.congested = True
+                self._spawn(state.link.close())
             state.wake.set()
 
     async def flush(self) -> None:

@@ -298,39 +298,26 @@ class Replication:
         that do not hold the value get all of it and become holders, so that the
         acknowledged write survives the loss of the others.
         """
-        value_id = (change.database, change.key, change.gen)
+        database, key, gen, directory, delta, origin, event_kind = change
+        value_id = (database, key, gen)
         holders: Collection[str] = self.holders.get(value_id, ())
-        kind: str = "" if change.kind is None else change.kind  # a StrEnum: its value
+        kind: str = "" if event_kind is None else event_kind  # a StrEnum: its value
         whole: bytes | None = None
-        if ack and change.value is not None:
-            ks = self._keyspace(change.database)
-            whole = ks.value_diff(change.key, change.gen, EMPTY_STATE_VECTOR)
+        if ack and delta is not None:
+            whole = self._keyspace(database).value_diff(key, gen, EMPTY_STATE_VECTOR)
+        grants = self.grants
         out: list[Send] = []
         for peer in self.peers if to is None else to:
-            if peer in self.grants and not self.grants[peer].allows("read", change.database):
+            if grants and peer in grants and not grants[peer].allows("read", database):
                 continue  # a client whose token does not reach this database
-            value = change.value if peer in holders or self.is_client else None
+            value = delta if peer in holders or self.is_client else None
             if value is None and whole is not None:
                 value = whole  # all of it: the peer holds it from now on
                 self.holders.setdefault(value_id, set()).add(peer)
-            if change.directory is None and value is None and kind != "changed" and not ack:
+            if directory is None and value is None and kind != "changed" and not ack:
                 continue
-            out.append(
-                (
-                    peer,
-                    m.Write(
-                        change.database,
-                        change.key,
-                        change.gen,
-                        kind,
-                        change.directory,
-                        value,
-                        change.origin,
-                        ack,
-                    ),
-                )
-            )
-        if change.kind is EventKind.DELETED:
+            out.append((peer, m.Write(database, key, gen, kind, directory, value, origin, ack)))
+        if event_kind is EventKind.DELETED:
             self.holders.pop(value_id, None)
         return out
 

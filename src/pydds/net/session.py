@@ -98,10 +98,13 @@ class Session:
         if self.state is not State.CLOSED:
             self._out.extend(messages)
 
-    def queue(self, message: Message) -> None:
-        """Queue one message for the peer (ignored once closed)."""
+    def queue(self, message: Message) -> int:
+        """Queue one message for the peer (ignored once closed); return how many
+        messages are queued now."""
+        out = self._out
         if self.state is not State.CLOSED:
-            self._out.append(message)
+            out.append(message)
+        return len(out)
 
     def data_to_send(self, now: float | None = None) -> list[Message]:
         """Take the queued messages (one frame's worth)."""
