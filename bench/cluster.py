@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import json
 import os
 import signal
@@ -81,7 +80,7 @@ async def node_receiver(port: int, join: str | None, expect: int) -> None:
         if join is not None:  # the join benchmark: time until the directory is complete
             print(json.dumps({"directory_seconds": started_seconds}), flush=True)
             return
-        gc.freeze()  # as `pydds serve` does once started
+        pydds.tune_gc()  # as `pydds serve` does once started
         print(json.dumps({"address": node.address}), flush=True)
         async for event in changed:
             if event.origin == node.name:
@@ -124,7 +123,7 @@ async def bare_receiver(port: int) -> None:
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     host, bound = runner.addresses[0][:2]
-    gc.freeze()  # as the node receiver does
+    pydds.tune_gc()  # the collector set up as in the node processes
     print(json.dumps({"address": f"ws://{host}:{bound}/"}), flush=True)
     await asyncio.Event().wait()
 
@@ -196,7 +195,7 @@ async def paths(writes: int) -> dict[str, float]:
             aiohttp.ClientSession() as session,
             session.ws_connect(bare_info["address"]) as ws,
         ):
-            gc.freeze()  # what exists now lives as long as the process (as in `pydds serve`)
+            pydds.tune_gc()  # as `pydds serve` does once started
             node.on("results", lambda event: results.put_nowait(event.payload))
             node.on("held", lambda event: results.put_nowait(True))
             db = node.database("bench")

@@ -281,7 +281,7 @@ async def test_status_shows_statistics(served: Callable[..., Awaitable[Served]])
     assert "replication: 0 bytes in" in out
 
 
-async def test_serve_freezes_what_it_holds_once_started(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_serve_tunes_the_collector_once_started(monkeypatch: pytest.MonkeyPatch) -> None:
     # In process: the node's startup objects and restored keys go out of the
     # collector's way once it serves (the process would hold them to its end).
     import gc
@@ -303,11 +303,14 @@ async def test_serve_freezes_what_it_holds_once_started(monkeypatch: pytest.Monk
     monkeypatch.setattr(sys, "stdout", Out())
     stop = asyncio.Event()
     gc.unfreeze()
+    thresholds = gc.get_threshold()
     try:
         task = asyncio.ensure_future(serve(ServeConfig(name="frozen", port=0), stop=stop))
         await asyncio.wait_for(serving.wait(), 10)  # its start-up line: it serves
         assert gc.get_freeze_count() > 0
+        assert gc.get_threshold()[0] == pydds.collector.GC_THRESHOLD
         stop.set()
         await asyncio.wait_for(task, 10)
     finally:
         gc.unfreeze()
+        gc.set_threshold(*thresholds)

@@ -16,6 +16,7 @@ Example::
 from .changes import Change
 from .clock import Clock, FakeClock, RealClock
 from .cluster import ClusterSettings, Warmup
+from .collector import tune_gc
 from .config import DatabaseSettings, Limits
 from .database import Database
 from .errors import (
@@ -88,4 +89,5 @@ __all__ = [
     "WrongType",
     "__version__",
     "run",
+    "tune_gc",
 ]
