@@ -301,6 +301,7 @@ async def test_serve_tunes_the_collector_once_started(monkeypatch: pytest.Monkey
             pass
 
     monkeypatch.setattr(sys, "stdout", Out())
+    monkeypatch.setattr(pydds.collector, "_tuned", False)  # as it was, afterwards
     stop = asyncio.Event()
     gc.unfreeze()
     thresholds = gc.get_threshold()

@@ -1,25 +1,34 @@
 """pydds.tune_gc: the collector set up for a long-running node process."""
 
 import gc
+from collections.abc import Iterator
 
 import pytest
 
 import pydds
+from pydds import collector
+
+
+@pytest.fixture(autouse=True)
+def restore_collector(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test leaves the collector as it found it (not tuned, nothing frozen)."""
+    thresholds = gc.get_threshold()
+    monkeypatch.setattr(collector, "_tuned", False)
+    gc.unfreeze()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*thresholds)
+    assert gc.isenabled()
 
 
 def test_tune_gc_freezes_the_heap_and_raises_the_young_threshold() -> None:
     before = gc.get_threshold()
-    gc.unfreeze()
     kept = [[n] for n in range(1000)]  # alive now: frozen by the call
-    try:
-        pydds.tune_gc(12_345)
-        assert gc.get_freeze_count() >= len(kept)
-        assert gc.get_threshold() == (12_345, before[1], before[2])
-        gc.collect()
-        assert kept[999] == [999]  # frozen objects stay usable
-    finally:
-        gc.unfreeze()
-        gc.set_threshold(*before)
+    pydds.tune_gc(12_345)
+    assert gc.get_freeze_count() >= len(kept)
+    assert gc.get_threshold() == (12_345, before[1], before[2])
+    gc.collect()
+    assert kept[999] == [999]  # frozen objects stay usable
 
 
 def collections_during_a_stream(tuned: bool) -> list[int]:
@@ -47,18 +56,50 @@ def collections_during_a_stream(tuned: bool) -> list[int]:
                 gc.callbacks.remove(count)
             assert len(events) == 10_000
 
-    before = gc.get_threshold()
-    try:
-        pydds.run(stream(), loop="asyncio")
-    finally:
-        gc.unfreeze()
-        gc.set_threshold(*before)
+    pydds.run(stream(), loop="asyncio")
     return counts
 
 
 def test_a_write_stream_runs_no_collection_once_tuned() -> None:
     assert collections_during_a_stream(tuned=False)  # the defaults collect
     assert collections_during_a_stream(tuned=True) == []
+
+
+def test_bulk_loads_pause_the_collector_and_are_frozen_once_tuned() -> None:
+    with collector.bulk_load():
+        assert not gc.isenabled()
+        loaded = [[n] for n in range(1000)]
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == 0  # not tuned: nothing frozen
+    pydds.tune_gc()
+    frozen = gc.get_freeze_count()
+    more: list[list[int]] = []
+
+    def failing_load() -> None:
+        with collector.bulk_load():
+            more.extend([n] for n in range(1000))
+            raise RuntimeError("a load that fails")
+
+    with pytest.raises(RuntimeError):
+        failing_load()
+    assert gc.isenabled()  # resumed after the error
+    assert gc.get_freeze_count() >= frozen + len(more) == frozen + 1000
+    assert loaded[0] == [0]
+
+
+def test_a_joined_directory_is_frozen_in_a_tuned_process() -> None:
+    async def join() -> int:
+        async with pydds.Node("s") as source, pydds.Node("t") as target:
+            for i in range(4000):
+                await source.database("db").set(f"key:{i}", i)
+            update = source.database("db")._keyspace.directory.doc.diff()
+            pydds.tune_gc()
+            frozen = gc.get_freeze_count()
+            target.database("db")._keyspace.apply_directory(update, "s")
+            assert len(target.database("db")) == 4000
+            return gc.get_freeze_count() - frozen
+
+    assert pydds.run(join(), loop="asyncio") >= 4000  # a KeyDoc per key at least
 
 
 def test_the_threshold_is_positive() -> None:

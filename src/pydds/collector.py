@@ -20,7 +20,9 @@ It does two things:
 * ``gc.freeze()``: what is alive now (code, modules, keys loaded so far) moves to a
   generation no collection walks. Objects frozen are still freed as usual when their
   last reference goes; only cyclic garbage among them is never reclaimed. Call it
-  again after loading many more keys to move those out too.
+  again after loading many more keys by other means to move those out too.
+* what pydds loads in bulk from then on (a whole directory when the node joins, a
+  restore) is frozen as well once loaded (``bulk_load``);
 * the youngest generation's threshold goes to ``threshold`` (50,000 by default):
   the objects of one write are freed by their reference counts long before that
   many pile up, so a write stream runs no collection at all, and fewer objects
@@ -34,11 +36,14 @@ it changes process-wide settings, so pydds never calls it on its own (except in
 
 from __future__ import annotations
 
+import contextlib
 import gc
+from collections.abc import Iterator
 
-__all__ = ["GC_THRESHOLD", "tune_gc"]
+__all__ = ["GC_THRESHOLD", "bulk_load", "tune_gc"]
 
 GC_THRESHOLD = 50_000  # container objects allocated between young collections
+_tuned = False  # tune_gc was called: bulk loads are frozen once loaded
 
 
 def tune_gc(threshold: int = GC_THRESHOLD) -> None:
@@ -50,6 +55,27 @@ def tune_gc(threshold: int = GC_THRESHOLD) -> None:
     """
     if threshold < 1:
         raise ValueError("the collector's threshold is at least 1")
+    global _tuned
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(threshold, middle, old)
+    _tuned = True
+
+
+@contextlib.contextmanager
+def bulk_load() -> Iterator[None]:
+    """The collector paused while pydds loads many objects that live on (a joining
+    node's whole directory, a restore): every collection during the load would walk
+    them all again (a third of a 100,000-key join went to that). In a process set up
+    by ``tune_gc``, what was loaded is frozen at the end (the freeze moves lists,
+    whatever their length). The collector runs again afterwards, also on an error."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        if _tuned:
+            gc.freeze()
+        gc.enable()

@@ -21,12 +21,12 @@ dropped. Each key changed reports exactly one event, carrying the value delta.
 from __future__ import annotations
 
 import contextlib
-import gc
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from .changes import Change
+from .collector import bulk_load
 from .config import DatabaseSettings, Limits
 from .crdt import values
 from .crdt.directory import Directory, Entry, EntryChange
@@ -50,21 +50,6 @@ EXACT_COUNTS = 100_000
 #: A directory update at least this large is applied with the cyclic garbage collector
 #: paused (a joining node's whole directory, say).
 BULK_BYTES = 64 * 1024
-
-
-@contextlib.contextmanager
-def _bulk() -> Iterator[None]:
-    """The cyclic garbage collector paused for a bulk load: the load makes objects
-    that all live on (keys, events), and every collection during it would walk them
-    all again (a third of a 100,000-key join went to that)."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 _unpack = values.unpack
@@ -435,7 +420,7 @@ class Keyspace:
         Raises:
             InvalidUpdate: the update does not decode.
         """
-        with _bulk() if len(update) >= BULK_BYTES else contextlib.nullcontext():
+        with bulk_load() if len(update) >= BULK_BYTES else contextlib.nullcontext():
             for key, kind in self._apply_directory(update, origin).items():
                 self._report_remote(kind, key, None, origin)
 
@@ -574,7 +559,7 @@ class Keyspace:
         """
         journal, self.journal = self.journal, None
         try:
-            with _bulk():
+            with bulk_load():
                 if self._keys or self.directory.entries():
                     return self._restore_into_live(directory, states)
                 if directory is not None:
