@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Coroutine, Iterable
@@ -76,8 +75,6 @@ FLUSH_AT = 1000
 MAX_BACKOFF = 1.0
 #: Clients' acknowledged writes a gateway tracks at most (the oldest are forgotten).
 MAX_RELAYED = 100_000
-#: Close reasons of links that failed to authenticate (counted as ``error:auth``).
-_HANDSHAKE_FAILURE = re.compile(r"authentication|unauthenticated|handshake|client token|nonce")
 #: Seconds of handling one frame after which the reader lets other tasks run.
 YIELD_AFTER = 0.005
 
@@ -535,7 +532,7 @@ class Cluster:
 
     def _gone(self, state: _Link) -> None:
         reason = state.session.close_reason or ""
-        if state.session.grant is None and _HANDSHAKE_FAILURE.search(reason):
+        if state.session.refused:
             self.stats["error:auth"] += 1
             hello = state.session.peer
             log.warning(

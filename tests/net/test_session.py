@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydds.net.auth import Credentials
 from pydds.net.codec import PROTOCOL
 from pydds.net.messages import Close, DirectoryStep2, Hello, Ping, Pong
 from pydds.net.session import Session, State
@@ -58,9 +59,41 @@ def test_bad_hellos_are_refused() -> None:
         assert s.receive([peer_hello], now=0) == []
         assert s.state is State.CLOSED
         assert reason in (s.close_reason or ""), (reason, s.close_reason)
+        assert s.refused
     refusing = Session(B, now=0, accept_clients=False)
     refusing.receive([C], now=0)
     assert refusing.state is State.CLOSED
+    assert refusing.refused
+
+
+def test_refused_is_a_failed_handshake_only() -> None:
+    # Either end refusing a proof, or the handshake timing out, is a refusal.
+    secret = Credentials(secrets=["0123456789abcdef-one"])
+    other = Credentials(secrets=["0123456789abcdef-two"])
+    a = Session(Hello("a", "node", "mem://a", PROTOCOL, nonce=b"n" * 16), now=0, credentials=secret)
+    b = Session(Hello("b", "node", "mem://b", PROTOCOL, nonce=b"m" * 16), now=0, credentials=other)
+    exchange(a, b, 0)  # the Hellos
+    exchange(a, b, 0)  # the proofs: each refuses the other's
+    assert a.closed
+    assert a.refused
+    assert "authentication failed" in (a.close_reason or "")
+    slow = Session(B, now=0)
+    slow.tick(now=6)
+    assert slow.closed
+    assert slow.refused
+    told = Session(B, now=0)
+    told.receive([Close("authentication failed: wrong proof")], now=0)
+    assert told.refused  # the peer refused this end
+    # Once open, neither a fault, nor a close, nor silence is a refusal.
+    for fault in ([A], [Close("bye")]):
+        _, b = opened()
+        b.receive(fault, now=1)
+        assert b.closed
+        assert not b.refused
+    _, b = opened()
+    b.tick(now=60)
+    assert b.closed
+    assert not b.refused
 
 
 def test_a_second_hello_closes() -> None:

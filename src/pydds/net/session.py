@@ -72,6 +72,9 @@ class Session:
         self.peer: Hello | None = None  # what the peer said, once open
         self.state = State.OPENING
         self.close_reason: str | None = None  # why it closed, once closed
+        # The handshake failed: either end refused the other's Hello or proof, or it
+        # timed out (a link that closes once open, or is lost, is not refused).
+        self.refused = False
         self.heartbeat = heartbeat  # seconds between pings on an idle link
         self.timeout = timeout  # seconds of silence that close the link
         self.accept_clients = accept_clients  # False on a client: clients never link clients
@@ -141,6 +144,7 @@ class Session:
             try:
                 consumed = self._handle(message)
             except ProtocolError as exc:
+                self.refused = self.state is not State.OPEN
                 self.close(str(exc))
                 return out
             if self.closed:  # a Close from the peer ends the frame
@@ -152,6 +156,7 @@ class Session:
     def _handle(self, message: Message) -> bool:
         """Handle a link-level message; True when it is consumed here."""
         if isinstance(message, Close):
+            self.refused = self.state is not State.OPEN  # the peer refused this end
             self._closed(f"closed by peer: {message.reason}")
             return True
         if self.state is State.OPENING:
@@ -217,6 +222,7 @@ class Session:
         if self.state is State.CLOSED:
             return None
         if self.state is not State.OPEN and now >= self._handshake_deadline:
+            self.refused = True
             self.close(f"handshake not completed within {self.handshake_timeout:g}s")
             return None
         silent_until = self._heard + self.timeout
