@@ -563,9 +563,10 @@ class Cluster:
             self.redial(address)
 
     def _dispatch(self, state: _Link, message: m.Message) -> None:
-        assert state.session.peer is not None
-        peer = state.session.peer.name
-        if isinstance(message, m.Members) and state.session.peer.role == "node":
+        hello = state.session.peer
+        assert hello is not None
+        peer = hello.name
+        if isinstance(message, m.Members) and hello.role == "node":
             learned = self.membership.learn(message.members)
             if self.node.role == "node":  # a client only remembers gateways to move to
                 for _, address in learned:

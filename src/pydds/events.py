@@ -269,6 +269,8 @@ class Subscription:
 
     async def __anext__(self) -> Event:
         while True:
+            if self._queue and not self._unreported:  # the common case, without a call
+                return self._queue.popleft()
             event = self._next_ready()
             if event is not None:
                 return event

@@ -266,7 +266,8 @@ class KeyDoc:
         Raises:
             InvalidUpdate: the bytes do not decode; nothing was applied.
         """
-        delta = self.doc(client_id).apply(update, REMOTE)
+        doc = self._doc if self._doc is not None else self.doc(client_id)
+        delta = doc.apply(update, REMOTE)
         if delta is not None:
             self.packed = None
         return delta
