@@ -91,6 +91,17 @@ def raw(*messages: object) -> bytes:
         raw([15, "cache", "k", 1, "renamed", None, None, "n1", 0]),  # unknown kind
         raw([15, "cache", "k", 1, "changed", "text", None, "n1", 0]),
         raw([15, "cache", "k", 1, "changed", None, None, "n1"]),  # no ack field
+        # A Write's fields one by one (its checks are inlined: each must still refuse)
+        raw([15, 7, "k", 1, "changed", None, b"\x00", "n1", 0]),
+        raw([15, "../x", "k", 1, "changed", None, b"\x00", "n1", 0]),
+        raw([15, "cache", "k" * 1025, 1, "changed", None, b"\x00", "n1", 0]),
+        raw([15, "cache", "k", True, "changed", None, b"\x00", "n1", 0]),
+        raw([15, "cache", "k", 2**63, "changed", None, b"\x00", "n1", 0]),
+        raw([15, "cache", "k", 1, ["changed"], None, b"\x00", "n1", 0]),
+        raw([15, "cache", "k", 1, "changed", None, "text", "n1", 0]),
+        raw([15, "cache", "k", 1, "changed", None, b"\x00", "", 0]),
+        raw([15, "cache", "k", 1, "changed", None, b"\x00", "n1", -1]),
+        raw([15, "cache", "k", 1, "changed", None, b"\x00", "n1", False]),
         raw([11, b"bytes"]),
         raw([14, [["n1"]]]),  # a member without an address
         raw([14, "n1"]),

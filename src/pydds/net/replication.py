@@ -411,7 +411,7 @@ class Replication:
         elif isinstance(msg, (m.DirectoryStep1, m.ValuePull, m.Holding, m.Release)):
             self._check(peer, "read", msg.database)
 
-    def handle(self, peer: str, message: m.Message) -> tuple[Sequence[Send], Sequence[Notice]]:
+    def handle(self, peer: str, message: m.Message) -> Handled:
         """Handle one message from ``peer``: the messages to send and the notices for
         the node that it makes (empty sequences, often).
 
