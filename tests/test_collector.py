@@ -1,6 +1,7 @@
 """pydds.tune_gc: the collector set up for a long-running node process."""
 
 import gc
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -105,3 +106,25 @@ def test_a_joined_directory_is_frozen_in_a_tuned_process() -> None:
 def test_the_threshold_is_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         pydds.tune_gc(0)
+
+
+def test_garbage_in_cycles_is_reclaimed_not_frozen() -> None:
+    class Node:
+        other: object = None
+
+    def cycle() -> weakref.ref[Node]:
+        """Two objects that refer to each other, dropped: garbage only the collector
+        reclaims (a weak reference tells whether it did)."""
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        return weakref.ref(a)
+
+    before = [cycle() for _ in range(100)]
+    pydds.tune_gc()  # collects first: the cycles are reclaimed, not frozen
+    assert all(ref() is None for ref in before)
+    frozen = gc.get_freeze_count()
+    young = [cycle() for _ in range(100)]
+    with collector.bulk_load():  # tuned: the young garbage is collected, then frozen
+        loaded = [[n] for n in range(1000)]
+    assert gc.get_freeze_count() >= frozen + len(loaded)
+    assert all(ref() is None for ref in young)

@@ -15,12 +15,14 @@ started (its modules loaded, its keys restored)::
         await load_everything(node)
         pydds.tune_gc()
 
-It does two things:
+It does three things:
 
-* ``gc.freeze()``: what is alive now (code, modules, keys loaded so far) moves to a
-  generation no collection walks. Objects frozen are still freed as usual when their
-  last reference goes; only cyclic garbage among them is never reclaimed. Call it
-  again after loading many more keys by other means to move those out too.
+* ``gc.collect()`` then ``gc.freeze()``: what is alive now (code, modules, keys
+  loaded so far) moves to a generation no collection walks (the collection first, a
+  one-time cost, so that no garbage is frozen). Objects frozen are still freed as
+  usual when their last reference goes; only cycles among them that become garbage
+  later are never reclaimed. Call it again after loading many more keys by other
+  means to move those out too.
 * what pydds loads in bulk from then on (a whole directory when the node joins, a
   restore) is frozen as well once loaded (``bulk_load``);
 * the youngest generation's threshold goes to ``threshold`` (50,000 by default):
@@ -56,6 +58,7 @@ def tune_gc(threshold: int = GC_THRESHOLD) -> None:
     if threshold < 1:
         raise ValueError("the collector's threshold is at least 1")
     global _tuned
+    gc.collect()  # garbage in cycles now would never be reclaimed once frozen
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(threshold, middle, old)
@@ -68,10 +71,15 @@ def bulk_load() -> Iterator[None]:
     node's whole directory, a restore): every collection during the load would walk
     them all again (a third of a 100,000-key join went to that). In a process set up
     by ``tune_gc``, what was loaded is frozen at the end (the freeze moves lists,
-    whatever their length). The collector runs again afterwards, also on an error."""
+    whatever their length), after a collection of the young generations first (the
+    loaded objects are not walked; cyclic garbage already in the old generation, rare,
+    is frozen with the rest and never reclaimed). The collector runs again
+    afterwards, also on an error."""
     if not gc.isenabled():
         yield
         return
+    if _tuned:
+        gc.collect(1)  # the young generations' garbage, before the freeze keeps it
     gc.disable()
     try:
         yield
