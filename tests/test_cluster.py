@@ -200,6 +200,26 @@ async def test_bad_data_from_a_peer_closes_that_link_and_changes_nothing(
     assert a.database("db").keys() == ["k"]
 
 
+async def test_a_bad_directory_step2_changes_nothing_known_or_not(cluster: Cluster) -> None:
+    # A node's sync step 2 for a database this node has is decoded once, by the
+    # directory (an empty one adopts it whole); one for a database it lacks is checked
+    # before the database is made. Either way, garbage closes the link, nothing else.
+    a = await cluster.start("a")
+    a.database("empty")  # a directory that would adopt an update whole
+    for database in ("empty", "unknown"):
+        evil = await cluster.network.transport().connect("mem://a")
+        garbage = m.DirectoryStep2(database, b"\x01\x02garbage")
+        hello = m.Hello(f"evil-{database}", "node", None, PROTOCOL)
+        await evil.send(encode_frame([hello, m.Proof(b""), garbage]))
+        received = await asyncio.wait_for(drain(evil), 1)
+        assert isinstance(received[-1], m.Close)
+        assert "DirectoryStep2" in received[-1].reason
+    assert a.databases() == ["empty"]
+    assert a.database("empty")._keyspace.directory.untouched
+    await a.database("empty").set("k", 1)  # it works as before
+    assert a.database("empty").keys() == ["k"]
+
+
 async def test_a_pull_nobody_answers_fails_after_the_bounded_wait(cluster: Cluster) -> None:
     a = await cluster.start("a")
     # A peer that tells of a key and then never answers a pull.

@@ -203,16 +203,18 @@ class Replication:
         self.pulls: dict[ValueId, set[str]] = {}  # pulls under way: peers yet to answer
         self.seen_limit = seen_limit  # custom event ids remembered (oldest forgotten)
         self.is_client = is_client  # this end is a client: its only peer is its gateway
-        self._keyspace = keyspace
+        self._make_keyspace = keyspace
         self._databases = databases
         self._known: dict[str, Keyspace] = {}  # databases seen here (they live on)
         self._seen: OrderedDict[str, None] = OrderedDict()
         self.grants: dict[str, Grant] = {}  # what each client peer may do (its token)
         self.client_ids: dict[str, int] = {}  # each client peer's Yjs client id
 
-    def _keyspace_of(self, database: str) -> Keyspace:
+    def _keyspace(self, database: str) -> Keyspace:
         """The keyspace of ``database`` (made on first use), remembered."""
-        keyspace = self._known[database] = self._keyspace(database)
+        keyspace = self._known.get(database)
+        if keyspace is None:
+            keyspace = self._known[database] = self._make_keyspace(database)
         return keyspace
 
     # -- links -----------------------------------------------------------------------
@@ -421,15 +423,18 @@ class Replication:
         """
         from_client = peer in self.clients
         try:
-            if (
-                message.__class__ is not m.Write
-                or message.directory is not None
-                or from_client
-                or message.database not in self._known
+            if from_client or not (
+                (
+                    (isinstance(message, m.Write) and message.directory is None)
+                    or isinstance(message, m.DirectoryStep2)
+                )
+                and message.database in self._known
             ):
                 _validate(message)  # CRDT payloads decode before anything is touched
-            # else a node's write of a value only, to a known database: the keyspace
-            # applies it only where that decodes it whole first, and checks it elsewhere.
+            # else from a node, to a database this node has: a write of a value only
+            # (the keyspace applies it only where that decodes it whole first, and
+            # checks it elsewhere), or a directory's sync step 2 (decoded whole before
+            # it changes anything: a joining node's directory is decoded once, not twice).
             if from_client:
                 self._client_may(peer, message)
             return self._handlers[message.__class__](self, peer, message, from_client)
@@ -440,7 +445,7 @@ class Replication:
         out: list[Send] = []
         ks = self._known.get(msg.database)
         if ks is None:
-            ks = self._keyspace_of(msg.database)
+            ks = self._keyspace(msg.database)
         kind = msg.kind
         value = msg.value
         ks.apply_parts(
