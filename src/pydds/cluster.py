@@ -46,6 +46,7 @@ from .events import Event, EventKind
 from .net import messages as m
 from .net.auth import new_nonce
 from .net.codec import PROTOCOL, decode_frame, encode_frame
+from .net.holders import ValueId
 from .net.membership import Member, Membership
 from .net.ratelimit import RateLimit
 from .net.replication import (
@@ -57,7 +58,6 @@ from .net.replication import (
     RelayAck,
     Replication,
     Send,
-    ValueId,
 )
 from .net.session import Session, State
 from .net.transport import Link, Transport

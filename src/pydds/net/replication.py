@@ -42,7 +42,7 @@ node's keyspaces, which stay synchronous.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -54,6 +54,7 @@ from ..events import EventKind
 from ..keyspace import Keyspace
 from . import messages as m
 from .auth import Grant
+from .holders import Holders, ValueId
 
 __all__ = [
     "AckReceived",
@@ -69,7 +70,6 @@ __all__ = [
 
 Send = tuple[str, m.Message]
 HOLDING_CHUNK = 1000  # held values announced per Holding message
-ValueId = tuple[str, str, int]  # database, key, generation
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +199,7 @@ class Replication:
         self.name = name  # this node's name
         self.peers: set[str] = set()  # peers with an open link
         self.clients: set[str] = set()  # peers that are clients: this node is their gateway
-        self.holders: dict[ValueId, set[str]] = {}  # which peers hold which values
+        self.holders = Holders()  # which peers hold which values
         self.pulls: dict[ValueId, set[str]] = {}  # pulls under way: peers yet to answer
         self.seen_limit = seen_limit  # custom event ids remembered (oldest forgotten)
         self.is_client = is_client  # this end is a client: its only peer is its gateway
@@ -277,8 +277,7 @@ class Replication:
         self.grants.pop(peer, None)
         self.client_ids.pop(peer, None)
         self.clients.discard(peer)
-        for holders in self.holders.values():
-            holders.discard(peer)
+        self.holders.drop_peer(peer)
         notices: list[Notice] = []
         for value, waiting in list(self.pulls.items()):
             waiting.discard(peer)
@@ -302,7 +301,7 @@ class Replication:
         """
         database, key, gen, directory, delta, origin, event_kind = change
         value_id = (database, key, gen)
-        holders: Collection[str] = self.holders.get(value_id, ())
+        holders = self.holders[value_id]
         kind: str = "" if event_kind is None else event_kind  # a StrEnum: its value
         whole: bytes | None = None
         if ack and delta is not None:
@@ -315,12 +314,12 @@ class Replication:
             value = delta if peer in holders or self.is_client else None
             if value is None and whole is not None:
                 value = whole  # all of it: the peer holds it from now on
-                self.holders.setdefault(value_id, set()).add(peer)
+                self.holders.add(value_id, peer)
             if directory is None and value is None and kind != "changed" and not ack:
                 continue
             out.append((peer, m.Write(database, key, gen, kind, directory, value, origin, ack)))
         if event_kind is EventKind.DELETED:
-            self.holders.pop(value_id, None)
+            self.holders.drop(value_id)
         return out
 
     def pull(self, database: str, key: str) -> tuple[ValueId, list[Send]]:
@@ -456,12 +455,12 @@ class Replication:
             msg.origin,
             value is None and kind == "changed",
         )
-        if kind == "changed" or kind == "created":
+        if kind == "deleted":
+            self.holders.drop((msg.database, msg.key, msg.gen))  # that generation is gone
+        elif kind == "changed" or kind == "created":
             value_id = (msg.database, msg.key, msg.gen)
-            holders = self.holders.get(value_id)
-            if holders is None:
-                holders = self.holders[value_id] = set()
-            holders.add(peer)
+            if peer not in self.holders[value_id]:
+                self.holders.add(value_id, peer)
             if (
                 value is None
                 and ks.generation(msg.key) == msg.gen
@@ -504,7 +503,7 @@ class Replication:
         return _NOTHING
 
     def _on_value_pull(self, peer: str, msg: m.ValuePull, from_client: bool) -> Handled:
-        self.holders.setdefault((msg.database, msg.key, msg.gen), set()).add(peer)
+        self.holders.add((msg.database, msg.key, msg.gen), peer)
         ks = self._keyspace(msg.database)
         if from_client and msg.key in ks and not ks.holds(msg.key):
             return (), (PullFor(peer, msg),)  # the gateway pulls it first
@@ -514,7 +513,7 @@ class Replication:
         out: list[Send] = []
         ks = self._keyspace(msg.database)
         for key, gen, state_vector in msg.values:
-            self.holders.setdefault((msg.database, key, gen), set()).add(peer)
+            self.holders.add((msg.database, key, gen), peer)
             if ks.holds(key) and ks.generation(key) == gen:
                 ours = ks.value_state_vector(key)
                 if _ahead(ours, state_vector):  # the peer lacks something: send it
@@ -525,7 +524,7 @@ class Replication:
 
     def _on_value_diff(self, peer: str, msg: m.ValueDiff, from_client: bool) -> Handled:
         value_id = (msg.database, msg.key, msg.gen)
-        self.holders.setdefault(value_id, set()).add(peer)
+        self.holders.add(value_id, peer)
         self._keyspace(msg.database).apply_pulled(msg.key, msg.gen, msg.update, peer)
         if self.pulls.pop(value_id, None) is not None:
             return (), (PullDone(value_id, answered=True),)
@@ -542,9 +541,7 @@ class Replication:
         return _NOTHING
 
     def _on_release(self, peer: str, msg: m.Release, from_client: bool) -> Handled:
-        holders = self.holders.get((msg.database, msg.key, msg.gen))
-        if holders is not None:
-            holders.discard(peer)
+        self.holders.discard((msg.database, msg.key, msg.gen), peer)
         return _NOTHING
 
     def _on_ack(self, peer: str, msg: m.Ack, from_client: bool) -> Handled:
