@@ -97,3 +97,29 @@ async def test_a_value_that_does_not_decode_changes_nothing_wherever_it_would_go
     assert ("db", "new", 1) not in rb.holders
     assert not ks._early  # nothing kept for later
     assert ks.dropped_updates == 0
+
+
+async def test_holding_compares_only_what_both_hold_and_refuses_garbage_whole() -> None:
+    # b holds "held"; a tells b what it holds. A state vector b compares must decode
+    # (else the message is refused before any holder is recorded); one for a value b
+    # does not hold is never used.
+    _, b, ra, rb = await a_writes_to_b("held", "unread")
+    _, pulls = rb.pull("db", "held")
+    (answer,), _ = ra.handle("b", pulls[0][1])
+    rb.handle("a", answer[1])
+    ours = b.database("db")._keyspace.value_state_vector("held")
+    garbage = b"\x05\xff"
+    same = m.Holding("db", (("held", 1, ours), ("unread", 1, garbage)))
+    rb.holders.drop_peer("a")
+    sends, _ = rb.handle("a", same)
+    assert sends == []  # the same state vector: nothing to send, nothing decoded
+    assert rb.holders[("db", "held", 1)] == {"a"}
+    assert rb.holders[("db", "unread", 1)] == {"a"}
+    rb.holders.drop_peer("a")
+    bad = m.Holding("db", (("unread", 1, ours), ("held", 1, garbage)))
+    with pytest.raises(pydds.ProtocolError, match="Holding"):
+        rb.handle("a", bad)
+    assert len(rb.holders) == 0  # refused whole: no holder recorded
+    behind = m.Holding("db", (("held", 1, b"\x00"),))  # a lacks everything of it
+    sends, _ = rb.handle("a", behind)
+    assert [type(message) for _, message in sends] == [m.ValueDiff]

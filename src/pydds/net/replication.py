@@ -168,6 +168,8 @@ def _ahead(theirs: bytes, ours: bytes) -> bool:
     Raises:
         InvalidUpdate: a state vector does not decode.
     """
+    if theirs == ours:
+        return False  # the common case of anti-entropy: nothing new either way
     mine = decode_state_vector(ours)
     return any(clock > mine.get(client, 0) for client, clock in decode_state_vector(theirs).items())
 
@@ -425,15 +427,17 @@ class Replication:
             if from_client or not (
                 (
                     (isinstance(message, m.Write) and message.directory is None)
-                    or isinstance(message, m.DirectoryStep2)
+                    or isinstance(message, (m.DirectoryStep2, m.Holding))
                 )
                 and message.database in self._known
             ):
                 _validate(message)  # CRDT payloads decode before anything is touched
             # else from a node, to a database this node has: a write of a value only
             # (the keyspace applies it only where that decodes it whole first, and
-            # checks it elsewhere), or a directory's sync step 2 (decoded whole before
-            # it changes anything: a joining node's directory is decoded once, not twice).
+            # checks it elsewhere), a directory's sync step 2 (decoded whole before it
+            # changes anything: a joining node's directory is decoded once, not twice),
+            # or the values a peer holds (the state vectors compared are decoded before
+            # anything changes; the others are not used).
             if from_client:
                 self._client_may(peer, message)
             return self._handlers[message.__class__](self, peer, message, from_client)
@@ -512,14 +516,17 @@ class Replication:
     def _on_holding(self, peer: str, msg: m.Holding, from_client: bool) -> Handled:
         out: list[Send] = []
         ks = self._keyspace(msg.database)
+        # What the peer lacks first: this decodes every state vector it compares (one
+        # that does not decode refuses the message before anything changed).
         for key, gen, state_vector in msg.values:
-            self.holders.add((msg.database, key, gen), peer)
             if ks.holds(key) and ks.generation(key) == gen:
                 ours = ks.value_state_vector(key)
                 if _ahead(ours, state_vector):  # the peer lacks something: send it
                     diff = ks.value_diff(key, gen, state_vector)
                     if diff is not None:
                         out.append((peer, m.ValueDiff(msg.database, key, gen, diff)))
+        for key, gen, _ in msg.values:
+            self.holders.add((msg.database, key, gen), peer)
         return out, ()
 
     def _on_value_diff(self, peer: str, msg: m.ValueDiff, from_client: bool) -> Handled:
