@@ -112,19 +112,23 @@ def test_garbage_in_cycles_is_reclaimed_not_frozen() -> None:
     class Node:
         other: object = None
 
-    def cycle() -> weakref.ref[Node]:
-        """Two objects that refer to each other, dropped: garbage only the collector
-        reclaims (a weak reference tells whether it did)."""
+    def pair() -> Node:
+        """Two objects that refer to each other: garbage only the collector reclaims
+        once dropped (a weak reference tells whether it did)."""
         a, b = Node(), Node()
         a.other, b.other = b, a
-        return weakref.ref(a)
+        return a
 
-    before = [cycle() for _ in range(100)]
+    before = [weakref.ref(pair()) for _ in range(100)]
     pydds.tune_gc()  # collects first: the cycles are reclaimed, not frozen
     assert all(ref() is None for ref in before)
+    old = [pair() for _ in range(100)]
+    gc.collect()  # they survive into the old generation...
+    refs = [weakref.ref(a) for a in old]
+    del old  # ...and are garbage there now
+    refs += [weakref.ref(pair()) for _ in range(100)]  # and young garbage
     frozen = gc.get_freeze_count()
-    young = [cycle() for _ in range(100)]
-    with collector.bulk_load():  # tuned: the young garbage is collected, then frozen
+    with collector.bulk_load():  # tuned: the garbage is collected, the rest frozen
         loaded = [[n] for n in range(1000)]
     assert gc.get_freeze_count() >= frozen + len(loaded)
-    assert all(ref() is None for ref in young)
+    assert all(ref() is None for ref in refs)

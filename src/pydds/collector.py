@@ -24,7 +24,8 @@ It does three things:
   later are never reclaimed. Call it again after loading many more keys by other
   means to move those out too.
 * what pydds loads in bulk from then on (a whole directory when the node joins, a
-  restore) is frozen as well once loaded (``bulk_load``);
+  restore) is frozen as well once loaded, after a collection of what is not frozen
+  yet (``bulk_load``);
 * the youngest generation's threshold goes to ``threshold`` (50,000 by default):
   the objects of one write are freed by their reference counts long before that
   many pile up, so a write stream runs no collection at all, and fewer objects
@@ -71,15 +72,15 @@ def bulk_load() -> Iterator[None]:
     node's whole directory, a restore): every collection during the load would walk
     them all again (a third of a 100,000-key join went to that). In a process set up
     by ``tune_gc``, what was loaded is frozen at the end (the freeze moves lists,
-    whatever their length), after a collection of the young generations first (the
-    loaded objects are not walked; cyclic garbage already in the old generation, rare,
-    is frozen with the rest and never reclaimed). The collector runs again
-    afterwards, also on an error."""
+    whatever their length), after a collection first: it walks only what is not
+    frozen yet (what came since the last freeze, not the loaded objects), and no
+    garbage in cycles is frozen for good. The collector runs again afterwards, also
+    on an error."""
     if not gc.isenabled():
         yield
         return
     if _tuned:
-        gc.collect(1)  # the young generations' garbage, before the freeze keeps it
+        gc.collect()  # garbage in cycles, before the freeze would keep it for good
     gc.disable()
     try:
         yield
