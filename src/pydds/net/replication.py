@@ -44,7 +44,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, TypeGuard
 
 from ..changes import Change
 from ..crdt.sync import decode_state_vector, update_state_vector
@@ -151,6 +151,20 @@ def _validate(msg: m.Message) -> None:
     elif isinstance(msg, m.Holding):
         for _, _, state_vector in msg.values:
             decode_state_vector(state_vector)
+
+
+def _decoded_where_used(
+    msg: m.Message,
+) -> TypeGuard[m.Write | m.DirectoryStep2 | m.Holding]:
+    """Whether the handler of ``msg`` decodes its payloads itself, each whole before it
+    changes anything, so that ``_validate`` first would decode them twice (for a node's
+    message to a database this node has): a write of a value only (the keyspace
+    applies it only where that decodes it whole first, and checks it elsewhere), a
+    directory's sync step 2 (a joining node's whole directory), the values a peer
+    holds (the state vectors compared are decoded first; the others are not used)."""
+    return (isinstance(msg, m.Write) and msg.directory is None) or isinstance(
+        msg, (m.DirectoryStep2, m.Holding)
+    )
 
 
 def _writers(update: bytes) -> dict[int, int]:
@@ -425,19 +439,9 @@ class Replication:
         from_client = peer in self.clients
         try:
             if from_client or not (
-                (
-                    (isinstance(message, m.Write) and message.directory is None)
-                    or isinstance(message, (m.DirectoryStep2, m.Holding))
-                )
-                and message.database in self._known
+                _decoded_where_used(message) and message.database in self._known
             ):
                 _validate(message)  # CRDT payloads decode before anything is touched
-            # else from a node, to a database this node has: a write of a value only
-            # (the keyspace applies it only where that decodes it whole first, and
-            # checks it elsewhere), a directory's sync step 2 (decoded whole before it
-            # changes anything: a joining node's directory is decoded once, not twice),
-            # or the values a peer holds (the state vectors compared are decoded before
-            # anything changes; the others are not used).
             if from_client:
                 self._client_may(peer, message)
             return self._handlers[message.__class__](self, peer, message, from_client)
