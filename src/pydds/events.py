@@ -43,6 +43,10 @@ class EventKind(StrEnum):
         return repr(self.value)  # 'created', as it compares and prints
 
 
+#: Reads a data event's key's value now (``Event.value``).
+Loader = Callable[[], Any]
+
+
 class _EventFields(NamedTuple):
     kind: EventKind
     database: str | None = None  # the database, for data events
@@ -53,12 +57,11 @@ class _EventFields(NamedTuple):
     member: str | None = None  # the node that joined or left
     time: float = 0.0  # when this node recorded it (Unix seconds)
     packed_payload: bytes | None = None  # the payload, packed
-    loader: Callable[[], Any] | None = None  # reads the key's value now (``value()``)
+    loader: Loader | None = None  # reads the key's value now (``value()``)
 
 
 _tuple_new = tuple.__new__
 _now = time.time
-Loader = Callable[[], Any]
 _COMPARED = slice(0, 9)  # every field but the loader
 
 
@@ -89,7 +92,7 @@ class Event(_EventFields):
         member: str | None = None,
         time: float | None = None,
         packed_payload: bytes | None = None,
-        loader: Callable[[], Any] | None = None,
+        loader: Loader | None = None,
     ) -> Event:
         """``time`` defaults to now."""
         stamp = _now() if time is None else time

@@ -260,8 +260,11 @@ def _decoder(cls: type, checks: tuple[Field, ...]) -> Callable[[list[Any]], m.Me
     passed as they are; if any fails, every field goes through its checker (which
     raises). Calling a checker per field costs twice as much on the hot path."""
     fields = [f"f{i}" for i in range(len(checks))]
-    namespace: dict[str, Any] = {"cls": cls, "_GOOD_NAMES": _GOOD_NAMES}
-    namespace["_WRITE_KINDS"] = _WRITE_KINDS
+    namespace: dict[str, Any] = {
+        "cls": cls,
+        "_GOOD_NAMES": _GOOD_NAMES,
+        "_WRITE_KINDS": _WRITE_KINDS,
+    }
     namespace.update({f"check{i}": check for i, check in enumerate(checks)})
     inline = [
         _INLINE[check].format(v=field)

@@ -63,8 +63,13 @@ class Holders:
     def discard(self, value: ValueId, peer: str) -> None:
         """``peer`` no longer holds ``value``."""
         current = self._by_value.get(value)
-        if current is not None and peer in current:
-            self._set(value, current - {peer})
+        if current is None or peer not in current:
+            return
+        rest = current - {peer}
+        if rest:
+            self._by_value[value] = self._share(rest)
+        else:
+            del self._by_value[value]
 
     def drop(self, value: ValueId) -> None:
         """Nobody holds ``value`` any more (its generation is gone)."""
@@ -86,12 +91,6 @@ class Holders:
                     emptied.append(value)
         for value in emptied:
             del by_value[value]
-
-    def _set(self, value: ValueId, peers: frozenset[str]) -> None:
-        if peers:
-            self._by_value[value] = self._share(peers)
-        else:
-            self._by_value.pop(value, None)
 
     def _share(self, peers: frozenset[str]) -> frozenset[str]:
         """The one shared set equal to ``peers``."""
