@@ -143,10 +143,10 @@ class Served:
     def __init__(self, proc: asyncio.subprocess.Process, line: str) -> None:
         self.proc = proc
         self.line = line
-        match = re.search(r"serving on (http://127\.0\.0\.1:\d+)", line)
+        match = re.search(r"serving on (https?://127\.0\.0\.1:\d+)", line)
         assert match, line
         self.http = match.group(1)
-        self.node = self.http.removeprefix("http://")
+        self.node = self.http.split("://", 1)[1]
 
 
 async def start_serve(*args: str, env: dict[str, str] | None = None) -> Served:

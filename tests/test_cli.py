@@ -8,7 +8,7 @@ import json
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -17,7 +17,7 @@ import pytest
 import pydds
 from pydds.cli import main
 
-from .helpers import Served, pydds_cmd, start_serve, stop_process
+from .helpers import Served, pydds_cmd, stop_process
 
 Serve = Callable[..., Awaitable[str]]
 
@@ -25,20 +25,6 @@ Serve = Callable[..., Awaitable[str]]
 async def stop(served: Served) -> int:
     """Stop a served process (SIGTERM, then SIGKILL, to its process group)."""
     return await stop_process(served.proc)
-
-
-@pytest.fixture
-async def served() -> AsyncIterator[Callable[..., Awaitable[Served]]]:
-    started: list[Served] = []
-
-    async def start(*args: str, env: dict[str, str] | None = None) -> Served:
-        s = await start_serve(*args, env=env)
-        started.append(s)
-        return s
-
-    yield start
-    for s in started:
-        await stop(s)
 
 
 async def test_the_readme_run_command_serves_and_stops_cleanly_on_sigterm(
