@@ -49,6 +49,7 @@ from .errors import (
 )
 from .events import Event, EventKind, Subscription
 from .net.auth import OPEN_NODE, Grant
+from .net.ws import LINK_PATH
 from .node import Node, check_ack
 
 __all__ = [
@@ -100,16 +101,22 @@ def error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": code, "message": message}, status=status)
 
 
+#: Paths served without a bearer token: health, and links (which authenticate
+#: themselves by challenge-response).
+_UNGUARDED = frozenset({"/healthz", LINK_PATH})
+
 #: The grant of the request's bearer token (all rights when the node is open).
 GRANT = web.RequestKey("pydds.grant", Grant)
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """With credentials configured, every route but ``/healthz`` needs a bearer
-    token: a client token (``ID.SECRET``, scoped) or a cluster secret (everything)."""
+    """With credentials configured, every route but ``/healthz`` and the link route
+    needs a bearer token: a client token (``ID.SECRET``, scoped) or a cluster secret
+    (everything). A link proves itself by challenge-response once it is open (no
+    secret on the wire), so its upgrade request carries no token."""
     credentials = request.app[NODE].credentials
-    if not credentials.enabled or request.path == "/healthz":
+    if not credentials.enabled or request.path in _UNGUARDED:
         request[GRANT] = OPEN_NODE
         return await handler(request)
     grant = credentials.bearer(request.headers.get("Authorization"))

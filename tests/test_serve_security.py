@@ -1,0 +1,88 @@
+"""Credentials as an operator meets them: ``pydds serve`` processes on 127.0.0.1 with
+secrets, tokens and TLS from their options (stopped by their process groups)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+
+import pydds
+from pydds.net.auth import ClientToken, Credentials
+
+from .helpers import Served, until_events
+
+Serve = Callable[..., Awaitable[Served]]
+
+SECRET = "a-cluster-secret-of-16-bytes-or-more"
+TOKEN = "svc:svc-secret-0123456789:cache:read+write"
+BEARER = {"Authorization": f"Bearer {SECRET}"}
+
+
+async def until_member(
+    node: Served, name: str, *, ssl_context: ssl.SSLContext | None = None
+) -> None:
+    """Wait (bounded: 20 s) until ``node`` lists ``name`` as an alive member."""
+    connector = aiohttp.TCPConnector(ssl=ssl_context) if ssl_context else None
+    async with aiohttp.ClientSession(connector=connector, headers=BEARER) as session:
+        async with asyncio.timeout(20):
+            while True:
+                async with session.get(node.http + "/v1/cluster") as response:
+                    assert response.status == 200
+                    members = (await response.json())["members"]
+                if any(m["name"] == name and m["state"] == "alive" for m in members):
+                    return
+                await asyncio.sleep(0.05)  # another process: nothing to await here
+
+
+async def test_nodes_with_a_secret_form_a_cluster_and_serve_a_client_with_a_token(
+    served: Serve,
+) -> None:
+    a = await served("--port", "0", "--name", "a", "--secret", SECRET, "--token", TOKEN)
+    b = await served(
+        "--port", "0", "--name", "b", "--secret", SECRET, "--token", TOKEN, "--join", a.node
+    )
+    await until_member(a, "b")
+    await until_member(b, "a")
+    async with aiohttp.ClientSession(headers=BEARER) as session:
+        # ack=all needs b's acknowledgement: the link between the processes carries it.
+        url = a.http + "/v1/databases/cache/keys/k?ack=all"
+        async with session.put(url, json={"v": 1}) as response:
+            assert response.status == 201, await response.text()
+        async with session.get(b.http + "/v1/databases/cache/keys/k") as response:
+            assert await response.json() == {"v": 1}
+    token = ClientToken.parse(TOKEN)
+    async with pydds.Client(join=[b.node], credentials=Credentials(token=token)) as client:
+        await until_events(lambda: "k" in client.database("cache"), client)
+        assert await client.database("cache").get("k") == {"v": 1}
+        await client.database("cache").set("from-client", 2, ack="all")
+    async with aiohttp.ClientSession(headers=BEARER) as session:
+        async with session.get(a.http + "/v1/databases/cache/keys/from-client") as response:
+            assert await response.json() == 2
+
+
+async def test_an_open_node_joining_a_secured_one_is_told_authentication_failed(
+    served: Serve,
+) -> None:
+    a = await served("--port", "0", "--name", "a", "--secret", SECRET)
+    open_node = await served("--port", "0", "--name", "c", "--join", a.node)
+    assert open_node.proc.stderr is not None
+    async with asyncio.timeout(20):
+        line = (await open_node.proc.stderr.readline()).decode()
+    assert "cannot join" in line
+    assert "authentication failed" in line
+    assert "401" not in line
+    # In process too: the join fails at once, and says why.
+    async with pydds.Node("d") as d:
+        try:
+            await d.join(a.node)
+        except pydds.LinkClosed as exc:
+            assert "authentication failed" in str(exc)
+        else:
+            raise AssertionError("an open node joined a secured one")
+    async with aiohttp.ClientSession(headers=BEARER) as session:
+        async with session.get(a.http + "/v1/cluster") as response:
+            names = [m["name"] for m in (await response.json())["members"]]
+    assert names == ["a"]
