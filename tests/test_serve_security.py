@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import aiohttp
 
 import pydds
 from pydds.net.auth import ClientToken, Credentials
+from pydds.net.ws import WebSocketTransport
 
 from .helpers import Served, until_events
 
@@ -86,3 +88,28 @@ async def test_an_open_node_joining_a_secured_one_is_told_authentication_failed(
         async with session.get(a.http + "/v1/cluster") as response:
             names = [m["name"] for m in (await response.json())["members"]]
     assert names == ["a"]
+
+
+async def test_a_secured_cluster_over_tls(served: Serve, tmp_path: Path) -> None:
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    ca.cert_pem.write_to_path(tmp_path / "ca.pem")
+    cert.private_key_and_cert_chain_pem.write_to_path(tmp_path / "node.pem")
+    tls = ["--tls-cert", str(tmp_path / "node.pem"), "--tls-key", str(tmp_path / "node.pem")]
+    tls += ["--tls-ca", str(tmp_path / "ca.pem")]
+    secured = ["--secret", SECRET, "--token", TOKEN, *tls]
+    a = await served("--port", "0", "--name", "a", *secured)
+    assert a.http.startswith("https://")
+    b = await served("--port", "0", "--name", "b", *secured, "--join", a.node)
+    trusting = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+    await until_member(a, "b", ssl_context=trusting)
+    transport = WebSocketTransport(client_ssl=trusting)
+    token = Credentials(token=ClientToken.parse(TOKEN))
+    async with pydds.Client(join=[b.node], transport=transport, credentials=token) as client:
+        await client.database("cache").set("k", "over tls", ack="all")
+    connector = aiohttp.TCPConnector(ssl=trusting)
+    async with aiohttp.ClientSession(connector=connector, headers=BEARER) as session:
+        async with session.get(a.http + "/v1/databases/cache/keys/k") as response:
+            assert await response.json() == "over tls"

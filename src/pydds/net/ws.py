@@ -21,14 +21,15 @@ __all__ = ["LINK_PATH", "WebSocketLink", "WebSocketTransport", "normalize"]
 LINK_PATH = "/v1/link"
 
 
-def normalize(address: str) -> str:
-    """``host:port`` -> ``ws://host:port``; ``ws://`` and ``wss://`` stay as they are.
+def normalize(address: str, scheme: str = "ws") -> str:
+    """``host:port`` -> ``ws://host:port`` (``scheme`` says which); ``ws://`` and
+    ``wss://`` stay as they are.
 
     Raises:
         ValueError: not an address with a host and a port.
     """
     if "://" not in address:
-        address = f"ws://{address}"
+        address = f"{scheme}://{address}"
     parts = urlsplit(address)
     if parts.scheme not in ("ws", "wss") or not parts.hostname or parts.port is None:
         raise ValueError(f"not a node address: {address!r} (use host:port or ws://host:port)")
@@ -115,7 +116,9 @@ class WebSocketTransport:
         if self._client is None:
             self._client = aiohttp.ClientSession()
         try:
-            url = normalize(address)
+            # A node set up for TLS dials a bare host:port over TLS (as it serves).
+            tls = self.client_ssl is not None or self.server_ssl is not None
+            url = normalize(address, "wss" if tls else "ws")
             ws = await self._client.ws_connect(
                 url + LINK_PATH,
                 max_msg_size=self.max_frame_bytes,
