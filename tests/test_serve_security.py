@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 import pydds
 from pydds.net.auth import ClientToken, Credentials
@@ -60,9 +61,11 @@ async def test_nodes_with_a_secret_form_a_cluster_and_serve_a_client_with_a_toke
         await until_events(lambda: "k" in client.database("cache"), client)
         assert await client.database("cache").get("k") == {"v": 1}
         await client.database("cache").set("from-client", 2, ack="all")
-    async with aiohttp.ClientSession(headers=BEARER) as session:
-        async with session.get(a.http + "/v1/databases/cache/keys/from-client") as response:
-            assert await response.json() == 2
+    async with (
+        aiohttp.ClientSession(headers=BEARER) as session,
+        session.get(a.http + "/v1/databases/cache/keys/from-client") as response,
+    ):
+        assert await response.json() == 2
 
 
 async def test_an_open_node_joining_a_secured_one_is_told_authentication_failed(
@@ -78,15 +81,13 @@ async def test_an_open_node_joining_a_secured_one_is_told_authentication_failed(
     assert "401" not in line
     # In process too: the join fails at once, and says why.
     async with pydds.Node("d") as d:
-        try:
+        with pytest.raises(pydds.LinkClosed, match="authentication failed"):
             await d.join(a.node)
-        except pydds.LinkClosed as exc:
-            assert "authentication failed" in str(exc)
-        else:
-            raise AssertionError("an open node joined a secured one")
-    async with aiohttp.ClientSession(headers=BEARER) as session:
-        async with session.get(a.http + "/v1/cluster") as response:
-            names = [m["name"] for m in (await response.json())["members"]]
+    async with (
+        aiohttp.ClientSession(headers=BEARER) as session,
+        session.get(a.http + "/v1/cluster") as response,
+    ):
+        names = [m["name"] for m in (await response.json())["members"]]
     assert names == ["a"]
 
 
@@ -110,6 +111,8 @@ async def test_a_secured_cluster_over_tls(served: Serve, tmp_path: Path) -> None
     async with pydds.Client(join=[b.node], transport=transport, credentials=token) as client:
         await client.database("cache").set("k", "over tls", ack="all")
     connector = aiohttp.TCPConnector(ssl=trusting)
-    async with aiohttp.ClientSession(connector=connector, headers=BEARER) as session:
-        async with session.get(a.http + "/v1/databases/cache/keys/k") as response:
-            assert await response.json() == "over tls"
+    async with (
+        aiohttp.ClientSession(connector=connector, headers=BEARER) as session,
+        session.get(a.http + "/v1/databases/cache/keys/k") as response,
+    ):
+        assert await response.json() == "over tls"
