@@ -444,6 +444,27 @@ async def test_a_clients_acknowledged_writes_count_the_nodes(cluster: Cluster) -
     await db.set("most", 1, ack="majority")  # a and b: still a majority of three
 
 
+async def test_clients_never_count_for_acknowledgements(cluster: Cluster) -> None:
+    # Two nodes, one of them gone (still a member: not yet dead_after), and clients
+    # linked to the one left: no level beyond local can be reached, whoever writes.
+    a, _ = await cluster.pair()
+    clients = [await start_client(cluster, f"cl{i}", ["mem://a"]) for i in range(2)]
+    await until(lambda: all(len(c.members()) == 2 for c in clients))
+    await cluster.network.partition(["mem://b"], ["mem://a"])
+    await until(lambda: names(a) == ["a"])
+    for writer in (a, clients[0]):
+        for level in ("majority", 2, "all"):
+            writing = asyncio.ensure_future(writer.database("db").set("k", level, ack=level))
+            await until(lambda: "k" in clients[1].database("db"))
+            await cluster.clock.advance(6, step=0.5)  # past the 5 s ack timeout
+            with pytest.raises(pydds.AckTimeout):
+                await asyncio.wait_for(writing, 1)
+            for c in clients:  # a client got no whole value to hold for the write
+                assert not c.database("db").holds("k") or c is writer
+            await a.database("db").delete("k")
+            await until(lambda: "k" not in clients[1].database("db"))
+
+
 async def test_a_client_is_never_a_gateway(cluster: Cluster) -> None:
     a = await cluster.start("a")
     await start_client(cluster, "cl", ["mem://a"])

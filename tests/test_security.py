@@ -276,6 +276,28 @@ async def test_the_gateway_enforces_scopes_and_own_writer_ids(cluster: Cluster) 
     await victim.close()
 
 
+async def test_a_clients_ack_is_a_protocol_violation_and_counts_for_nothing(
+    cluster: Cluster,
+) -> None:
+    a = secured(cluster, "a", NODES)
+    b = secured(cluster, "b", NODES, ["mem://a"])
+    await a.start()
+    await b.start()
+    await until(lambda: names(a) == ["a", "b"])
+    await cluster.network.partition(["mem://b"], ["mem://a"])
+    await until(lambda: names(a) == ["a"])
+    writing = asyncio.ensure_future(a.database("cache").set("k", 1, ack="all"))
+    await until(lambda: bool(a._cluster and a._cluster._acks))
+    # Even read-only, a client could send Ack for any id: the link closes instead.
+    out = await forged_client(cluster, READER, [m.Ack(i) for i in range(1, 100)])
+    assert isinstance(out[-1], m.Close)
+    assert "a client acknowledges nothing" in out[-1].reason
+    assert not writing.done()
+    await cluster.clock.advance(6, step=0.5)
+    with pytest.raises(pydds.AckTimeout):
+        await asyncio.wait_for(writing, 1)
+
+
 # -- HTTP ------------------------------------------------------------------------------------
 
 

@@ -311,9 +311,10 @@ class Replication:
         for holders. A client sends its gateway the value always: a gateway holds
         what its clients write.
 
-        With ``ack`` (a request id), every peer is asked to acknowledge, and peers
-        that do not hold the value get all of it and become holders, so that the
-        acknowledged write survives the loss of the others.
+        With ``ack`` (a request id), every node among them is asked to acknowledge,
+        and nodes that do not hold the value get all of it and become holders, so
+        that the acknowledged write survives the loss of the others. Clients are
+        never asked: they do not count for acknowledgements.
         """
         database, key, gen, directory, delta, origin, event_kind = change
         value_id = (database, key, gen)
@@ -323,17 +324,19 @@ class Replication:
         if ack and delta is not None:
             whole = self._keyspace(database).value_diff(key, gen, EMPTY_STATE_VECTOR)
         grants = self.grants
+        clients = self.clients
         out: list[Send] = []
         for peer in self.peers if to is None else to:
             if grants and peer in grants and not grants[peer].allows("read", database):
                 continue  # a client whose token does not reach this database
             value = delta if peer in holders or self.is_client else None
-            if value is None and whole is not None:
-                value = whole  # all of it: the peer holds it from now on
+            asked = 0 if clients and peer in clients else ack
+            if value is None and whole is not None and asked:
+                value = whole  # all of it: the node holds it from now on
                 self.holders.add(value_id, peer)
-            if directory is None and value is None and kind != "changed" and not ack:
+            if directory is None and value is None and kind != "changed" and not asked:
                 continue
-            out.append((peer, m.Write(database, key, gen, kind, directory, value, origin, ack)))
+            out.append((peer, m.Write(database, key, gen, kind, directory, value, origin, asked)))
         if event_kind is EventKind.DELETED:
             self.holders.drop(value_id)
         return out
@@ -480,7 +483,7 @@ class Replication:
                 # this node a holder there. Without this, anti-entropy would repair it.
                 state_vector = ks.value_state_vector(msg.key)
                 out.append((peer, m.ValuePull(msg.database, msg.key, msg.gen, state_vector)))
-        if msg.ack:
+        if msg.ack and not self.is_client:  # a client acknowledges nothing
             out.append((peer, m.Ack(msg.ack)))
         # A gateway relays: a client's writes to everyone else, the cluster's writes to
         # its clients.
@@ -556,6 +559,8 @@ class Replication:
         return _NOTHING
 
     def _on_ack(self, peer: str, msg: m.Ack, from_client: bool) -> Handled:
+        if from_client:  # asked nothing, and counts for nothing
+            raise ProtocolError("a client acknowledges nothing (Ack)")
         return (), (AckReceived(msg.id, peer),)
 
     def _on_ack_from(self, peer: str, msg: m.AckFrom, from_client: bool) -> Handled:
