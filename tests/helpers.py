@@ -14,6 +14,8 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import aiohttp
+
 import pydds
 from pydds.changes import Change
 
@@ -183,3 +185,30 @@ def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
     client = ssl.create_default_context()
     ca.configure_trust(client)
     return server, client
+
+
+async def until_member(
+    node: Served,
+    name: str,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    headers: dict[str, str] | None = None,
+    address: str | None = None,
+) -> None:
+    """Wait (bounded: 20 s) until ``node`` lists ``name`` as an alive member (at
+    ``address``, when given)."""
+    connector = aiohttp.TCPConnector(ssl=ssl_context) if ssl_context else None
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+        async with asyncio.timeout(20):
+            while True:
+                async with session.get(node.http + "/v1/cluster") as response:
+                    assert response.status == 200
+                    members = (await response.json())["members"]
+                if any(
+                    m["name"] == name
+                    and m["state"] == "alive"
+                    and (address is None or m["address"] == address)
+                    for m in members
+                ):
+                    return
+                await asyncio.sleep(0.05)  # another process: nothing to await here

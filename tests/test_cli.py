@@ -17,7 +17,7 @@ import pytest
 import pydds
 from pydds.cli import main
 
-from .helpers import Served, pydds_cmd, stop_process
+from .helpers import Served, pydds_cmd, stop_process, until_member
 
 Serve = Callable[..., Awaitable[str]]
 
@@ -247,6 +247,35 @@ async def test_modules_by_spec(served: Callable[..., Awaitable[Served]]) -> None
     )
     assert code == 1
     assert "module 'broken' could not start" in err
+
+
+async def test_a_restarted_nodes_custom_events_are_not_taken_for_duplicates(
+    served: Callable[..., Awaitable[Served]],
+) -> None:
+    a = await served("--port", "0", "--name", "a")
+    b = await served("--port", "0", "--name", "b", "--join", a.node)
+    await until_member(a, "b")
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(20)) as session,
+        session.get(a.http + "/v1/events", params={"kinds": "custom"}) as stream,
+    ):
+        await stream.content.readline()  # the stream is open
+
+        async def emitted(n: int) -> None:
+            async with session.post(b.http + "/v1/events/deploy", json=n) as response:
+                assert response.status == 202, await response.text()
+            while not (line := await stream.content.readline()).startswith(b"data:"):
+                pass
+            event = json.loads(line.removeprefix(b"data:"))
+            assert (event["origin"], event["payload"]) == ("b", n)
+
+        await emitted(1)
+        await emitted(2)
+        await stop(b)  # a real restart: the same name, a new process
+        b = await served("--port", "0", "--name", "b", "--join", a.node)
+        await until_member(a, "b", address="ws://" + b.node)
+        await emitted(3)  # its counter starts again; its ids do not repeat
+        await emitted(4)
 
 
 async def test_status_shows_statistics(served: Callable[..., Awaitable[Served]]) -> None:

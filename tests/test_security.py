@@ -229,9 +229,13 @@ async def test_client_scopes(cluster: Cluster) -> None:
 
 
 async def forged_client(
-    cluster: Cluster, token: ClientToken, messages: list[m.Message]
+    cluster: Cluster,
+    token: ClientToken,
+    messages: list[m.Message],
+    later: list[m.Message] | None = None,
 ) -> list[m.Message]:
-    """A hand-made client that bypasses the client's own checks; what it received."""
+    """A hand-made client that bypasses the client's own checks; what it received.
+    ``messages`` go with its proof, ``later`` in a frame of their own."""
     from pydds.net.auth import client_id_for, new_nonce
 
     link = await cluster.network.transport().connect("mem://a")
@@ -247,6 +251,8 @@ async def forged_client(
     assert isinstance(gateway_hello, m.Hello)
     mac = Credentials.mac(token.secret.encode(), "client", "forger", nonce, gateway_hello.nonce)  # type: ignore[union-attr]
     await link.send(encode_frame([m.Proof(mac), *messages]))
+    if later:
+        await link.send(encode_frame(later))
     return await asyncio.wait_for(drain(link), 5)
 
 
@@ -296,6 +302,43 @@ async def test_a_clients_ack_is_a_protocol_violation_and_counts_for_nothing(
     await cluster.clock.advance(6, step=0.5)
     with pytest.raises(pydds.AckTimeout):
         await asyncio.wait_for(writing, 1)
+
+
+EMITTER = ClientToken("emitter", "emitter-secret-0123456", rights={"read", "emit"})
+
+
+async def test_a_client_cannot_silence_anothers_custom_events(cluster: Cluster) -> None:
+    credentials = Credentials(secrets=[SECRET], tokens=[EMITTER])
+    a = secured(cluster, "a", credentials)
+    b = secured(cluster, "b", credentials, ["mem://a"])
+    await a.start()
+    await b.start()
+    await until(lambda: names(a) == ["a", "b"])
+    assert b._cluster is not None
+    # The ids b emits next, as a client that saw b's events could tell them.
+    replication = b._cluster.replication
+    nexts = [f"b:{replication.incarnation}:{n}" for n in range(1, 20)]
+    forged = [m.Custom(i, "deploy", b"\x01", "forger") for i in nexts]
+    async with a.events(kinds={"custom"}) as at_a:
+        out = await forged_client(cluster, EMITTER, forged, [m.Close("bye")])
+        assert not any(isinstance(x, m.Close) for x in out)  # the client closed, not a
+        got = [await at_a.get(timeout=1) for _ in forged]  # the gateway's own ids: each new
+        assert {e.origin for e in got} == {"forger"}
+        await b.emit("deploy", 2)
+        event = await at_a.get(timeout=1)
+    assert (event.origin, event.payload) == ("b", 2)
+
+
+async def test_an_oversized_custom_event_closes_the_link(cluster: Cluster) -> None:
+    credentials = Credentials(secrets=[SECRET], tokens=[EMITTER])
+    a = cluster.node("a", credentials=credentials, limits=pydds.Limits(max_value_bytes=1000))
+    await a.start()
+    async with a.events(kinds={"custom"}) as at_a:
+        big = m.Custom("x", "deploy", b"\xc4" + b"\x00" * 2000, "forger")
+        out = await forged_client(cluster, EMITTER, [big])
+        assert isinstance(out[-1], m.Close)
+        assert "custom event payload of 2001 bytes (at most 1000)" in out[-1].reason
+        assert len(at_a) == 0
 
 
 # -- HTTP ------------------------------------------------------------------------------------

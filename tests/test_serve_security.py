@@ -15,29 +15,13 @@ import pydds
 from pydds.net.auth import ClientToken, Credentials
 from pydds.net.ws import WebSocketTransport
 
-from .helpers import Served, until_events
+from .helpers import Served, until_events, until_member
 
 Serve = Callable[..., Awaitable[Served]]
 
 SECRET = "a-cluster-secret-of-16-bytes-or-more"
 TOKEN = "svc:svc-secret-0123456789:cache:read+write"
 BEARER = {"Authorization": f"Bearer {SECRET}"}
-
-
-async def until_member(
-    node: Served, name: str, *, ssl_context: ssl.SSLContext | None = None
-) -> None:
-    """Wait (bounded: 20 s) until ``node`` lists ``name`` as an alive member."""
-    connector = aiohttp.TCPConnector(ssl=ssl_context) if ssl_context else None
-    async with aiohttp.ClientSession(connector=connector, headers=BEARER) as session:
-        async with asyncio.timeout(20):
-            while True:
-                async with session.get(node.http + "/v1/cluster") as response:
-                    assert response.status == 200
-                    members = (await response.json())["members"]
-                if any(m["name"] == name and m["state"] == "alive" for m in members):
-                    return
-                await asyncio.sleep(0.05)  # another process: nothing to await here
 
 
 async def test_nodes_with_a_secret_form_a_cluster_and_serve_a_client_with_a_token(
@@ -47,8 +31,8 @@ async def test_nodes_with_a_secret_form_a_cluster_and_serve_a_client_with_a_toke
     b = await served(
         "--port", "0", "--name", "b", "--secret", SECRET, "--token", TOKEN, "--join", a.node
     )
-    await until_member(a, "b")
-    await until_member(b, "a")
+    await until_member(a, "b", headers=BEARER)
+    await until_member(b, "a", headers=BEARER)
     async with aiohttp.ClientSession(headers=BEARER) as session:
         # ack=all needs b's acknowledgement: the link between the processes carries it.
         url = a.http + "/v1/databases/cache/keys/k?ack=all"
@@ -105,7 +89,7 @@ async def test_a_secured_cluster_over_tls(served: Serve, tmp_path: Path) -> None
     assert a.http.startswith("https://")
     b = await served("--port", "0", "--name", "b", *secured, "--join", a.node)
     trusting = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
-    await until_member(a, "b", ssl_context=trusting)
+    await until_member(a, "b", ssl_context=trusting, headers=BEARER)
     transport = WebSocketTransport(client_ssl=trusting)
     token = Credentials(token=ClientToken.parse(TOKEN))
     async with pydds.Client(join=[b.node], transport=transport, credentials=token) as client:

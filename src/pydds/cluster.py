@@ -155,6 +155,7 @@ class Cluster:
             lambda name: node.database(name)._keyspace,
             node.databases,
             is_client=node.role == "client",
+            max_payload_bytes=node.limits.max_value_bytes,
         )
         self.membership = Membership(node.name, None, dead_after=settings.dead_after)
         self.gateways: list[str] = []  # a client's addresses to try besides known nodes
@@ -165,7 +166,6 @@ class Cluster:
         self._pulls: dict[ValueId, asyncio.Future[bool]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._serving: set[asyncio.Task[Any]] = set()  # the tasks that serve a link
-        self._custom_ids = itertools.count(1)
         self._ack_ids = itertools.count(1)
         self._acks: dict[int, _AckWait] = {}
         #: relay ack id -> (client, the client's ack id, when): see ``_relay_ack``
@@ -823,10 +823,7 @@ class Cluster:
 
     def emit(self, name: str, packed: bytes) -> None:
         """A custom event emitted on this node: to every peer, once."""
-        message = m.Custom(
-            f"{self.node.name}:{next(self._custom_ids)}", name, packed, self.node.name
-        )
-        self.send(self.replication.custom(message))
+        self.send(self.replication.custom(name, packed, self.node.name))
 
     def members(self) -> list[Member]:
         return self.membership.members()

@@ -29,7 +29,12 @@ Directories are eager, values lazy:
   cluster's to the client. A client's messages may only be its own (their origin is
   the client): a client relays nothing and joins no one (``Members`` from a client
   closes the link).
-* Custom events carry an id; each is delivered once (a bounded set of seen ids).
+* Custom events carry an id; each is delivered once (a bounded set of seen ids). An
+  id is its emitter's name, an incarnation (random, new whenever the node object
+  is made: a restarted node's ids never repeat its earlier ones) and a counter. A
+  gateway gives a client's event an id of its own (a client names no event: it
+  could otherwise send ids of another's and silence that one's next events). A
+  payload over ``max_payload_bytes`` closes the link.
 * Anti-entropy (``resync``) repeats the link-open exchange periodically: deltas that
   were lost, or applied before the ones they depend on, are repaired by the diffs
   that answer it.
@@ -41,6 +46,8 @@ node's keyspaces, which stay synchronous.
 
 from __future__ import annotations
 
+import itertools
+import secrets
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -211,6 +218,8 @@ class Replication:
         *,
         is_client: bool = False,
         seen_limit: int = 100_000,
+        max_payload_bytes: int = 1 << 60,
+        incarnation: str | None = None,
     ) -> None:
         self.name = name  # this node's name
         self.peers: set[str] = set()  # peers with an open link
@@ -219,6 +228,10 @@ class Replication:
         self.pulls: dict[ValueId, set[str]] = {}  # pulls under way: peers yet to answer
         self.seen_limit = seen_limit  # custom event ids remembered (oldest forgotten)
         self.is_client = is_client  # this end is a client: its only peer is its gateway
+        self.max_payload_bytes = max_payload_bytes  # a custom event's, packed, at most
+        #: The middle of this node's custom event ids (``name:incarnation:counter``).
+        self.incarnation = incarnation if incarnation is not None else secrets.token_hex(8)
+        self._event_ids = itertools.count(1)
         self._make_keyspace = keyspace
         self._databases = databases
         self._known: dict[str, Keyspace] = {}  # databases seen here (they live on)
@@ -381,10 +394,14 @@ class Replication:
         """Stop waiting for the answers to a pull (it timed out)."""
         self.pulls.pop(value_id, None)
 
-    def custom(self, message: m.Custom) -> list[Send]:
-        """A custom event emitted here: to every peer."""
+    def custom(self, name: str, payload: bytes, origin: str) -> list[Send]:
+        """A custom event emitted here: to every peer, under a new id."""
+        message = m.Custom(self._event_id(), name, payload, origin)
         self._remember(message.id)
         return [(peer, message) for peer in self.peers if self._may(peer, "read")]
+
+    def _event_id(self) -> str:
+        return f"{self.name}:{self.incarnation}:{next(self._event_ids)}"
 
     def _remember(self, event_id: str) -> bool:
         """Record a custom event id; False if it was seen already."""
@@ -569,8 +586,15 @@ class Replication:
         return (), (AckReceived(msg.id, msg.node),)
 
     def _on_custom(self, peer: str, msg: m.Custom, from_client: bool) -> Handled:
-        if from_client and msg.origin != peer:
-            raise ProtocolError("a client relays nothing: an event's origin must be itself")
+        if len(msg.payload) > self.max_payload_bytes:
+            raise ProtocolError(
+                f"custom event payload of {len(msg.payload)} bytes "
+                f"(at most {self.max_payload_bytes})"
+            )
+        if from_client:
+            if msg.origin != peer:
+                raise ProtocolError("a client relays nothing: an event's origin must be itself")
+            msg = m.Custom(self._event_id(), msg.name, msg.payload, msg.origin)
         if not self._remember(msg.id):
             return _NOTHING
         relay_to = (self.peers if from_client else self.clients) - {peer}
