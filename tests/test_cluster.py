@@ -465,6 +465,31 @@ async def test_clients_never_count_for_acknowledgements(cluster: Cluster) -> Non
             await until(lambda: "k" not in clients[1].database("db"))
 
 
+async def test_a_client_never_takes_or_blocks_a_nodes_name(cluster: Cluster) -> None:
+    a, b = await cluster.pair()
+    await b.close()  # b is down, still a member: its name is a node's
+    await until(lambda: names(a) == ["a"])
+    impostor = pydds.Client(
+        "b", join=["mem://a"], transport=cluster.network.transport(), clock=cluster.clock
+    )
+    with pytest.raises(pydds.LinkClosed, match="'b' is a node's name"):
+        await impostor.join("mem://a")
+    await impostor.close()
+    # A client that took a name before any node had it gives way to the node.
+    squatter = await start_client(cluster, "c", ["mem://a"])
+    await until(lambda: "c" in a._cluster._links)  # type: ignore[union-attr]
+    c = await cluster.start("c", ["mem://a"])
+    await until(lambda: names(a) == ["a", "c"] and names(c) == ["c", "a"])
+    b = await cluster.start("b", ["mem://a"])  # and b comes back: linked as before
+    await until(lambda: sorted(names(a)) == ["a", "b", "c"])
+    await a.database("db").set("k", 1)
+    await until(lambda: "k" in b.database("db") and "k" in c.database("db"))
+    assert await b.database("db").get("k") == 1
+    assert await c.database("db").get("k") == 1
+    assert squatter._cluster is not None
+    assert "a" not in squatter._cluster._links  # refused on every try since
+
+
 async def test_a_client_is_never_a_gateway(cluster: Cluster) -> None:
     a = await cluster.start("a")
     await start_client(cluster, "cl", ["mem://a"])

@@ -435,6 +435,13 @@ class Cluster:
             state.session.close("a client links to one gateway at a time")
             return False
         existing = self._links.get(peer)
+        if existing is not None and self._is_client(existing):
+            # A client that took the name before any node had it: the node wins.
+            existing.session.close(f"a node named {peer!r} linked: a client needs another name")
+            existing.wake.set()
+            del self._links[peer]
+            self._notices(self.replication.closed(peer))
+            existing = None
         if existing is not None:
             keep_new = (self.node.name if state.dialed else peer) < (
                 self.node.name if existing.dialed else peer
@@ -517,8 +524,17 @@ class Cluster:
                 out.append((database, key, gen))
         return out
 
+    @staticmethod
+    def _is_client(state: _Link) -> bool:
+        return state.session.peer is not None and state.session.peer.role == "client"
+
     def _client_opened(self, state: _Link, peer: str) -> bool:
-        """A client linked: this node is its gateway. Clients are never members."""
+        """A client linked: this node is its gateway. Clients are never members, and
+        a client never takes a node's name (a node that comes back would find its
+        name in use)."""
+        if peer == self.node.name or self.membership.get(peer) is not None:
+            state.session.close(f"{peer!r} is a node's name: a client needs a name of its own")
+            return False
         if peer in self._links:
             state.session.close(f"{peer!r} is linked already")
             return False
