@@ -304,6 +304,44 @@ async def test_a_clients_ack_is_a_protocol_violation_and_counts_for_nothing(
         await asyncio.wait_for(writing, 1)
 
 
+async def test_a_clients_directory_updates_pass_the_checks_of_its_writes(
+    cluster: Cluster,
+) -> None:
+    from pydds.crdt.directory import Directory, Entry
+
+    a = cluster.node("a", credentials=NODES, limits=pydds.Limits(max_keys=100))
+    await a.start()
+    await a.database("cache").set("there", 1)
+    own = client_id_for(WEB, "forger")
+
+    def entries(*keys: str) -> bytes:
+        made = Directory(own)
+        for key in keys:
+            made.put(key, Entry(1), 0)
+        return made.doc.diff(b"\x00")
+
+    for update, refusal in (
+        (entries(*(f"k{i}" for i in range(101))), "more than 100 keys"),
+        (entries("ok", ""), "a key must have 1 to 1024 characters"),
+        (entries("x" * 5000), "a key must have 1 to 1024 characters"),
+    ):
+        out = await forged_client(cluster, WEB, [m.DirectoryStep2("cache", update)])
+        assert isinstance(out[-1], m.Close)
+        assert refusal in out[-1].reason
+    # A write's directory delta writes its own key's entry only.
+    write = m.Write("cache", "mine", 1, "created", entries("mine", "other"), None, "forger")
+    out = await forged_client(cluster, WEB, [write])
+    assert isinstance(out[-1], m.Close)
+    assert "writes the entry of another key" in out[-1].reason
+    assert a.database("cache").keys() == ["there"]
+    assert list(a.database("cache")._keyspace.directory.entries()) == ["there"]
+    # Within the checks, a client's offline writes still sync.
+    update = entries("offline")
+    out = await forged_client(cluster, WEB, [m.DirectoryStep2("cache", update)], [m.Close("bye")])
+    assert not any(isinstance(x, m.Close) for x in out)
+    assert sorted(a.database("cache").keys()) == ["offline", "there"]
+
+
 EMITTER = ClientToken("emitter", "emitter-secret-0123456", rights={"read", "emit"})
 
 

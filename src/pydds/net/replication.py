@@ -54,7 +54,11 @@ from dataclasses import dataclass
 from typing import ClassVar, TypeGuard
 
 from ..changes import Change
+from ..config import check_key
+from ..crdt.directory import ROOT as DIRECTORY_ROOT
+from ..crdt.directory import Entry
 from ..crdt.sync import decode_state_vector, update_state_vector
+from ..crdt.updates import map_items
 from ..crdt.ydoc import EMPTY_STATE_VECTOR
 from ..errors import InvalidName, InvalidUpdate, InvalidValue, KeyNotFound, ProtocolError
 from ..events import EventKind
@@ -431,13 +435,17 @@ class Replication:
             ks = self._keyspace(msg.database)
             if msg.key not in ks and len(ks) >= ks.limits.max_keys:
                 raise ProtocolError(f"database {msg.database!r} is full ({len(ks)} keys)")
+            if msg.directory is not None:
+                self._check_entries(ks, msg.directory, msg.key)
         elif isinstance(msg, m.DirectoryStep2):
             # What the gateway lacks of the client's directory: its own offline
-            # writes, which need the write right and the client's own id.
+            # writes, which need the write right and the client's own id, and add
+            # only keys a write could add.
             if _writers(msg.update):
                 self._check(peer, "write", msg.database)
                 if not self._own(peer, msg.update):
                     raise ProtocolError("a client may write under its own client id only")
+                self._check_entries(self._keyspace(msg.database), msg.update, None)
         elif isinstance(msg, m.ValueDiff):
             self._check(peer, "write", msg.database)
             if not self._own(peer, msg.update):
@@ -447,6 +455,33 @@ class Replication:
                 raise ProtocolError(f"client {peer!r} has no emit right")
         elif isinstance(msg, (m.DirectoryStep1, m.ValuePull, m.Holding, m.Release)):
             self._check(peer, "read", msg.database)
+
+    @staticmethod
+    def _check_entries(ks: Keyspace, update: bytes, key: str | None) -> None:
+        """Refuse a client's directory update unless it writes well-formed entries of
+        valid keys (only ``key``, for a write's), within the database's ``max_keys``:
+        the checks a write through ``Database`` makes, before anything is applied.
+
+        Raises:
+            ProtocolError: it does not.
+        """
+        try:
+            items = map_items(update, DIRECTORY_ROOT)
+        except InvalidUpdate as exc:
+            raise ProtocolError(f"directory update: {exc}") from None
+        new: set[str] = set()
+        for item in items:
+            if not all(type(v) is bytes and Entry.decode(v) for v in item.values):
+                raise ProtocolError("directory update: an entry is malformed")
+            if item.key is None:
+                continue  # it follows an entry: the key exists already
+            if key is not None and item.key != key:
+                raise ProtocolError(f"a write of {key!r} writes the entry of another key")
+            check_key(item.key, ks.limits)
+            if ks.directory.get(item.key) is None:
+                new.add(item.key)
+        if new and len(ks) + len(new) > ks.limits.max_keys:
+            raise ProtocolError(f"directory update: more than {ks.limits.max_keys} keys")
 
     def handle(self, peer: str, message: m.Message) -> Handled:
         """Handle one message from ``peer``: the messages to send and the notices for
