@@ -91,3 +91,23 @@ async def test_early_updates_load_documents_within_the_live_limit() -> None:
     live = [kd for kd in db._keyspace._keys.values() if kd.live]
     assert len(live) <= 2
     assert [await db.get(f"k{i}") for i in range(5)] == [0, 1, 2, 3, 4]
+
+
+async def test_early_updates_are_bounded_by_bytes_too() -> None:
+    source = Replica("a")
+    for i in range(10):
+        await source.db().set(f"k{i}", "x" * 1000)  # about 1 kB of update each
+    changes = source.take()
+    sink = pydds.Node("b", limits=pydds.Limits(early_bytes=5000))
+    ks = sink.database("db")._keyspace
+    for change in changes:  # values before their entries: each waits
+        sink.apply_change(Change("db", change.key, change.gen, None, change.value, "a"))
+    assert ks._early_bytes <= 5000
+    assert sum(len(u) for held in ks._early.values() for u in held) == ks._early_bytes
+    assert ks.dropped_updates == 10 - len(ks._early) >= 5  # the oldest went first
+    kept = sorted(key for key, _ in ks._early)
+    assert kept == [f"k{i}" for i in range(10 - len(kept), 10)]
+    for change in changes:
+        sink.apply_change(Change("db", change.key, change.gen, change.directory, None, "a"))
+    assert ks._early_bytes == ks._early_count == 0
+    assert await sink.database("db").get("k9") == "x" * 1000

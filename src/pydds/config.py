@@ -44,7 +44,11 @@ class Limits:
     (a client that would add one through its gateway closes its link)."""
     early_updates: int = 10_000
     """Value updates that arrived before the directory entry of their generation are
-    held until it arrives; past this many, the oldest is dropped (anti-entropy repairs)."""
+    held until it arrives; past this many, the oldest is dropped (anti-entropy repairs).
+    Only nodes send them: a client's update of a value its gateway has no entry for
+    closes its link."""
+    early_bytes: int = 64 * 1024 * 1024
+    """Bytes of such updates held per database at most; beyond, the oldest are dropped."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,6 +97,7 @@ class Keyspace:
         self._now = now  # the node's clock
         self._early: dict[tuple[str, int], list[bytes]] = {}
         self._early_count = 0
+        self._early_bytes = 0
         self._pins: set[str] = set()  # key prefixes that never go stale here
         self._pass: list[str] = []  # the keys of the sweep pass under way
         self._pass_at = 0  # how far that pass has come
@@ -475,14 +476,7 @@ class Keyspace:
                 continue
             kd = self._keys[key] = KeyDoc(entry.gen, accessed=now)
             if self._early:
-                early = self._early.pop((key, entry.gen), ())
-                if early:
-                    self._live.touch(kd)
-                    self._early_count -= len(early)
-                    for item in early:
-                        applied = kd.apply(self.client_id, item)
-                        if self.journal is not None and applied is not None:
-                            self.journal(key, entry.gen, applied)
+                self._take_early(key, kd)
             pending[key] = EventKind.CREATED
         return pending
 
@@ -509,14 +503,8 @@ class Keyspace:
             kd = None
         if kd is None and not new.deleted:
             kd = self._keys[c.key] = KeyDoc(new.gen, accessed=self._now())
-            early = self._early.pop((c.key, new.gen), ())
-            if early:
-                self._live.touch(kd)  # every live document is counted by the LRU
-                self._early_count -= len(early)
-                for update in early:
-                    applied = kd.apply(self.client_id, update)
-                    if self.journal is not None and applied is not None:
-                        self.journal(c.key, new.gen, applied)
+            if self._early:
+                self._take_early(c.key, kd)
             pending[c.key] = EventKind.CREATED
 
     def _apply_value(self, key: str, gen: int, update: bytes) -> bytes | None:
@@ -537,12 +525,36 @@ class Keyspace:
         return None  # an update of a generation already gone is dropped
 
     def _hold_early(self, key: str, gen: int, update: bytes) -> None:
-        if self._early_count >= self.limits.early_updates:
-            dropped = len(self._early.pop(next(iter(self._early))))
-            self._early_count -= dropped
-            self.dropped_updates += dropped
+        """Keep an update that came before its generation's entry, within
+        ``early_updates`` and ``early_bytes``: the oldest value's are dropped first."""
+        size, limits = len(update), self.limits
+        while self._early and (
+            self._early_count >= limits.early_updates
+            or self._early_bytes + size > limits.early_bytes
+        ):
+            dropped = self._early.pop(next(iter(self._early)))
+            self._early_count -= len(dropped)
+            self._early_bytes -= sum(map(len, dropped))
+            self.dropped_updates += len(dropped)
+        if size > limits.early_bytes:
+            self.dropped_updates += 1
+            return
         self._early.setdefault((key, gen), []).append(update)
         self._early_count += 1
+        self._early_bytes += size
+
+    def _take_early(self, key: str, kd: KeyDoc) -> None:
+        """Apply the updates kept for ``key``'s generation, now that its entry came."""
+        early = self._early.pop((key, kd.gen), None)
+        if not early:
+            return
+        self._live.touch(kd)  # every live document is counted by the LRU
+        self._early_count -= len(early)
+        self._early_bytes -= sum(map(len, early))
+        for update in early:
+            applied = kd.apply(self.client_id, update)
+            if self.journal is not None and applied is not None:
+                self.journal(key, kd.gen, applied)
 
     # -- restoring from a store ---------------------------------------------------------
 
@@ -599,4 +611,5 @@ class Keyspace:
             kd.close()
         self._keys.clear()
         self._early.clear()
+        self._early_count = self._early_bytes = 0
         self.directory.close()
