@@ -342,6 +342,25 @@ async def test_a_clients_directory_updates_pass_the_checks_of_its_writes(
     assert sorted(a.database("cache").keys()) == ["offline", "there"]
 
 
+async def test_a_client_cannot_park_values_of_keys_its_gateway_lacks(cluster: Cluster) -> None:
+    a = secured(cluster, "a", NODES)
+    await a.start()
+    victim = pydds.Node("victim")
+    victim.client_id = client_id_for(WEB, "forger")  # the forged client's own id
+    made: list[pydds.Change] = []
+    victim.add_change_listener(made.append)
+    for i in range(20):
+        await victim.database("cache").set(f"k{i}", "x" * 10_000)
+    # The values without their entries: they would wait at the gateway for good.
+    writes = [m.Write("cache", c.key, c.gen, "changed", None, c.value, "forger") for c in made]
+    out = await forged_client(cluster, WEB, writes)
+    assert isinstance(out[-1], m.Close)
+    assert "this node has no entry for" in out[-1].reason
+    ks = a.database("cache")._keyspace
+    assert (ks._early_count, ks._early_bytes, len(ks)) == (0, 0, 0)
+    await victim.close()
+
+
 EMITTER = ClientToken("emitter", "emitter-secret-0123456", rights={"read", "emit"})
 
 

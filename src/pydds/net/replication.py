@@ -437,6 +437,15 @@ class Replication:
                 raise ProtocolError(f"database {msg.database!r} is full ({len(ks)} keys)")
             if msg.directory is not None:
                 self._check_entries(ks, msg.directory, msg.key)
+            elif msg.value is not None:
+                # A client learns of keys from its gateway, or creates them with their
+                # entry: a value of a generation the gateway lacks would only wait here.
+                entry = ks.directory.get(msg.key)
+                if entry is None or entry.gen < msg.gen:
+                    raise ProtocolError(
+                        f"a write of a value of {msg.key!r} (generation {msg.gen}) this "
+                        "node has no entry for"
+                    )
         elif isinstance(msg, m.DirectoryStep2):
             # What the gateway lacks of the client's directory: its own offline
             # writes, which need the write right and the client's own id, and add
