@@ -15,6 +15,7 @@ from aiohttp import web
 from .http_api import NODE, add_routes, auth_middleware, error_middleware
 from .metrics import metrics_handler, registry_for
 from .node import Node
+from .openapi import OPENAPI_PATH, openapi_handler
 
 __all__ = ["NODE", "make_app"]
 
@@ -47,4 +48,5 @@ def make_app(node: Node) -> web.Application:
     app.cleanup_ctx.append(node_life)
     add_routes(app)
     app.router.add_get("/metrics", metrics_handler(registry_for(node)))
+    app.router.add_get(OPENAPI_PATH, openapi_handler)
     return app

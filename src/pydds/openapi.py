@@ -1,0 +1,616 @@
+"""The OpenAPI 3.1 description of a node's HTTP API, served at ``GET /v1/openapi.json``.
+
+This module is the one source of the description: ``docs/openapi.json`` is its
+output (``python -m pydds.openapi > docs/openapi.json``), and the tests check that
+the copy in docs/ is what a node serves, and that every route of a node's app is
+described here and nothing else is.
+
+Described: every route of ``http_api.py``, ``GET /healthz``, ``GET /metrics``
+(Prometheus text) and this document itself. Not described: the WebSocket route
+``/v1/link`` that peers and clients link to, which speaks pydds's own binary
+protocol once upgraded (docs/security.md).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from typing import Any
+
+from aiohttp import web
+
+from . import __version__
+
+__all__ = ["OPENAPI_PATH", "document", "openapi_handler", "render"]
+
+#: Where a node serves this description.
+OPENAPI_PATH = "/v1/openapi.json"
+
+Json = dict[str, Any]
+
+# -- schemas --------------------------------------------------------------------------
+
+#: The name rules of databases and event names (``config.check_name``).
+NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,127}$"
+#: A write's ack level (``node.parse_ack``): a level, ``durable``, or ``durable+`` a
+#: level (a space stands for an unencoded ``+``).
+_LEVEL = r"(local|majority|all|0*[1-9][0-9]*)"
+ACK_PATTERN = rf"^({_LEVEL}|durable|durable[+ ]{_LEVEL})$"
+#: The kinds of events a stream may ask for (``EventKind``, but ``overflow``, which
+#: every stream gets).
+KINDS = [
+    "created",
+    "changed",
+    "deleted",
+    "custom",
+    "joined",
+    "left",
+    "unreachable",
+    "reachable",
+    "stale",
+    "warmed",
+]
+_KINDS_PATTERN = "(" + "|".join(KINDS) + ")"
+
+#: The error codes by status (``http_api.py``'s docstring; docs/http.md, Errors).
+ERROR_CODES: dict[int, list[str]] = {
+    400: ["bad_json", "invalid_value", "invalid_name"],
+    401: ["unauthorized"],
+    403: ["forbidden"],
+    404: ["not_found"],
+    409: ["wrong_type"],
+    413: ["too_large"],
+    503: ["unavailable", "storage_error", "closed"],
+    504: ["ack_timeout"],
+}
+
+
+def _ref(kind: str, name: str) -> Json:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def _schema(name: str) -> Json:
+    return _ref("schemas", name)
+
+
+def _json(schema: Json, description: str) -> Json:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_SCHEMAS: Json = {
+    "Error": {
+        "type": "object",
+        "description": "Every error: a stable code and a message for people.",
+        "required": ["error", "message"],
+        "properties": {
+            "error": {"type": "string", "description": "the stable code"},
+            "message": {"type": "string"},
+        },
+    },
+    "Name": {
+        "type": "string",
+        "description": "1 to 128 characters of A-Z a-z 0-9 _ . : -, starting with a letter, "
+        "a digit or _",
+        "pattern": NAME_PATTERN,
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status", "node", "version", "databases"],
+        "properties": {
+            "status": {"const": "ok"},
+            "node": {"type": "string", "description": "the node's name"},
+            "version": {"type": "string", "description": "pydds's version"},
+            "databases": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "Closed": {
+        "type": "object",
+        "required": ["status", "node"],
+        "properties": {"status": {"const": "closed"}, "node": {"type": "string"}},
+    },
+    "Member": {
+        "type": "object",
+        "required": ["name", "address", "role", "state"],
+        "properties": {
+            "name": {"type": "string"},
+            "address": {"type": ["string", "null"], "description": "where it accepts links"},
+            "role": {"type": "string"},
+            "state": {"enum": ["self", "alive", "suspect", "joining"]},
+        },
+    },
+    "Cluster": {
+        "type": "object",
+        "required": ["node", "members"],
+        "properties": {
+            "node": {
+                "type": "object",
+                "required": ["name", "address", "role"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "address": {"type": ["string", "null"]},
+                    "role": {"type": "string"},
+                },
+            },
+            "members": {
+                "type": "array",
+                "description": "every member as this node sees it, this node first",
+                "items": _schema("Member"),
+            },
+        },
+    },
+    "Expire": {
+        "type": ["number", "null"],
+        "description": "seconds without a read or write before a key goes stale on this "
+        "node; null: never",
+        "exclusiveMinimum": 0,
+    },
+    "Database": {
+        "type": "object",
+        "required": ["name", "expire", "keys"],
+        "properties": {
+            "name": _schema("Name"),
+            "expire": _schema("Expire"),
+            "keys": {"type": "integer", "minimum": 0},
+        },
+    },
+    "Databases": {
+        "type": "object",
+        "required": ["databases"],
+        "properties": {
+            "databases": {
+                "type": "array",
+                "description": "the databases the token reads",
+                "items": _schema("Database"),
+            }
+        },
+    },
+    "DatabaseSettings": {
+        "type": "object",
+        "required": ["expire"],
+        "additionalProperties": False,
+        "properties": {"expire": _schema("Expire")},
+    },
+    "Stats": {
+        "type": "object",
+        "required": ["events", "modules"],
+        "properties": {
+            "events": {
+                "type": "object",
+                "description": "events by kind",
+                "additionalProperties": {"type": "integer", "minimum": 0},
+            },
+            "modules": {
+                "type": "object",
+                "description": "the snapshot of each module that has one (statistics)",
+            },
+        },
+    },
+    "Value": {"description": "any JSON value (NaN and infinities are not JSON)"},
+    "Written": {
+        "type": "object",
+        "required": ["ok", "created"],
+        "properties": {"ok": {"const": True}, "created": {"type": "boolean"}},
+    },
+    "Ok": {"type": "object", "required": ["ok"], "properties": {"ok": {"const": True}}},
+    "Counter": {
+        "type": "object",
+        "required": ["value"],
+        "properties": {"value": {"type": "integer", "description": "the new total"}},
+    },
+    "Event": {
+        "type": "object",
+        "description": "the data of one Server-Sent Event (its `event:` is the kind)",
+        "required": ["kind", "time"],
+        "properties": {
+            "kind": {"enum": [*KINDS, "overflow"]},
+            "time": {"type": "number", "description": "seconds since the epoch"},
+            "database": {"type": "string"},
+            "key": {"type": "string"},
+            "origin": {"type": "string", "description": "the node the change came from"},
+            "name": {"type": "string", "description": "a custom event's name"},
+            "member": {"type": "string", "description": "a member event's node"},
+            "payload": {"description": "a custom event's payload; overflow: {dropped: n}"},
+            "value": {"description": "with values=1: the value, when this node holds it"},
+        },
+    },
+}
+
+# -- responses ------------------------------------------------------------------------
+
+_ERROR_TEXT = {
+    400: (
+        "BadRequest",
+        "bad_json: the body is not JSON; invalid_value: a value too deep or too large, "
+        "a bad body, ack, amount or kinds; invalid_name: a name breaking the rules, a "
+        "key too long",
+    ),
+    401: (
+        "Unauthorized",
+        "unauthorized: the node has credentials and the bearer token is missing or wrong",
+    ),
+    403: ("Forbidden", "forbidden: the token does not reach this database or lacks the right"),
+    404: ("NotFound", "not_found: no such key or database on this node"),
+    409: ("WrongType", "wrong_type: the stored value does not fit the operation"),
+    413: ("TooLarge", "too_large: a body larger than max_value_bytes + 64 KiB (not read)"),
+    503: (
+        "Unavailable",
+        "unavailable: the value is held elsewhere and no holder answered in time; "
+        "storage_error: ack=durable and the disk failed (the write stands); closed: the "
+        "node is shutting down",
+    ),
+    504: ("AckTimeout", "ack_timeout: too few nodes acknowledged in time (the write stands)"),
+}
+
+
+def _error_response(status: int) -> Json:
+    text = _ERROR_TEXT[status][1]
+    schema: Json = {
+        "allOf": [
+            _schema("Error"),
+            {"properties": {"error": {"enum": ERROR_CODES[status]}}},
+        ]
+    }
+    response = _json(schema, text)
+    if status == 401:
+        response["headers"] = {
+            "WWW-Authenticate": {
+                "required": True,
+                "description": 'Bearer realm="pydds"',
+                "schema": {"type": "string"},
+            }
+        }
+    return response
+
+
+_RESPONSES: Json = {_ERROR_TEXT[s][0]: _error_response(s) for s in sorted(_ERROR_TEXT)}
+
+
+def _errors(*statuses: int) -> Json:
+    """The error responses of an operation that needs a token (401 on a node with
+    credentials) and may answer ``statuses``."""
+    return {str(s): _ref("responses", _ERROR_TEXT[s][0]) for s in sorted({401, *statuses})}
+
+
+# -- parameters -----------------------------------------------------------------------
+
+_PARAMETERS: Json = {
+    "db": {
+        "name": "db",
+        "in": "path",
+        "required": True,
+        "description": "a database name",
+        "schema": _schema("Name"),
+        "example": "cache",
+    },
+    "key": {
+        "name": "key",
+        "in": "path",
+        "required": True,
+        "description": "the key: any 1 to 1024 characters, percent-encoded (`/` as `%2F`, "
+        "`%` as `%25`, `.` and `..` as `%2E` and `%2E%2E`)",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 1024},
+        "example": "user:1",
+    },
+    "ack": {
+        "name": "ack",
+        "in": "query",
+        "description": "when the write answers: `local` (the default), `majority`, `all`, a "
+        "number of nodes, `durable` (on this node's disk; needs the persistence module), or "
+        "`durable+` one of the others (`+` written as `%2B`, or a space)",
+        "schema": {"type": "string", "pattern": ACK_PATTERN, "default": "local"},
+    },
+}
+
+
+def _param(name: str) -> Json:
+    return _ref("parameters", name)
+
+
+def _query(name: str, description: str, schema: Json) -> Json:
+    return {"name": name, "in": "query", "description": description, "schema": schema}
+
+
+def _body(schema: Json, description: str, *, required: bool = True) -> Json:
+    return {
+        "required": required,
+        "description": description,
+        "content": {"application/json": {"schema": schema}},
+    }
+
+
+# -- operations -----------------------------------------------------------------------
+
+
+def _op(operation_id: str, summary: str, tag: str, responses: Json, **more: Any) -> Json:
+    return {
+        "operationId": operation_id,
+        "summary": summary,
+        "tags": [tag],
+        **more,
+        "responses": responses,
+    }
+
+
+_KEY_PARAMS = [_param("db"), _param("key")]
+
+_PATHS: Json = {
+    "/healthz": {
+        "get": _op(
+            "health",
+            "Whether the node serves; needs no token",
+            "node",
+            {
+                "200": _json(_schema("Health"), "the node serves"),
+                "503": _json(_schema("Closed"), "the node is closed"),
+            },
+            security=[],
+        )
+    },
+    "/metrics": {
+        "get": _op(
+            "metrics",
+            "Prometheus metrics, read from the node at each scrape",
+            "node",
+            {
+                "200": {
+                    "description": "the Prometheus text format (version 0.0.4)",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                **_errors(403),
+            },
+        )
+    },
+    OPENAPI_PATH: {
+        "get": _op(
+            "openapi",
+            "This description of the HTTP API; any valid token reads it",
+            "node",
+            {"200": _json({"type": "object"}, "the OpenAPI 3.1 document"), **_errors()},
+        )
+    },
+    "/v1/cluster": {
+        "get": _op(
+            "cluster",
+            "This node and the members of its cluster",
+            "node",
+            {"200": _json(_schema("Cluster"), "this node and its members"), **_errors(403)},
+        )
+    },
+    "/v1/stats": {
+        "get": _op(
+            "stats",
+            "Event counts by kind, and what modules report",
+            "node",
+            {"200": _json(_schema("Stats"), "the statistics"), **_errors(403)},
+        )
+    },
+    "/v1/databases": {
+        "get": _op(
+            "listDatabases",
+            "The databases of this node that the token reads",
+            "databases",
+            {"200": _json(_schema("Databases"), "names, settings and sizes"), **_errors(403)},
+        )
+    },
+    "/v1/databases/{db}": {
+        "parameters": [_param("db")],
+        "get": _op(
+            "getDatabase",
+            "A database's settings and size",
+            "databases",
+            {"200": _json(_schema("Database"), "the database"), **_errors(400, 403, 404)},
+        ),
+        "put": _op(
+            "putDatabase",
+            "Make the database, or change its expiry on this node until it restarts",
+            "databases",
+            {
+                "200": _json(_schema("Database"), "the database"),
+                **_errors(400, 403, 413, 503),
+            },
+            requestBody=_body(_schema("DatabaseSettings"), '{"expire": seconds or null}'),
+        ),
+    },
+    "/v1/databases/{db}/keys": {
+        "parameters": [_param("db")],
+        "get": _op(
+            "listKeys",
+            "The keys of the database's directory, sorted",
+            "keys",
+            {
+                "200": _json({"type": "array", "items": {"type": "string"}}, "the keys"),
+                **_errors(400, 403, 404),
+            },
+            parameters=[_query("prefix", "only keys starting with this", {"type": "string"})],
+        ),
+    },
+    "/v1/databases/{db}/keys/{key}": {
+        "parameters": _KEY_PARAMS,
+        "get": _op(
+            "getValue",
+            "A key's value (pulled from a holder if this node has none)",
+            "keys",
+            {"200": _json(_schema("Value"), "the value"), **_errors(400, 403, 404, 503)},
+        ),
+        "put": _op(
+            "setValue",
+            "Set the key to the body (a write into a new database makes it)",
+            "keys",
+            {
+                "200": _json(_schema("Written"), "the key was set"),
+                "201": _json(_schema("Written"), "the key was made"),
+                **_errors(400, 403, 413, 503, 504),
+            },
+            parameters=[_param("ack")],
+            requestBody=_body(_schema("Value"), "the value: any JSON value"),
+        ),
+        "patch": _op(
+            "updateValue",
+            "Merge the body's fields into the key's value, a JSON object",
+            "keys",
+            {"200": _json(_schema("Ok"), "merged"), **_errors(400, 403, 409, 413, 503, 504)},
+            parameters=[_param("ack")],
+            requestBody=_body({"type": "object"}, "the fields to merge"),
+        ),
+        "delete": _op(
+            "deleteValue",
+            "Delete the key",
+            "keys",
+            {"200": _json(_schema("Ok"), "deleted"), **_errors(400, 403, 404, 503, 504)},
+            parameters=[_param("ack")],
+        ),
+    },
+    "/v1/databases/{db}/keys/{key}/incr": {
+        "parameters": _KEY_PARAMS,
+        "post": _op(
+            "incr",
+            "Add to a counter (made if absent; an int value becomes a counter)",
+            "keys",
+            {
+                "200": _json(_schema("Counter"), "the new total"),
+                **_errors(400, 403, 409, 503, 504),
+            },
+            parameters=[
+                _query(
+                    "amount",
+                    "what to add, a 64-bit int (the total stays within -2**63 and 2**64-1)",
+                    {
+                        "type": "integer",
+                        "minimum": -(2**63),
+                        "maximum": 2**63 - 1,
+                        "default": 1,
+                    },
+                ),
+                _param("ack"),
+            ],
+        ),
+    },
+    "/v1/events/{name}": {
+        "post": _op(
+            "emit",
+            "Emit a custom event with the body as its payload (no body: null)",
+            "events",
+            {"202": _json(_schema("Ok"), "emitted"), **_errors(400, 403, 413, 503)},
+            parameters=[
+                {
+                    "name": "name",
+                    "in": "path",
+                    "required": True,
+                    "description": "the event's name",
+                    "schema": _schema("Name"),
+                    "example": "deploy",
+                }
+            ],
+            requestBody=_body(_schema("Value"), "the payload", required=False),
+        )
+    },
+    "/v1/events": {
+        "get": _op(
+            "events",
+            "A stream of the node's events as Server-Sent Events; it does not end",
+            "events",
+            {
+                "200": {
+                    "description": "`text/event-stream`: each event is `event: KIND` and "
+                    "`data: ` an Event object (components/schemas/Event); a comment "
+                    "`: keepalive` every 15 s while idle; a reader too slow loses the "
+                    "oldest events and then receives one `overflow` event",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                **_errors(400, 403, 503),
+            },
+            parameters=[
+                _query("database", "only this database's data events", _schema("Name")),
+                _query("prefix", "only keys starting with this", {"type": "string"}),
+                _query(
+                    "kinds",
+                    "only these kinds, comma-separated",
+                    {"type": "string", "pattern": f"^{_KINDS_PATTERN}(,{_KINDS_PATTERN})*$"},
+                ),
+                _query(
+                    "names",
+                    "only custom events of these names, comma-separated",
+                    {"type": "string"},
+                ),
+                _query(
+                    "values",
+                    "`1`, `true` or `yes`: created and changed events carry the value when "
+                    "this node holds it",
+                    {"type": "string", "enum": ["1", "true", "yes", "0", "false", "no"]},
+                ),
+            ],
+        )
+    },
+}
+
+_DESCRIPTION = """\
+The JSON HTTP API of a pydds node process (`pydds serve`); docs/http.md tells the
+rest.
+
+Bodies and answers are JSON. Every error is `{"error": code, "message": text}`
+with a stable code: 400 `bad_json`, `invalid_value`, `invalid_name`; 401
+`unauthorized`; 403 `forbidden`; 404 `not_found` (also for an unknown path); 405
+`method_not_allowed` (a known path with another method; the `Allow` header lists
+the methods); 409 `wrong_type`; 413 `too_large`; 503 `unavailable`,
+`storage_error`, `closed`; 504 `ack_timeout`.
+
+With credentials configured (`--secret`, `--token`), every path but `/healthz`
+needs `Authorization: Bearer ID.SECRET` (a client token, within its databases and
+rights) or `Authorization: Bearer CLUSTER-SECRET` (everything); an open node takes
+no token.
+
+Not described here: the WebSocket route `/v1/link`, where peers and clients link
+with pydds's own protocol (docs/security.md).
+"""
+
+
+@functools.cache
+def document() -> Json:
+    """The OpenAPI 3.1 document (the same object on every call: do not change it)."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "pydds HTTP API",
+            "version": __version__,
+            "description": _DESCRIPTION,
+            "license": {"name": "MIT", "identifier": "MIT"},
+        },
+        "tags": [
+            {"name": "node", "description": "health, metrics, cluster and statistics"},
+            {"name": "databases", "description": "databases and their settings"},
+            {"name": "keys", "description": "keys and values"},
+            {"name": "events", "description": "custom events and the event stream"},
+        ],
+        "security": [{"bearerAuth": []}, {}],
+        "paths": _PATHS,
+        "components": {
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "ID.SECRET or CLUSTER-SECRET",
+                    "description": "a client token (`ID.SECRET`) or a cluster secret; "
+                    "needed when the node has credentials",
+                }
+            },
+            "schemas": _SCHEMAS,
+            "parameters": _PARAMETERS,
+            "responses": _RESPONSES,
+        },
+    }
+
+
+@functools.cache
+def render() -> bytes:
+    """The document as served and as kept in docs/openapi.json."""
+    return (json.dumps(document(), indent=2, ensure_ascii=False) + "\n").encode()
+
+
+async def openapi_handler(request: web.Request) -> web.Response:
+    """``GET /v1/openapi.json``: the description (any valid token may read it)."""
+    return web.Response(body=render(), content_type="application/json")
+
+
+if __name__ == "__main__":
+    sys.stdout.buffer.write(render())
