@@ -490,6 +490,27 @@ async def test_a_client_never_takes_or_blocks_a_nodes_name(cluster: Cluster) -> 
     assert "a" not in squatter._cluster._links  # refused on every try since
 
 
+async def test_a_member_without_an_address_expires_after_dead_after(cluster: Cluster) -> None:
+    a = await cluster.start("a")
+    # A node that does not listen: it dials, nobody can dial it back.
+    lone = pydds.Node(
+        "lone", join=["mem://a"], transport=cluster.network.transport(), clock=cluster.clock
+    )
+    cluster.nodes.append(lone)
+    await lone.start()
+    await until(lambda: names(a) == ["a", "lone"])
+    async with a.events(kinds={"left"}) as left:
+        await lone.close()
+        await until(lambda: names(a) == ["a"])
+        assert a._cluster is not None
+        assert a._cluster.needed_acks("all") == 1  # suspect: still counted
+        await cluster.clock.advance(31, step=1.0)  # past dead_after (30 s)
+        event = await left.get(timeout=1)
+    assert event.member == "lone"
+    assert [m.name for m in a.members()] == ["a"]
+    await a.database("db").set("k", 1, ack="all")  # alone again: acknowledged at once
+
+
 async def test_a_client_is_never_a_gateway(cluster: Cluster) -> None:
     a = await cluster.start("a")
     await start_client(cluster, "cl", ["mem://a"])

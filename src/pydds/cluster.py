@@ -280,7 +280,7 @@ class Cluster:
                     return  # it has left
                 if await self._dial(address):
                     return
-                self._expire()
+                self.expire_members()
         finally:
             self._dialing.discard(address)
 
@@ -301,7 +301,9 @@ class Cluster:
                 return member.name
         return None
 
-    def _expire(self) -> None:
+    def expire_members(self) -> None:
+        """Remove the members suspect for longer than ``dead_after`` (a ``left`` event
+        each): run by the node's sweeper, and after a failed redial."""
         for name in self.membership.expire(self.clock.now()):
             self._member_event(EventKind.LEFT, name)
 

@@ -346,8 +346,12 @@ class Node:
 
     def sweep(self) -> None:
         """Mark the keys not accessed for their database's ``expire`` stale: an event
-        says so, and peers stop pushing their changes here. Runs every
-        ``SWEEP_EVERY`` seconds once the node is started."""
+        says so, and peers stop pushing their changes here; and remove the members
+        suspect for longer than ``dead_after`` (one without an address is never
+        redialed, so nothing else would). Runs every ``SWEEP_EVERY`` seconds once the
+        node is started."""
+        if self._cluster is not None:
+            self._cluster.expire_members()
         for name, db in self._databases.items():
             for key, gen in db._keyspace.sweep():
                 self._publish(Event(EventKind.STALE, name, key, self.name))
