@@ -1,7 +1,8 @@
 """Fuzz the link protocol: at least 100,000 frames, valid and corrupted, through a
 node's whole receive path (decode, session, replication, keyspaces), as from a node
-and as from a client. Prints one JSON object; exits 1 if anything crashed, or if a
-refused message changed the node's state.
+and as from a client, and hostile messages from a client with a scoped token. Prints
+one JSON object; exits 1 if anything crashed, if a refused message changed the
+node's state, or if the client changed anything beyond its rights.
 
     python fuzz/fuzz.py [--cases 100000] [--seed 1]
 """
@@ -14,7 +15,7 @@ import json
 import sys
 import time
 
-from pydds.testing.fuzz import run
+from pydds.testing.fuzz import run, run_client
 
 
 async def main() -> int:
@@ -24,9 +25,12 @@ async def main() -> int:
     args = parser.parse_args()
     results = {}
     crashed = False
-    for peer in ("node", "client"):
+    for peer in ("node", "client", "hostile client"):
         start = time.perf_counter()
-        report = await run(args.cases, args.seed, client=peer == "client")
+        if peer == "hostile client":
+            report = await run_client(args.cases, args.seed)
+        else:
+            report = await run(args.cases, args.seed, client=peer == "client")
         results[peer] = {
             "cases": report.cases,
             "accepted": report.accepted,

@@ -15,7 +15,7 @@ import pydds
 from pydds.net import messages as m
 from pydds.net.codec import PROTOCOL, decode_frame, encode_frame
 from pydds.net.session import Session, State
-from pydds.testing.fuzz import run
+from pydds.testing.fuzz import run, run_client
 
 msgpack_values = st.recursive(
     st.none()
@@ -99,3 +99,17 @@ def test_a_node_survives_corrupted_frames(seed: int, client: bool) -> None:
     assert report.state_changes == []
     assert report.malformed > 0
     assert report.accepted > 0
+
+
+@settings(max_examples=3, deadline=None)
+@given(st.integers(0, 2**32))
+def test_a_hostile_client_changes_nothing_beyond_its_rights(seed: int) -> None:
+    # Every message kind, under its own and another writer's id, in and out of its
+    # token's scope, with others' origins and event ids: nothing outside its rights
+    # changes on the gateway (another database, others' writes, keys no write could
+    # make, events under another's name, acknowledgements counted).
+    report = asyncio.run(run_client(1000, seed))
+    assert report.crashes == []
+    assert report.state_changes == []
+    assert report.accepted > 0
+    assert report.refused > 0

@@ -15,13 +15,26 @@ if TYPE_CHECKING:
 
 import msgpack
 
-from ..errors import MalformedFrame, ProtocolError
+from ..config import check_key
+from ..crdt.directory import Directory, Entry
+from ..crdt.sync import decode_state_vector
+from ..crdt.ydoc import EMPTY_STATE_VECTOR
+from ..errors import InvalidName, MalformedFrame, ProtocolError
 from ..net import messages as m
+from ..net.auth import Grant
 from ..net.codec import PROTOCOL, decode_frame, encode_frame
-from ..net.replication import Replication
+from ..net.replication import AckReceived, Replication
 from ..net.session import Session, State
 
-__all__ = ["FuzzReport", "frame_of", "mutate", "random_msgpack", "run", "valid_messages"]
+__all__ = [
+    "FuzzReport",
+    "frame_of",
+    "mutate",
+    "random_msgpack",
+    "run",
+    "run_client",
+    "valid_messages",
+]
 
 
 def valid_messages(rng: random.Random, update: bytes, state_vector: bytes) -> list[m.Message]:
@@ -219,4 +232,198 @@ def _open_session(node: Node, replication: Replication, client: bool) -> Session
     session.receive([m.Hello("peer", role, None, PROTOCOL, b"p" * 16, None, 7), m.Proof(b"")], 0.0)
     assert session.state is State.OPEN
     replication.opened("peer", role, session.grant, 7)
+    return session
+
+
+# -- a client's point of view ---------------------------------------------------------
+
+#: The fuzzed client's Yjs client id, and another writer's it must never write under.
+CLIENT_ID, FOREIGN_ID = 7, 99
+#: The client's token reaches ``cache`` (every right); ``other`` is out of its reach.
+CLIENT_GRANT = Grant("client", "fuzz", frozenset({"cache"}), frozenset({"read", "write", "emit"}))
+
+
+async def _client_material(writer: int) -> dict[str, tuple[bytes, bytes]]:
+    """Per database: a directory update and a value update made under ``writer``."""
+    from ..node import Node
+
+    source = Node("source")
+    source.client_id = writer
+    out = {}
+    for database in ("cache", "other"):
+        db = source.database(database)
+        await db.set(f"k{writer}", {"v": [1, 2]})
+        ks = db._keyspace
+        value = ks.value_diff(f"k{writer}", 1, EMPTY_STATE_VECTOR) or b""
+        out[database] = (ks.directory.doc.diff(), value)
+    # Entries no write could make: an empty key, an over-long one.
+    bad = Directory(writer)
+    for key in ("", "x" * 2000, "fine"):
+        bad.put(key, Entry(1), 0)
+    out["bad"] = (bad.doc.diff(), b"")
+    bad.close()
+    await source.close()
+    return out
+
+
+def _hostile(
+    rng: random.Random, material: dict[int, dict[str, tuple[bytes, bytes]]], ids: list[str]
+) -> list[m.Message]:
+    """Messages a client could send, in and out of its rights: updates under its own
+    and another writer's id, databases in and out of its scope, keys good and bad,
+    origins and event ids its own and others'."""
+    writer = rng.choice([CLIENT_ID, FOREIGN_ID])
+    db = rng.choice(["cache", "cache", "other", "new"])
+    directory, value = material[writer][db if db != "new" else "cache"]
+    if rng.random() < 0.2:
+        directory = material[writer]["bad"][0]
+    key = rng.choice(["k7", "k99", "mine", "fresh", "k" * 1024])
+    gen = rng.choice([1, 1, 2, 2**63 - 1])
+    origin = rng.choice(["peer", "peer", "target", "n2"])
+    every: list[m.Message] = [
+        m.DirectoryStep1(db, EMPTY_STATE_VECTOR),
+        m.DirectoryStep2(db, directory),
+        m.Write(
+            db,
+            key,
+            gen,
+            rng.choice(["created", "changed", "deleted"]),
+            directory,
+            value,
+            origin,
+            rng.choice([0, 1]),
+        ),
+        m.Write(db, key, gen, "changed", None, value, origin),
+        m.Ack(rng.randint(1, 5)),
+        m.AckFrom(1, "n2"),
+        m.ValuePull(db, key, gen, EMPTY_STATE_VECTOR),
+        m.ValueDiff(db, key, gen, value),
+        m.ValueMissing(db, key, gen),
+        m.Release(db, key, gen),
+        m.Holding(db, ((key, gen, EMPTY_STATE_VECTOR),)),
+        m.Members((("n9", "mem://n9"),)),
+        m.Custom(rng.choice(ids), "ev", msgpack.packb(1), origin),
+    ]
+    return rng.sample(every, rng.randint(1, 4))
+
+
+def _outside(node: Node) -> tuple[Any, ...]:
+    """What a client with ``CLIENT_GRANT`` must never change: the databases there
+    are, every database out of its scope, and in scope what other writers wrote."""
+    names = tuple(sorted(node.databases()))
+    out: list[Any] = [names]
+    for name in names:
+        ks = node.database(name)._keyspace
+        if name not in (CLIENT_GRANT.databases or ()):
+            out.append((name, ks.directory.doc.state_vector(), tuple(sorted(ks.keys()))))
+            continue
+        out.append((name, _others(ks.directory.doc.state_vector())))
+        for key in sorted(ks.keys()):
+            if ks.holds(key):  # holding a copy or not is no data: what others wrote is
+                theirs = _others(ks.value_state_vector(key))
+                if theirs:
+                    out.append((key, theirs))
+    return tuple(out)
+
+
+def _others(state_vector: bytes) -> tuple[tuple[int, int], ...]:
+    """The clocks of every writer but the fuzzed client in ``state_vector``."""
+    vector = decode_state_vector(state_vector)
+    return tuple(sorted((c, n) for c, n in vector.items() if c != CLIENT_ID))
+
+
+async def run_client(cases: int, seed: int) -> FuzzReport:
+    """Feed ``cases`` frames of hostile client messages (valid and corrupted) to a
+    gateway's receive path, from a client whose token reaches one database; count
+    what happened. Beyond crashes, a ``state_changes`` entry is recorded whenever
+    anything outside the client's rights changed, whether the message was refused
+    or not: another database, another writer's operations, a key no write could
+    make, a custom event under another origin, an acknowledgement counted.
+    """
+    from ..node import Node
+
+    rng = random.Random(seed)
+    material = {w: await _client_material(w) for w in (CLIENT_ID, FOREIGN_ID)}
+    node = Node("target")
+    node.client_id = 1234
+    report = FuzzReport()
+    replication = Replication(
+        node.name,
+        lambda db: node.database(db)._keyspace,
+        node.databases,
+        max_payload_bytes=node.limits.max_value_bytes,
+    )
+    replication.opened("n2")  # another node, whose event ids a client may replay
+    ids = [f"n2:{replication.incarnation}:{n}" for n in range(1, 4)] + ["x", ""]
+    try:
+        await node.database("cache").set("mine", 1)
+        await node.database("other").set("theirs", 2)
+        session = _open_client_session(node, replication)
+        for _ in range(cases):
+            report.cases += 1
+            frame = encode_frame(_hostile(rng, material, ids))
+            if rng.random() < 0.3:
+                frame = mutate(rng, frame)
+            try:
+                batch = decode_frame(frame)
+            except MalformedFrame:
+                report.malformed += 1
+                continue
+            except Exception as exc:  # a crash: recorded, never raised
+                report.crashes.append(f"decode: {exc!r}")
+                continue
+            refused = False
+            for message in session.receive(batch, 0.0):
+                before = _outside(node)
+                try:
+                    out, notices = replication.handle("peer", message)
+                except ProtocolError:
+                    refused = True
+                    out, notices = (), ()
+                except Exception as exc:  # a crash: recorded
+                    report.crashes.append(f"{type(message).__name__}: {exc!r}")
+                    break
+                changed = _outside(node) != before
+                for notice in notices:
+                    if isinstance(notice, AckReceived):
+                        changed = True  # a client's acknowledgement counted
+                for _, sent in out:
+                    if isinstance(sent, m.Custom) and sent.origin != "peer":
+                        changed = True  # an event relayed under another's name
+                    if isinstance(sent, m.Custom) and sent.id in ids:
+                        changed = True  # an id that could silence another's events
+                if changed:
+                    report.state_changes.append(type(message).__name__)
+                if refused:
+                    break
+            if refused or session.state is State.CLOSED:
+                report.refused += 1
+                replication.closed("peer")
+                session = _open_client_session(node, replication)
+            else:
+                report.accepted += 1
+        for name in node.databases():  # every key valid, within the limits
+            ks = node.database(name)._keyspace
+            for key in ks.keys(prefix=""):
+                try:
+                    check_key(key, node.limits)
+                except InvalidName:
+                    report.state_changes.append(f"bad key in {name}")
+        db = node.database("cache")
+        await db.set("after", {"ok": True})
+        if await db.get("after") != {"ok": True} or await db.get("mine") != 1:
+            report.crashes.append("the node lost its own data")
+    finally:
+        await node.close()
+    return report
+
+
+def _open_client_session(node: Node, replication: Replication) -> Session:
+    session = Session(
+        m.Hello(node.name, "node", None, PROTOCOL, b"l" * 16, None, node.client_id), now=0.0
+    )
+    hello = m.Hello("peer", "client", None, PROTOCOL, b"p" * 16, "fuzz", CLIENT_ID)
+    session.receive([hello, m.Proof(b"")], 0.0)
+    assert session.state is State.OPEN
+    replication.opened("peer", "client", CLIENT_GRANT, CLIENT_ID)
     return session
