@@ -139,3 +139,75 @@ def test_unknown_items_read_as_something_json_like() -> None:
     assert values.read(txn, doc.root.get(txn, "native")) == 5
     assert values.read(txn, doc.root.get(txn, "buffer")) is None
     txn.drop()
+
+
+# -- long lists --------------------------------------------------------------------------
+
+
+def through_crdt_in_steps(value: Any) -> tuple[Any, bytes, int]:
+    """``value`` written in steps as a node writes it, read back on another replica;
+    with the delta and how many steps the write took."""
+    values.check(value, 64)
+    doc = YDoc(1, "r")
+    steps = 0
+    renew = doc.renew
+
+    def counting(txn: Any) -> Any:
+        nonlocal steps
+        steps += 1
+        return renew(txn)
+
+    txn = doc.begin(1)
+    try:
+        txn = values.write(txn, doc.root, "v", value, counting)
+    finally:
+        delta = doc.end(txn)
+    assert delta is not None
+    replica = YDoc(2, "r")
+    replica.apply(delta, 0)
+    txn = replica.read()
+    try:
+        return values.read(txn, replica.root.get(txn, "v")), delta, steps
+    finally:
+        txn.drop()
+
+
+def test_a_long_list_is_written_in_steps_and_reads_back_exactly() -> None:
+    n = 100_000
+    value = list(range(n))
+    got, delta, steps = through_crdt_in_steps(value)
+    assert exact(got) == exact(value)
+    assert steps == n // values.STEP  # one commit per step of a run
+    # Each step's items merged into one block: a few bytes an item (item by item,
+    # inserted at the front, it takes 14).
+    assert len(delta) < 8 * n
+
+
+def test_runs_of_scalars_between_containers_read_back_exactly() -> None:
+    value: list[Any] = []
+    for i in range(3000):
+        value.append(i * 7 - 5000)
+        if i % 97 == 0:
+            value.append({"i": i, "list": [i, -0.0, "x", None, [True, 2**63 - 1]]})
+        if i % 211 == 0:
+            value += [[], {}, (1.5, "t")]
+        value.append(-0.0 if i % 5 == 0 else float(i))
+    value.append({"end": list(range(500))})
+    got, _, steps = through_crdt_in_steps({"outer": value, "n": 1})
+    assert exact(got) == exact(
+        {"outer": [list(v) if type(v) is tuple else v for v in value], "n": 1}
+    )
+    assert steps > 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(json_values, max_size=80))
+def test_lists_in_steps_round_trip_exactly(value: list[Any]) -> None:
+    assert exact(through_crdt_in_steps(value)[0]) == exact(through_crdt(value))
+
+
+def test_a_list_holds_a_bounded_number_of_containers() -> None:
+    values.check([{"i": i} for i in range(values.MAX_LIST_CONTAINERS)] + [1] * 50_000, 64)
+    with pytest.raises(InvalidValue, match="more than 10000 dicts and lists") as info:
+        values.check({"a": [[i] for i in range(values.MAX_LIST_CONTAINERS + 1)]}, 64)
+    assert info.value.path == "$.a"  # type: ignore[attr-defined]

@@ -145,7 +145,7 @@ class KeyDoc:
         doc = self.doc(client_id)
         txn = doc.begin(LOCAL)
         try:
-            values.write(txn, doc.root, SLOT, value)
+            txn = values.write(txn, doc.root, SLOT, value, doc.renew)
         finally:
             delta = doc.end(txn)
         self.packed = packed
@@ -166,7 +166,7 @@ class KeyDoc:
             elif type(target) is not MAP_TYPE or values.is_counter(txn, target):
                 raise WrongType("update needs a dict value")
             for k, v in fields.items():
-                values.write(txn, target, k, v)
+                txn = values.write(txn, target, k, v, doc.renew)
         finally:
             delta = doc.end(txn)
         self.packed = _patch(self.packed, max_bytes, lambda value: _merge(value, fields))
@@ -195,7 +195,7 @@ class KeyDoc:
                 arr = _walk(txn, start, path)
                 if type(arr) is not ARRAY_TYPE:
                     raise WrongType(f"append needs a list at path {path!r}")
-            values.write(txn, arr, arr.len(txn), item)
+            txn = values.write(txn, arr, arr.len(txn), item, doc.renew)
         finally:
             delta = doc.end(txn)
         self.packed = _patch(self.packed, max_bytes, lambda value: _append_py(value, path, item))
