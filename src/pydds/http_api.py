@@ -17,22 +17,30 @@ Routes (fixed paths)::
                                                  Server-Sent Events, one per event
 
 Every error is JSON, ``{"error": code, "message": text}``, with a stable code:
-400 ``bad_json``, ``invalid_value``, ``invalid_name``; 404 ``not_found``; 405
+400 ``bad_json`` (the body), ``bad_request`` (the rest of the request),
+``invalid_value``, ``invalid_name``; 404 ``not_found``; 405
 ``method_not_allowed``; 409 ``wrong_type``; 413 ``too_large``; 503 ``unavailable``,
 ``closed``, ``storage_error``; 504 ``ack_timeout``. Keys may hold any character,
-percent-encoded in the path (``/`` as ``%2F``).
+percent-encoded in the path (``/`` as ``%2F``) as UTF-8: an escape that is not (``%FF``,
+``%zz``), in the path or in a query parameter, is refused rather than read as text.
+Numbers in the query are ASCII digits only.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from . import __version__
+from .config import check_key, check_name
 from .database import Database
 from .errors import (
     AckTimeout,
@@ -58,6 +66,7 @@ __all__ = [
     "add_routes",
     "auth_middleware",
     "authorize",
+    "error",
     "error_middleware",
     "event_json",
 ]
@@ -86,7 +95,7 @@ _ERRORS: list[tuple[type[Exception], int, str]] = [
     (PyddsError, 400, "invalid_request"),
 ]
 _HTTP_CODES = {
-    400: "bad_json",
+    400: "bad_request",
     401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
@@ -94,6 +103,12 @@ _HTTP_CODES = {
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class BadJson(web.HTTPBadRequest):
+    """A body that is not JSON, or not what its ``Content-Encoding`` says: 400
+    ``bad_json`` (aiohttp's other 400s, as a link request without ``Upgrade``, are
+    ``bad_request``)."""
 
 
 def error(status: int, code: str, message: str) -> web.Response:
@@ -140,17 +155,21 @@ def authorize(request: web.Request, right: str, database: str | None = None) -> 
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn pydds errors and aiohttp's own HTTP errors into JSON errors."""
+    """Turn pydds errors and aiohttp's own HTTP errors into JSON errors (and refuse
+    a path or query whose percent-escapes are not UTF-8)."""
     try:
+        _check_encoding(request)
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = _HTTP_CODES.get(exc.status, "http_error")
+        code = "bad_json" if isinstance(exc, BadJson) else _HTTP_CODES.get(exc.status, "http_error")
         response = error(exc.status, code, exc.reason if exc.text is None else exc.text)
         for header in ("Allow",):
             if header in exc.headers:
                 response.headers[header] = exc.headers[header]
+        if exc.headers.get("Connection") == "close":
+            response.force_close()
         return response
     except PyddsError as exc:
         for cls, status, code in _ERRORS:
@@ -160,23 +179,104 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 async def _body(request: web.Request) -> Any:
-    """The request's body as JSON (a body beyond the app's ``client_max_size`` is a 413)."""
-    raw = await request.read()
+    """The request's body as JSON (a body beyond the app's ``client_max_size`` is a 413).
+
+    Raises:
+        BadJson: not JSON, or not what its ``Content-Encoding`` says (400
+            ``bad_json``).
+        InvalidValue: nested too deep to decode, or a number out of a float's range
+            (``1e400``).
+    """
     try:
-        return json.loads(raw, parse_constant=_no_constant)
+        raw = await request.read()
+    except RequestPayloadError as exc:  # Content-Encoding: gzip, and it is not
+        encoding = request.headers.get("Content-Encoding", "")
+        raise BadJson(  # the rest of the body is not read: the connection ends
+            text=f"the body does not decode as its Content-Encoding ({encoding}) says: {exc}",
+            headers={"Connection": "close"},
+        ) from None
+    try:
+        return json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise InvalidValue("the body is nested too deep") from None
+    except InvalidValue:
+        raise
     except (ValueError, UnicodeDecodeError) as exc:
-        raise web.HTTPBadRequest(text=f"the body is not JSON: {exc}") from None
+        raise BadJson(text=f"the body is not JSON: {exc}") from None
 
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise InvalidValue(f"the number {text[:40]} is out of a float's range")
+    return number
+
+
+#: ``%`` not followed by two hex digits: not a percent-escape.
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def _strictly_decodes(raw: str) -> bool:
+    """Whether percent-encoded ``raw`` decodes as UTF-8, every escape well formed
+    (aiohttp keeps a bad escape as text: ``%FF`` would alias the key ``%FF``)."""
+    if "%" not in raw:
+        return True
+    if _BAD_ESCAPE.search(raw):
+        return False
+    try:
+        unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeError:
+        return False
+    return True
+
+
+#: Query parameters that are names or keys (a bad one is ``invalid_name``).
+_NAME_PARAMETERS = frozenset({"database", "names", "prefix"})
+
+
+def _check_encoding(request: web.Request) -> None:
+    """Refuse a path, or a query parameter, whose percent-escapes are not UTF-8."""
+    if not _strictly_decodes(request.rel_url.raw_path):
+        raise InvalidName(
+            f"the path {request.rel_url.raw_path[:200]!r} is not percent-encoded UTF-8"
+        )
+    raw_query = request.rel_url.raw_query_string
+    if "%" not in raw_query:
+        return
+    for pair in raw_query.split("&"):
+        name, _, value = pair.partition("=")
+        if not (_strictly_decodes(name) and _strictly_decodes(value)):
+            cls = InvalidName if name in _NAME_PARAMETERS else InvalidValue
+            raise cls(f"query parameter {name[:40]!r} is not percent-encoded UTF-8")
+
+
+def _database_name(request: web.Request) -> str:
+    """The database named in the path, checked like any database name."""
+    return check_name("database", request.match_info["db"])
+
+
+def _key(request: web.Request) -> str:
+    """The key named in the path, checked (1 to ``max_key_length`` characters)."""
+    return check_key(request.match_info["key"], request.app[NODE].limits)
+
+
+#: An ack level that is a number of nodes: ASCII digits only ("²" and "٣" are not).
+_COUNT = re.compile(r"[0-9]{1,6}")
+#: An ``amount``: an optional minus and ASCII digits, at most a 64-bit int's width.
+_AMOUNT = re.compile(r"-?[0-9]{1,19}")
+
+
 def _ack(request: web.Request) -> str | int:
     # "durable+majority" arrives as "durable majority" unless its "+" was encoded.
-    ack: str | int = request.query.get("ack", "local").replace(" ", "+")
-    if isinstance(ack, str) and ack.isdigit():
-        ack = int(ack)
+    raw = request.query.get("ack", "local").replace(" ", "+")
+    level = raw.removeprefix("durable+")
+    if len(raw) > 32 or not raw.isascii() or (level.isdigit() and not _COUNT.fullmatch(level)):
+        raise InvalidValue(f"ack {raw[:40]!r} is not an ack level")
+    ack: str | int = int(raw) if _COUNT.fullmatch(raw) else raw
     check_ack(ack)
     return ack
 
@@ -184,15 +284,17 @@ def _ack(request: web.Request) -> str | int:
 def _for_write(request: web.Request) -> Database:
     """The database named in the path (made on first use), once the request may
     write to it."""
-    name = request.match_info["db"]
+    name = _database_name(request)
     authorize(request, "write", name)
     return request.app[NODE].database(name)
 
 
-def _existing(request: web.Request) -> Database:
-    """The database named in the path; 404 if this node does not know it."""
+def _existing(request: web.Request, right: str = "read") -> Database:
+    """The database named in the path, once the request has ``right`` on it; 404 if
+    this node does not know it."""
     node = request.app[NODE]
-    name = request.match_info["db"]
+    name = _database_name(request)
+    authorize(request, right, name)
     if name not in node.databases():
         raise KeyNotFound(f"no database {name!r} on this node")
     return node.database(name)
@@ -249,7 +351,6 @@ def _database_json(db: Database) -> dict[str, Any]:
 
 async def get_database(request: web.Request) -> web.Response:
     """``GET /v1/databases/{db}``: its settings and size; 404 if this node has none."""
-    authorize(request, "read", request.match_info["db"])
     return web.json_response(_database_json(_existing(request)))
 
 
@@ -257,11 +358,16 @@ async def put_database(request: web.Request) -> web.Response:
     """``PUT /v1/databases/{db}`` ``{"expire": seconds or null}``: make the database
     or change its expiry on this node (until the node restarts: ``--expire`` keeps
     it)."""
-    authorize(request, "write", request.match_info["db"])
+    name = _database_name(request)
+    authorize(request, "write", name)
     body = await _body(request)
     if not isinstance(body, dict) or set(body) != {"expire"}:
         raise InvalidValue('the body is {"expire": seconds} or {"expire": null}')
-    db = request.app[NODE].database(request.match_info["db"], expire=body["expire"])
+    expire = body["expire"]
+    # An int too large for a float (10**400) is no number of seconds either.
+    if type(expire) is int and not 0 < expire <= 2**53:
+        raise InvalidValue(f"expire must be a positive number of seconds, not {expire}")
+    db = request.app[NODE].database(name, expire=expire)
     return web.json_response(_database_json(db))
 
 
@@ -281,22 +387,20 @@ async def stats(request: web.Request) -> web.Response:
 
 
 async def keys(request: web.Request) -> web.Response:
-    authorize(request, "read", request.match_info["db"])
     db = _existing(request)
     return web.json_response(db.keys(prefix=request.query.get("prefix", "")))
 
 
 async def get_value(request: web.Request) -> web.Response:
-    authorize(request, "read", request.match_info["db"])
     db = _existing(request)
-    return web.json_response(await db.get(request.match_info["key"]))
+    return web.json_response(await db.get(_key(request)))
 
 
 async def put_value(request: web.Request) -> web.Response:
     db = _for_write(request)
+    key = _key(request)
     ack = _ack(request)
     value = await _body(request)
-    key = request.match_info["key"]
     created = key not in db
     await db.set(key, value, ack=ack)
     return web.json_response({"ok": True, "created": created}, status=201 if created else 200)
@@ -304,18 +408,18 @@ async def put_value(request: web.Request) -> web.Response:
 
 async def patch_value(request: web.Request) -> web.Response:
     db = _for_write(request)
+    key = _key(request)
     ack = _ack(request)
     fields = await _body(request)
     if not isinstance(fields, dict):
         raise InvalidValue("PATCH takes a JSON object of the fields to merge")
-    await db.update(request.match_info["key"], fields, ack=ack)
+    await db.update(key, fields, ack=ack)
     return web.json_response({"ok": True})
 
 
 async def delete_value(request: web.Request) -> web.Response:
-    authorize(request, "write", request.match_info["db"])
-    db = _existing(request)
-    key = request.match_info["key"]
+    db = _existing(request, "write")
+    key = _key(request)  # checked as a write checks it: a key too long is a 400
     if not await db.delete(key, ack=_ack(request)):
         raise KeyNotFound(f"key {key!r} is not in database {db.name!r}")
     return web.json_response({"ok": True})
@@ -325,20 +429,20 @@ async def incr(request: web.Request) -> web.Response:
     """``POST /v1/databases/{db}/keys/{key}/incr?amount=N&ack=A``: add to a counter;
     answers ``{"value": total}``."""
     db = _for_write(request)
+    key = _key(request)
     raw = request.query.get("amount", "1")
-    try:
-        amount = int(raw)
-    except ValueError:
-        raise InvalidValue(f"amount must be an integer, not {raw!r}") from None
-    total = await db.incr(request.match_info["key"], amount, ack=_ack(request))
+    if not _AMOUNT.fullmatch(raw):  # int() would take "٣", " 1", "1_0" and 5000 digits
+        raise InvalidValue(f"amount must be a 64-bit integer in ASCII digits, not {raw[:40]!r}")
+    total = await db.incr(key, int(raw), ack=_ack(request))
     return web.json_response({"value": total})
 
 
 async def emit(request: web.Request) -> web.Response:
     authorize(request, "emit")
     node = request.app[NODE]
+    name = check_name("event", request.match_info["name"])
     payload = await _body(request) if request.can_read_body else None
-    await node.emit(request.match_info["name"], payload)
+    await node.emit(name, payload)
     return web.json_response({"ok": True}, status=202)
 
 
@@ -377,6 +481,29 @@ def _listed(request: web.Request, name: str) -> list[str] | None:
     return None if raw is None else [part for part in raw.split(",") if part]
 
 
+_KINDS = frozenset(kind.value for kind in EventKind)
+
+
+def _event_filters(
+    request: web.Request,
+) -> tuple[str | None, list[str] | None, list[str] | None]:
+    """The stream's ``database``, ``names`` and ``kinds``: names checked as names
+    are in paths; ``kinds`` known kinds, at least one when the parameter is given."""
+    database = request.query.get("database")
+    if database is not None:
+        check_name("database", database)
+    names = _listed(request, "names")
+    for name in names or ():
+        check_name("event", name)
+    kinds = _listed(request, "kinds")
+    if kinds is not None:
+        unknown = sorted(set(kinds) - _KINDS)
+        if unknown or not kinds:
+            what = f"unknown kinds {unknown}"[:200] if unknown else "kinds= names no kind"
+            raise InvalidValue(f"{what}; kinds are {', '.join(sorted(_KINDS))}")
+    return database, names, kinds
+
+
 async def events(request: web.Request) -> web.StreamResponse:
     """``GET /v1/events``: a Server-Sent Events stream (``event:`` the kind,
     ``data:`` the JSON object), with a comment every ``KEEPALIVE`` seconds while
@@ -385,13 +512,14 @@ async def events(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE]
     query = request.query
     grant: Grant = request[GRANT]
+    database, names, kinds = _event_filters(request)
     # A token scoped to databases sees the events of one of them, named.
-    authorize(request, "read", query.get("database") or ("" if grant.databases else None))
+    authorize(request, "read", database or ("" if grant.databases else None))
     subscription = node.events(
-        database=query.get("database") or None,
+        database=database,
         prefix=query.get("prefix") or None,
-        kinds=_listed(request, "kinds"),
-        names=_listed(request, "names"),
+        kinds=kinds,
+        names=names,
     )
     with_value = query.get("values", "") in ("1", "true", "yes")
     response = web.StreamResponse(
@@ -434,7 +562,8 @@ def add_routes(app: web.Application) -> None:
     """Add the HTTP API's routes to ``app``."""
     app[STREAMS] = set()
     app.on_shutdown.append(_end_streams)
-    key = "/v1/databases/{db}/keys/{key:.+}"
+    # Any character, a newline too (".+" would not match one: a 404).
+    key = "/v1/databases/{db}/keys/{key:[\\s\\S]+}"
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/v1/cluster", cluster)
     app.router.add_get("/v1/databases", databases)
@@ -442,10 +571,11 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/databases/{db}", get_database)
     app.router.add_put("/v1/databases/{db}", put_database)
     app.router.add_get("/v1/databases/{db}/keys", keys)
-    app.router.add_post("/v1/databases/{db}/keys/{key:.+}/incr", incr)
+    app.router.add_post(key + "/incr", incr)
     app.router.add_get(key, get_value)
     app.router.add_put(key, put_value)
     app.router.add_patch(key, patch_value)
     app.router.add_delete(key, delete_value)
     app.router.add_post("/v1/events/{name}", emit)
-    app.router.add_get("/v1/events", events)
+    # No HEAD: a stream has no end to stop at after the headers.
+    app.router.add_get("/v1/events", events, allow_head=False)

@@ -1,0 +1,203 @@
+"""Bad input to the HTTP API answered with 4xx JSON errors, never a 500 or a stall:
+in process (aiohttp's test client) for plain requests and answers, and against real
+``pydds serve`` processes (stopped by their process groups) for connections that
+never finish a request, requests aiohttp cannot parse, tokens scoped to one
+database, and IPv6."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+import pydds
+from pydds.server import make_app
+
+from .helpers import Served
+
+Serve = Callable[..., Awaitable[Served]]
+
+SECRET = "a-cluster-secret-of-16-bytes-or-more"
+TOKEN = "web:web-secret-0123456789:cache:read+write"
+ADMIN = {"Authorization": f"Bearer {SECRET}"}
+WEB = {"Authorization": "Bearer web.web-secret-0123456789"}
+#: Seconds within which the server must have closed a connection (generous: the
+#: limits under test are a fraction of a second).
+BOUND = 20
+
+
+def key_url(db: str, key: str) -> str:
+    return f"/v1/databases/{quote(db, safe='')}/keys/{quote(key, safe='')}"
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[TestClient[Any, Any]]:
+    node = pydds.Node("h1", limits=pydds.Limits(max_value_bytes=4096))
+    client: TestClient[Any, Any] = TestClient(TestServer(make_app(node)))
+    await client.start_server()
+    yield client
+    await client.close()
+
+
+async def error_of(response: aiohttp.ClientResponse) -> tuple[int, str]:
+    assert response.headers["Content-Type"].startswith("application/json")
+    body = await response.json()
+    assert isinstance(body["message"], str)
+    assert body["message"]
+    return response.status, body["error"]
+
+
+def port_of(node: Served) -> int:
+    return int(node.node.rsplit(":", 1)[1])
+
+
+async def until_closed(reader: asyncio.StreamReader) -> bytes:
+    """Everything the server sends until it closes the connection (bounded)."""
+    async with asyncio.timeout(BOUND):
+        return await reader.read()
+
+
+async def exchange(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``data`` on a new connection; the status, headers and body of the answer,
+    read until the server closes the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        answer = await until_closed(reader)
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, body
+
+
+# -- bodies and numbers ---------------------------------------------------------------
+async def test_bodies_too_deep_or_out_of_range_are_400s(api: TestClient[Any, Any]) -> None:
+    url = key_url("cache", "k")
+    for deep in (b"[" * 5000 + b"]" * 5000, b'{"a":' * 5000 + b"1" + b"}" * 5000):
+        assert await error_of(await api.put(url, data=deep)) == (400, "invalid_value")
+        assert await error_of(await api.post("/v1/events/e", data=deep)) == (400, "invalid_value")
+    huge_float, huge_int = b"1e400", b"1" + b"0" * 400
+    for number in (huge_float, huge_int):
+        assert await error_of(await api.put(url, data=number)) == (400, "invalid_value")
+        body = b'{"a": ' + number + b"}"
+        assert await error_of(await api.patch(url, data=body)) == (400, "invalid_value")
+        body = b'{"expire": ' + number + b"}"
+        response = await api.put("/v1/databases/cache", data=body)
+        assert await error_of(response) == (400, "invalid_value")
+    assert (await api.put(url, data=b"1e300")).status == 201  # large, and a float
+    assert await (await api.get(url)).json() == 1e300
+    assert await (await api.get("/v1/databases/cache")).json() == {
+        "name": "cache",
+        "expire": None,
+        "keys": 1,
+    }
+
+
+async def test_a_body_that_is_not_its_content_encoding(api: TestClient[Any, Any]) -> None:
+    url = key_url("cache", "k")
+    gzip_header = {"Content-Encoding": "gzip"}
+    response = await api.put(url, data=b"not gzip at all", headers=gzip_header)
+    assert await error_of(response) == (400, "bad_json")
+    response = await api.put(url, data=gzip.compress(b'{"z": 1}'), headers=gzip_header)
+    assert response.status == 201  # a body that is gzip is read
+    assert await (await api.get(url)).json() == {"z": 1}
+
+
+@pytest.mark.parametrize(
+    "number",
+    ["\N{SUPERSCRIPT TWO}", "\N{ARABIC-INDIC DIGIT THREE}", "1" * 5000, "1_0", " 1", "0x1"],
+)
+async def test_numbers_in_the_query_are_ascii_digits(
+    api: TestClient[Any, Any], number: str
+) -> None:
+    url = key_url("cache", "n")
+    for ack in (number, f"durable+{number}"):
+        response = await api.put(url, json=1, params={"ack": ack})
+        assert await error_of(response) == (400, "invalid_value")
+    response = await api.post(url + "/incr", params={"amount": number})
+    assert await error_of(response) == (400, "invalid_value")
+    assert await error_of(await api.get(url)) == (404, "not_found")  # nothing written
+    assert await (await api.post(url + "/incr", params={"amount": "-3"})).json() == {"value": -3}
+
+
+async def test_keys_with_escapes_that_are_not_utf8_are_refused(
+    api: TestClient[Any, Any],
+) -> None:
+    literal = key_url("db", "%FF%FE")  # the key of those six characters: %25FF%25FE
+    assert (await api.put(literal, json="literal")).status == 201
+    for raw in ("%FF%FE", "%ED%A0%80", "%C0%AF"):  # not UTF-8
+        url = f"/v1/databases/db/keys/{raw}"
+        for method in ("GET", "PUT", "PATCH", "DELETE"):
+            response = await api.request(method, url, json={"a": 1})
+            assert await error_of(response) == (400, "invalid_name"), (method, raw)
+    assert await (await api.get("/v1/databases/db/keys")).json() == ["%FF%FE"]
+    assert await (await api.get(literal)).json() == "literal"  # not aliased, not changed
+    response = await api.get("/v1/databases/db/keys?prefix=%FF")
+    assert await error_of(response) == (400, "invalid_name")
+
+
+async def test_every_route_checks_its_names(api: TestClient[Any, Any]) -> None:
+    long_key = key_url("db", "k" * 1025)
+    await api.put(key_url("db", "k"), json=1)
+    for method in ("GET", "PUT", "PATCH", "DELETE"):
+        response = await api.request(method, long_key, json={"a": 1})
+        assert await error_of(response) == (400, "invalid_name"), method
+    response = await api.post(long_key + "/incr")
+    assert await error_of(response) == (400, "invalid_name")
+    for path in ("/v1/databases/a%20b", "/v1/databases/a%20b/keys", key_url("a b", "k")):
+        assert await error_of(await api.get(path)) == (400, "invalid_name"), path
+    for query in ("database=a%20b", "database=", "names=ok,a%20b", "database=%FF"):
+        response = await api.get(f"/v1/events?{query}")
+        assert response.headers["Content-Type"].startswith("application/json"), query
+        assert await error_of(response) == (400, "invalid_name"), query
+    response = await api.head("/v1/events")  # a stream has no end: no HEAD
+    assert response.status == 405
+
+
+async def test_a_key_with_a_newline_is_addressable(api: TestClient[Any, Any]) -> None:
+    url = key_url("db", "line 1\nline 2")
+    assert (await api.put(url, json="two lines")).status == 201
+    assert await (await api.get(url)).json() == "two lines"
+    assert (await api.patch(url, json={"a": 1})).status == 409  # found: not a dict
+    assert (await api.post(key_url("db", "n\n") + "/incr")).status == 200
+    assert (await api.delete(url)).status == 200
+    assert await (await api.get("/v1/databases/db/keys")).json() == ["n\n"]
+
+
+async def test_event_kinds_are_checked(api: TestClient[Any, Any]) -> None:
+    for query in ("kinds=", "kinds=,", "kinds=changed,nonsense"):
+        response = await api.get(f"/v1/events?{query}")
+        assert await error_of(response) == (400, "invalid_value"), query
+
+
+async def test_escapes_that_are_not_escapes_are_refused(served: Serve) -> None:
+    # Over a raw socket: a client library would encode these "%"s as "%25".
+    s = await served("--port", "0")
+    for raw in ("%zz", "a%F", "%"):
+        status, _, body = await exchange(
+            port_of(s),
+            f"GET /v1/databases/db/keys/{raw} HTTP/1.1\r\nHost: pydds\r\n"
+            "Connection: close\r\n\r\n".encode(),
+        )
+        assert (status, json.loads(body)["error"]) == (400, "invalid_name"), raw
+    status, _, body = await exchange(
+        port_of(s),
+        b"GET /v1/events?database=%zz HTTP/1.1\r\nHost: pydds\r\nConnection: close\r\n\r\n",
+    )
+    assert (status, json.loads(body)["error"]) == (400, "invalid_name")
+
+
+async def test_a_link_request_without_upgrade_is_a_bad_request(served: Serve) -> None:
+    s = await served("--port", "0")
+    async with aiohttp.ClientSession() as session, session.get(s.http + "/v1/link") as response:
+        assert await error_of(response) == (400, "bad_request")
