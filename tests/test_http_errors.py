@@ -197,7 +197,119 @@ async def test_escapes_that_are_not_escapes_are_refused(served: Serve) -> None:
     assert (status, json.loads(body)["error"]) == (400, "invalid_name")
 
 
+async def test_the_longest_key_of_emoji_is_addressable(served: Serve) -> None:
+    s = await served("--port", "0")
+    url = s.http + key_url("db", "\N{GRINNING FACE}" * 1024)  # 12 KiB percent-encoded
+    async with aiohttp.ClientSession() as session:
+        async with session.put(url, json="smile") as response:
+            assert response.status == 201, await response.text()
+        async with session.get(url) as response:
+            assert await response.json() == "smile"
+        async with session.delete(url + "%F0%9F%98%80") as response:  # 1025: too long
+            assert await error_of(response) == (400, "invalid_name")
+
+
 async def test_a_link_request_without_upgrade_is_a_bad_request(served: Serve) -> None:
     s = await served("--port", "0")
     async with aiohttp.ClientSession() as session, session.get(s.http + "/v1/link") as response:
         assert await error_of(response) == (400, "bad_request")
+
+
+# -- connections that never finish a request --------------------------------------------
+
+
+async def test_connections_sending_half_a_header_are_closed(served: Serve) -> None:
+    # Idle connections have a minute: what closes these is the header timeout.
+    s = await served("--port", "0", "--http-header-timeout", "0.5", "--http-idle-timeout", "60")
+    connections = [await asyncio.open_connection("127.0.0.1", port_of(s)) for _ in range(100)]
+    try:
+        for _, writer in connections:
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: pydds\r\nX-Slow: ")
+            await writer.drain()
+        for reader, _ in connections:
+            assert await until_closed(reader) == b""  # closed, nothing answered
+    finally:
+        for _, writer in connections:
+            writer.close()
+    async with aiohttp.ClientSession() as session, session.get(s.http + "/healthz") as response:
+        assert response.status == 200  # and the node serves on
+
+
+async def test_idle_connections_are_closed(served: Serve) -> None:
+    s = await served("--port", "0", "--http-idle-timeout", "0.5", "--http-header-timeout", "60")
+    silent_reader, silent = await asyncio.open_connection("127.0.0.1", port_of(s))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(s))
+    try:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: pydds\r\n\r\n")  # keep-alive
+        await writer.drain()
+        answer = await until_closed(reader)  # answered, then closed once idle
+        assert answer.startswith(b"HTTP/1.1 200 ")
+        assert b'"status": "ok"' in answer
+        assert await until_closed(silent_reader) == b""  # never sent a byte
+    finally:
+        writer.close()
+        silent.close()
+
+
+async def test_a_slow_body_is_not_cut_by_the_header_timeout(served: Serve) -> None:
+    s = await served("--port", "0", "--http-header-timeout", "0.3")
+    body = b'{"value": "sent slowly"}'
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(s))
+    try:
+        writer.write(
+            b"PUT /v1/databases/db/keys/k HTTP/1.1\r\nHost: pydds\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)
+        )
+        for i in range(0, len(body), 6):  # over a second: longer than a head may take
+            writer.write(body[i : i + 6])
+            await writer.drain()
+            await asyncio.sleep(0.3)  # the point: the client is slow
+        answer = await until_closed(reader)
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 201 "), answer
+
+
+# -- what aiohttp cannot parse ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"NOT AN HTTP REQUEST\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: pydds\r\nA Bad Header\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: pydds\r\nX-Long: " + b"x" * 10_000 + b"\r\n\r\n",
+        b"GET /" + b"x" * 20_000 + b" HTTP/1.1\r\nHost: pydds\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: pydds\r\nContent-Length: many\r\n\r\n",
+    ],
+    ids=["request line", "header", "long header", "long request line", "content length"],
+)
+async def test_requests_aiohttp_cannot_parse_get_json_errors(
+    served: Serve, request_bytes: bytes
+) -> None:
+    s = await served("--port", "0")
+    status, headers, body = await exchange(port_of(s), request_bytes)
+    assert status == 400
+    assert headers["Content-Type"].startswith("application/json")
+    answer = json.loads(body)
+    assert answer["error"] == "bad_request"
+    assert isinstance(answer["message"], str)
+    assert answer["message"]
+
+
+async def test_a_body_that_is_not_its_content_encoding_is_a_400(served: Serve) -> None:
+    s = await served("--port", "0")
+    for encoding in (b"gzip", b"deflate", b"br"):
+        request = (
+            b"PUT /v1/databases/db/keys/k HTTP/1.1\r\nHost: pydds\r\n"
+            b"Content-Encoding: " + encoding + b"\r\nContent-Length: 8\r\n\r\nnot gzip"
+        )
+        status, headers, body = await exchange(port_of(s), request)
+        assert status == 400, (encoding, body)
+        assert headers["Content-Type"].startswith("application/json")
+        assert json.loads(body)["error"] in ("bad_json", "bad_request")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(s.http + "/v1/databases/db/keys/k") as response,
+    ):
+        assert response.status == 404  # nothing was written

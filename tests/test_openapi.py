@@ -19,7 +19,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 import hypothesis
 import jsonschema
@@ -256,26 +256,6 @@ def _one_node_acks(
     return query
 
 
-#: aiohttp reads request lines of up to 8190 bytes.
-REQUEST_LINE = 8190
-
-
-def _known_defects(
-    context: schemathesis.HookContext, path_parameters: dict[str, Any] | None
-) -> bool:
-    """KNOWN DEFECTS, not sent until they are fixed. Each has its own test below,
-    marked xfail(strict=True), which fails once the defect is fixed: then this
-    filter goes.
-
-    - a valid key (up to 1024 characters) percent-encoded may be longer than a
-      request line (test_a_long_key_is_addressable);
-    - a key with a newline matches no route (test_a_key_with_a_newline_is_addressable).
-    """
-    values = [unquote(str(v)) for v in (path_parameters or {}).values()]
-    encoded = sum(len(quote(v, safe="")) for v in values)
-    return encoded < REQUEST_LINE - 1024 and not any("\n" in v for v in values)
-
-
 def _token_database(
     context: schemathesis.HookContext, path_parameters: dict[str, Any] | None
 ) -> dict[str, Any] | None:
@@ -287,8 +267,6 @@ def _token_database(
     return path_parameters
 
 
-for _schema in (OPEN, WITH_TOKEN, WITHOUT_TOKEN):
-    _schema.hook("filter_path_parameters")(_known_defects)
 for _schema in (OPEN, WITH_TOKEN):
     _schema.hook("map_query")(_one_node_acks)
 WITH_TOKEN.hook("map_path_parameters")(_token_database)
@@ -442,16 +420,9 @@ def _put_and_get(open_node: str, key: str) -> None:
     assert response.json() == [key]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="KNOWN DEFECT: a request line is at most 8190 bytes; the 400 is text/plain",
-)
 def test_a_long_key_is_addressable(defects_node: str) -> None:
     _put_and_get(defects_node, "\N{GRINNING FACE}" * 1024)  # 12 KiB percent-encoded
 
 
-@pytest.mark.xfail(
-    strict=True, reason="KNOWN DEFECT: the key routes' {key:.+} matches no newline: a 404"
-)
 def test_a_key_with_a_newline_is_addressable(defects_node: str) -> None:
     _put_and_get(defects_node, "line 1\nline 2")

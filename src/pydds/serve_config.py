@@ -26,6 +26,8 @@ Each setting comes from, in this order of precedence: a command-line option, a
     tls_cert = "node.pem"
     tls_key = "node-key.pem"
     tls_ca = "ca.pem"
+    http_idle_timeout = 15      # seconds a connection may go without a request
+    http_header_timeout = 10    # seconds a request's line and headers may take
 
 The environment variables are ``PYDDS_`` and the upper-case name
 (``PYDDS_PORT=7500``); lists (``PYDDS_JOIN``, ``PYDDS_MODULES``) are comma-separated,
@@ -36,8 +38,10 @@ on the command line).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import math
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,6 +50,7 @@ from typing import Any
 
 from .config import check_name
 from .errors import InvalidName
+from .net.ws import normalize
 
 __all__ = ["ConfigError", "ServeConfig", "load_config"]
 
@@ -53,6 +58,9 @@ ENV_PREFIX = "PYDDS_"
 LOG_FORMATS = ("text", "json")
 LOOPS = ("auto", "uvloop", "asyncio")
 _LISTS = ("join", "modules", "secrets", "tokens")
+_SECONDS = ("http_idle_timeout", "http_header_timeout")
+#: A number of seconds written as text: ASCII digits, a decimal point at most.
+_DECIMAL = re.compile(r"[0-9]{1,15}(\.[0-9]{0,15})?|\.[0-9]{1,15}")
 _BOOLS = {
     "1": True,
     "true": True,
@@ -96,6 +104,11 @@ class ServeConfig:
     #: Databases and their expiry: seconds without a read or write before a key goes
     #: stale on this node (``node.database(name, expire=seconds)`` at start).
     expire: tuple[tuple[str, float], ...] = ()
+    #: Seconds an HTTP connection may go without a request (from its opening or its
+    #: last answer) before it is closed.
+    http_idle_timeout: float = 15.0
+    #: Seconds a request's line and headers may take from their first byte.
+    http_header_timeout: float = 10.0
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(ServeConfig)}
@@ -120,19 +133,56 @@ def _expiry(value: Any, source: str) -> tuple[tuple[str, float], ...]:
     for name, seconds in value.items():
         try:
             check_name("database", name)
-            number = float(seconds) if isinstance(seconds, (str, int, float)) else math.nan
-        except (InvalidName, ValueError) as exc:
+        except InvalidName as exc:
             raise ConfigError(f"expire in {source}: {exc}") from None
-        if isinstance(seconds, bool) or not (math.isfinite(number) and number > 0):
-            raise ConfigError(f"expire in {source}: {name} needs a positive number of seconds")
-        out.append((name, number))
+        out.append((name, _seconds(seconds, f"expire in {source}: {name}")))
     return tuple(out)
+
+
+def _seconds(value: Any, what: str) -> float:
+    """A positive, finite number of seconds: a number, or ASCII decimal text."""
+    number = math.nan
+    if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
+        number = float(value.strip())
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value) if abs(value) < 2**63 else math.inf  # 10**400 is no float
+    if not (math.isfinite(number) and number > 0):
+        raise ConfigError(f"{what} needs a positive number of seconds, not {value!r}")
+    return number
+
+
+def _host(value: str, source: str) -> str:
+    """The address to bind: a name or an IP address; an IPv6 one may be bracketed."""
+    host = value.strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ConfigError(f"host in {source}: {value!r} is not an IPv6 address") from None
+    if not host or any(c in host for c in "[]/ "):
+        raise ConfigError(f"host in {source} must be a name or an IP address, not {value!r}")
+    return host
+
+
+def _address(value: str, what: str) -> str:
+    """A node's address, as ``--join`` and ``--advertise`` take it."""
+    try:
+        normalize(value.strip(), "wss" if value.strip().startswith("wss://") else "ws")
+    except ValueError:
+        raise ConfigError(
+            f"{what}: {value!r} is not a node address: host:port, ws://host:port or "
+            "wss://host:port, an IPv6 host in brackets ([::1]:7400)"
+        ) from None
+    return value.strip()
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:
     """Check and convert one setting's value from ``source``."""
     if name == "expire":
         return _expiry(value, source)
+    if name in _SECONDS:
+        return _seconds(value, f"{name} in {source}")
     if name in _LISTS:
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
@@ -150,7 +200,7 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             raise ConfigError(f"memory in {source} must be true or false, not {value!r}")
         return value
     if name == "port":
-        if isinstance(value, str) and value.strip().isdigit():
+        if isinstance(value, str) and re.fullmatch(r"[0-9]{1,5}", value.strip()):
             value = int(value)
         if type(value) is not int or not 0 <= value <= 65535:
             raise ConfigError(f"port in {source} must be a number from 0 to 65535, not {value!r}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import os
@@ -24,7 +25,7 @@ from ..net.auth import RIGHTS, ClientToken, Credentials
 from ..net.ws import LINK_PATH, WebSocketTransport
 from ..node import Node
 from ..serve_config import ConfigError, ServeConfig, load_config
-from ..server import make_app
+from ..server import NodeRunner, make_app
 
 __all__ = ["serve", "serve_command"]
 
@@ -45,10 +46,15 @@ async def serve(
     and the coroutine returns.
     """
     server_ssl, client_ssl = tls_contexts(config)
-    transport = WebSocketTransport(server_ssl=server_ssl, client_ssl=client_ssl)
+    runner = functools.partial(
+        NodeRunner,
+        idle_timeout=config.http_idle_timeout,
+        header_timeout=config.http_header_timeout,
+    )
+    transport = WebSocketTransport(server_ssl=server_ssl, client_ssl=client_ssl, runner=runner)
     node = Node(
         config.name,
-        listen=f"{config.host}:{config.port}",
+        listen=host_port(config.host, config.port),
         advertise=config.advertise,
         join=config.join,
         transport=transport,
@@ -86,6 +92,11 @@ async def serve(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     log.info("node %s stopped", node.name)
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port``, an IPv6 host in brackets (``[::1]:7400``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def loop_kind(loop: asyncio.AbstractEventLoop) -> str:
@@ -153,7 +164,7 @@ def protected(config: ServeConfig, credentials: Credentials) -> None:
 @click.command("serve")
 @click.option("--config", "config_file", metavar="FILE", help="a TOML file of settings")
 @click.option("--host", default=None, help="the address to bind  [default: 127.0.0.1]")
-@click.option("--port", type=int, default=None, help="0 picks a free port  [default: 7400]")
+@click.option("--port", default=None, help="0 picks a free port  [default: 7400]")
 @click.option("--join", multiple=True, metavar="ADDR", help="a node to join (repeatable)")
 @click.option("--advertise", default=None, metavar="ADDR", help="the address peers should dial")
 @click.option("--name", default=None, help="the node's name  [default: random]")
@@ -186,6 +197,18 @@ def protected(config: ServeConfig, credentials: Credentials) -> None:
     default=None,
     type=click.Choice(["auto", "uvloop", "asyncio"]),
     help="the event loop; auto is uvloop if installed  [default: auto]",
+)
+@click.option(
+    "--http-idle-timeout",
+    default=None,
+    metavar="SECONDS",
+    help="close an HTTP connection this long without a request  [default: 15]",
+)
+@click.option(
+    "--http-header-timeout",
+    default=None,
+    metavar="SECONDS",
+    help="close one whose request line and headers take longer  [default: 10]",
 )
 def serve_command(config_file: str | None, **options: Any) -> None:
     """Run a node process.

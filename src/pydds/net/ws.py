@@ -8,6 +8,7 @@ or ``wss://host:port``.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -70,7 +71,8 @@ class WebSocketTransport:
 
     ``app``, when set before ``listen``, is the application to serve the link route
     in (the node process's app, with its other routes); otherwise the transport
-    makes one of its own.
+    makes one of its own. ``runner`` makes the runner that serves it, called as
+    ``web.AppRunner`` is (the node process's adds time limits to connections).
     """
 
     def __init__(
@@ -80,8 +82,10 @@ class WebSocketTransport:
         max_frame_bytes: int = 32 * 1024 * 1024,
         server_ssl: ssl.SSLContext | None = None,
         client_ssl: ssl.SSLContext | None = None,
+        runner: Callable[..., web.AppRunner] = web.AppRunner,
     ) -> None:
         self.app = app  # the application that serves the link route
+        self.runner = runner  # makes the runner of the app
         self.server_ssl = server_ssl  # serve wss (and https) with this context
         self.client_ssl = client_ssl  # verify wss peers with this (None: system CAs)
         self.max_frame_bytes = max_frame_bytes  # larger WebSocket messages close the link
@@ -103,7 +107,7 @@ class WebSocketTransport:
         app = self.app if self.app is not None else web.Application()
         app.router.add_get(LINK_PATH, link_handler)
         # Links are closed (with a Close) before the transport; what is left is cut.
-        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
+        self._runner = self.runner(app, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, url.hostname, url.port, ssl_context=self.server_ssl)
         await site.start()
