@@ -313,3 +313,34 @@ async def test_a_body_that_is_not_its_content_encoding_is_a_400(served: Serve) -
         session.get(s.http + "/v1/databases/db/keys/k") as response,
     ):
         assert response.status == 404  # nothing was written
+
+
+# -- scopes -------------------------------------------------------------------------------
+
+
+async def test_health_and_metrics_show_nothing_beyond_a_token_s_scope(served: Serve) -> None:
+    s = await served("--port", "0", "--secret", SECRET, "--token", TOKEN)
+    async with aiohttp.ClientSession() as session:
+        for db in ("cache", "billing"):
+            url = f"{s.http}/v1/databases/{db}/keys/k"
+            async with session.put(url, json=1, headers=ADMIN) as response:
+                assert response.status == 201
+        async with session.get(s.http + "/healthz") as response:
+            health = await response.json()
+        assert set(health) == {"status", "node", "version"}
+        assert "billing" not in json.dumps(health)
+        async with session.get(s.http + "/metrics", headers=WEB) as response:
+            assert response.status == 200
+            scoped = await response.text()
+        async with session.get(s.http + "/metrics", headers=ADMIN) as response:
+            everything = await response.text()
+        async with session.get(s.http + "/v1/stats", headers=WEB) as response:
+            assert await response.json() == {"events": {}, "modules": {}}
+        async with session.get(s.http + "/v1/stats", headers=ADMIN) as response:
+            assert (await response.json())["events"]["created"] == 2
+    assert 'pydds_keys{database="cache"} 1.0' in scoped
+    assert "billing" not in scoped
+    assert "pydds_events_total" not in scoped  # the node's figures count every database
+    assert "pydds_members" not in scoped
+    assert 'pydds_keys{database="billing"} 1.0' in everything
+    assert 'pydds_events_total{kind="created"} 2.0' in everything

@@ -25,6 +25,12 @@ module_errors_total             counter  module
 
 Link counters count from the moment a link opened (a new link starts again at 0,
 which Prometheus reads as a counter reset).
+
+What a scrape shows follows its bearer token (on a node with credentials): a cluster
+secret or a token that reaches every database sees everything; a token scoped to
+databases sees only the series of those databases (the samples labelled with one
+of them: ``keys``, ``held_keys``, ``stale_keys``, and modules' per-database series),
+never the node's own figures, which count every database.
 """
 
 from __future__ import annotations
@@ -37,10 +43,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .http_api import authorize
+from .http_api import GRANT, authorize
+from .net.auth import Grant
 from .node import Node
 
-__all__ = ["NodeCollector", "metrics_handler", "registry_for"]
+__all__ = ["NodeCollector", "ScopedCollector", "metrics_handler", "registry_for"]
 
 _CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -131,13 +138,39 @@ def registry_for(node: Node) -> CollectorRegistry:
     return registry
 
 
+class ScopedCollector(Collector):
+    """``registry``'s metrics as a token scoped to databases may read them: of each
+    family, the samples labelled with a database the token reads; a family of
+    samples without a database label (the node's figures) not at all."""
+
+    def __init__(self, registry: CollectorRegistry, grant: Grant) -> None:
+        self.registry = registry
+        self.grant = grant
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.registry.collect():
+            if any("database" not in s.labels for s in family.samples):
+                continue  # the node's own figures, of every database
+            samples = [s for s in family.samples if self.grant.allows("read", s.labels["database"])]
+            scoped = Metric(family.name, family.documentation, family.type, family.unit)
+            scoped.samples = samples
+            yield scoped
+
+
 def metrics_handler(
     registry: CollectorRegistry,
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """The ``GET /metrics`` handler for ``registry``."""
+    """The ``GET /metrics`` handler for ``registry`` (scoped to the request's token)."""
 
     async def metrics(request: web.Request) -> web.Response:
         authorize(request, "read")
-        return web.Response(body=generate_latest(registry), headers={"Content-Type": _CONTENT_TYPE})
+        grant: Grant = request[GRANT]
+        if grant.databases is None:
+            body = generate_latest(registry)
+        else:
+            scoped = CollectorRegistry(auto_describe=False)
+            scoped.register(ScopedCollector(registry, grant))
+            body = generate_latest(scoped)
+        return web.Response(body=body, headers={"Content-Type": _CONTENT_TYPE})
 
     return metrics
