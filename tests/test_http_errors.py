@@ -7,8 +7,14 @@ database, and IPv6."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
+import os
+import re
+import signal
+import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
@@ -20,7 +26,7 @@ from aiohttp.test_utils import TestClient, TestServer
 import pydds
 from pydds.server import make_app
 
-from .helpers import Served
+from .helpers import Served, pydds_cmd, stop_process
 
 Serve = Callable[..., Awaitable[Served]]
 
@@ -344,3 +350,94 @@ async def test_health_and_metrics_show_nothing_beyond_a_token_s_scope(served: Se
     assert "pydds_members" not in scoped
     assert 'pydds_keys{database="billing"} 1.0' in everything
     assert 'pydds_events_total{kind="created"} 2.0' in everything
+
+
+# -- IPv6 -----------------------------------------------------------------------------------
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError:
+        return False
+    return True
+
+
+def _free_ipv6_port() -> int:
+    with socket.create_server(("::1", 0), family=socket.AF_INET6) as sock:
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+async def served6() -> AsyncIterator[Callable[..., Awaitable[str]]]:
+    """Starts ``pydds serve`` processes on [::1]; each gives the http address it
+    printed, and is stopped by its process group at the end."""
+    procs: list[asyncio.subprocess.Process] = []
+
+    async def start(*args: str) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "pydds",
+            "serve",
+            "--memory",
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+        procs.append(proc)
+        assert proc.stdout is not None
+        try:
+            line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            raise
+        match = re.search(r"serving on (http://\[::1\]:\d+) ", line)
+        assert match, line
+        return match.group(1)
+
+    yield start
+    for proc in procs:
+        await stop_process(proc)
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="this machine has no IPv6 loopback")
+async def test_a_cluster_of_two_processes_on_ipv6(
+    served6: Callable[..., Awaitable[str]],
+) -> None:
+    a = await served6("--host", "::1", "--port", "0", "--name", "a")
+    port = _free_ipv6_port()
+    b = await served6(
+        "--host", "[::1]", "--port", str(port), "--name", "b",
+        "--join", a.removeprefix("http://"), "--advertise", f"[::1]:{port}",
+    )  # fmt: skip
+    assert b == f"http://[::1]:{port}"
+    async with aiohttp.ClientSession() as session:
+        async with asyncio.timeout(20):
+            while True:  # another process: poll its member list
+                async with session.get(a + "/v1/cluster") as response:
+                    cluster: dict[str, Any] = await response.json()
+                members = {m["name"]: m for m in cluster["members"]}
+                if members.get("b", {}).get("state") == "alive":
+                    break
+                await asyncio.sleep(0.05)
+        assert cluster["node"]["address"] == a.replace("http://", "ws://")
+        assert members["b"]["address"] == f"ws://[::1]:{port}"
+        # ack=all: b's acknowledgement comes over the link between the processes.
+        async with session.put(a + "/v1/databases/db/keys/k?ack=all", json="v6") as response:
+            assert response.status == 201, await response.text()
+    code, out, err = await pydds_cmd("get", "db", "k", node=b.removeprefix("http://"))
+    assert (code, out.strip()) == (0, '"v6"'), err
+
+
+async def test_an_ipv6_address_without_brackets_is_a_usage_error() -> None:
+    code, _, err = await pydds_cmd("serve", "--memory", "--port", "0", "--join", "::1:7400")
+    assert code == 2
+    assert "[::1]:7400" in err  # the message says how to write it
+    code, _, err = await pydds_cmd("get", "db", "k", node="::1:7400")
+    assert code == 2
+    assert "--node" in err
+    assert "[::1]:7400" in err

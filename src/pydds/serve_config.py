@@ -32,7 +32,9 @@ Each setting comes from, in this order of precedence: a command-line option, a
 The environment variables are ``PYDDS_`` and the upper-case name
 (``PYDDS_PORT=7500``); lists (``PYDDS_JOIN``, ``PYDDS_MODULES``) are comma-separated,
 and so is ``PYDDS_EXPIRE=cache=300,sessions=60`` (``--expire cache=300``, repeatable,
-on the command line).
+on the command line). Addresses are ``host:port``, an IPv6 host in brackets
+(``[::1]:7400``); ``host`` alone may be ``::1`` or ``[::1]``. Numbers written as text
+are ASCII digits (``٣`` and ``²`` are no numbers).
 """
 
 from __future__ import annotations
@@ -192,6 +194,8 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, allowed) for v in value):
             kind = "strings or tables" if tables else "strings"
             raise ConfigError(f"{name} in {source} must be a list of {kind}")
+        if name == "join":
+            return tuple(_address(v, f"join in {source}") for v in value)
         return tuple(value)
     if name == "memory":
         if isinstance(value, str) and value.strip().lower() in _BOOLS:
@@ -215,6 +219,10 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         raise ConfigError(f"loop in {source} must be auto, uvloop or asyncio, not {value!r}")
     if name == "log_level" and not isinstance(logging.getLevelName(value.upper()), int):
         raise ConfigError(f"log_level in {source} must be debug, info, warning or error")
+    if name == "host":
+        return _host(value, source)
+    if name == "advertise":
+        return _address(value, f"advertise in {source}")
     return value
 
 

@@ -1,8 +1,9 @@
 """A small blocking client of a node's HTTP API, for the command line.
 
-It talks to one node (``--node``, ``host:port`` or ``http://host:port``), ignores
-proxy settings (a node is usually on this machine or this network), and turns
-every failure into ``ApiError`` or ``Unreachable``.
+It talks to one node (``--node``, ``host:port`` or ``http://host:port``, an IPv6
+host in brackets: ``[::1]:7400``), ignores proxy settings (a node is usually on
+this machine or this network), and turns every failure into ``ApiError`` or
+``Unreachable``; an address that is none is a ``BadAddress``.
 """
 
 from __future__ import annotations
@@ -13,9 +14,19 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
-__all__ = ["ApiError", "NodeApi", "Unreachable", "key_path"]
+import click
+
+__all__ = ["ApiError", "BadAddress", "NodeApi", "Unreachable", "key_path"]
+
+
+class BadAddress(click.BadParameter, ValueError):
+    """``--node`` is not a node's address: a usage error (exit code 2, a message
+    saying how to write one) where a command meets it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, param_hint="--node")
 
 
 class Unreachable(Exception):
@@ -45,6 +56,10 @@ class NodeApi:
         api = NodeApi("127.0.0.1:7400")
         api.call("PUT", key_path("cache", "k"), {"a": 1})
         api.call("GET", key_path("cache", "k"))   # {'a': 1}
+
+    Raises:
+        BadAddress: ``node`` is not an address (an IPv6 host not in brackets, as
+            ``::1:7400``, is none: which part is the port?).
     """
 
     def __init__(
@@ -55,10 +70,20 @@ class NodeApi:
         token: str | None = None,
         ca: str | None = None,
     ) -> None:
-        if "://" not in node:
-            node = f"http://{node}"
-        self.base = node.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
+        url = node if "://" in node else f"http://{node}"
+        self.base = url.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
         self.base = self.base.rstrip("/")
+        try:
+            parts = urlsplit(self.base)
+            port = parts.port  # raises ValueError when it is not a port
+            valid = parts.scheme in ("http", "https") and bool(parts.hostname) and port != 0
+        except ValueError:
+            valid = False
+        if not valid:
+            raise BadAddress(
+                f"not a node address: {node!r} (use host:port or http://host:port, an IPv6 "
+                "host in brackets: [::1]:7400)"
+            )
         self.timeout = timeout  # seconds to connect and for each read
         self.token = token  # sent as a bearer token when given
         handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]

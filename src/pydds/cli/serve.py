@@ -215,7 +215,8 @@ def serve_command(config_file: str | None, **options: Any) -> None:
 
     Settings come from the options, then PYDDS_* environment variables (PYDDS_PORT,
     PYDDS_JOIN=a,b, ...), then the --config file (or PYDDS_CONFIG), then the
-    defaults. SIGTERM or SIGINT stops the node gracefully (exit code 0).
+    defaults. Write IPv6 addresses in brackets: --join [::1]:7400. SIGTERM or
+    SIGINT stops the node gracefully (exit code 0).
     """
     try:
         config = load_config(options, os.environ, config_file)

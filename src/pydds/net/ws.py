@@ -113,6 +113,8 @@ class WebSocketTransport:
         await site.start()
         host, port = self._runner.addresses[0][:2]
         scheme = "wss" if self.server_ssl is not None else "ws"
+        if ":" in host:  # an IPv6 address: in brackets, as in a URL
+            host = f"[{host}]"
         self.bound = f"{scheme}://{host}:{port}"
         return self.bound
 
