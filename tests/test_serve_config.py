@@ -104,3 +104,43 @@ def test_json_log_lines() -> None:
     assert entry["logger"] == "pydds"
     assert entry["message"] == "a b"
     assert entry["time"].endswith("Z")
+
+
+@pytest.mark.parametrize(
+    ("options", "env"),
+    [
+        ({"port": "\N{ARABIC-INDIC DIGIT THREE}\N{ARABIC-INDIC DIGIT FOUR}"}, {}),
+        ({}, {"PYDDS_PORT": "\N{SUPERSCRIPT TWO}"}),
+        ({"expire": ("cache=\N{ARABIC-INDIC DIGIT THREE}",)}, {}),
+        ({"expire": ("cache=1e400",)}, {}),
+        ({}, {"PYDDS_HTTP_IDLE_TIMEOUT": "\N{ARABIC-INDIC DIGIT THREE}"}),
+        ({"http_header_timeout": "0"}, {}),
+        ({"http_header_timeout": "1_0"}, {}),
+    ],
+)
+def test_numbers_are_ascii_digits(options: dict[str, object], env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError, match=r"port|seconds"):
+        load_config(options, env)
+
+
+def test_an_int_too_large_for_a_float_is_a_config_error(tmp_path: Path) -> None:
+    file = tmp_path / "pydds.toml"
+    file.write_text("[expire]\ncache = 1" + "0" * 400 + "\n")  # TOML ints have no bound
+    with pytest.raises(ConfigError, match="positive number of seconds"):
+        load_config({}, {}, str(file))
+
+
+def test_connection_timeouts_and_ipv6_addresses() -> None:
+    config = load_config({}, {})
+    assert (config.http_idle_timeout, config.http_header_timeout) == (15.0, 10.0)
+    config = load_config(
+        {"host": "[::1]", "advertise": "[::1]:7401", "http_idle_timeout": "2.5"},
+        {"PYDDS_JOIN": "[::1]:7400,wss://[fe80::1]:7400", "PYDDS_HTTP_HEADER_TIMEOUT": "0.5"},
+    )
+    assert config.host == "::1"  # bracketed or not, as the bind takes it
+    assert config.advertise == "[::1]:7401"
+    assert config.join == ("[::1]:7400", "wss://[fe80::1]:7400")
+    assert (config.http_idle_timeout, config.http_header_timeout) == (2.5, 0.5)
+    for options in ({"join": ("::1:7400",)}, {"advertise": "::1:7400"}, {"host": "[nope]"}):
+        with pytest.raises(ConfigError, match=r"\[::1\]|IPv6"):
+            load_config(options, {})
