@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidUpdate, StorageError
-from ..keyspace import Journal
+from ..keyspace import Journal, Keyspace
 from ..storage import Loaded, Row, SqliteStore, merge
 from .base import Module
 
@@ -117,24 +117,60 @@ class Persistence(Module):
         loaded = await loop.run_in_executor(self._executor, self._store.load)
         prepared = await loop.run_in_executor(self._executor, self._prepare, loaded)
         recovery = self._store.recovery
+        keyspaces = {}
         for name, directory, states in prepared:
             # On the event loop: CRDT documents belong to the thread that made them.
+            keyspace = keyspaces[name] = node.database(name)._keyspace
             try:
-                self.restored += node.database(name)._keyspace.restore(directory, states)
+                self.restored += keyspace.restore(directory, states)
             except InvalidUpdate:
                 log.error("the stored directory of %r does not load; it re-syncs", name)
                 recovery.lost_keys += 1
         if recovery.damaged or recovery.lost_rows or recovery.lost_keys:
-            log.error(
-                "store %s: %s%d rows lost, %d keys lost; peers re-sync what they have",
-                self._store.path,
-                f"damaged (kept at {recovery.moved_to}), " if recovery.damaged else "",
-                recovery.lost_rows,
-                recovery.lost_keys,
-            )
+            self._count_lost(keyspaces)
         log.info("restored %d values from %s", self.restored, self._store.path)
         node.attach_store(self)
         self._writer = loop.create_task(self._write_forever(), name="pydds persistence")
+
+    def _count_lost(self, keyspaces: dict[str, Keyspace]) -> None:
+        """Count the keys lost to damage and say what was lost (a warning).
+
+        A key is known lost when a row naming it failed its checksum (or its updates
+        do not decode) and its value was not restored. The directory's other keys
+        with no value here were lost with the parts of the file that could not be
+        read, or never held by this node: they are counted apart (``missing_keys``).
+        """
+        assert self._store is not None
+        recovery = self._store.recovery
+        unheld = {
+            (name, key)
+            for name, keyspace in keyspaces.items()
+            for key in keyspace.keys(prefix="")  # every live key
+            if not keyspace.holds(key)
+        }
+        lost = unheld & recovery.damaged_keys
+        recovery.lost_keys += len(lost)
+        if recovery.lost_rows or not recovery.complete:
+            recovery.missing_keys = len(unheld - lost)
+        if recovery.damaged and not recovery.recovered and not recovery.complete:
+            what = "nothing could be read from it: every key it held is lost"
+        else:
+            what = f"{recovery.lost_keys} keys lost"
+            if recovery.missing_keys:
+                what += (
+                    f", {recovery.missing_keys} more have no value here (lost with what"
+                    " could not be read, or never held here)"
+                )
+            if recovery.unread_pages:
+                what += f"; {recovery.unread_pages} pages of it could not be read"
+        log.warning(
+            "store %s: %s%d values restored, %s; %d rows lost; peers re-sync what they have",
+            self._store.path,
+            f"damaged, kept at {recovery.moved_to}; " if recovery.damaged else "",
+            self.restored,
+            what,
+            recovery.lost_rows,
+        )
 
     def _prepare(self, loaded: Loaded) -> list[tuple[str, bytes | None, dict[str, Any]]]:
         """Merge each key's stored updates into one (in the store's thread)."""
@@ -154,8 +190,8 @@ class Persistence(Module):
             for key, (gen, value_updates) in loaded.values.get(name, {}).items():
                 try:
                     states[key] = (gen, merge(value_updates))
-                except Exception:
-                    recovery.lost_keys += 1
+                except Exception:  # counted lost unless the key is held after all
+                    recovery.damaged_keys.add((name, key))
             prepared.append((name, directory, states))
         return prepared
 
