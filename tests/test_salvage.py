@@ -223,6 +223,23 @@ async def test_flipped_bits_cost_the_rows_they_hit(
     assert any(f"{recovery.lost_keys} keys lost" in w for w in first.warnings)
 
 
+async def test_a_key_that_is_no_utf8_costs_its_row(
+    template: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A byte of a key's text changed into one that is no UTF-8: SQLite's check finds
+    nothing (text is not checked), and reading the row must not fail the start."""
+    path = copy(template, tmp_path)
+    data = (path / FILE_NAME).read_bytes()
+    assert data.count(b"dbk050") == 1  # the row's database and key, side by side
+    (path / FILE_NAME).write_bytes(data.replace(b"dbk050", b"db\xff050"))
+
+    first = await start(path, caplog)
+    assert not first.recovery.damaged
+    assert first.recovery.lost_rows == 1
+    assert sorted(EXPECTED.keys() - first.held.keys()) == ["k050"]
+    assert first.recovery.lost_keys + first.recovery.missing_keys == 1
+
+
 # -- the WAL ------------------------------------------------------------------------------
 
 

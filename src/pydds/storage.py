@@ -57,6 +57,16 @@ Row = tuple[str, str, int, bytes]
 #: no UTF-8, which the sqlite3 module then fails to decode)
 _READ_ERRORS = (sqlite3.Error, UnicodeDecodeError)
 
+
+def _text(raw: bytes) -> str | bytes:
+    """A text column's value: bytes that are no UTF-8 (damage that SQLite's check
+    does not see) stay bytes, so their row fails its checksum instead of the read."""
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return raw
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS log (
     id INTEGER PRIMARY KEY,
@@ -181,6 +191,7 @@ class SqliteStore:
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        db.text_factory = _text
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = FULL")
         db.executescript(_SCHEMA)
@@ -350,7 +361,7 @@ class SqliteStore:
             folds: dict[tuple[str, str], _Fold] = {}
             lost = 0
             for _, name, key, gen, data, crc in rows:
-                if crc != checksum(name, key, gen, data):
+                if _good((name, key, gen, data, crc)) is None:
                     lost += 1
                     continue
                 fold = folds.get((name, key))
@@ -359,7 +370,7 @@ class SqliteStore:
                     state = db.execute(
                         "SELECT gen, data, crc FROM state WHERE db = ? AND key = ?", (name, key)
                     ).fetchone()
-                    if state is not None and state[2] == checksum(name, key, state[0], state[1]):
+                    if state is not None and _good((name, key, *state)) is not None:
                         fold.add(state[0], state[1])
                 fold.add(gen, data)
             db.execute("BEGIN")
@@ -405,7 +416,7 @@ class SqliteStore:
         )
         for query in queries:
             for name, key, gen, data, crc in self._db.execute(query):
-                if crc != checksum(name, key, gen, data):
+                if _good((name, key, gen, data, crc)) is None:
                     self.recovery.lost_rows += 1
                     if isinstance(name, str) and isinstance(key, str):
                         self.recovery.damaged_keys.add((name, key))
@@ -588,6 +599,7 @@ def _read_sql(path: Path, found: _Found) -> None:
         old = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     except _READ_ERRORS:
         return
+    old.text_factory = _text
     try:
         with contextlib.suppress(*_READ_ERRORS):
             old.execute("PRAGMA cell_size_check = ON")  # more damage detected, less misread
