@@ -125,20 +125,24 @@ class Persistence(Module):
                 self.restored += keyspace.restore(directory, states)
             except InvalidUpdate:
                 log.error("the stored directory of %r does not load; it re-syncs", name)
-                recovery.lost_keys += 1
-        if recovery.damaged or recovery.lost_rows or recovery.lost_keys:
-            self._count_lost(keyspaces)
+                recovery.damaged_keys.add((name, ""))  # its values are lost with it
+        if recovery.damaged or recovery.lost_rows or recovery.damaged_keys:
+            stored = {(name, key) for name, _, states in prepared for key in states}
+            self._count_lost(keyspaces, stored)
         log.info("restored %d values from %s", self.restored, self._store.path)
         node.attach_store(self)
         self._writer = loop.create_task(self._write_forever(), name="pydds persistence")
 
-    def _count_lost(self, keyspaces: dict[str, Keyspace]) -> None:
+    def _count_lost(self, keyspaces: dict[str, Keyspace], stored: set[tuple[str, str]]) -> None:
         """Count the keys lost to damage and say what was lost (a warning).
 
         A key is known lost when a row naming it failed its checksum (or its updates
-        do not decode) and its value was not restored. The directory's other keys
-        with no value here were lost with the parts of the file that could not be
-        read, or never held by this node: they are counted apart (``missing_keys``).
+        do not decode) and its value was not restored; or when its value was stored
+        but the directory, damaged itself, no longer lists it (``stored``: the keys
+        with a value in the store), so that restoring had to drop it. The
+        directory's other keys with no value here were lost with the parts of the
+        file that could not be read, or never held by this node: they are counted
+        apart (``missing_keys``).
         """
         assert self._store is not None
         recovery = self._store.recovery
@@ -149,6 +153,18 @@ class Persistence(Module):
             if not keyspace.holds(key)
         }
         lost = unheld & recovery.damaged_keys
+        # A value of a key the directory does not list live is stale (its key was
+        # deleted), unless the directory lost entries: then it is lost.
+        directory_damaged = {
+            name
+            for name in keyspaces
+            if (name, "") in recovery.damaged_keys or (recovery.damaged and not recovery.complete)
+        }
+        lost |= {
+            (name, key)
+            for name, key in stored | recovery.damaged_keys
+            if key and name in directory_damaged and not keyspaces[name].holds(key)
+        }
         recovery.lost_keys += len(lost)
         if recovery.lost_rows or not recovery.complete:
             recovery.missing_keys = len(unheld - lost)
@@ -185,7 +201,7 @@ class Persistence(Module):
                     directory = merge(updates)
                 except Exception:  # pycrdt's errors, pyo3 panics
                     log.error("the stored directory of %r does not decode; it re-syncs", name)
-                    recovery.lost_keys += 1
+                    recovery.damaged_keys.add((name, ""))  # its values are lost with it
             states: dict[str, tuple[int, bytes]] = {}
             for key, (gen, value_updates) in loaded.values.get(name, {}).items():
                 try:
