@@ -334,6 +334,31 @@ async def test_a_damaged_wal_is_salvaged(
     assert second.held == first.held
 
 
+async def test_a_file_that_is_not_sqlite_beside_a_damaged_wal(
+    crashed: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The file's header is garbage and its WAL damaged: SQLite cannot open either.
+    The pages the WAL holds are read directly (its page size is in its own header):
+    what its frames hold comes back, both files are kept aside as they were."""
+    path = copy(crashed, tmp_path)
+    main, wal = path / FILE_NAME, Path(f"{path / FILE_NAME}-wal")
+    spoil_file(main, lambda d: random.Random(4).randbytes(100) + d[100:])
+    spoil_file(wal, overwrite_middle)
+    damaged = await asyncio.to_thread(main.read_bytes), await asyncio.to_thread(wal.read_bytes)
+
+    first = await start(path, caplog)
+    assert first.recovery.damaged
+    assert not first.recovery.complete  # the header gave no page count
+    assert len(first.held) == SMALL  # later frames hold newer copies of the damaged one
+    assert first.recovery.moved_to is not None
+    kept = Path(first.recovery.moved_to)
+    assert await asyncio.to_thread(kept.read_bytes) == damaged[0]
+    assert await asyncio.to_thread(Path(f"{kept}-wal").read_bytes) == damaged[1]
+    second = await start(path, caplog)
+    assert not second.recovery.damaged
+    assert second.held == first.held
+
+
 async def test_a_wal_cut_short_loses_its_last_commits_only(
     crashed: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
