@@ -55,7 +55,7 @@ _KINDS_PATTERN = "(" + "|".join(KINDS) + ")"
 
 #: The error codes by status (``http_api.py``'s docstring; docs/http.md, Errors).
 ERROR_CODES: dict[int, list[str]] = {
-    400: ["bad_json", "invalid_value", "invalid_name"],
+    400: ["bad_json", "bad_request", "invalid_value", "invalid_name"],
     401: ["unauthorized"],
     403: ["forbidden"],
     404: ["not_found"],
@@ -96,12 +96,11 @@ _SCHEMAS: Json = {
     },
     "Health": {
         "type": "object",
-        "required": ["status", "node", "version", "databases"],
+        "required": ["status", "node", "version"],
         "properties": {
             "status": {"const": "ok"},
             "node": {"type": "string", "description": "the node's name"},
             "version": {"type": "string", "description": "pydds's version"},
-            "databases": {"type": "array", "items": {"type": "string"}},
         },
     },
     "Closed": {
@@ -221,7 +220,8 @@ _SCHEMAS: Json = {
 _ERROR_TEXT = {
     400: (
         "BadRequest",
-        "bad_json: the body is not JSON; invalid_value: a value too deep or too large, "
+        "bad_json: the body is not JSON; bad_request: a request that cannot be read; "
+        "invalid_value: a value too deep or too large, "
         "a bad body, ack, amount or kinds; invalid_name: a name breaking the rules, a "
         "key too long",
     ),
@@ -549,7 +549,7 @@ The JSON HTTP API of a pydds node process (`pydds serve`); docs/http.md tells th
 rest.
 
 Bodies and answers are JSON. Every error is `{"error": code, "message": text}`
-with a stable code: 400 `bad_json`, `invalid_value`, `invalid_name`; 401
+with a stable code: 400 `bad_json`, `bad_request`, `invalid_value`, `invalid_name`; 401
 `unauthorized`; 403 `forbidden`; 404 `not_found` (also for an unknown path); 405
 `method_not_allowed` (a known path with another method; the `Allow` header lists
 the methods); 409 `wrong_type`; 413 `too_large`; 503 `unavailable`,
