@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import logging
 import mmap
 import os
@@ -204,8 +205,10 @@ class SqliteStore:
             db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
             try:
                 result = db.execute("PRAGMA quick_check").fetchall()
-                db.execute("SELECT count(*) FROM log").fetchone()
-                db.execute("SELECT count(*) FROM state").fetchone()
+                tables = {
+                    table: [(r[1], r[5]) for r in db.execute(f"PRAGMA table_info({table})")]
+                    for table in _TABLES
+                }
             finally:
                 db.close()
         except _READ_ERRORS as exc:
@@ -213,6 +216,9 @@ class SqliteStore:
             return False
         if result != [("ok",)]:
             log.error("%s is damaged: %s", self.path, "; ".join(r[0] for r in result[:5]))
+            return False
+        if tables != _COLUMNS:  # missing, or their schema's text is damaged
+            log.error("%s is damaged: its tables are not the store's: %s", self.path, tables)
             return False
         if _Wal(Path(f"{self.path}-wal")).broken:
             log.error("%s is damaged: its WAL has commits past a frame that fails", self.path)
@@ -450,6 +456,11 @@ class SqliteStore:
 # -- salvage ---------------------------------------------------------------------------
 
 _TABLES = ("log", "state")
+#: each table's columns as ``PRAGMA table_info`` gives them: (name, place in the key)
+_COLUMNS = {
+    "log": [("id", 1), ("db", 0), ("key", 0), ("gen", 0), ("data", 0), ("crc", 0)],
+    "state": [("db", 1), ("key", 2), ("gen", 0), ("data", 0), ("crc", 0)],
+}
 _SALVAGING = f"{FILE_NAME}.salvaging"  # a salvage being written (incomplete)
 _SALVAGED = f"{FILE_NAME}.salvaged-"  # + tag: a complete salvage about to replace the file
 _DAMAGED = f"{FILE_NAME}.damaged-"  # + tag (+ -wal, -shm): a damaged file, kept
@@ -622,6 +633,8 @@ def _read_log(old: sqlite3.Connection, found: _Found) -> None:
     while after is not None:
         try:
             for rowid, *fields in old.execute(_LOG_AFTER, (after,)):
+                if rowid <= after:  # a damaged page leads the scan back
+                    raise sqlite3.DatabaseError("out of order")
                 found.add_log(rowid, fields)
                 after = rowid
             return
@@ -657,18 +670,24 @@ def _read_state(old: sqlite3.Connection, found: _Found) -> None:
     forward = _STATE_FROM.format(">=", "db, key")
     start: tuple[str, str] | None = ("", "")
     stuck = ("", "")
-    for _ in range(1_000_000):  # bounded: every round reads rows or moves the start on
+    starts: Iterator[tuple[str, str]] = iter(())
+    for _ in range(1_000_000):  # bounded: every round reads a key or takes the next start
         if start is None:
             break
+        at = start
         try:
             for fields in old.execute(forward, start):
-                found.add_state(fields)
                 if isinstance(fields[0], str) and isinstance(fields[1], str):
+                    if (fields[0], fields[1]) < start:  # a damaged page leads the scan back
+                        raise sqlite3.DatabaseError("out of order")
                     start = (fields[0], fields[1] + "\0")  # the next key after it
+                found.add_state(fields)
             return
         except _READ_ERRORS:
-            stuck = start
-            start = next((s for s in _successors(*start) if _reads(old, forward, s)), None)
+            if start != at:  # it read on from there: jump from where it failed
+                stuck, starts = start, _successors(*start)
+            # else the last jump was too short: the next, longer one
+            start = next((s for s in starts if _reads(old, forward, s)), None)
     backward = _STATE_FROM.format(">=", "db DESC, key DESC")
     with contextlib.suppress(*_READ_ERRORS):
         for fields in old.execute(backward, stuck):
@@ -853,7 +872,7 @@ class _Pages:
         usable = size - (first[20] if len(first) > 20 else 0)
         self.header = _page_size(first) == size and usable >= 480
         self.usable = usable if self.header else size
-        self.count = max(len(main) // size, max(wal, default=0))
+        self.count = len(main) // size  # how many pages the file should have
         if self.header and first[92:96] == first[24:28]:  # the page count is valid
             self.count = max(self.count, _u32(first, 28))
         #: (page type, rowid of a table leaf's cell, the record or None if it is damaged)
@@ -869,25 +888,26 @@ class _Pages:
         return page
 
     def read(self, db_pages: int) -> None:
-        """Read every page (``db_pages``: how many the WAL says there are, or 0)."""
+        """Read every page there is (``db_pages``: how many the WAL says the file has,
+        or 0); those that should be there and are not (cut off) count as unread."""
         self.count = max(self.count, db_pages)
         free = self._freelist() if self.header else set()
         lock_page = (1 << 30) // self.size + 1  # the page at 1 GiB holds no data
-        other = []
-        for number in range(1, self.count + 1):
+        present = len(self.main) // self.size
+        beyond = sorted(number for number in self.wal if number > present)
+        other, seen = [], 0
+        for number in itertools.chain(range(1, present + 1), beyond):
+            seen += number <= self.count
             if number in free or number == lock_page:
                 continue
             page = self.page(number)
-            if len(page) < self.size:
-                self.unread += 1  # cut off
-                continue
             top = 100 if number == 1 else 0
             kind = page[top]
             if kind not in (_INDEX_INTERIOR, _TABLE_INTERIOR, _INDEX_LEAF, _TABLE_LEAF):
                 other.append(number)  # overflow, or damaged: known once every cell is read
             elif not self._page(page, top, kind):
                 self.unread += 1
-        self.unread += len(set(other) - self.overflow)
+        self.unread += len(set(other) - self.overflow) + max(0, self.count - seen)
         if not self.header:
             self.unread += 1  # how many pages are missing is unknown
 
@@ -898,7 +918,7 @@ class _Pages:
         trunk = _u32(self.page(1), 32)
         while trunk:
             page = self.page(trunk)
-            if not 1 <= trunk <= self.count or trunk in free or len(page) < self.size:
+            if trunk < 1 or trunk in free or len(page) < self.size:
                 return set()
             free.add(trunk)
             leaves = _u32(page, 4)
@@ -968,7 +988,7 @@ class _Pages:
         parts = []
         while left > 0:
             page = self.page(number)
-            if not 1 <= number <= self.count or number in self.overflow or len(page) < 4:
+            if number < 1 or number in self.overflow or len(page) < 4:
                 raise _Bad
             self.overflow.add(number)
             part = page[4 : 4 + min(left, self.usable - 4)]
