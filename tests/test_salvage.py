@@ -244,9 +244,10 @@ async def test_bytes_overwritten_at_random_places(
     back = len(first.held)
     assert recovery.damaged == (seed == 3)
     assert recovery.lost_keys >= 1
-    counted = back + recovery.lost_keys + recovery.missing_keys
-    assert counted <= TOTAL  # nothing counted lost came back
-    assert TOTAL - counted <= recovery.lost_rows  # a key not counted lost a row unnamed
+    # Every key not back is accounted for (a key that lost a log row may still come
+    # back from its compacted state, so counts of lost keys may include it).
+    assert back + recovery.missing_keys <= TOTAL
+    assert TOTAL - back <= recovery.lost_keys + recovery.missing_keys + recovery.lost_rows
     if seed == 0:
         assert ("db", "") in recovery.damaged_keys
         assert back < TOTAL // 2
