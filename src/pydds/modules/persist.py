@@ -127,7 +127,8 @@ class Persistence(Module):
                 log.error("the stored directory of %r does not load; it re-syncs", name)
                 recovery.damaged_keys.add((name, ""))  # its values are lost with it
         if recovery.damaged or recovery.lost_rows or recovery.damaged_keys:
-            stored = {(name, key) for name, _, states in prepared for key in states}
+            # The keys with a value whose rows passed their checksums (decoding or not).
+            stored = {(name, key) for name, values in loaded.values.items() for key in values}
             self._count_lost(keyspaces, stored)
         log.info("restored %d values from %s", self.restored, self._store.path)
         node.attach_store(self)
@@ -160,10 +161,12 @@ class Persistence(Module):
             for name in keyspaces
             if (name, "") in recovery.damaged_keys or (recovery.damaged and not recovery.complete)
         }
+        # Only names that rows passing their checksums gave: a failed row's name may be
+        # damaged too (it counts among the lost rows).
         lost |= {
             (name, key)
-            for name, key in stored | recovery.damaged_keys
-            if key and name in directory_damaged and not keyspaces[name].holds(key)
+            for name, key in stored
+            if name in directory_damaged and not keyspaces[name].holds(key)
         }
         recovery.lost_keys += len(lost)
         if recovery.lost_rows or not recovery.complete:
