@@ -167,6 +167,20 @@ async def test_append(db: pydds.Database) -> None:
     assert "absent" not in db
 
 
+async def test_append_keeps_a_list_within_its_container_bound(db: pydds.Database) -> None:
+    bound = pydds.crdt.values.MAX_LIST_CONTAINERS
+    await db.set("l", [{"i": i} for i in range(bound)] + [0])
+    await db.append("l", [], 1)  # scalars are not counted
+    with pytest.raises(pydds.InvalidValue, match=f"more than {bound} dicts and lists"):
+        await db.append("l", [], {"i": bound})
+    await db.set("nested", {"in": [[i] for i in range(bound)]})
+    with pytest.raises(pydds.InvalidValue, match="dicts and lists"):
+        await db.append("nested", ["in"], [bound])
+    value = await db.get("l")
+    assert len(value) == bound + 2  # the refused append changed nothing
+    assert value[-1] == 1
+
+
 async def test_incr(db: pydds.Database) -> None:
     assert await db.incr("c") == 1
     assert await db.incr("c", -5) == -4

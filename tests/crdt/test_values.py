@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pydds.crdt import values
+from pydds.crdt.keydoc import KeyDoc
 from pydds.crdt.ydoc import YDoc
 from pydds.errors import InvalidValue
 
@@ -211,3 +212,15 @@ def test_a_list_holds_a_bounded_number_of_containers() -> None:
     with pytest.raises(InvalidValue, match="more than 10000 dicts and lists") as info:
         values.check({"a": [[i] for i in range(values.MAX_LIST_CONTAINERS + 1)]}, 64)
     assert info.value.path == "$.a"  # type: ignore[attr-defined]
+
+
+def test_an_append_counts_containers_without_the_cached_value() -> None:
+    bound = values.MAX_LIST_CONTAINERS
+    items = [[i] for i in range(bound)]
+    doc = KeyDoc(1)
+    doc.set(7, items, values.pack(items, 1 << 30))
+    doc.append(7, [], 1, 1 << 30)
+    doc.packed = None  # as after an update from elsewhere: the list is read once
+    with pytest.raises(InvalidValue, match="dicts and lists"):
+        doc.append(7, [], [bound], 1 << 30)
+    assert len(doc.read(7)) == bound + 1

@@ -195,11 +195,25 @@ class KeyDoc:
                 arr = _walk(txn, start, path)
                 if type(arr) is not ARRAY_TYPE:
                     raise WrongType(f"append needs a list at path {path!r}")
+                if type(item) in values.CONTAINERS and arr.len(txn) >= values.MAX_LIST_CONTAINERS:
+                    self._check_room(txn, arr, path)
             txn = values.write(txn, arr, arr.len(txn), item, doc.renew)
         finally:
             delta = doc.end(txn)
         self.packed = _patch(self.packed, max_bytes, lambda value: _append_py(value, path, item))
         return delta
+
+    def _check_room(self, txn: YTxn, arr: Any, path: list[str | int]) -> None:
+        """Refuse a container appended to a list that holds the most it may
+        (``values.MAX_LIST_CONTAINERS``); counted only for long lists, from the
+        packed value when it is cached (else read once, as a get would)."""
+        if self.packed is not None:
+            items = values.unpack(self.packed)
+            for step in path:
+                items = items[step]
+        else:
+            items = values.read(txn, arr)
+        values.check_room(items)
 
     def incr(self, client_id: int, amount: int) -> tuple[bytes | None, int]:
         """Add ``amount`` to the counter; return the delta and the new total.

@@ -41,11 +41,13 @@ from ..errors import InvalidValue
 from .ydoc import ARRAY_TYPE, MAP_TYPE, TEXT_TYPE, YArray, YMap, YTxn
 
 __all__ = [
+    "CONTAINERS",
     "INT_MAX",
     "INT_MIN",
     "MAX_LIST_CONTAINERS",
     "buffer_int",
     "check",
+    "check_room",
     "counter_entry",
     "counter_total",
     "is_counter",
@@ -129,10 +131,7 @@ def _check(value: Any, depth: int) -> None:
             if tv is dict or tv is list or tv is tuple:
                 containers += 1
                 if containers > MAX_LIST_CONTAINERS:
-                    raise _Bad(
-                        f"a list holds more than {MAX_LIST_CONTAINERS} dicts and lists "
-                        "(split it, or store them under keys of a dict)"
-                    )
+                    raise _Bad(_TOO_MANY_CONTAINERS)
             try:
                 _check(v, depth - 1)
             except _Bad as bad:
@@ -159,6 +158,22 @@ def _check(value: Any, depth: int) -> None:
 #: back walks O(n^2) blocks (10,000 containers: 0.35 s; 50,000: 10 s on a 2-core VM).
 #: Scalars in runs share blocks and are not counted (100,000 ints read in 0.06 s).
 MAX_LIST_CONTAINERS = 10_000
+
+_TOO_MANY_CONTAINERS = (
+    f"a list holds more than {MAX_LIST_CONTAINERS} dicts and lists "
+    "(split it, or store them under keys of a dict)"
+)
+
+
+def check_room(items: list[Any]) -> None:
+    """Check that one more dict or list may be appended to ``items``.
+
+    Raises:
+        InvalidValue: ``items`` already holds ``MAX_LIST_CONTAINERS`` of them.
+    """
+    if sum(1 for v in items if type(v) in CONTAINERS) >= MAX_LIST_CONTAINERS:
+        raise InvalidValue(_TOO_MANY_CONTAINERS)
+
 
 #: Types that are valid whatever their value.
 _PLAIN = frozenset({str, bool, type(None)})
@@ -221,7 +236,7 @@ def _fill_list(
     end = len(items)
     while end:
         start = end
-        while start and type(items[start - 1]) not in _CONTAINERS:
+        while start and type(items[start - 1]) not in CONTAINERS:
             start -= 1
         if start == end:  # a container
             end -= 1
@@ -236,7 +251,8 @@ def _fill_list(
     return txn
 
 
-_CONTAINERS = frozenset({dict, list, tuple})
+#: The types that are stored as a container of their own (a block each in a list).
+CONTAINERS = frozenset({dict, list, tuple})
 
 
 def counter_entry(total: int) -> bytes:
