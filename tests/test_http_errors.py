@@ -170,6 +170,48 @@ async def test_every_route_checks_its_names(api: TestClient[Any, Any]) -> None:
     assert response.status == 405
 
 
+#: Every route with a database name or a key in its path: the method and the path
+#: for a database and a key, each percent-encoded.
+ROUTES: list[tuple[str, Callable[[str, str], str]]] = [
+    ("GET", lambda db, key: key_url(db, key)),
+    ("PUT", lambda db, key: key_url(db, key)),
+    ("PATCH", lambda db, key: key_url(db, key)),
+    ("DELETE", lambda db, key: key_url(db, key)),
+    ("POST", lambda db, key: key_url(db, key) + "/incr"),
+    ("GET", lambda db, key: f"/v1/databases/{quote(db, safe='')}"),
+    ("PUT", lambda db, key: f"/v1/databases/{quote(db, safe='')}"),
+    ("GET", lambda db, key: f"/v1/databases/{quote(db, safe='')}/keys"),
+    ("GET", lambda db, key: f"/v1/events?database={quote(db, safe='')}"),
+]
+
+
+@pytest.mark.parametrize(
+    "db",
+    ["bad name", "", ".x", "-x", "d" * 129, "a/b", "é"],
+    ids=["space", "empty", "dot", "dash", "too long", "slash", "non-ASCII"],
+)
+async def test_a_bad_database_name_gets_one_answer_everywhere(
+    api: TestClient[Any, Any], db: str
+) -> None:
+    for method, url in ROUTES:
+        response = await api.request(method, url(db, "k"), json={"expire": None})
+        assert await error_of(response) == (400, "invalid_name"), (method, url(db, "k"))
+
+
+@pytest.mark.parametrize("key", ["", "k" * 1025], ids=["empty", "too long"])
+async def test_a_bad_key_gets_one_answer_whether_its_database_exists(
+    api: TestClient[Any, Any], key: str
+) -> None:
+    assert (await api.put(key_url("db", "k"), json=1)).status == 201
+    for db in ("db", "nodb"):  # the second one this node does not know
+        for method, url in ROUTES[:5]:
+            response = await api.request(method, url(db, key), json={"a": 1})
+            assert await error_of(response) == (400, "invalid_name"), (method, db)
+    assert await (await api.get("/v1/databases")).json() == {
+        "databases": [{"name": "db", "expire": None, "keys": 1}]
+    }
+
+
 async def test_a_key_with_a_newline_is_addressable(api: TestClient[Any, Any]) -> None:
     url = key_url("db", "line 1\nline 2")
     assert (await api.put(url, json="two lines")).status == 201

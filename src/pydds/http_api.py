@@ -23,7 +23,9 @@ Every error is JSON, ``{"error": code, "message": text}``, with a stable code:
 ``closed``, ``storage_error``; 504 ``ack_timeout``. Keys may hold any character,
 percent-encoded in the path (``/`` as ``%2F``) as UTF-8: an escape that is not (``%FF``,
 ``%zz``), in the path or in a query parameter, is refused rather than read as text.
-Numbers in the query are ASCII digits only.
+Numbers in the query are ASCII digits only. A database name or a key in the path
+(an empty one too) is checked before anything else, on every route: a bad one is
+``invalid_name`` whether or not this node knows the database.
 """
 
 from __future__ import annotations
@@ -281,20 +283,38 @@ def _ack(request: web.Request) -> str | int:
     return ack
 
 
-def _for_write(request: web.Request) -> Database:
-    """The database named in the path (made on first use), once the request may
-    write to it."""
+# Every route checks the database name, then the request's right on it, then the
+# key, and only then whether this node knows the database: a name gets the same
+# answer on every route, whether or not the database exists.
+
+
+def _for_write(request: web.Request) -> tuple[Database, str]:
+    """The database named in the path (made on first use) and the key, once the
+    request may write to it."""
     name = _database_name(request)
     authorize(request, "write", name)
-    return request.app[NODE].database(name)
+    key = _key(request)
+    return request.app[NODE].database(name), key
 
 
 def _existing(request: web.Request, right: str = "read") -> Database:
     """The database named in the path, once the request has ``right`` on it; 404 if
     this node does not know it."""
-    node = request.app[NODE]
     name = _database_name(request)
     authorize(request, right, name)
+    return _known(request, name)
+
+
+def _existing_key(request: web.Request, right: str = "read") -> tuple[Database, str]:
+    """The database and the key named in the path, as ``_existing`` finds them."""
+    name = _database_name(request)
+    authorize(request, right, name)
+    key = _key(request)
+    return _known(request, name), key
+
+
+def _known(request: web.Request, name: str) -> Database:
+    node = request.app[NODE]
     if name not in node.databases():
         raise KeyNotFound(f"no database {name!r} on this node")
     return node.database(name)
@@ -394,13 +414,12 @@ async def keys(request: web.Request) -> web.Response:
 
 
 async def get_value(request: web.Request) -> web.Response:
-    db = _existing(request)
-    return web.json_response(await db.get(_key(request)))
+    db, key = _existing_key(request)
+    return web.json_response(await db.get(key))
 
 
 async def put_value(request: web.Request) -> web.Response:
-    db = _for_write(request)
-    key = _key(request)
+    db, key = _for_write(request)
     ack = _ack(request)
     value = await _body(request)
     created = key not in db
@@ -409,8 +428,7 @@ async def put_value(request: web.Request) -> web.Response:
 
 
 async def patch_value(request: web.Request) -> web.Response:
-    db = _for_write(request)
-    key = _key(request)
+    db, key = _for_write(request)
     ack = _ack(request)
     fields = await _body(request)
     if not isinstance(fields, dict):
@@ -420,8 +438,7 @@ async def patch_value(request: web.Request) -> web.Response:
 
 
 async def delete_value(request: web.Request) -> web.Response:
-    db = _existing(request, "write")
-    key = _key(request)  # checked as a write checks it: a key too long is a 400
+    db, key = _existing_key(request, "write")
     if not await db.delete(key, ack=_ack(request)):
         raise KeyNotFound(f"key {key!r} is not in database {db.name!r}")
     return web.json_response({"ok": True})
@@ -430,8 +447,7 @@ async def delete_value(request: web.Request) -> web.Response:
 async def incr(request: web.Request) -> web.Response:
     """``POST /v1/databases/{db}/keys/{key}/incr?amount=N&ack=A``: add to a counter;
     answers ``{"value": total}``."""
-    db = _for_write(request)
-    key = _key(request)
+    db, key = _for_write(request)
     raw = request.query.get("amount", "1")
     if not _AMOUNT.fullmatch(raw):  # int() would take "٣", " 1", "1_0" and 5000 digits
         raise InvalidValue(f"amount must be a 64-bit integer in ASCII digits, not {raw[:40]!r}")
@@ -564,15 +580,18 @@ def add_routes(app: web.Application) -> None:
     """Add the HTTP API's routes to ``app``."""
     app[STREAMS] = set()
     app.on_shutdown.append(_end_streams)
-    # Any character, a newline too (".+" would not match one: a 404).
-    key = "/v1/databases/{db}/keys/{key:[\\s\\S]+}"
+    # A database name or a key may be empty in the path, so that an empty one is
+    # refused as invalid_name as any bad name is, not a 404 of an unknown path. A key
+    # is any character, a newline too (".+" would not match one).
+    db = "/v1/databases/{db:[^{}/]*}"
+    key = db + "/keys/{key:[\\s\\S]*}"
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/v1/cluster", cluster)
     app.router.add_get("/v1/databases", databases)
     app.router.add_get("/v1/stats", stats)
-    app.router.add_get("/v1/databases/{db}", get_database)
-    app.router.add_put("/v1/databases/{db}", put_database)
-    app.router.add_get("/v1/databases/{db}/keys", keys)
+    app.router.add_get(db, get_database)
+    app.router.add_put(db, put_database)
+    app.router.add_get(db + "/keys", keys)
     app.router.add_post(key + "/incr", incr)
     app.router.add_get(key, get_value)
     app.router.add_put(key, put_value)
