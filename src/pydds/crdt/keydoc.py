@@ -19,7 +19,7 @@ A ``KeyDoc`` is *held* when this node has a copy of the value. A held document i
 either live (a ``YDoc``) or idle (its encoded state, a few hundred bytes instead of
 about 3 KB); the keyspace keeps the most recently used ones live. ``packed`` caches
 the value packed with msgpack, so reads of an unchanged value never touch the CRDT;
-every change updates or clears it.
+every change updates or clears it, its dicts' fields sorted as a decoded value's are.
 """
 
 from __future__ import annotations
@@ -148,7 +148,8 @@ class KeyDoc:
             txn = values.write(txn, doc.root, SLOT, value, doc.renew)
         finally:
             delta = doc.end(txn)
-        self.packed = packed
+        ordered = values.sort_fields(value)  # as a decoded copy would read
+        self.packed = packed if ordered is value else values.pack(ordered, 1 << 62)
         return delta
 
     def update(self, client_id: int, fields: dict[str, Any], max_bytes: int) -> bytes | None:
@@ -318,17 +319,18 @@ def _patch(packed: bytes | None, max_bytes: int, change: Any) -> bytes | None:
 
 def _merge(value: Any, fields: dict[str, Any]) -> Any:
     if type(value) is not dict:
-        return {**fields}
+        return values.sort_fields(fields)
     value.update(fields)
-    return value
+    return values.sort_fields(value)
 
 
 def _append_py(value: Any, path: list[str | int], item: Any) -> Any:
     if not path and type(value) is not list:
-        return [item]
+        return [values.sort_fields(item)]
     target = value
     for step in path:
         target = target[step]
+    item = values.sort_fields(item)
     target.append(list(item) if type(item) is tuple else item)
     return value
 

@@ -19,6 +19,12 @@ int            buffer ``b"i" + decimal digits``
 counter        ``Map`` of writer -> buffer ``b"c" + decimal total`` (``incr``)
 =============  ===========================================================
 
+A Yrs map keeps no order of its fields (a decoded map lists them in an order that
+changes from one process to the next), so every value reads back with each dict's
+fields sorted by name: ``read`` sorts them, and the packed copy of a value written
+here is packed from ``sort_fields`` of it. The order is then the same on every
+replica, whether the value was decoded or its packing cached, and after a restart.
+
 No user value is ever a buffer, so buffers are free to carry ints and counter
 entries, and a map whose first entry is a ``b"c"`` buffer is a counter. A counter
 reads as the int sum of its entries; each writer only ever rewrites its own entry,
@@ -53,6 +59,7 @@ __all__ = [
     "is_counter",
     "pack",
     "read",
+    "sort_fields",
     "unpack",
     "write",
 ]
@@ -83,6 +90,41 @@ def pack(value: Any, max_bytes: int) -> bytes:
 def unpack(packed: bytes) -> Any:
     """A fresh copy of a packed value."""
     return _unpackb(packed)
+
+
+def sort_fields(value: Any) -> Any:
+    """``value`` with every dict's fields sorted by name, as ``read`` returns it: the
+    value itself when they already are, else a copy of what had to change (a list or
+    tuple that had to change becomes a list)."""
+    t = type(value)
+    if t is dict:
+        changed: dict[str, Any] | None = None
+        for k, v in value.items():
+            tv = type(v)
+            if tv is dict or tv is list or tv is tuple:
+                ordered = sort_fields(v)
+                if ordered is not v:
+                    if changed is None:
+                        changed = {}
+                    changed[k] = ordered
+        names = list(value)
+        if changed is None:
+            if names == sorted(names):
+                return value
+            return {k: value[k] for k in sorted(names)}
+        return {k: changed[k] if k in changed else value[k] for k in sorted(names)}
+    if t is list or t is tuple:
+        out: list[Any] | None = None
+        for i, v in enumerate(value):
+            tv = type(v)
+            if tv is dict or tv is list or tv is tuple:
+                ordered = sort_fields(v)
+                if ordered is not v:
+                    if out is None:
+                        out = list(value)
+                    out[i] = ordered
+        return value if out is None else out
+    return value
 
 
 def check(value: Any, max_depth: int) -> None:
@@ -302,7 +344,7 @@ def read(txn: YTxn, item: Any) -> Any:
         keys = item.keys(txn)
         if keys and _is_counter_entry(item.get(txn, keys[0])):
             return counter_total(txn, item)
-        return {k: read(txn, item.get(txn, k)) for k in keys}
+        return {k: read(txn, item.get(txn, k)) for k in sorted(keys)}
     if t is ARRAY_TYPE:
         return [read(txn, item.get(txn, i)) for i in range(item.len(txn))]
     if t is int:
