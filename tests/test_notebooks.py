@@ -1,15 +1,35 @@
 """The notebooks run top to bottom in a real Jupyter kernel, and are committed
-without outputs."""
+without outputs; a plot without matplotlib says what to install."""
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+INSTALL = "pip install 'pydds-store[notebooks]'"
+
+
+def code_cells(path: Path) -> list[str]:
+    book = nbformat.read(path, as_version=4)
+    return [cell.source for cell in book.cells if cell.cell_type == "code"]
+
+
+def imported(source: str) -> set[str]:
+    """The top-level modules a cell imports (its lines of IPython magic left out)."""
+    lines = [line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))]
+    names = set()
+    for node in ast.walk(ast.parse("\n".join(lines))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return names
 
 
 def test_there_are_notebooks() -> None:
@@ -44,3 +64,21 @@ def test_runs_top_to_bottom(path: Path, tmp_path: Path) -> None:
     assert not [o for o in outputs if o.output_type == "error"]
     rich = [o for o in outputs if "text/html" in o.get("data", {})]
     assert rich, "the rich display shows up"
+
+
+@pytest.mark.timeout(300)
+def test_a_plot_without_matplotlib_says_what_to_install(tmp_path: Path) -> None:
+    plots = [s for path in NOTEBOOKS for s in code_cells(path) if "matplotlib" in imported(s)]
+    assert len(plots) >= 2
+    # Each plotting cell alone, after a cell that makes importing matplotlib fail:
+    # the import comes first, so the cell needs nothing the notebook made before it.
+    hide = 'import sys\nsys.modules["matplotlib"] = sys.modules["matplotlib.pyplot"] = None'
+    book = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(source) for source in [hide, *plots]]
+    )
+    NotebookClient(
+        book, timeout=60, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()  # raises CellExecutionError on any error
+    for cell in book.cells[1:]:
+        text = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+        assert INSTALL in text, cell.source
