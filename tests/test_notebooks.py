@@ -1,9 +1,13 @@
 """The notebooks run top to bottom in a real Jupyter kernel, and are committed
-without outputs; a plot without matplotlib says what to install."""
+without outputs; the ``notebooks`` extra installs what they import, and a plot
+without matplotlib says what to install."""
 
 from __future__ import annotations
 
 import ast
+import re
+import sys
+import tomllib
 from pathlib import Path
 
 import nbformat
@@ -64,6 +68,24 @@ def test_runs_top_to_bottom(path: Path, tmp_path: Path) -> None:
     assert not [o for o in outputs if o.output_type == "error"]
     rich = [o for o in outputs if "text/html" in o.get("data", {})]
     assert rich, "the rich display shows up"
+
+
+def test_the_notebooks_extra_installs_what_they_need() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extra = project["optional-dependencies"]["notebooks"]
+    installed = {re.split(r"[^A-Za-z0-9_.-]", req, maxsplit=1)[0].lower() for req in extra}
+    # To open them (JupyterLab or Notebook), to run them, and to clear their outputs.
+    assert installed & {"jupyterlab", "notebook"}
+    assert {"ipykernel", "nbconvert"} <= installed
+    third_party = {
+        name
+        for path in NOTEBOOKS
+        for source in code_cells(path)
+        for name in imported(source)
+        if name not in sys.stdlib_module_names and name != "pydds"
+    }
+    assert "matplotlib" in third_party  # the notebooks' imports are found at all
+    assert third_party <= installed
 
 
 @pytest.mark.timeout(300)
