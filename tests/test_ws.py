@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 
 import pytest
 
 import pydds
+import pydds.net.ws
 from pydds.net.ws import normalize
 
 from .helpers import stop_process
@@ -183,3 +186,21 @@ async def test_advertise_names_the_address_peers_dial(nodes: list[pydds.Node]) -
         assert await c.database("db").get("k") == "through the proxy"
     finally:
         await proxy.close()
+
+
+async def test_a_peer_not_up_yet_is_said_plainly(
+    nodes: list[pydds.Node], caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as probe:  # a free port that nothing listens at
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(pydds.LinkClosed) as info:
+        await pydds.net.ws.WebSocketTransport().connect(f"127.0.0.1:{port}")
+    assert f"nothing listens at 127.0.0.1:{port} (the node is not up yet" in str(info.value)
+    assert "ssl:" not in str(info.value)
+    with caplog.at_level(logging.WARNING, logger="pydds"):
+        await start(nodes, "early", [f"127.0.0.1:{port}"])  # starts anyway, and says why
+    (warning,) = [r.getMessage() for r in caplog.records if "cannot join" in r.getMessage()]
+    assert "not up yet" in warning
+    assert "retried in the background" in warning
+    assert "ssl:" not in warning

@@ -298,7 +298,7 @@ class Node:
                 await self.join(address)
             except OSError as exc:
                 log.warning(
-                    "%s: cannot join %s now (%s); retrying in the background",
+                    "%s: cannot join %s now: %s; it will be retried in the background",
                     self.name,
                     address,
                     exc,

@@ -37,6 +37,19 @@ def normalize(address: str, scheme: str = "ws") -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+def _unreachable(exc: aiohttp.ClientConnectorError) -> str:
+    """Why nothing answered at a host and port, in words (aiohttp's own message
+    names its connector settings, such as ``ssl:default``). TLS failures keep theirs."""
+    if isinstance(exc, (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError)):
+        return str(exc)
+    where = f"{exc.host}:{exc.port}"
+    cause = exc.os_error
+    if isinstance(cause, ConnectionRefusedError):
+        return f"nothing listens at {where} (the node is not up yet, or listens elsewhere)"
+    reason = cause.strerror or str(cause) or type(cause).__name__
+    return f"{where} is unreachable ({reason})"
+
+
 class WebSocketLink:
     """One link over a WebSocket (either end)."""
 
@@ -130,6 +143,8 @@ class WebSocketTransport:
                 max_msg_size=self.max_frame_bytes,
                 ssl=self.client_ssl if url.startswith("wss://") and self.client_ssl else True,
             )
+        except aiohttp.ClientConnectorError as exc:
+            raise LinkClosed(f"cannot link to {address}: {_unreachable(exc)}") from None
         except (aiohttp.ClientError, OSError, ValueError, ssl.SSLError) as exc:
             raise LinkClosed(f"cannot link to {address}: {exc}") from None
         return WebSocketLink(ws)
