@@ -11,7 +11,7 @@ import pydds
 from pydds.clock import FakeClock
 from pydds.net import messages as m
 from pydds.net.codec import decode_frame
-from pydds.net.memory import MemoryNetwork
+from pydds.net.memory import MemoryNetwork, MemoryTransport
 
 
 class Cluster:
@@ -59,6 +59,17 @@ class Cluster:
         b = await self.start("b", ["mem://a"])
         await until(lambda: len(names(a)) == 2 and len(names(b)) == 2)
         return a, b
+
+    async def crash(self, node: pydds.Node) -> None:
+        """Stop ``node`` as a crash would: its peers get no ``Leave``, only links
+        that close (the network is healed afterwards: every cut is gone)."""
+        assert node._cluster is not None
+        transport = node._cluster.transport
+        assert isinstance(transport, MemoryTransport)  # its address, or its dialer name
+        others = [n.address for n in self.nodes if n is not node and n.address]
+        await self.network.partition([transport.address], others)
+        await node.close()
+        self.network.heal()
 
 
 async def until(condition: Callable[[], bool], rounds: int = 500) -> None:

@@ -467,7 +467,7 @@ async def test_clients_never_count_for_acknowledgements(cluster: Cluster) -> Non
 
 async def test_a_client_never_takes_or_blocks_a_nodes_name(cluster: Cluster) -> None:
     a, b = await cluster.pair()
-    await b.close()  # b is down, still a member: its name is a node's
+    await cluster.crash(b)  # b is down, still a member: its name is a node's
     await until(lambda: names(a) == ["a"])
     impostor = pydds.Client(
         "b", join=["mem://a"], transport=cluster.network.transport(), clock=cluster.clock
@@ -500,7 +500,7 @@ async def test_a_member_without_an_address_expires_after_dead_after(cluster: Clu
     await lone.start()
     await until(lambda: names(a) == ["a", "lone"])
     async with a.events(kinds={"left"}) as left:
-        await lone.close()
+        await cluster.crash(lone)
         await until(lambda: names(a) == ["a"])
         assert a._cluster is not None
         assert a._cluster.needed_acks("all") == 1  # suspect: still counted
@@ -658,3 +658,73 @@ async def test_joins_return_when_links_replace_or_duplicate_each_other(cluster: 
         await a.database("db").set(f"k{i}", i)
         await until(lambda: f"k{i}" in b.database("db"))  # noqa: B023 (awaited here)
         assert await b.database("db").get(f"k{i}") == i
+
+
+async def test_a_node_that_closes_leaves_at_once(cluster: Cluster) -> None:
+    a, b, c = await three(cluster)
+    async with a.events(kinds={"left", "unreachable"}) as at_a, b.events(kinds={"left"}) as at_b:
+        await c.close()  # says goodbye: no suspicion, no waiting for dead_after
+        assert (await at_a.get(timeout=1)).kind == "left"
+        assert (await at_b.get(timeout=1)).member == "c"
+        assert [m.name for m in a.members()] == ["a", "b"]
+        assert [m.name for m in b.members()] == ["b", "a"]
+        await a.database("db").set("k", 1, ack="all")  # c no longer counts
+        await cluster.clock.advance(5, step=0.5)  # and nothing redials it
+        assert a._cluster is not None
+        assert "mem://c" not in a._cluster._dialing
+        assert len(at_a) == 0  # never reported unreachable
+    c = await cluster.start("c", ["mem://a"])  # a node that left simply joins again
+    await until(lambda: all(len(names(n)) == 3 for n in (a, b, c)))
+
+
+async def test_a_leave_is_passed_on_to_nodes_the_leaver_cannot_reach(cluster: Cluster) -> None:
+    _a, b, c = await three(cluster)
+    await cluster.network.partition(["mem://c"], ["mem://b"])
+    await until(lambda: names(b) == ["b", "a"])  # c is suspect at b
+    async with b.events(kinds={"left"}) as at_b:
+        await c.close()  # its Leave reaches a, and a passes it on to b
+        assert (await at_b.get(timeout=1)).member == "c"
+    assert [m.name for m in b.members()] == ["b", "a"]
+    assert b._cluster is not None
+    assert b._cluster.needed_acks("all") == 1
+
+
+async def test_a_passed_on_leave_never_drops_a_node_linked_here(cluster: Cluster) -> None:
+    a, _b, _ = await three(cluster)
+    assert a._cluster is not None
+    a._cluster._left("b", "c")  # as if b said that c left: c is linked to a, still here
+    await drain_tasks()
+    assert names(a) == ["a", "b", "c"]
+
+
+async def drain_tasks() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_a_new_key_reaches_members_the_writer_has_no_link_to(cluster: Cluster) -> None:
+    _a, b = await cluster.pair()
+    await cluster.network.partition(["mem://w"], ["mem://b"])
+    w = await cluster.start("w", ["mem://a"])  # learns b through a, cannot link to it
+    await until(lambda: [m.name for m in w.members()] == ["w", "a", "b"])
+    assert names(w) == ["w", "a"]
+    async with b.events(database="db") as at_b:
+        await w.database("db").set("k", {"v": 1}, ack="majority")  # a acknowledges
+        event = await at_b.get(timeout=1)  # through a, not anti-entropy: no time passed
+        assert (event.kind, event.key, event.origin) == ("created", "k", "w")
+        assert await b.database("db").get("k") == {"v": 1}  # pulled from a
+        await w.database("db").delete("k")
+        assert (await at_b.get(timeout=1)).kind == "deleted"
+    assert "k" not in b.database("db")
+
+
+@pytest.mark.parametrize("message", [m.Leave("a"), m.Relay(("b",), "db", "k", 1, b"\0\0", "x")])
+async def test_a_client_cannot_say_who_left_or_relay(cluster: Cluster, message: Any) -> None:
+    a, _b = await cluster.pair()
+    rogue = await cluster.network.transport().connect("mem://a")
+    hello = m.Hello("rogue", "client", None, PROTOCOL)
+    await rogue.send(encode_frame([hello, m.Proof(b""), message]))
+    received = await asyncio.wait_for(drain(rogue), 1)
+    assert isinstance(received[-1], m.Close)
+    assert f"client cannot send {type(message).__name__}" in received[-1].reason
+    assert names(a) == ["a", "b"]

@@ -157,7 +157,9 @@ class Cluster:
             is_client=node.role == "client",
             max_payload_bytes=node.limits.max_value_bytes,
         )
-        self.membership = Membership(node.name, None, dead_after=settings.dead_after)
+        self.membership = Membership(
+            node.name, None, dead_after=settings.dead_after, dials=node.role == "node"
+        )
         self.gateways: list[str] = []  # a client's addresses to try besides known nodes
         self.congested = False  # some link has FLUSH_AT messages waiting for its writer
         self._links: dict[str, _Link] = {}  # open links by peer name
@@ -271,13 +273,16 @@ class Cluster:
             return False
 
     async def _redial(self, address: str) -> None:
+        known: str | None = None  # the name of the node at ``address``, once known
         try:
             async for _ in self._backoff():
-                name = self._name_at(address)
-                if name is not None and name in self._links:
-                    return
-                if name is not None and self.membership.get(name) is None:
-                    return  # it has left
+                name = self._name_at(address) or known
+                if name is not None:
+                    if name in self._links:
+                        return
+                    if self.membership.get(name) is None:
+                        return  # it has left, or was removed
+                    known = name
                 if await self._dial(address):
                     return
                 self.expire_members()
@@ -304,8 +309,38 @@ class Cluster:
     def expire_members(self) -> None:
         """Remove the members suspect for longer than ``dead_after`` (a ``left`` event
         each): run by the node's sweeper, and after a failed redial."""
-        for name in self.membership.expire(self.clock.now()):
+        gone = self.membership.expire(self.clock.now())
+        if gone:
+            self._members_changed()
+        for name in gone:
             self._member_event(EventKind.LEFT, name)
+
+    def _members_changed(self) -> None:
+        """The member table changed: replication relays to members it has no link to."""
+        self.replication.members = frozenset(m.name for m in self.membership.members()[1:])
+
+    def _left(self, sender: str, name: str) -> None:
+        """Node ``name`` leaves the cluster, as ``sender`` says (``name`` itself, or a
+        node it told): drop it now (a ``left`` event), count it no more, dial it no
+        more, and pass the news on once to the other nodes linked here."""
+        if name == self.node.name:
+            return
+        if name != sender:
+            linked = self._links.get(name)
+            if linked is not None and not linked.session.closed:
+                return  # linked here: its own Leave, or its link closing, tells
+        if not self.membership.remove(name):
+            return  # not a member (dropped already): passed on no further
+        self._members_changed()
+        self._member_event(EventKind.LEFT, name)
+        if self.node.role == "node":
+            self.send(
+                [
+                    (peer, m.Leave(name))
+                    for peer, state in self._links.items()
+                    if peer not in (sender, name) and not self._is_client(state)
+                ]
+            )
 
     def _member_event(self, kind: EventKind, member: str) -> None:
         self.node._publish(Event(kind, origin=self.node.name, member=member))
@@ -313,6 +348,10 @@ class Cluster:
     async def close(self) -> None:
         """Close every link (peers learn why) and stop accepting."""
         self._closing = True
+        if self.node.role == "node":  # a member says goodbye; a client goes quietly
+            for state in self._links.values():
+                if not self._is_client(state):
+                    state.session.send([m.Leave(self.node.name)])
         for state in list(self._states):  # open links, and links still opening
             state.session.close("node shutting down")
             state.wake.set()
@@ -398,10 +437,14 @@ class Cluster:
                     # tell a peer that refuses it from one that lets it in.
                     state.opened.set_result(None)
                 turn = time.monotonic()
+                # What the peer sent before its Close counts (a node's last writes and
+                # its Leave go out with its Close); a fault found here ends the frame.
+                peer_closed = session.closed
                 for message in for_node:
-                    if session.closed:
+                    if session.closed and not peer_closed:
                         break
-                    self._dispatch(state, message)
+                    if not self._dispatch(state, message):
+                        break
                     if time.monotonic() - turn > YIELD_AFTER:
                         # A large frame does not hold the event loop: what it has
                         # changed so far is seen (events, reads) while the rest waits.
@@ -461,6 +504,7 @@ class Cluster:
         self._links[peer] = state
         before = self.membership.get(peer)
         self.membership.linked(peer, state.session.peer.address)
+        self._members_changed()
         if before is None or before.state == "joining":
             self._member_event(EventKind.JOINED, peer)
         elif before.state == "suspect":
@@ -569,6 +613,8 @@ class Cluster:
         hello = state.session.peer
         if hello is None or hello.role == "client":
             return  # a client's gateway forgets it: clients are never members
+        if self.node.role == "node" and self.membership.get(peer) is None:
+            return  # it left: dropped already, nothing to redial
         self.membership.unlinked(peer, self.clock.now())
         if not self._closing:
             self._member_event(EventKind.UNREACHABLE, peer)
@@ -580,30 +626,37 @@ class Cluster:
         else:
             self.redial(address)
 
-    def _dispatch(self, state: _Link, message: m.Message) -> None:
+    def _dispatch(self, state: _Link, message: m.Message) -> bool:
+        """Act on one message from a link; False when it was a fault (the link closes)."""
         hello = state.session.peer
         assert hello is not None
         peer = hello.name
         if isinstance(message, m.Members) and hello.role == "node":
-            learned = self.membership.learn(message.members)
+            learned = self.membership.learn(message.members, self.clock.now())
+            if learned:
+                self._members_changed()
             if self.node.role == "node":  # a client only remembers gateways to move to
                 for _, address in learned:
                     self.redial(address)
-            return
+            return True
+        if isinstance(message, m.Leave) and hello.role == "node":
+            self._left(peer, message.name)
+            return True
         try:
             sends, notices = self.replication.handle(peer, message)
         except ProtocolError as exc:
             self.stats["error:protocol"] += 1
             log.warning("closing the link to %s: %s", peer, exc)
             state.session.close(str(exc))
-            return
+            return False
         except NodeClosed:
             state.session.close("node shutting down")
-            return
+            return False
         if sends:
             self.send(sends)
         if notices:
             self._notices(notices)
+        return True
 
     def _notices(self, notices: Iterable[Notice]) -> None:
         for notice in notices:

@@ -33,7 +33,7 @@ class EventKind(StrEnum):
     CUSTOM = "custom"  # a custom event (``Node.emit``)
     OVERFLOW = "overflow"  # this subscriber's queue overflowed; payload {"dropped": n}
     JOINED = "joined"  # a node joined the cluster (``member`` says which)
-    LEFT = "left"  # a node left the cluster (unreachable for too long)
+    LEFT = "left"  # a node left the cluster (it closed, or was unreachable for too long)
     UNREACHABLE = "unreachable"  # the link to a member closed; it is suspect
     REACHABLE = "reachable"  # a suspect member is linked again
     STALE = "stale"  # this node's copy of a key went stale (no longer replicated here)

@@ -19,8 +19,8 @@ def test_a_new_table_lists_only_this_node() -> None:
 
 def test_learning_returns_only_new_members_to_dial() -> None:
     table = Membership("a", "mem://a")
-    assert table.learn((("a", "mem://a"), ("b", "mem://b"))) == [("b", "mem://b")]
-    assert table.learn((("b", "mem://b"), ("c", "mem://c"))) == [("c", "mem://c")]
+    assert table.learn((("a", "mem://a"), ("b", "mem://b")), 0.0) == [("b", "mem://b")]
+    assert table.learn((("b", "mem://b"), ("c", "mem://c")), 0.0) == [("c", "mem://c")]
     assert states(table) == {"a": "self", "b": "joining", "c": "joining"}
 
 
@@ -64,3 +64,29 @@ def test_linked_reports_a_new_member_once() -> None:
     table = Membership("a", "mem://a")
     assert table.linked("b", "mem://b") is True
     assert table.linked("b", "mem://b") is False
+
+
+def test_a_member_learned_and_never_linked_expires() -> None:
+    table = Membership("a", "mem://a", dead_after=5.0)
+    table.learn((("b", "mem://b"), ("c", "mem://c")), 0.0)
+    table.linked("c", "mem://c")
+    assert table.expire(4.9) == []
+    assert table.expire(5.0) == ["b"]
+    assert states(table) == {"a": "self", "c": "alive"}
+
+
+def test_remove_drops_a_member_at_once() -> None:
+    table = Membership("a", "mem://a", dead_after=5.0)
+    table.linked("b", "mem://b")
+    table.unlinked("b", 0.0)
+    assert table.remove("b") is True
+    assert table.remove("b") is False
+    assert table.expire(10.0) == []  # no suspicion left behind
+    assert states(table) == {"a": "self"}
+
+
+def test_a_client_keeps_the_members_it_learned() -> None:
+    table = Membership("cl", None, dead_after=5.0, dials=False)
+    table.learn((("b", "mem://b"),), 0.0)
+    assert table.expire(100.0) == []  # gateways to move to, never linked
+    assert states(table) == {"cl": "self", "b": "joining"}

@@ -127,6 +127,12 @@ def _members(v: Any) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+def _names(v: Any) -> tuple[str, ...]:
+    if type(v) is not list or len(v) > 4096:
+        raise MalformedFrame("names is a list of at most 4096 names")
+    return tuple(_short(name) for name in v)
+
+
 MAX_HOLDING = 10_000  # values in one Holding message
 
 
@@ -163,6 +169,8 @@ _SCHEMA: dict[int, tuple[type, tuple[Field, ...]]] = {
     18: (m.Holding, (_name, _holding)),
     19: (m.AckFrom, (_uint, _short)),
     20: (m.Proof, (_mac,)),
+    21: (m.Leave, (_short,)),
+    22: (m.Relay, (_names, _name, _key, _gen, _bytes, _short)),
 }
 _CODES = {cls: code for code, (cls, _) in _SCHEMA.items()}
 for _cls, _checks in _SCHEMA.values():

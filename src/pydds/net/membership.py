@@ -4,10 +4,12 @@ Theory of operation
 -------------------
 Members are nodes (clients never appear). A member is ``alive`` while a link to it is
 open; when its link closes (silence past the session timeout, or an error) it is
-``suspect``, and the node keeps dialing it with backoff. A member suspect for longer
-than ``dead_after`` is removed: it has left. Member lists travel in ``Members``
-messages at link open; a member learned that way is dialed. The full mesh is one
-policy over this table; a partial view (HyParView) would choose fewer links to keep.
+``suspect``, and the node keeps dialing it with backoff. A member suspect (or
+learned and never linked) for longer than ``dead_after`` is removed: it has left. A
+node that closes says so (``Leave``) and is removed at once. Member lists travel in
+``Members`` messages at link open; a member learned that way is dialed. The full mesh
+is one policy over this table; a partial view (HyParView) would choose fewer links
+to keep.
 """
 
 from __future__ import annotations
@@ -30,10 +32,15 @@ class Member:
 class Membership:
     """The member table: sans-IO, time passed in."""
 
-    def __init__(self, name: str, address: str | None, *, dead_after: float = 30.0) -> None:
+    def __init__(
+        self, name: str, address: str | None, *, dead_after: float = 30.0, dials: bool = True
+    ) -> None:
         self.name = name  # this node's name
         self.address = address  # this node's address (None: not listening)
         self.dead_after = dead_after  # seconds suspect before a member is removed
+        #: Whether this node dials the members it learns (a client does not: those it
+        #: learns are gateways to move to, never linked, and never expire).
+        self.dials = dials
         self._members: dict[str, Member] = {}
         self._suspect_since: dict[str, float] = {}
 
@@ -59,12 +66,15 @@ class Membership:
             self._members[name] = Member(name, member.address, "node", "suspect")
             self._suspect_since[name] = now
 
-    def learn(self, pairs: tuple[tuple[str, str], ...]) -> list[tuple[str, str]]:
-        """Members a peer listed; return the new ones, to dial."""
+    def learn(self, pairs: tuple[tuple[str, str], ...], now: float) -> list[tuple[str, str]]:
+        """Members a peer listed; return the new ones, to dial. One never linked
+        within ``dead_after`` is removed as a suspect would be (when ``dials``)."""
         out = []
         for name, address in pairs:
             if name != self.name and name not in self._members:
                 self._members[name] = Member(name, address, "node", "joining")
+                if self.dials:
+                    self._suspect_since[name] = now
                 out.append((name, address))
         return out
 
@@ -74,6 +84,12 @@ class Membership:
         if self.address is not None:
             pairs.append((self.name, self.address))
         return tuple(sorted(pairs))
+
+    def remove(self, name: str) -> bool:
+        """Drop member ``name`` (it left, or an operator removed it); return whether
+        it was a member."""
+        self._suspect_since.pop(name, None)
+        return self._members.pop(name, None) is not None
 
     def expire(self, now: float) -> list[str]:
         """Remove members suspect for longer than ``dead_after``; return their names."""

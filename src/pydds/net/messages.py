@@ -21,11 +21,13 @@ __all__ = [
     "DirectoryStep2",
     "Hello",
     "Holding",
+    "Leave",
     "Members",
     "Message",
     "Ping",
     "Pong",
     "Proof",
+    "Relay",
     "Release",
     "ValueDiff",
     "ValueMissing",
@@ -172,6 +174,29 @@ class Members:
 
 
 @dataclass(slots=True)
+class Leave:
+    """Node ``name`` leaves the cluster: drop it at once (no suspicion, no redial,
+    no longer counted). The leaving node says it to its peers as it closes; each
+    passes it on, once, to the nodes it links to (``name`` is then not the sender)."""
+
+    name: str
+
+
+@dataclass(slots=True)
+class Relay:
+    """Pass this directory delta of a change on to the nodes ``to``, which the
+    writer ``origin`` knows of but has no link to (they get it as a directory repair,
+    ``Write`` of kind ``""``, instead of waiting for anti-entropy)."""
+
+    to: tuple[str, ...]
+    database: str
+    key: str
+    gen: int
+    directory: bytes
+    origin: str
+
+
+@dataclass(slots=True)
 class Ping:
     """A heartbeat; answer with ``Pong`` carrying the same ``seq``."""
 
@@ -206,6 +231,8 @@ Message = (
     | ValueMissing
     | Release
     | Members
+    | Leave
+    | Relay
     | Custom
     | Ping
     | Pong

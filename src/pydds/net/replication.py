@@ -157,6 +157,8 @@ def _validate(msg: m.Message) -> None:
             update_state_vector(msg.value)
     elif isinstance(msg, (m.DirectoryStep2, m.ValueDiff)):
         update_state_vector(msg.update)
+    elif isinstance(msg, m.Relay):
+        update_state_vector(msg.directory)
     elif isinstance(msg, (m.DirectoryStep1, m.ValuePull)):
         decode_state_vector(msg.state_vector)
     elif isinstance(msg, m.Holding):
@@ -208,7 +210,7 @@ _KINDS: dict[str, EventKind | None] = {
 }
 
 #: Messages a client never sends: it joins no one into the cluster and relays nothing.
-_FROM_NODES_ONLY = frozenset({m.Members})
+_FROM_NODES_ONLY = frozenset({m.Members, m.Leave, m.Relay})
 
 
 class Replication:
@@ -242,6 +244,10 @@ class Replication:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self.grants: dict[str, Grant] = {}  # what each client peer may do (its token)
         self.client_ids: dict[str, int] = {}  # each client peer's Yjs client id
+        #: The other nodes of the cluster this node knows (linked or not), kept by the
+        #: node from its member table: a change's directory delta is relayed to those
+        #: this node has no link to.
+        self.members: frozenset[str] = frozenset()
 
     def _keyspace(self, database: str) -> Keyspace:
         """The keyspace of ``database`` (made on first use), remembered."""
@@ -356,7 +362,28 @@ class Replication:
             out.append((peer, m.Write(database, key, gen, kind, directory, value, origin, asked)))
         if event_kind is EventKind.DELETED:
             self.holders.drop(value_id)
+        if directory is not None and not self.is_client:
+            out.extend(self._relays(database, key, gen, directory, origin, out))
         return out
+
+    def _relays(
+        self,
+        database: str,
+        key: str,
+        gen: int,
+        directory: bytes,
+        origin: str,
+        writes: list[Send],
+    ) -> list[Send]:
+        """``Relay`` of a change's directory delta to the members this node has no
+        link to, asked of every node the change went to (any of them may reach them)."""
+        unlinked = self.members - self.peers
+        if not unlinked:
+            return []
+        to = tuple(sorted(unlinked))
+        relay = m.Relay(to, database, key, gen, directory, origin)
+        clients = self.clients
+        return [(peer, relay) for peer, _ in writes if peer not in clients]
 
     def pull(self, database: str, key: str) -> tuple[ValueId, list[Send]]:
         """Ask every peer for the value of ``key`` (not held here).
@@ -644,6 +671,13 @@ class Replication:
         relay_to = (self.peers if from_client else self.clients) - {peer}
         return [(other, msg) for other in relay_to], (CustomReceived(msg),)
 
+    def _on_relay(self, peer: str, msg: m.Relay, from_client: bool) -> Handled:
+        # Passed on once: to the named nodes this node links to, as a directory repair
+        # (which makes no one a holder), never back and never further.
+        write = m.Write(msg.database, msg.key, msg.gen, "", msg.directory, None, msg.origin)
+        to = self.peers - self.clients - {peer, self.name}
+        return [(other, write) for other in msg.to if other in to], ()
+
     def _on_ignore(self, peer: str, msg: m.Message, from_client: bool) -> Handled:
         return _NOTHING  # link-level messages are the session's, Members the node's
 
@@ -661,9 +695,11 @@ class Replication:
         m.Ack: _on_ack,
         m.AckFrom: _on_ack_from,
         m.Custom: _on_custom,
+        m.Relay: _on_relay,
         m.Hello: _on_ignore,
         m.Proof: _on_ignore,
         m.Members: _on_ignore,
+        m.Leave: _on_ignore,
         m.Ping: _on_ignore,
         m.Pong: _on_ignore,
         m.Close: _on_ignore,

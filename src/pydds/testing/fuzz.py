@@ -59,6 +59,8 @@ def valid_messages(rng: random.Random, update: bytes, state_vector: bytes) -> li
         m.Release(db, key, gen),
         m.Holding(db, ((key, gen, state_vector),)),
         m.Members((("n9", "mem://n9"),)),
+        m.Leave(rng.choice(["peer", "n9"])),
+        m.Relay(("n9",), db, key, gen, update, "peer"),
         m.Custom(f"peer:{rng.randint(1, 9)}", "ev", msgpack.packb({"a": 1}), "peer"),
         m.Ping(rng.randint(0, 9)),
         m.Pong(rng.randint(0, 9)),
@@ -302,6 +304,8 @@ def _hostile(
         m.Release(db, key, gen),
         m.Holding(db, ((key, gen, EMPTY_STATE_VECTOR),)),
         m.Members((("n9", "mem://n9"),)),
+        m.Leave(rng.choice(["n2", origin])),
+        m.Relay(("n2",), db, key, gen, value, origin),
         m.Custom(rng.choice(ids), "ev", msgpack.packb(1), origin),
     ]
     return rng.sample(every, rng.randint(1, 4))
