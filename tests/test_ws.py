@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -90,25 +91,30 @@ async def test_a_node_killed_and_restarted_catches_up(nodes: list[pydds.Node]) -
     assert await c2.database("db").get("while-c-was-away") == 1
 
 
+async def serve_process(procs: list[asyncio.subprocess.Process], name: str, *join: str) -> str:
+    """Start ``pydds serve`` (in memory, a random port, its own process group) and
+    return the address it links at."""
+    args = [sys.executable, "-m", "pydds", "serve", "--port", "0", "--name", name, "--memory"]
+    for address in join:
+        args += ["--join", address]
+    proc = await asyncio.create_subprocess_exec(
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        start_new_session=True,  # its own process group, stopped as a whole
+    )
+    procs.append(proc)
+    assert proc.stdout is not None
+    line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+    match = re.search(r"links at (ws://127\.0\.0\.1:\d+)", line)
+    assert match, line
+    return match.group(1)
+
+
 async def test_serve_processes_form_a_cluster(nodes: list[pydds.Node]) -> None:
     procs: list[asyncio.subprocess.Process] = []
 
-    async def serve(name: str, *join: str) -> str:
-        args = [sys.executable, "-m", "pydds", "serve", "--port", "0", "--name", name, "--memory"]
-        for address in join:
-            args += ["--join", address]
-        proc = await asyncio.create_subprocess_exec(
-            *args,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-            start_new_session=True,  # its own process group, stopped as a whole
-        )
-        procs.append(proc)
-        assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
-        match = re.search(r"links at (ws://127\.0\.0\.1:\d+)", line)
-        assert match, line
-        return match.group(1)
+    serve = functools.partial(serve_process, procs)
 
     try:
         first = await serve("p1")
@@ -123,6 +129,29 @@ async def test_serve_processes_form_a_cluster(nodes: list[pydds.Node]) -> None:
         await until(lambda: "p1" not in alive(probe), probe, seconds=20)
         await other.database("db").set("k2", 2)
         await until(lambda: "k2" in probe.database("db"), probe, seconds=20)
+    finally:
+        for proc in procs:
+            await stop_process(proc)
+
+
+async def test_a_serve_process_stopped_by_sigterm_leaves_at_once(
+    nodes: list[pydds.Node],
+) -> None:
+    procs: list[asyncio.subprocess.Process] = []
+
+    serve = functools.partial(serve_process, procs)
+
+    try:
+        first = await serve("p1")
+        await serve("p2", first)
+        probe = await start(nodes, "probe", [first])
+        await until(lambda: alive(probe) == ["p1", "p2", "probe"], probe, seconds=20)
+        async with probe.events(kinds={"left", "unreachable"}) as seen:
+            os.killpg(procs[1].pid, signal.SIGTERM)  # a graceful stop: p2 says goodbye
+            event = await seen.get(timeout=5)
+        assert (event.kind, event.member) == ("left", "p2")  # not suspected first
+        assert [m.name for m in probe.members()] == ["probe", "p1"]
+        await probe.database("db").set("k", 1, ack="all")  # p2 no longer counts
     finally:
         for proc in procs:
             await stop_process(proc)
