@@ -1,5 +1,8 @@
 """The public API is ``pydds.__all__``: every name there exists, every public name is there."""
 
+import subprocess
+import sys
+
 import pydds
 
 
@@ -35,3 +38,21 @@ def test_typed_package() -> None:
     from importlib.resources import files
 
     assert files("pydds").joinpath("py.typed").is_file()
+
+
+def test_every_public_name_is_found_where_it_is_defined() -> None:
+    lazy = pydds._WHERE  # type: ignore[attr-defined]
+    assert set(lazy) == set(pydds.__all__) - {"__version__"}
+    for name, where in lazy.items():
+        assert getattr(pydds, name).__module__.startswith("pydds"), name
+        assert where.startswith(".")
+
+
+def test_importing_pydds_imports_no_node() -> None:
+    # The pydds command imports the package: what a node needs comes on first use.
+    probe = "import sys, pydds, pydds.cli; print(sorted(m for m in sys.modules if m in HEAVY))"
+    heavy = "HEAVY = {'aiohttp', 'pycrdt', 'msgpack', 'pydds.node', 'pydds.cluster'}; "
+    out = subprocess.run(
+        [sys.executable, "-c", heavy + probe], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"

@@ -13,40 +13,91 @@ Example::
     pydds.run(main())  # asyncio.run(main()) works too; pydds.run picks uvloop if installed
 """
 
-from .changes import Change
-from .clock import Clock, FakeClock, RealClock
-from .cluster import ClusterSettings, Warmup
-from .collector import tune_gc
-from .config import DatabaseSettings, Limits
-from .database import Database
-from .errors import (
-    AckTimeout,
-    Forbidden,
-    InvalidName,
-    InvalidUpdate,
-    InvalidValue,
-    KeyNotFound,
-    LinkClosed,
-    MalformedFrame,
-    ModuleError,
-    NodeClosed,
-    PathNotFound,
-    ProtocolError,
-    PyddsError,
-    StorageError,
-    Unavailable,
-    WrongType,
-)
-from .events import Event, EventKind, Subscription
-from .loops import run
-from .modules import EventFilter, Module
-from .net.auth import ClientToken, Credentials
-from .net.membership import Member
-from .net.memory import MemoryNetwork
-from .net.transport import Link, Transport
-from .node import Client, Node
+# The names below are imported on first use (PEP 562), so that ``import pydds`` (and
+# the ``pydds`` command, which does not need a node) starts fast; type checkers see
+# them as plain imports.
+import importlib as _importlib
+import typing as _typing
+
+if _typing.TYPE_CHECKING:
+    from .changes import Change
+    from .clock import Clock, FakeClock, RealClock
+    from .cluster import ClusterSettings, Warmup
+    from .collector import tune_gc
+    from .config import DatabaseSettings, Limits
+    from .database import Database
+    from .errors import (
+        AckTimeout,
+        Forbidden,
+        InvalidName,
+        InvalidUpdate,
+        InvalidValue,
+        KeyNotFound,
+        LinkClosed,
+        MalformedFrame,
+        ModuleError,
+        NodeClosed,
+        PathNotFound,
+        ProtocolError,
+        PyddsError,
+        StorageError,
+        Unavailable,
+        WrongType,
+    )
+    from .events import Event, EventKind, Subscription
+    from .loops import run
+    from .modules import EventFilter, Module
+    from .net.auth import ClientToken, Credentials
+    from .net.membership import Member
+    from .net.memory import MemoryNetwork
+    from .net.transport import Link, Transport
+    from .node import Client, Node
 
 __version__ = "0.1.0"
+
+#: public name -> the module that defines it
+_WHERE = {
+    "AckTimeout": ".errors",
+    "Change": ".changes",
+    "Client": ".node",
+    "ClientToken": ".net.auth",
+    "Clock": ".clock",
+    "ClusterSettings": ".cluster",
+    "Credentials": ".net.auth",
+    "Database": ".database",
+    "DatabaseSettings": ".config",
+    "Event": ".events",
+    "EventFilter": ".modules",
+    "EventKind": ".events",
+    "FakeClock": ".clock",
+    "Forbidden": ".errors",
+    "InvalidName": ".errors",
+    "InvalidUpdate": ".errors",
+    "InvalidValue": ".errors",
+    "KeyNotFound": ".errors",
+    "Limits": ".config",
+    "Link": ".net.transport",
+    "LinkClosed": ".errors",
+    "MalformedFrame": ".errors",
+    "Member": ".net.membership",
+    "MemoryNetwork": ".net.memory",
+    "Module": ".modules",
+    "ModuleError": ".errors",
+    "Node": ".node",
+    "NodeClosed": ".errors",
+    "PathNotFound": ".errors",
+    "ProtocolError": ".errors",
+    "PyddsError": ".errors",
+    "RealClock": ".clock",
+    "StorageError": ".errors",
+    "Subscription": ".events",
+    "Transport": ".net.transport",
+    "Unavailable": ".errors",
+    "Warmup": ".cluster",
+    "WrongType": ".errors",
+    "run": ".loops",
+    "tune_gc": ".collector",
+}
 
 __all__ = [
     "AckTimeout",
@@ -91,3 +142,22 @@ __all__ = [
     "run",
     "tune_gc",
 ]
+
+
+def __getattr__(name: str) -> _typing.Any:
+    where = _WHERE.get(name)
+    if where is not None:
+        value = getattr(_importlib.import_module(where, __name__), name)
+    else:  # a subpackage or module (pydds.crdt, pydds.net.ws...), imported on first use
+        try:
+            value = _importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_WHERE})
