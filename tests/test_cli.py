@@ -301,7 +301,7 @@ async def test_serve_tunes_the_collector_once_started(monkeypatch: pytest.Monkey
     # collector's way once it serves (the process would hold them to its end).
     import gc
 
-    from pydds.cli.serve import serve
+    from pydds.cli.process import serve
     from pydds.serve_config import ServeConfig
 
     serving = asyncio.Event()

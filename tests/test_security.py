@@ -436,7 +436,7 @@ async def test_http_bearer_tokens() -> None:
 
 
 def test_protected_mode() -> None:
-    from pydds.cli.serve import credentials_of, protected
+    from pydds.cli.process import credentials_of, protected
     from pydds.serve_config import ConfigError, load_config
 
     for host in ("127.0.0.1", "::1", "localhost"):
