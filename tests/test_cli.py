@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import socket
+import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -330,3 +331,46 @@ async def test_serve_tunes_the_collector_once_started(monkeypatch: pytest.Monkey
     finally:
         gc.unfreeze()
         gc.set_threshold(*thresholds)
+
+
+def test_serve_on_a_port_in_use_says_so_in_one_line_and_makes_nothing(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        data = tmp_path / "data"
+        done = subprocess.run(
+            [sys.executable, "-m", "pydds", "serve", "--port", str(port), "--data-dir", str(data)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert done.returncode == 3
+    assert done.stderr.strip() == (
+        f"error: port {port} is in use (127.0.0.1:{port}): stop what uses it, or choose --port"
+    )
+    assert not data.exists()
+
+
+def test_serve_with_a_missing_certificate_says_so_in_one_line(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pydds",
+            "serve",
+            "--port",
+            "0",
+            "--memory",
+            "--tls-cert",
+            str(tmp_path / "none.pem"),
+            "--tls-key",
+            str(tmp_path / "none.key"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert done.stderr.startswith("error: ")
