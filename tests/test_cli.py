@@ -143,6 +143,44 @@ async def test_two_processes_and_the_client_commands(
     assert "wrong_type" in err
 
 
+async def test_options_go_before_or_after_the_command_and_incr_counts(
+    served: Callable[..., Awaitable[Served]],
+) -> None:
+    s = await served("--port", "0", "--name", "o1")
+    unreachable = f"127.0.0.1:{free_port()}"  # PYDDS_NODE: overridden by --node
+    after = ("--node", s.node)
+    assert await pydds_cmd("incr", "db", "c", *after, node=unreachable) == (0, "1\n", "")
+    assert await pydds_cmd("--node", s.node, "incr", "db", "c", "5") == (0, "6\n", "")
+    code, out, _ = await pydds_cmd("incr", "db", "c", "-2", "--json", *after)
+    assert (code, json.loads(out)) == (0, {"value": 4})
+    code, out, _ = await pydds_cmd("incr", "db", "c", "--ack", "majority", *after)
+    assert (code, out) == (0, "5\n")
+    code, out, _ = await pydds_cmd("set", "db", "k", '"v"', "--json", *after)
+    assert (code, json.loads(out)) == (0, {"ok": True, "created": True})
+    assert await pydds_cmd("keys", "db", "--json", *after) == (0, '["c", "k"]\n', "")
+    assert await pydds_cmd("--json", "keys", "db", *after) == (0, '["c", "k"]\n', "")
+    code, out, _ = await pydds_cmd("status", *after, "--json")
+    assert json.loads(out)["node"]["name"] == "o1"
+    # A given option after the command wins over the one before it.
+    code, out, _ = await pydds_cmd("--node", unreachable, "get", "db", "k", *after)
+    assert (code, out) == (0, '"v"\n')
+    code, _, err = await pydds_cmd("incr", "db", "k", *after)
+    assert code == 3
+    assert "wrong_type" in err
+    code, _, err = await pydds_cmd("incr", "db", "c", "x", *after)
+    assert code == 2
+    assert "'x' is not a valid integer" in err
+    assert (await pydds_cmd("get", "db", "c", "--token", "a.b", *after))[0] == 0  # no credentials
+
+
+def test_ack_help_lists_every_level(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["set", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for level in ("local", "majority", "all", "durable", "durable+majority", "durable+N"):
+        assert level in text
+
+
 async def test_watch_streams_events_as_json_lines(
     served: Callable[..., Awaitable[Served]],
 ) -> None:
@@ -224,7 +262,8 @@ def test_a_command_is_required(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    "command", ["serve", "get", "set", "update", "delete", "keys", "watch", "emit", "status"]
+    "command",
+    ["serve", "get", "set", "update", "incr", "delete", "keys", "watch", "emit", "status"],
 )
 def test_help_everywhere(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:

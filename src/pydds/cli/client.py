@@ -1,4 +1,4 @@
-"""The client commands: ``get``, ``set``, ``update``, ``delete``, ``keys``,
+"""The client commands: ``get``, ``set``, ``update``, ``incr``, ``delete``, ``keys``,
 ``watch``, ``emit`` and ``status``, talking to a node over its HTTP API.
 
 Exit codes: 0 success; 1 the key (or database) was not found; 2 bad usage (wrong
@@ -19,6 +19,7 @@ from urllib.parse import quote
 import click
 
 from .http import ApiError, NodeApi, Unreachable, key_path
+from .options import client_options, option
 
 __all__ = ["COMMANDS"]
 
@@ -31,9 +32,8 @@ R = TypeVar("R")
 
 
 def _api() -> NodeApi:
-    params = click.get_current_context().find_root().params
     return NodeApi(
-        params["node"], timeout=params["timeout"], token=params["token"], ca=params["tls_ca"]
+        option("node"), timeout=option("timeout"), token=option("token"), ca=option("tls_ca")
     )
 
 
@@ -73,18 +73,31 @@ def _print(value: Any) -> None:
     click.echo(json.dumps(value, ensure_ascii=False))
 
 
+def _done(answer: Any) -> None:
+    """What a write prints: OK, or with ``--json`` the node's answer."""
+    if option("as_json"):
+        _print(answer)
+    else:
+        click.echo("OK")
+
+
 ack_option = click.option(
     "--ack",
     default="local",
     show_default=True,
     metavar="LEVEL",
-    help="local, majority, all or a number of nodes",
+    help=(
+        "when the write returns: local (applied here), majority, all, N (that many"
+        " nodes have it), durable (on this node's disk), or durable+majority,"
+        " durable+all, durable+N (both)"
+    ),
 )
 
 
 @click.command("get")
 @click.argument("database")
 @click.argument("key")
+@client_options
 @_handled
 def get_command(database: str, key: str) -> None:
     """Print the value of KEY in DATABASE as JSON (exit code 1 if absent)."""
@@ -96,12 +109,12 @@ def get_command(database: str, key: str) -> None:
 @click.argument("key")
 @click.argument("value")
 @ack_option
+@client_options
 @_handled
 def set_command(database: str, key: str, value: str, ack: str) -> None:
     """Set KEY in DATABASE to VALUE, a JSON text ('{"a": 1}', '"text"', 42)."""
     body = _json_argument(value, "VALUE")
-    _api().call("PUT", key_path(database, key), body, _ack_query(ack))
-    click.echo("OK")
+    _done(_api().call("PUT", key_path(database, key), body, _ack_query(ack)))
 
 
 @click.command("update")
@@ -109,37 +122,55 @@ def set_command(database: str, key: str, value: str, ack: str) -> None:
 @click.argument("key")
 @click.argument("fields")
 @ack_option
+@client_options
 @_handled
 def update_command(database: str, key: str, fields: str, ack: str) -> None:
     """Merge FIELDS (a JSON object) into the dict value of KEY."""
     body = _json_argument(fields, "FIELDS")
     if not isinstance(body, dict):
         raise click.BadParameter("must be a JSON object", param_hint="FIELDS")
-    _api().call("PATCH", key_path(database, key), body, _ack_query(ack))
-    click.echo("OK")
+    _done(_api().call("PATCH", key_path(database, key), body, _ack_query(ack)))
+
+
+@click.command("incr", context_settings={"ignore_unknown_options": True})
+@click.argument("database")
+@click.argument("key")
+@click.argument("amount", type=int, default=1)
+@ack_option
+@client_options
+@_handled
+def incr_command(database: str, key: str, amount: int, ack: str) -> None:
+    """Add AMOUNT (default 1, may be negative) to the counter KEY, made if absent;
+    print the total."""
+    query = {"amount": str(amount), **_ack_query(ack)}
+    total = _api().call("POST", key_path(database, key) + "/incr", None, query)
+    if option("as_json"):
+        _print(total)
+    else:
+        click.echo(total["value"])
 
 
 @click.command("delete")
 @click.argument("database")
 @click.argument("key")
 @ack_option
+@client_options
 @_handled
 def delete_command(database: str, key: str, ack: str) -> None:
     """Delete KEY from DATABASE (exit code 1 if absent)."""
-    _api().call("DELETE", key_path(database, key), None, _ack_query(ack))
-    click.echo("OK")
+    _done(_api().call("DELETE", key_path(database, key), None, _ack_query(ack)))
 
 
 @click.command("keys")
 @click.argument("database")
 @click.option("--prefix", default="", help="only keys that start with this")
-@click.option("--json", "as_json", is_flag=True, help="print one JSON list")
+@client_options
 @_handled
-def keys_command(database: str, prefix: str, as_json: bool) -> None:
-    """List the keys of DATABASE, one per line."""
+def keys_command(database: str, prefix: str) -> None:
+    """List the keys of DATABASE, one per line (--json: one JSON list)."""
     query = {"prefix": prefix} if prefix else None
     listed = _api().call("GET", f"/v1/databases/{quote(database, safe='')}/keys", None, query)
-    if as_json:
+    if option("as_json"):
         _print(listed)
     else:
         for key in listed:
@@ -153,6 +184,7 @@ def keys_command(database: str, prefix: str, as_json: bool) -> None:
 @click.option("--names", default=None, help="only custom events of these names")
 @click.option("--values", "with_values", is_flag=True, help="include values that are held")
 @click.option("--count", type=click.IntRange(min=1), default=None, help="stop after N events")
+@client_options
 @_handled
 def watch_command(
     database: str | None,
@@ -186,12 +218,12 @@ def watch_command(
 @click.command("emit")
 @click.argument("name")
 @click.argument("payload", required=False)
+@client_options
 @_handled
 def emit_command(name: str, payload: str | None) -> None:
     """Emit the custom event NAME with PAYLOAD (JSON; default null)."""
     body = None if payload is None else _json_argument(payload, "PAYLOAD")
-    _api().call("POST", f"/v1/events/{quote(name, safe='')}", body)
-    click.echo("OK")
+    _done(_api().call("POST", f"/v1/events/{quote(name, safe='')}", body))
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -203,15 +235,15 @@ def _table(rows: list[list[str]]) -> str:
 
 
 @click.command("status")
-@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@client_options
 @_handled
-def status_command(as_json: bool) -> None:
-    """Show the node, the cluster's members and the databases."""
+def status_command() -> None:
+    """Show the node, the cluster's members and the databases (--json: one object)."""
     api = _api()
     cluster = api.call("GET", "/v1/cluster")
     databases = api.call("GET", "/v1/databases")["databases"]
     stats = api.call("GET", "/v1/stats")
-    if as_json:
+    if option("as_json"):
         _print({**cluster, "databases": databases, "stats": stats})
         return
     me = cluster["node"]
@@ -241,6 +273,7 @@ COMMANDS = [
     get_command,
     set_command,
     update_command,
+    incr_command,
     delete_command,
     keys_command,
     watch_command,
