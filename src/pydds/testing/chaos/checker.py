@@ -1,0 +1,82 @@
+"""The checker: replicas waited on until identical, then losses, surprises and counters counted."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from .plan import DB, Report
+from .processes import NodeProcess
+from .workload import _Write
+
+
+async def _state(http: Any, node: NodeProcess) -> dict[str, Any] | None:
+    """Every key of the chaos database and its value, read from ``node``."""
+    try:
+        async with http.get(f"{node.http}/v1/databases/{DB}/keys") as response:
+            if response.status != 200:
+                return {}
+            keys = await response.json()
+        out = {}
+        for key in keys:
+            async with http.get(f"{node.http}/v1/databases/{DB}/keys/{key}") as response:
+                if response.status != 200:
+                    return None
+                out[key] = await response.json()
+        return out
+    except (OSError, TimeoutError, Exception):
+        return None
+
+
+async def _converge(
+    http: Any, nodes: dict[str, NodeProcess], seconds: float
+) -> dict[str, Any] | None:
+    """Wait (bounded) until every node holds the same data; that data."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        states = [await _state(http, node) for node in nodes.values()]
+        if all(s is not None for s in states) and all(s == states[0] for s in states):
+            return states[0]
+        await asyncio.sleep(0.2)
+    return None
+
+
+def _check(
+    report: Report, writes: list[_Write], state: dict[str, Any], received: dict[str, list[int]]
+) -> None:
+    report.attempted = len(writes)
+    written = {w.item for w in writes if w.item != "+1"}
+    present: set[str] = set()
+    for key, value in state.items():
+        if key.startswith("set:") and isinstance(value, dict):  # not the heal markers
+            present |= set(value)
+    for write in writes:
+        if write.ok:
+            report.acknowledged[write.level] = report.acknowledged.get(write.level, 0) + 1
+        else:
+            report.failed += 1
+        if write.ok and write.item != "+1" and write.item not in present:
+            report.lost[write.level] = report.lost.get(write.level, 0) + 1
+            if len(report.lost_examples) < 10:
+                report.lost_examples.append(
+                    f"{write.key}/{write.item} via {write.via} ({write.level})"
+                )
+    report.unexpected = len(present - written)
+    by_key: dict[str, list[_Write]] = {}
+    for write in writes:
+        if write.item == "+1":
+            by_key.setdefault(write.key, []).append(write)
+    for key, increments in by_key.items():
+        acked = sum(1 for w in increments if w.ok)
+        maybe = sum(1 for w in increments if w.ok is None)
+        final = state.get(key, 0)
+        exact = isinstance(final, int) and acked <= final <= acked + maybe
+        report.counters[key] = {
+            "value": final if isinstance(final, int) else -1,
+            "acked": acked,
+            "unknown": maybe,
+        }
+        report.counters_exact = report.counters_exact and exact
+    report.events_received = sum(len(ids) for ids in received.values())
+    report.events_delivered_twice = sum(len(ids) - len(set(ids)) for ids in received.values())
