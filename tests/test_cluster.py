@@ -600,7 +600,9 @@ async def test_a_large_database_is_swept_a_slice_at_a_time(
     await node.close()
 
 
-async def test_a_bulk_directory_pauses_the_collector_and_always_resumes_it() -> None:
+async def test_a_bulk_directory_pauses_the_collector_and_always_resumes_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # A whole directory (a join) is applied with the cyclic collector paused; it
     # runs again afterwards, also when the update is refused.
     source, target = pydds.Node("s"), pydds.Node("t")
@@ -609,16 +611,17 @@ async def test_a_bulk_directory_pauses_the_collector_and_always_resumes_it() -> 
     update = source.database("db")._keyspace.directory.doc.diff()
     assert len(update) >= keyspace.BULK_BYTES
     ks = target.database("db")._keyspace
-    report = ks._report
     collecting: list[bool] = []  # whether the collector could run, at each key made
+    made = keyspace.KeyDoc
 
-    def watched(*args: Any) -> None:
+    def watched(*args: Any, **kwargs: Any) -> Any:
         collecting.append(gc.isenabled())
-        report(*args)
+        return made(*args, **kwargs)
 
-    ks._report = watched
-    ks.apply_directory(update, "s")
+    monkeypatch.setattr(keyspace, "KeyDoc", watched)
+    changes = ks.apply_directory(update, "s")
     assert collecting == [False] * 4000
+    assert len(changes) == 4000
     assert len(ks) == 4000
     assert gc.isenabled()
     with pytest.raises(pydds.InvalidUpdate):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .events import EventKind
-
 __all__ = ["Change"]
 
 
@@ -24,4 +22,6 @@ class Change(NamedTuple):
     directory: bytes | None  # the directory delta, when the entry changed
     value: bytes | None  # the value-document delta, when the value changed
     origin: str  # the name of the node that made the change
-    kind: EventKind | None = None  # what it did (None: a directory repair, no event)
+    #: What it did: "created", "changed" or "deleted" (an ``EventKind``, a str), or
+    #: None for a directory repair (no event).
+    kind: str | None = None

@@ -659,7 +659,11 @@ class Cluster:
         return True
 
     def _notices(self, notices: Iterable[Notice]) -> None:
+        record = self.node.record
         for notice in notices:
+            if isinstance(notice, Change):  # what a message changed here
+                record(notice)
+                continue
             if isinstance(notice, PullFor):
                 self._spawn(self._pull_for(notice))
                 continue

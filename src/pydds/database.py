@@ -84,8 +84,7 @@ class Database:
 
     def _writable(self) -> Keyspace:
         keyspace = self._open()
-        if self._node._scope is not None:
-            self._node._authorize("write", self.name)
+        self._node.authorize("write", self.name)
         return keyspace
 
     # -- reads -----------------------------------------------------------------------
@@ -101,23 +100,19 @@ class Database:
             KeyNotFound: the key is absent and no default was given (a ``KeyError``).
         """
         node = self._node
-        if node._closed:
+        if node.closed:
             raise NodeClosed(f"node {node.name!r} is closed")
-        if node._scope is not None:
-            node._authorize("read", self.name)
-        if node._read_listeners:
-            for listener in node._read_listeners:
-                listener(self.name, key)
+        node.reading(self.name, key)  # its token's read right; read listeners
         keyspace = self._keyspace
         try:
             value = keyspace.read(key)
             if value is NOT_HELD:
-                await self._node._pull(self.name, key)
+                await node.pull(self.name, key)
                 value = keyspace.read(key, fresh=False)
             elif value is STALE:
                 # Refresh from the holders; with none reachable, serve the local copy
                 # and leave it flagged stale (``is_stale``).
-                await self._node._refresh(self.name, key)
+                await node.refresh(self.name, key)
                 value = keyspace.read(key, fresh=False)
         except KeyNotFound:
             if default is _RAISE:
@@ -146,7 +141,7 @@ class Database:
         keyspace.pin(prefix)
         for key in keyspace.keys(prefix):
             if keyspace.is_stale(key):
-                await self._node._refresh(self.name, key)
+                await self._node.refresh(self.name, key)
 
     def unpin(self, prefix: str = "") -> None:
         """Undo ``pin(prefix)``."""
@@ -166,9 +161,9 @@ class Database:
         empty copy and merges when the holders are back (offline tolerance)."""
         if key in keyspace and not keyspace.holds(key):
             with contextlib.suppress(Unavailable):
-                await self._node._pull(self.name, key)
+                await self._node.pull(self.name, key)
         elif keyspace.is_stale(key):
-            await self._node._refresh(self.name, key)
+            await self._node.refresh(self.name, key)
 
     def __contains__(self, key: object) -> bool:
         return key in self._keyspace
@@ -215,13 +210,16 @@ class Database:
         packed = values.pack(value, limits.max_value_bytes)
         if keyspace.needs_hold(key):
             await self._hold(keyspace, key)
-        if ack == "local":
-            keyspace.set(key, value, packed)
-            cluster = self._node._cluster
-            if cluster is not None and cluster.congested:
-                await cluster.flush()
+        node = self._node
+        if ack == "local":  # the common case, without a coroutine of the node's
+            change = keyspace.set(key, value, packed)
+            if change is not None:
+                node.record(change)
+            if node.congested:
+                await node.flush()
         else:
-            await self._node._write(ack, lambda: keyspace.set(key, value, packed))
+            node.ack_level(ack)  # checked before anything changes
+            await node.commit(keyspace.set(key, value, packed), ack)
 
     async def update(self, key: str, fields: dict[str, Any], *, ack: Ack = "local") -> None:
         """Set the given fields of the dict value of ``key`` (other fields stay).
@@ -240,8 +238,10 @@ class Database:
             raise InvalidValue(f"update needs a dict of fields, not {type(fields).__name__}")
         values.check(fields, limits.max_depth)
         values.pack(fields, limits.max_value_bytes)
+        if ack != "local":
+            self._node.ack_level(ack)
         await self._hold(keyspace, key)
-        await self._node._write(ack, lambda: keyspace.update(key, fields))
+        await self._node.commit(keyspace.update(key, fields), ack)
 
     async def append(
         self, key: str, path: Sequence[str | int], item: Any, *, ack: Ack = "local"
@@ -267,8 +267,10 @@ class Database:
             raise InvalidValue(f"a path is a list of str and int, not {path!r}")
         values.check(item, limits.max_depth)
         values.pack(item, limits.max_value_bytes)
+        if ack != "local":
+            self._node.ack_level(ack)
         await self._hold(keyspace, key)
-        await self._node._write(ack, lambda: keyspace.append(key, steps, item))
+        await self._node.commit(keyspace.append(key, steps, item), ack)
 
     async def incr(self, key: str, amount: int = 1, *, ack: Ack = "local") -> int:
         """Add ``amount`` to the counter ``key`` and return the new total.
@@ -285,12 +287,18 @@ class Database:
         check_key(key, keyspace.limits)
         if type(amount) is not int or not values.INT_MIN <= amount <= 2**63 - 1:
             raise InvalidValue(f"incr needs a 64-bit int amount, not {amount!r}")
+        if ack != "local":
+            self._node.ack_level(ack)
         await self._hold(keyspace, key)
-        total: int = await self._node._write(ack, lambda: keyspace.incr(key, amount))
+        total, change = keyspace.incr(key, amount)
+        await self._node.commit(change, ack)
         return total
 
     async def delete(self, key: str, *, ack: Ack = "local") -> bool:
         """Delete ``key``; return whether it existed."""
         keyspace = self._writable()
-        existed: bool = await self._node._write(ack, lambda: keyspace.delete(key))
-        return existed
+        if ack != "local":
+            self._node.ack_level(ack)
+        change = keyspace.delete(key)
+        await self._node.commit(change, ack)
+        return change is not None

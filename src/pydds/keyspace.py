@@ -5,9 +5,9 @@ Theory of operation
 -------------------
 ``_keys`` maps every live key (a directory entry that is not deleted) to the
 ``KeyDoc`` of its current generation. Local operations check their input, then write
-the value document (and the directory when a key appears or goes), and report each
-operation once to the node through ``report(kind, key, gen, directory, value,
-origin)``; the node turns that into an event and a ``Change`` for replication.
+the value document (and the directory when a key appears or goes), and return the
+operation's ``Change``: the caller (the node) turns it into an event and ships it.
+Nothing leaves a keyspace but what its methods return.
 
 ``apply`` takes a ``Change`` made elsewhere. The directory delta comes first: every
 entry it changed is reconciled with ``_keys`` (created, deleted, or replaced by a
@@ -15,7 +15,9 @@ newer generation), and an entry that went backwards is written again (see
 ``crdt/directory.py``). Then the value delta goes to the document of its generation.
 A value delta for a generation the directory does not know yet waits in a bounded
 buffer (``early``) until its entry arrives; one for a generation already gone is
-dropped. Each key changed reports exactly one event, carrying the value delta.
+dropped. Applying returns the changes it made, in order: one with an event kind
+per key changed (carrying the value delta), and one without a kind (origin this
+node) for each directory entry this node wrote again, for the node to ship.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from .crdt.ydoc import EMPTY_STATE_VECTOR
 from .errors import InvalidValue, KeyNotFound
 from .events import EventKind
 
-__all__ = ["NOT_HELD", "STALE", "Journal", "Keyspace", "Report"]
+__all__ = ["NOT_HELD", "STALE", "Journal", "Keyspace"]
 
 #: Event-loop time one sweep of one database may take. A database too large to walk
 #: in that time is swept over several calls (one a second): a million keys take about
@@ -60,9 +62,6 @@ NOT_HELD: Any = object()
 #: with ``read(key, fresh=False)``).
 STALE: Any = object()
 
-#: ``report(kind, key, gen, directory_delta, value_delta, origin)``; kind None for a
-#: change with no event (a directory repair).
-Report = Callable[[EventKind | None, str, int, bytes | None, bytes | None, str], None]
 #: ``journal(key, gen, update)``: every CRDT update that changed this node's state,
 #: local or not, for a store to keep: key ``""`` for the directory (gen 0), and an
 #: empty update for "generation ``gen`` of ``key`` is gone" (deleted or replaced).
@@ -81,7 +80,6 @@ class Keyspace:
         node_name: str,
         limits: Limits,
         live: LiveDocs,
-        report: Report,
         now: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self.name = name  # the database's name
@@ -93,7 +91,6 @@ class Keyspace:
         self.dropped_updates = 0  # value deltas dropped: too early with the buffer full
         self._keys: dict[str, KeyDoc] = {}
         self._live = live
-        self._report = report
         self._now = now  # the node's clock
         self._early: dict[tuple[str, int], list[bytes]] = {}
         self._early_count = 0
@@ -310,54 +307,57 @@ class Keyspace:
         self._live.touch(kd)
         return kd, directory_delta
 
-    def _done(self, key: str, kd: KeyDoc, directory: bytes | None, delta: bytes | None) -> None:
-        kind = EventKind.CREATED if directory is not None else EventKind.CHANGED
+    def _done(
+        self, key: str, kd: KeyDoc, directory: bytes | None, delta: bytes | None
+    ) -> Change | None:
         if self.journal is not None and delta is not None:
             self.journal(key, kd.gen, delta)
-        if directory is not None or delta is not None:
-            self._report(kind, key, kd.gen, directory, delta, self.node_name)
+        if directory is None and delta is None:
+            return None  # nothing changed (a set to the value it had)
+        kind = EventKind.CREATED if directory is not None else EventKind.CHANGED
+        return Change(self.name, key, kd.gen, directory, delta, self.node_name, kind)
 
     # Operations on a key that exists may fail (a wrong type, a bad path) before they
     # change anything; on an absent key, whose input the database checked, they cannot.
 
-    def set(self, key: str, value: Any, packed: bytes) -> None:
+    # Each returns the write's change, None when it changed nothing.
+
+    def set(self, key: str, value: Any, packed: bytes) -> Change | None:
         """Replace the value of ``key`` (``value`` checked, ``packed`` its packing)."""
         kd, directory = self._doc_for_write(key)
         delta = kd.set(self.client_id, value, packed)
-        self._done(key, kd, directory, delta)
+        return self._done(key, kd, directory, delta)
 
-    def update(self, key: str, fields: dict[str, Any]) -> None:
+    def update(self, key: str, fields: dict[str, Any]) -> Change | None:
         """Merge ``fields`` (checked) into the dict value of ``key``."""
         kd, directory = self._doc_for_write(key)
         delta = kd.update(self.client_id, fields, self.limits.max_value_bytes)
-        self._done(key, kd, directory, delta)
+        return self._done(key, kd, directory, delta)
 
-    def append(self, key: str, path: list[str | int], item: Any) -> None:
+    def append(self, key: str, path: list[str | int], item: Any) -> Change | None:
         """Append ``item`` (checked) to the list at ``path`` in the value of ``key``."""
         if key not in self._keys and path:
             raise KeyNotFound(f"key {key!r} is not in database {self.name!r}")
         kd, directory = self._doc_for_write(key)
         delta = kd.append(self.client_id, path, item, self.limits.max_value_bytes)
-        self._done(key, kd, directory, delta)
+        return self._done(key, kd, directory, delta)
 
-    def incr(self, key: str, amount: int) -> int:
-        """Add ``amount`` to the counter ``key``; return the new total."""
+    def incr(self, key: str, amount: int) -> tuple[int, Change | None]:
+        """Add ``amount`` to the counter ``key``; the new total, and the change."""
         kd, directory = self._doc_for_write(key)
         delta, total = kd.incr(self.client_id, amount)
-        self._done(key, kd, directory, delta)
-        return total
+        return total, self._done(key, kd, directory, delta)
 
-    def delete(self, key: str) -> bool:
-        """Delete ``key``; return whether it existed."""
+    def delete(self, key: str) -> Change | None:
+        """Delete ``key``; its change, or None if it was absent."""
         kd = self._keys.get(key)
         if kd is None:
-            return False
+            return None
         self._close(key, kd)
         delta = self.directory.put(key, Entry(kd.gen, True), LOCAL)
         if self.journal is not None and delta is not None:
             self.journal("", 0, delta)
-        self._report(EventKind.DELETED, key, kd.gen, delta, None, self.node_name)
-        return True
+        return Change(self.name, key, kd.gen, delta, None, self.node_name, EventKind.DELETED)
 
     def _close(self, key: str, kd: KeyDoc) -> None:
         if self.journal is not None:
@@ -368,19 +368,19 @@ class Keyspace:
 
     # -- changes from elsewhere -------------------------------------------------------
 
-    def apply(self, change: Change, *, notice: bool = False) -> None:
-        """Apply a change made elsewhere, reporting one event per key it changed.
+    def apply(self, change: Change, *, notice: bool = False) -> list[Change]:
+        """Apply a change made elsewhere; the changes it made here (see above).
 
         Args:
             change: the change.
             notice: the change changed a value this node does not hold (its delta
-                is not shipped here): report a ``changed`` event without a delta.
+                is not shipped here): a ``changed`` change without a delta.
 
         Raises:
             InvalidUpdate: a delta does not decode (the directory part, if valid,
                 stays applied; nothing else is).
         """
-        self.apply_parts(
+        return self.apply_parts(
             change.key, change.gen, change.directory, change.value, change.origin, notice
         )
 
@@ -392,18 +392,19 @@ class Keyspace:
         value: bytes | None,
         origin: str,
         notice: bool = False,
-    ) -> None:
+    ) -> list[Change]:
         """``apply`` of a change given by its parts (the network's hot path: no
         ``Change`` is made for it)."""
         if directory is None:  # a value change: the common case
             if value is not None:
                 delta = self._apply_value(key, gen, value)
                 if delta is not None:  # applied to the key's document of ``gen``
-                    self._report(EventKind.CHANGED, key, gen, None, delta, origin)
+                    return [Change(self.name, key, gen, None, delta, origin, EventKind.CHANGED)]
             elif notice and self.generation(key) == gen:
-                self._report_remote(EventKind.CHANGED, key, None, origin)
-            return
-        pending = self._apply_directory(directory, origin)
+                return [self._remote(EventKind.CHANGED, key, None, origin)]
+            return []
+        out: list[Change] = []
+        pending = self._apply_directory(directory, origin, out)
         delta = None
         if value is not None:
             delta = self._apply_value(key, gen, value)
@@ -411,30 +412,33 @@ class Keyspace:
         if kind is None and (delta is not None or (notice and self.generation(key) == gen)):
             kind = EventKind.CHANGED
         for other_key, other in pending.items():
-            self._report_remote(other, other_key, None, origin)
+            out.append(self._remote(other, other_key, None, origin))
         if kind is not None:
-            self._report_remote(kind, key, delta, origin)
+            out.append(self._remote(kind, key, delta, origin))
+        return out
 
-    def apply_directory(self, update: bytes, origin: str) -> None:
-        """Apply a directory update (sync step 2), reporting an event per key it changed.
+    def apply_directory(self, update: bytes, origin: str) -> list[Change]:
+        """Apply a directory update (sync step 2); the changes it made here.
 
         Raises:
             InvalidUpdate: the update does not decode.
         """
+        out: list[Change] = []
         with bulk_load() if len(update) >= BULK_BYTES else contextlib.nullcontext():
-            for key, kind in self._apply_directory(update, origin).items():
-                self._report_remote(kind, key, None, origin)
+            for key, kind in self._apply_directory(update, origin, out).items():
+                out.append(self._remote(kind, key, None, origin))
+        return out
 
-    def apply_pulled(self, key: str, gen: int, update: bytes, origin: str) -> None:
+    def apply_pulled(self, key: str, gen: int, update: bytes, origin: str) -> list[Change]:
         """Apply the answer to a pull. Becoming a holder is no change (no event); news
-        for a value already held is reported as ``changed``.
+        for a value already held is a ``changed`` change.
 
         Raises:
             InvalidUpdate: the update does not decode.
         """
         kd = self._keys.get(key)
         if kd is None or kd.gen != gen:
-            return
+            return []
         was_held = kd.held
         self._live.touch(kd)
         kd.accessed, kd.stale = self._now(), False
@@ -442,11 +446,16 @@ class Keyspace:
         if self.journal is not None and delta is not None:
             self.journal(key, gen, delta)
         if was_held and delta is not None:
-            self._report_remote(EventKind.CHANGED, key, delta, origin)
-        elif not was_held:
+            return [Change(self.name, key, gen, None, delta, origin, EventKind.CHANGED)]
+        if not was_held:
             kd.doc(self.client_id)  # an empty answer still makes this node a holder
+        return []
 
-    def _apply_directory(self, update: bytes | None, origin: str) -> dict[str, EventKind]:
+    def _apply_directory(
+        self, update: bytes | None, origin: str, out: list[Change]
+    ) -> dict[str, EventKind]:
+        """Apply a directory update: the keys it created (their changes come last),
+        and into ``out`` the deletions and repairs it made on the way."""
         pending: dict[str, EventKind] = {}
         if update is not None and self.directory.untouched:
             return self._adopt_directory(update)
@@ -455,7 +464,7 @@ class Keyspace:
             if self.journal is not None and delta is not None:
                 self.journal("", 0, delta)
             for entry_change in changed:
-                self._reconcile(entry_change, pending, origin)
+                self._reconcile(entry_change, pending, origin, out)
         return pending
 
     def _adopt_directory(self, update: bytes) -> dict[str, EventKind]:
@@ -480,26 +489,29 @@ class Keyspace:
             pending[key] = EventKind.CREATED
         return pending
 
-    def _report_remote(self, kind: EventKind, key: str, delta: bytes | None, origin: str) -> None:
+    def _remote(self, kind: EventKind, key: str, delta: bytes | None, origin: str) -> Change:
+        """A change from elsewhere, at the key's generation here now."""
         kd = self._keys.get(key)
         gen = kd.gen if kd is not None else 0
-        self._report(kind, key, gen, None, delta, origin)
+        return Change(self.name, key, gen, None, delta, origin, kind)
 
-    def _reconcile(self, c: EntryChange, pending: dict[str, EventKind], origin: str) -> None:
+    def _reconcile(
+        self, c: EntryChange, pending: dict[str, EventKind], origin: str, out: list[Change]
+    ) -> None:
         old, new = c.old, c.new
         if old is not None and (new is None or new < old):
             # The entry went backwards: write the greater one again.
             delta = self.directory.put(c.key, old, LOCAL)
             if self.journal is not None and delta is not None:
                 self.journal("", 0, delta)
-            self._report(None, c.key, old.gen, delta, None, self.node_name)
+            out.append(Change(self.name, c.key, old.gen, delta, None, self.node_name, None))
             return
         if new is None:
             return
         kd = self._keys.get(c.key)
         if kd is not None and (kd.gen < new.gen or (new.deleted and kd.gen <= new.gen)):
             self._close(c.key, kd)
-            self._report(EventKind.DELETED, c.key, kd.gen, None, None, origin)
+            out.append(Change(self.name, c.key, kd.gen, None, None, origin, EventKind.DELETED))
             kd = None
         if kd is None and not new.deleted:
             kd = self._keys[c.key] = KeyDoc(new.gen, accessed=self._now())

@@ -48,6 +48,9 @@ _CLIENT_ID_LIMIT = 2**53
 
 Handler = Callable[[Event], Awaitable[None] | None]
 
+#: A change's kind -> its event kind (a keyspace's changes carry the kind itself).
+_KIND = {str(kind): kind for kind in EventKind}
+
 
 def parse_ack(ack: object) -> tuple[bool, str | int]:
     """Split a write's ack level into (durable, cluster level).
@@ -180,8 +183,6 @@ class Node:
         self._cluster_settings = cluster or ClusterSettings()
         self._cluster: Cluster | None = None
         self._sweeper: asyncio.Task[None] | None = None
-        self._ack_level: str | int = "local"  # the ack level of the write under way
-        self._ack_waiting: asyncio.Future[None] | None = None  # its acknowledgements
         #: The Yjs client id of this node's writes; new for every node object, so two
         #: live writers never share one (Yjs would diverge silently).
         self.client_id = secrets.randbelow(_CLIENT_ID_LIMIT - 1) + 1
@@ -222,9 +223,9 @@ class Node:
 
         return node_html(self)
 
-    def _authorize(self, right: str, database: str | None = None) -> None:
+    def authorize(self, right: str, database: str | None = None) -> None:
         """Check a client's own token before its gateway would refuse (and close
-        the link).
+        the link); a node may do anything.
 
         Raises:
             Forbidden: the token lacks ``right`` (on ``database``).
@@ -358,45 +359,53 @@ class Node:
                 if self._cluster is not None:
                     self._cluster.release(name, key, gen)
 
-    async def _write(self, ack: str | int, operation: Callable[[], Any]) -> Any:
-        """Run a local write; with an ack level, wait for enough nodes to apply it
-        (and, for ``durable``, for this node's store to have it on disk).
+    def ack_level(self, ack: object) -> tuple[bool, str | int]:
+        """A write's ack level, checked before the write is made: (durable, level)
+        (see ``parse_ack``).
 
         Raises:
-            AckTimeout: too few nodes acknowledged in time (the write stands).
-            StorageError: ``durable`` and the store could not write it (it stands).
-            InvalidValue: a bad level, or ``durable`` with no store on this node.
+            InvalidValue: not a level, or ``durable`` with no store on this node.
         """
         durable, level = parse_ack(ack)
         if durable and self._store is None:
             raise InvalidValue(
                 f"ack {ack!r} needs a store on node {self.name!r} (the persistence module)"
             )
-        if level == "local" or self._cluster is None:  # alone, this node is every node
-            result = operation()
-            if self._cluster is not None and self._cluster.congested:
-                await self._cluster.flush()
+        return durable, level
+
+    async def commit(self, change: Change | None, ack: str | int = "local") -> None:
+        """Record a change this node just made (``record``), then wait as its ack
+        level says: for enough nodes to apply it, and, for ``durable``, for this
+        node's store to have it on disk. ``Database`` writes call this with what
+        the keyspace returned (None: the write changed nothing) and a level checked
+        by ``ack_level`` before writing.
+
+        Raises:
+            AckTimeout: too few nodes acknowledged in time (the write stands).
+            StorageError: ``durable`` and the store could not write it (it stands).
+        """
+        durable, level = (False, "local") if ack == "local" else self.ack_level(ack)
+        cluster = self._cluster
+        if level == "local" or cluster is None:  # alone, this node is every node
+            if change is not None:
+                self.record(change)
+            if cluster is not None and cluster.congested:
+                await cluster.flush()
             if durable:
                 assert self._store is not None
                 await self._store.barrier()
-            return result
-        self._ack_level, self._ack_waiting = level, None
-        try:
-            result = operation()
-        finally:
-            self._ack_level = "local"
-        waiting, self._ack_waiting = self._ack_waiting, None
+            return
+        waiting = self.record(change, level) if change is not None else None
         if durable:
             assert self._store is not None
             on_disk = asyncio.ensure_future(self._store.barrier())
             try:
                 if waiting is not None:
-                    await self._cluster.wait_ack(waiting, level)
+                    await cluster.wait_ack(waiting, level)
             finally:
                 await on_disk
         elif waiting is not None:
-            await self._cluster.wait_ack(waiting, level)
-        return result
+            await cluster.wait_ack(waiting, level)
 
     def attach_store(self, store: Store) -> None:
         """Send every update of every database, now and later, to ``store``'s journal
@@ -411,10 +420,11 @@ class Node:
         for name, db in self._databases.items():
             db._keyspace.journal = store.journal(name)
 
-    async def _refresh(self, database: str, key: str) -> bool:
-        """Refresh a stale or missing copy from its holders; True if it is current."""
+    async def refresh(self, database: str, key: str) -> bool:
+        """Refresh a stale or missing copy from its holders; True if it is current
+        (also when nobody else is in the cluster: this copy is all there is)."""
         try:
-            await self._pull(database, key)
+            await self.pull(database, key)
             return True
         except Unavailable:
             if self._cluster is None or self._cluster.alone:
@@ -432,7 +442,14 @@ class Node:
             listed = self._cluster.members()
         return listed if self.role == "node" else listed[1:]
 
-    async def _pull(self, database: str, key: str) -> None:
+    async def pull(self, database: str, key: str) -> None:
+        """Pull the value of ``key`` from the nodes that hold it (a bounded wait);
+        ``Database.get`` does this for a value not held here.
+
+        Raises:
+            Unavailable: no peer holds it, or none answered in time.
+            KeyNotFound: the key is absent.
+        """
         if self._cluster is None:
             raise Unavailable(f"{key!r} of {database!r} is not held here and no peer is linked")
         await self._cluster.pull(database, key)
@@ -504,7 +521,6 @@ class Node:
                 node_name=self.name,
                 limits=self.limits,
                 live=self._live,
-                report=functools.partial(self._report, name),
                 now=self.clock.now,
             )
             if self._store is not None:
@@ -571,28 +587,27 @@ class Node:
             if subscription.matches(event):
                 subscription.push(event)
 
-    def _report(
-        self,
-        database: str,
-        kind: EventKind | None,
-        key: str,
-        gen: int,
-        directory: bytes | None,
-        value: bytes | None,
-        origin: str,
-    ) -> None:
+    def record(self, change: Change, ack: str | int = "local") -> asyncio.Future[None] | None:
+        """Take a change a keyspace of this node returned: one made here goes to the
+        change listeners and to peers (with its ack level: ``"local"``, ``"majority"``,
+        ``"all"`` or a number, checked), and one with a kind is an event. ``commit``
+        calls this for a local write, the network for what a peer's message changed.
+
+        Returns:
+            With an ack level beyond ``"local"``, a future done once enough nodes
+            applied the change; None otherwise.
+        """
+        database, key, _, _, value, origin, kind = change
+        waiting = None
         if origin == self.name and (self._change_listeners or self._cluster is not None):
-            change = Change(database, key, gen, directory, value, origin, kind)
             if self._change_listeners:
                 for listener in list(self._change_listeners):
                     listener(change)
             if self._cluster is not None:
-                ack = self._ack_level if kind is not None else "local"
-                waiting = self._cluster.changed(change, ack)
-                if waiting is not None:
-                    self._ack_waiting = waiting
+                waiting = self._cluster.changed(change, ack if kind is not None else "local")
         if kind is None:
-            return
+            return waiting
+        kind = _KIND[kind]
         self.event_counts[kind] += 1
         event = None  # made for the first subscription that wants it
         for subscription in self._subscriptions:
@@ -603,6 +618,7 @@ class Node:
                     event = change_event(kind, database, key, origin, value, loader)
                 subscription.push(event)
         self._recent.append(event if event is not None else (kind, database, key, origin, time()))
+        return waiting
 
     # -- custom events -----------------------------------------------------------------
 
@@ -616,7 +632,7 @@ class Node:
         if self._closed:
             raise NodeClosed(f"node {self.name!r} is closed")
         check_name("event", name)
-        self._authorize("emit")
+        self.authorize("emit")
         values.check(payload, self.limits.max_depth)
         packed = values.pack(payload, self.limits.max_value_bytes)
         self._publish(Event(EventKind.CUSTOM, origin=self.name, name=name, packed_payload=packed))
@@ -679,6 +695,30 @@ class Node:
         self._change_listeners.append(listener)
         return functools.partial(self._change_listeners.remove, listener)
 
+    def reading(self, database: str, key: str) -> None:
+        """A read of ``key`` begins (``Database.get``): check a client's read right,
+        and tell the read listeners.
+
+        Raises:
+            Forbidden: the client's token lacks the read right on ``database``.
+        """
+        if self._scope is not None:
+            self.authorize("read", database)
+        if self._read_listeners:
+            for listener in self._read_listeners:
+                listener(database, key)
+
+    @property
+    def congested(self) -> bool:
+        """Whether a link has many messages waiting for its writer: a writer that
+        never awaits anything else should ``await node.flush()`` now."""
+        return self._cluster is not None and self._cluster.congested
+
+    async def flush(self) -> None:
+        """Let the link writers send what is queued (see ``congested``)."""
+        if self._cluster is not None:
+            await self._cluster.flush()
+
     def add_read_listener(self, listener: Callable[[str, str], None]) -> Callable[[], None]:
         """Call ``listener(database, key)`` on every ``get`` (statistics use it);
         return a function that removes it. A listener must be quick and not raise."""
@@ -692,7 +732,8 @@ class Node:
             InvalidUpdate: a delta does not decode.
             InvalidName: the database name breaks the rules.
         """
-        self.database(change.database)._keyspace.apply(change)
+        for applied in self.database(change.database)._keyspace.apply(change):
+            self.record(applied)
 
 
 class Client(Node):

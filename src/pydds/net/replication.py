@@ -40,8 +40,11 @@ Directories are eager, values lazy:
   that answer it.
 
 ``handle`` returns the messages to send (``(peer, message)`` pairs) and notices for
-the node (pulls answered or failed, custom events to publish). Data goes through the
-node's keyspaces, which stay synchronous.
+the node: the changes it applied (each an event to publish, or a directory repair to
+ship), pulls answered or failed, custom events to publish. Data goes through the
+node's databases (``LocalDatabase``), which stay synchronous and return what they
+changed: nothing leaves while a message is being handled but what ``handle``
+returns.
 """
 
 from __future__ import annotations
@@ -61,11 +64,10 @@ from ..crdt.sync import decode_state_vector, update_state_vector
 from ..crdt.updates import map_items
 from ..crdt.ydoc import EMPTY_STATE_VECTOR
 from ..errors import InvalidName, InvalidUpdate, InvalidValue, KeyNotFound, ProtocolError
-from ..events import EventKind
-from ..keyspace import Keyspace
 from . import messages as m
 from .auth import Grant
 from .holders import Holders, ValueId
+from .local import LocalDatabase
 
 __all__ = [
     "AckReceived",
@@ -136,7 +138,9 @@ class RelayAck:
     to: frozenset[str]
 
 
-Notice = PullDone | CustomReceived | AckReceived | PullFor | HoldingDue | RelayAck
+#: A ``Change`` is what applying a message changed here: an event (it has a kind), or
+#: a directory entry this node wrote again (origin this node, no kind) to ship.
+Notice = Change | PullDone | CustomReceived | AckReceived | PullFor | HoldingDue | RelayAck
 #: What handling a message makes: messages to send, notices for the node.
 Handled = tuple[Sequence[Send], Sequence[Notice]]
 _NOTHING: Handled = ((), ())
@@ -201,14 +205,6 @@ def _ahead(theirs: bytes, ours: bytes) -> bool:
     return any(clock > mine.get(client, 0) for client, clock in decode_state_vector(theirs).items())
 
 
-#: A Write's kind on the wire -> the event kind (None: a directory repair).
-_KINDS: dict[str, EventKind | None] = {
-    "created": EventKind.CREATED,
-    "changed": EventKind.CHANGED,
-    "deleted": EventKind.DELETED,
-    "": None,
-}
-
 #: Messages a client never sends: it joins no one into the cluster and relays nothing.
 _FROM_NODES_ONLY = frozenset({m.Members, m.Leave, m.Relay})
 
@@ -219,7 +215,7 @@ class Replication:
     def __init__(
         self,
         name: str,
-        keyspace: Callable[[str], Keyspace],
+        keyspace: Callable[[str], LocalDatabase],
         databases: Callable[[], Iterable[str]],
         *,
         is_client: bool = False,
@@ -240,7 +236,7 @@ class Replication:
         self._event_ids = itertools.count(1)
         self._make_keyspace = keyspace
         self._databases = databases
-        self._known: dict[str, Keyspace] = {}  # databases seen here (they live on)
+        self._known: dict[str, LocalDatabase] = {}  # databases seen here (they live on)
         self._seen: OrderedDict[str, None] = OrderedDict()
         self.grants: dict[str, Grant] = {}  # what each client peer may do (its token)
         self.client_ids: dict[str, int] = {}  # each client peer's Yjs client id
@@ -249,7 +245,7 @@ class Replication:
         #: this node has no link to.
         self.members: frozenset[str] = frozenset()
 
-    def _keyspace(self, database: str) -> Keyspace:
+    def _keyspace(self, database: str) -> LocalDatabase:
         """The keyspace of ``database`` (made on first use), remembered."""
         keyspace = self._known.get(database)
         if keyspace is None:
@@ -342,7 +338,7 @@ class Replication:
         database, key, gen, directory, delta, origin, event_kind = change
         value_id = (database, key, gen)
         holders = self.holders[value_id]
-        kind: str = "" if event_kind is None else event_kind  # a StrEnum: its value
+        kind: str = "" if event_kind is None else event_kind
         whole: bytes | None = None
         if ack and delta is not None:
             whole = self._keyspace(database).value_diff(key, gen, EMPTY_STATE_VECTOR)
@@ -360,7 +356,7 @@ class Replication:
             if directory is None and value is None and kind != "changed" and not asked:
                 continue
             out.append((peer, m.Write(database, key, gen, kind, directory, value, origin, asked)))
-        if event_kind is EventKind.DELETED:
+        if event_kind == "deleted":
             self.holders.drop(value_id)
         if directory is not None and not self.is_client:
             out.extend(self._relays(database, key, gen, directory, origin, out))
@@ -493,7 +489,7 @@ class Replication:
             self._check(peer, "read", msg.database)
 
     @staticmethod
-    def _check_entries(ks: Keyspace, update: bytes, key: str | None) -> None:
+    def _check_entries(ks: LocalDatabase, update: bytes, key: str | None) -> None:
         """Refuse a client's directory update unless it writes well-formed entries of
         valid keys (only ``key``, for a write's), within the database's ``max_keys``:
         the checks a write through ``Database`` makes, before anything is applied.
@@ -546,7 +542,7 @@ class Replication:
             ks = self._keyspace(msg.database)
         kind = msg.kind
         value = msg.value
-        ks.apply_parts(
+        applied = ks.apply_parts(
             msg.key,
             msg.gen,
             msg.directory,
@@ -578,15 +574,15 @@ class Replication:
         targets = self.peers if from_client else self.clients
         relay_to = targets - {peer} if targets else targets
         if not relay_to:
-            return out, ()
+            return out, applied
         # Holders get the delta as it came, the others a notice.
         change = Change(
-            msg.database, msg.key, msg.gen, msg.directory, value, msg.origin, _KINDS[kind]
+            msg.database, msg.key, msg.gen, msg.directory, value, msg.origin, kind or None
         )
         if from_client and msg.ack:  # the node gives the relay an ack id
-            return out, (RelayAck(peer, msg.ack, change, frozenset(relay_to)),)
+            return out, [*applied, RelayAck(peer, msg.ack, change, frozenset(relay_to))]
         out.extend(self.changed(change, to=relay_to))
-        return out, ()
+        return out, applied
 
     def _on_directory_step1(self, peer: str, msg: m.DirectoryStep1, from_client: bool) -> Handled:
         doc = self._keyspace(msg.database).directory.doc
@@ -598,8 +594,7 @@ class Replication:
         return out, (HoldingDue(peer, msg.database),)
 
     def _on_directory_step2(self, peer: str, msg: m.DirectoryStep2, from_client: bool) -> Handled:
-        self._keyspace(msg.database).apply_directory(msg.update, peer)
-        return _NOTHING
+        return (), self._keyspace(msg.database).apply_directory(msg.update, peer)
 
     def _on_value_pull(self, peer: str, msg: m.ValuePull, from_client: bool) -> Handled:
         self.holders.add((msg.database, msg.key, msg.gen), peer)
@@ -627,10 +622,10 @@ class Replication:
     def _on_value_diff(self, peer: str, msg: m.ValueDiff, from_client: bool) -> Handled:
         value_id = (msg.database, msg.key, msg.gen)
         self.holders.add(value_id, peer)
-        self._keyspace(msg.database).apply_pulled(msg.key, msg.gen, msg.update, peer)
+        applied = self._keyspace(msg.database).apply_pulled(msg.key, msg.gen, msg.update, peer)
         if self.pulls.pop(value_id, None) is not None:
-            return (), (PullDone(value_id, answered=True),)
-        return _NOTHING
+            return (), [*applied, PullDone(value_id, answered=True)]
+        return (), applied
 
     def _on_value_missing(self, peer: str, msg: m.ValueMissing, from_client: bool) -> Handled:
         value_id = (msg.database, msg.key, msg.gen)
