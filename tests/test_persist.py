@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 import pydds
+from pydds.acks import parse_ack
 from pydds.clock import FakeClock
 from pydds.modules.persist import Persistence
-from pydds.node import parse_ack
 from pydds.storage import FILE_NAME, SqliteStore
 
 from .memcluster import Cluster, names, until

@@ -21,6 +21,7 @@ import typing as _typing
 
 if _typing.TYPE_CHECKING:
     from .changes import Change
+    from .client import Client
     from .clock import Clock, FakeClock, RealClock
     from .cluster import ClusterSettings, Warmup
     from .collector import tune_gc
@@ -51,7 +52,7 @@ if _typing.TYPE_CHECKING:
     from .net.membership import Member
     from .net.memory import MemoryNetwork
     from .net.transport import Link, Transport
-    from .node import Client, Node
+    from .node import Node
 
 __version__ = "0.1.0"
 
@@ -59,7 +60,7 @@ __version__ = "0.1.0"
 _WHERE = {
     "AckTimeout": ".errors",
     "Change": ".changes",
-    "Client": ".node",
+    "Client": ".client",
     "ClientToken": ".net.auth",
     "Clock": ".clock",
     "ClusterSettings": ".cluster",

@@ -152,7 +152,7 @@ class Cluster:
         self.address: str | None = None  # where this node accepts links
         self.replication = Replication(
             node.name,
-            lambda name: node.database(name)._keyspace,
+            lambda name: node.database(name).keyspace,
             node.databases,
             is_client=node.role == "client",
             max_payload_bytes=node.limits.max_value_bytes,
@@ -289,6 +289,12 @@ class Cluster:
         finally:
             self._dialing.discard(address)
 
+    def find_gateway(self, addresses: list[str]) -> None:
+        """A client reached none of ``addresses``: keep them as gateways to try, and
+        try them (and every node it learns of) with backoff until one answers."""
+        self.gateways.extend(addresses)
+        self._spawn(self._find_gateway(addresses[0]))
+
     async def _find_gateway(self, lost: str) -> None:
         """A client lost its gateway: link to another node it knows (the lost one
         last), with backoff, until one answers."""
@@ -343,7 +349,7 @@ class Cluster:
             )
 
     def _member_event(self, kind: EventKind, member: str) -> None:
-        self.node._publish(Event(kind, origin=self.node.name, member=member))
+        self.node.publish(Event(kind, origin=self.node.name, member=member))
 
     async def close(self) -> None:
         """Close every link (peers learn why) and stop accepting."""
@@ -555,7 +561,7 @@ class Cluster:
         if not self._closing:
             payload = values.pack({"pulled": self._warm_pulled, "failed": self._warm_failed}, 64)
             event = Event(EventKind.WARMED, origin=self.node.name, packed_payload=payload)
-            self.node._publish(event)
+            self.node.publish(event)
 
     def _warm_candidates(self) -> list[ValueId]:
         out = []
@@ -563,7 +569,7 @@ class Cluster:
         for (database, key, gen), holders in self.replication.holders.items():
             if not holders or database not in databases:
                 continue
-            ks = self.node.database(database)._keyspace
+            ks = self.node.database(database).keyspace
             if ks.settings.expire is None:
                 continue  # no expiry window: its values stay lazy
             if ks.generation(key) == gen and not ks.holds(key):
@@ -714,7 +720,7 @@ class Cluster:
             self.stats["error:custom_payload"] += 1
             log.warning("dropped custom event %r from %s: %s", message.name, message.origin, exc)
             return
-        self.node._publish(
+        self.node.publish(
             Event(
                 EventKind.CUSTOM,
                 origin=message.origin,
@@ -861,7 +867,7 @@ class Cluster:
         deadline = self.clock.now() + self.settings.pull_timeout
         pulling = self.replication.pulls
         if len(pulling) >= self.settings.max_pulls:
-            gen = self.node.database(database)._keyspace.generation(key)
+            gen = self.node.database(database).keyspace.generation(key)
             if (database, key, gen) not in pulling:
                 self.stats["pull:refused"] += 1
                 raise Unavailable(f"too many pulls under way ({len(pulling)}); try again")

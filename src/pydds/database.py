@@ -68,6 +68,13 @@ class Database:
         return self._keyspace.name
 
     @property
+    def keyspace(self) -> Keyspace:
+        """The synchronous state under this database (directory, value documents):
+        for modules and tools that read or restore it; applications use the methods
+        of ``Database``."""
+        return self._keyspace
+
+    @property
     def settings(self) -> DatabaseSettings:
         """The database's settings."""
         return self._keyspace.settings

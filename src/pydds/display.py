@@ -107,7 +107,7 @@ def node_html(node: Node) -> str:
         rows = []
         for name in names[:ROWS]:
             db = node.database(name)
-            keys, held, stale = db._keyspace.counts()
+            keys, held, stale = db.keyspace.counts()
             expire = "never" if db.expire is None else f"{db.expire:g} s"
             rows.append((name, keys, held, stale, expire))
         parts.append(table(("database", "keys", "held", "stale", "expire"), rows, len(names)))
@@ -120,7 +120,7 @@ def node_html(node: Node) -> str:
 
 def database_html(db: Database) -> str:
     """A database: its settings and counts, and its keys (held, stale, a preview)."""
-    keyspace = db._keyspace
+    keyspace = db.keyspace
     keys, held, stale = keyspace.counts()
     expire = "never" if db.expire is None else f"{db.expire:g} s"
     parts = [

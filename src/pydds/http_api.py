@@ -42,6 +42,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
 from . import __version__
+from .acks import check_ack
 from .config import check_key, check_name
 from .database import Database
 from .errors import (
@@ -60,7 +61,7 @@ from .errors import (
 from .events import Event, EventKind, Subscription
 from .net.auth import OPEN_NODE, Grant
 from .net.ws import LINK_PATH
-from .node import Node, check_ack
+from .node import Node
 
 __all__ = [
     "GRANT",

@@ -66,8 +66,7 @@ class NodeCollector(Collector):
         for state, count in sorted(Counter(m.state for m in node.members()).items()):
             members.add_metric([state], count)
         yield members
-        cluster = node._cluster
-        traffic = cluster.traffic() if cluster is not None else {}
+        traffic = node.traffic()
         yield GaugeMetricFamily("pydds_links", "Open links to peers.", len(traffic))
 
         keys = GaugeMetricFamily("pydds_keys", "Keys in the directory.", None, ["database"])
@@ -78,7 +77,7 @@ class NodeCollector(Collector):
             "pydds_stale_keys", "Held keys that went stale here.", None, ["database"]
         )
         for name in node.databases():
-            total, holding, stale_count = node.database(name)._keyspace.counts()
+            total, holding, stale_count = node.database(name).keyspace.counts()
             keys.add_metric([name], total)
             held.add_metric([name], holding)
             stale.add_metric([name], stale_count)
@@ -104,7 +103,7 @@ class NodeCollector(Collector):
             link_messages.add_metric([peer, "out"], t.messages_out)
         yield from (link_bytes, link_messages)
 
-        stats = cluster.stats if cluster is not None else Counter()
+        stats = node.network_counts()
         families = {
             "pull": CounterMetricFamily("pydds_pulls", "Value pulls.", None, ["result"]),
             "ack": CounterMetricFamily(

@@ -15,13 +15,14 @@ import inspect
 import logging
 import math
 import secrets
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
-from time import time
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
+from .acks import parse_ack
+from .bus import EventBus
 from .changes import Change
 from .clock import Clock, RealClock
 from .cluster import Cluster, ClusterSettings, Traffic, Warmup
@@ -30,15 +31,16 @@ from .crdt import values
 from .crdt.keydoc import LiveDocs
 from .database import Database
 from .errors import Forbidden, InvalidValue, ModuleError, NodeClosed, Unavailable
-from .events import Event, EventKind, Subscription, change_event
-from .keyspace import NOT_HELD, Journal, Keyspace
+from .events import Event, EventKind, Subscription
+from .keyspace import Keyspace
 from .modules.base import Module
 from .modules.host import ModuleHost
-from .net.auth import Credentials, client_id_for
+from .net.auth import Credentials
 from .net.membership import Member
 from .net.transport import Transport
+from .store import Store
 
-__all__ = ["Client", "Node"]
+__all__ = ["Node"]
 
 log = logging.getLogger("pydds")
 
@@ -47,75 +49,6 @@ _UNSET: Any = object()
 _CLIENT_ID_LIMIT = 2**53
 
 Handler = Callable[[Event], Awaitable[None] | None]
-
-#: A change's kind -> its event kind (a keyspace's changes carry the kind itself).
-_KIND = {str(kind): kind for kind in EventKind}
-
-
-def parse_ack(ack: object) -> tuple[bool, str | int]:
-    """Split a write's ack level into (durable, cluster level).
-
-    Levels: ``"local"``, ``"majority"``, ``"all"``, an int >= 1 (nodes that applied
-    the write, this one counting), ``"durable"`` (on this node's disk), or
-    ``"durable+"`` and a cluster level (``"durable+majority"``).
-
-    Raises:
-        InvalidValue: anything else.
-    """
-    durable, level = False, ack
-    if isinstance(ack, str) and ack.startswith("durable"):
-        durable, rest = True, ack.removeprefix("durable")
-        level = "local" if not rest else rest.removeprefix("+") if rest[0] == "+" else ack
-        if isinstance(level, str) and level.isdigit():
-            level = int(level)
-    if level in ("local", "majority", "all"):
-        return durable, level
-    if type(level) is int and level >= 1:
-        return durable, level
-    raise InvalidValue(
-        f"ack must be 'local', 'majority', 'all', a number >= 1, 'durable' or "
-        f"'durable+' one of those, not {ack!r}"
-    )
-
-
-def check_ack(ack: object) -> None:
-    """Check a write's ack level (see ``parse_ack``).
-
-    Raises:
-        InvalidValue: not a level.
-    """
-    parse_ack(ack)
-
-
-class Store(Protocol):
-    """What keeps a node's data on disk (the persistence module is one)."""
-
-    def journal(self, database: str) -> Journal:
-        """The journal of ``database``: it receives every update that changes it."""
-        ...
-
-    def barrier(self) -> Awaitable[None]:
-        """Done once everything journaled so far is on disk.
-
-        Raises:
-            StorageError: it could not be written.
-        """
-        ...
-
-
-def _event_value(keyspace: Keyspace, key: str) -> Any:
-    """``Event.value``: the key's value here now, without pulling it."""
-    value = keyspace.read(key, fresh=False)
-    if value is NOT_HELD:
-        raise Unavailable(
-            f"{key!r} of {keyspace.name!r} is not held on this node (the event says only that "
-            "it changed); await db.get(key) pulls it"
-        )
-    return value
-
-
-#: Events kept for display (``recent_events``).
-RECENT_EVENTS = 20
 
 #: Seconds between two sweeps for stale keys.
 SWEEP_EVERY = 1.0
@@ -187,16 +120,11 @@ class Node:
         #: live writers never share one (Yjs would diverge silently).
         self.client_id = secrets.randbelow(_CLIENT_ID_LIMIT - 1) + 1
         self.handler_errors = 0  # exceptions raised by custom-event handlers
+        self._bus = EventBus(self.limits.event_queue)
         #: Events this node recorded, by kind (whether or not anyone subscribed).
-        self.event_counts: Counter[str] = Counter()
-        #: The last events, for display: events, or (kind, database, key, origin,
-        #: time) of data events nobody subscribed to (an Event is made on demand).
-        self._recent: deque[Event | tuple[EventKind, str, str, str, float]] = deque(
-            maxlen=RECENT_EVENTS
-        )
+        self.event_counts: Counter[str] = self._bus.counts
         self._live = LiveDocs(self.limits.live_docs)
         self._databases: dict[str, Database] = {}
-        self._subscriptions: list[Subscription] = []
         self._change_listeners: list[Callable[[Change], None]] = []
         self._read_listeners: list[Callable[[str, str], None]] = []
         self._handlers: set[asyncio.Task[None]] = set()
@@ -241,14 +169,7 @@ class Node:
 
     def recent_events(self) -> list[Event]:
         """The last events this node recorded (at most ``RECENT_EVENTS``), oldest first."""
-        out = []
-        for item in self._recent:
-            if isinstance(item, Event):
-                out.append(item)
-            else:
-                kind, database, key, origin, when = item
-                out.append(Event(kind, database, key, origin, time=when))
-        return out
+        return self._bus.recent()
 
     def traffic(self) -> dict[str, Traffic]:
         """What each open link carried since it opened (bytes and messages in and
@@ -256,6 +177,16 @@ class Node:
         if self._cluster is None:
             return {}
         return {peer: replace(t) for peer, t in self._cluster.traffic().items()}
+
+    def traffic_total(self) -> Traffic:
+        """What every link carried since the node started (a copy)."""
+        return replace(self._cluster.totals) if self._cluster is not None else Traffic()
+
+    def network_counts(self) -> Counter[str]:
+        """Counts of the network's work and faults since the node started, by name:
+        ``pull:asked``, ``pull:timeout``, ``ack:waited``, ``ack:timeout``,
+        ``error:<kind>``, ... (a copy; ``pydds.metrics`` exports them)."""
+        return Counter(self._cluster.stats) if self._cluster is not None else Counter()
 
     @property
     def module_errors(self) -> Counter[str]:
@@ -287,6 +218,9 @@ class Node:
         if self._sweeper is not None:
             return  # started already
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+        if self.role == "client":
+            await self._find_gateway()
+            return
         try:
             await self._modules.start(self)
         except ModuleError:
@@ -305,6 +239,20 @@ class Node:
                     exc,
                 )
                 self._network().redial(address)
+
+    async def _find_gateway(self) -> None:
+        """A client links to the first node of ``join`` that answers; the others are
+        kept as gateways to move to. With none answering, it goes on trying in the
+        background."""
+        errors = []
+        for address in self._join:
+            try:
+                await self.join(address)
+                return
+            except OSError as exc:
+                errors.append(f"{address}: {exc}")
+        log.warning("%s: no gateway answered (%s); retrying", self.name, "; ".join(errors))
+        self._network().find_gateway(self._join)
 
     def _network(self) -> Cluster:
         if self._cluster is None:
@@ -355,7 +303,7 @@ class Node:
             self._cluster.expire_members()
         for name, db in self._databases.items():
             for key, gen in db._keyspace.sweep():
-                self._publish(Event(EventKind.STALE, name, key, self.name))
+                self.publish(Event(EventKind.STALE, name, key, self.name))
                 if self._cluster is not None:
                     self._cluster.release(name, key, gen)
 
@@ -475,8 +423,7 @@ class Node:
             await asyncio.gather(self._sweeper, return_exceptions=True)
         if self._cluster is not None:
             await self._cluster.close()
-        for subscription in list(self._subscriptions):
-            subscription.close()
+        self._bus.close()
         tasks = list(self._handlers)
         for task in tasks:
             task.cancel()
@@ -564,28 +511,14 @@ class Node:
         """
         if self._closed:
             raise NodeClosed(f"node {self.name!r} is closed")
-        if kinds is not None:
-            kinds = [*kinds, EventKind.OVERFLOW]
-        try:
-            subscription = Subscription(
-                self._subscriptions.remove,
-                database=database,
-                prefix=prefix,
-                kinds=kinds,
-                names=names,
-                maxsize=maxsize or self.limits.event_queue,
-            )
-        except ValueError as exc:  # an unknown kind, or maxsize < 1
-            raise InvalidValue(str(exc)) from None
-        self._subscriptions.append(subscription)
-        return subscription
+        return self._bus.subscribe(
+            database=database, prefix=prefix, kinds=kinds, names=names, maxsize=maxsize
+        )
 
-    def _publish(self, event: Event) -> None:
-        self.event_counts[event.kind] += 1
-        self._recent.append(event)
-        for subscription in self._subscriptions:
-            if subscription.matches(event):
-                subscription.push(event)
+    def publish(self, event: Event) -> None:
+        """Record an event this node made or received (membership, warm-up, custom
+        events from peers) and deliver it to the subscriptions it matches."""
+        self._bus.publish(event)
 
     def record(self, change: Change, ack: str | int = "local") -> asyncio.Future[None] | None:
         """Take a change a keyspace of this node returned: one made here goes to the
@@ -597,28 +530,20 @@ class Node:
             With an ack level beyond ``"local"``, a future done once enough nodes
             applied the change; None otherwise.
         """
-        database, key, _, _, value, origin, kind = change
         waiting = None
-        if origin == self.name and (self._change_listeners or self._cluster is not None):
+        kind = change.kind
+        if change.origin == self.name and (self._change_listeners or self._cluster is not None):
             if self._change_listeners:
                 for listener in list(self._change_listeners):
                     listener(change)
             if self._cluster is not None:
                 waiting = self._cluster.changed(change, ack if kind is not None else "local")
-        if kind is None:
-            return waiting
-        kind = _KIND[kind]
-        self.event_counts[kind] += 1
-        event = None  # made for the first subscription that wants it
-        for subscription in self._subscriptions:
-            if subscription.wants(kind, database, key):
-                if event is None:
-                    keyspace = self._databases[database]._keyspace
-                    loader = functools.partial(_event_value, keyspace, key)
-                    event = change_event(kind, database, key, origin, value, loader)
-                subscription.push(event)
-        self._recent.append(event if event is not None else (kind, database, key, origin, time()))
+        if kind is not None:
+            self._bus.publish_change(change, self._keyspace_of)
         return waiting
+
+    def _keyspace_of(self, database: str) -> Keyspace:
+        return self._databases[database]._keyspace
 
     # -- custom events -----------------------------------------------------------------
 
@@ -635,7 +560,7 @@ class Node:
         self.authorize("emit")
         values.check(payload, self.limits.max_depth)
         packed = values.pack(payload, self.limits.max_value_bytes)
-        self._publish(Event(EventKind.CUSTOM, origin=self.name, name=name, packed_payload=packed))
+        self.publish(Event(EventKind.CUSTOM, origin=self.name, name=name, packed_payload=packed))
         if self._cluster is not None:
             self._cluster.emit(name, packed)
             if self._cluster.congested:
@@ -734,62 +659,3 @@ class Node:
         """
         for applied in self.database(change.database)._keyspace.apply(change):
             self.record(applied)
-
-
-class Client(Node):
-    """A client: joins like a node and has the same data and event API, but accepts
-    no links, is never a member or a gateway, and relays nothing. It links to one
-    node at a time (its gateway), which relays its writes and events to the cluster
-    and the cluster's to it; when the gateway goes away it moves to another node
-    it knows.
-
-    Example::
-
-        async with pydds.Client(join=["127.0.0.1:7400"]) as client:
-            await client.database("cache").set("k", 1)
-    """
-
-    role = "client"
-
-    def __init__(
-        self,
-        name: str | None = None,
-        *,
-        join: Iterable[str],
-        transport: Transport | None = None,
-        clock: Clock | None = None,
-        cluster: ClusterSettings | None = None,
-        limits: Limits | None = None,
-        credentials: Credentials | None = None,
-    ) -> None:
-        super().__init__(
-            name,
-            join=join,
-            transport=transport,
-            clock=clock,
-            cluster=cluster,
-            limits=limits,
-            credentials=credentials,
-        )
-        if not self._join:
-            raise InvalidValue("a client needs at least one node to join")
-        if self.credentials.token is not None:  # an id its gateway can check
-            self.client_id = client_id_for(self.credentials.token, self.name)
-
-    async def start(self) -> None:
-        """Link to the first node of ``join`` that answers (the others are kept as
-        gateways to move to)."""
-        if self._sweeper is not None:
-            return  # started already
-        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
-        errors = []
-        for address in self._join:
-            try:
-                await self.join(address)
-                return
-            except OSError as exc:
-                errors.append(f"{address}: {exc}")
-        log.warning("%s: no gateway answered (%s); retrying", self.name, "; ".join(errors))
-        network = self._network()
-        network.gateways.extend(self._join)
-        network._spawn(network._find_gateway(self._join[0]))

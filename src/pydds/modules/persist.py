@@ -120,7 +120,7 @@ class Persistence(Module):
         keyspaces = {}
         for name, directory, states in prepared:
             # On the event loop: CRDT documents belong to the thread that made them.
-            keyspace = keyspaces[name] = node.database(name)._keyspace
+            keyspace = keyspaces[name] = node.database(name).keyspace
             try:
                 self.restored += keyspace.restore(directory, states)
             except InvalidUpdate:

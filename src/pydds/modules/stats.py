@@ -133,8 +133,7 @@ class Statistics(Module):
             top = counts.top(self.top) if counts is not None else []
             out[name] = [{"database": db, "key": key, "count": n} for db, key, n in top]
         out["untracked"] = sum(c.untracked for c in (self._reads, self._writes) if c)
-        cluster = self._node._cluster if self._node is not None else None
-        t = cluster.totals if cluster is not None else None
+        t = self._node.traffic_total() if self._node is not None else None
         out["replication"] = {
             "bytes_in": t.bytes_in if t else 0,
             "bytes_out": t.bytes_out if t else 0,
@@ -164,7 +163,7 @@ class Statistics(Module):
             for db, key, n in counts.top(self.top) if counts is not None else []:
                 family.add_metric([db, key], n)
             yield family
-        t = self._node._cluster.totals if self._node and self._node._cluster else None
+        t = self._node.traffic_total() if self._node is not None else None
         traffic = CounterMetricFamily(
             "pydds_replication_bytes", "Bytes over every link.", None, ["direction"]
         )

@@ -139,7 +139,7 @@ class FuzzReport:
 
 
 def _material(node: Node) -> tuple[bytes, bytes]:
-    ks = node.database("db")._keyspace
+    ks = node.database("db").keyspace
     return ks.directory.doc.diff(), ks.directory.doc.state_vector()
 
 
@@ -160,7 +160,7 @@ async def run(cases: int, seed: int, *, client: bool = False) -> FuzzReport:
     node = Node("target")
     report = FuzzReport()
     replication = Replication(
-        node.name, lambda db: node.database(db)._keyspace, node.databases, is_client=False
+        node.name, lambda db: node.database(db).keyspace, node.databases, is_client=False
     )
     try:
         await node.database("db").set("mine", 1)
@@ -203,7 +203,7 @@ async def run(cases: int, seed: int, *, client: bool = False) -> FuzzReport:
             for key in db:
                 if db.holds(key):
                     try:
-                        db._keyspace.read(key, fresh=False)
+                        db.keyspace.read(key, fresh=False)
                     except Exception as exc:  # a crash: recorded
                         report.crashes.append(f"read {name}/{key[:20]}: {exc!r}")
         db = node.database("db")  # the node still works
@@ -220,7 +220,7 @@ def _digest(node: Node, message: m.Message) -> tuple[Any, ...]:
     database = getattr(message, "database", None)
     if database is None or database not in node.databases():
         return (tuple(node.databases()),)
-    ks = node.database(database)._keyspace
+    ks = node.database(database).keyspace
     key = getattr(message, "key", None)
     value = ks.value_state_vector(key) if isinstance(key, str) and ks.holds(key) else None
     return (tuple(node.databases()), ks.directory.doc.state_vector(), len(ks), value)
@@ -255,7 +255,7 @@ async def _client_material(writer: int) -> dict[str, tuple[bytes, bytes]]:
     for database in ("cache", "other"):
         db = source.database(database)
         await db.set(f"k{writer}", {"v": [1, 2]})
-        ks = db._keyspace
+        ks = db.keyspace
         value = ks.value_diff(f"k{writer}", 1, EMPTY_STATE_VECTOR) or b""
         out[database] = (ks.directory.doc.diff(), value)
     # Entries no write could make: an empty key, an over-long one.
@@ -317,7 +317,7 @@ def _outside(node: Node) -> tuple[Any, ...]:
     names = tuple(sorted(node.databases()))
     out: list[Any] = [names]
     for name in names:
-        ks = node.database(name)._keyspace
+        ks = node.database(name).keyspace
         if name not in (CLIENT_GRANT.databases or ()):
             out.append((name, ks.directory.doc.state_vector(), tuple(sorted(ks.keys()))))
             continue
@@ -353,7 +353,7 @@ async def run_client(cases: int, seed: int) -> FuzzReport:
     report = FuzzReport()
     replication = Replication(
         node.name,
-        lambda db: node.database(db)._keyspace,
+        lambda db: node.database(db).keyspace,
         node.databases,
         max_payload_bytes=node.limits.max_value_bytes,
     )
@@ -407,7 +407,7 @@ async def run_client(cases: int, seed: int) -> FuzzReport:
             else:
                 report.accepted += 1
         for name in node.databases():  # every key valid, within the limits
-            ks = node.database(name)._keyspace
+            ks = node.database(name).keyspace
             for key in ks.keys(prefix=""):
                 try:
                     check_key(key, node.limits)
