@@ -123,3 +123,18 @@ async def test_holding_compares_only_what_both_hold_and_refuses_garbage_whole() 
     behind = m.Holding("db", (("held", 1, b"\x00"),))  # a lacks everything of it
     sends, _ = rb.handle("a", behind)
     assert [type(message) for _, message in sends] == [m.ValueDiff]
+
+
+async def test_a_client_syncs_no_directory_outside_its_token() -> None:
+    # Even an empty step 2 (no writers) for a database out of the client's scope
+    # is refused: handling it would make that database on the gateway.
+    from pydds.net.auth import Grant
+
+    gateway = pydds.Node("g")
+    rg = replication(gateway)
+    rg.opened("cl", "client", Grant("client", databases=frozenset({"cache"})), 7)
+    empty = gateway.database("cache").keyspace.directory.doc.diff()
+    with pytest.raises(pydds.ProtocolError, match="no read right on 'other'"):
+        rg.handle("cl", m.DirectoryStep2("other", empty))
+    assert gateway.databases() == ["cache"]
+    rg.handle("cl", m.DirectoryStep2("cache", empty))  # its own database: fine

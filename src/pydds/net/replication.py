@@ -472,7 +472,10 @@ class Replication:
         elif isinstance(msg, m.DirectoryStep2):
             # What the gateway lacks of the client's directory: its own offline
             # writes, which need the write right and the client's own id, and add
-            # only keys a write could add.
+            # only keys a write could add. Even an empty one is for a database the
+            # client may read (it answers the gateway's step 1): one out of its scope
+            # would make that database here.
+            self._check(peer, "read", msg.database)
             if _writers(msg.update):
                 self._check(peer, "write", msg.database)
                 if not self._own(peer, msg.update):
