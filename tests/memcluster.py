@@ -63,8 +63,8 @@ class Cluster:
     async def crash(self, node: pydds.Node) -> None:
         """Stop ``node`` as a crash would: its peers get no ``Leave``, only links
         that close (the network is healed afterwards: every cut is gone)."""
-        assert node._cluster is not None
-        transport = node._cluster.transport
+        transport = node.transport
+        assert transport is not None
         assert isinstance(transport, MemoryTransport)  # its address, or its dialer name
         others = [n.address for n in self.nodes if n is not node and n.address]
         await self.network.partition([transport.address], others)

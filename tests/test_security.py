@@ -195,8 +195,8 @@ async def test_a_secured_cluster_refuses_intruders(cluster: Cluster) -> None:
     with pytest.raises(pydds.LinkClosed, match="authentication failed"):
         await open_node.join("mem://a")
     assert names(open_node) == ["y"]
-    assert a._cluster is not None
-    await until(lambda: a._cluster is not None and a._cluster.stats["error:auth"] == 3)
+    assert a._peers is not None
+    await until(lambda: a._peers is not None and a._peers.stats["error:auth"] == 3)
     await open_node.close()
     assert names(a) == ["a", "b"]
     assert "y" not in [m.name for m in b.members()]
@@ -293,7 +293,7 @@ async def test_a_clients_ack_is_a_protocol_violation_and_counts_for_nothing(
     await cluster.network.partition(["mem://b"], ["mem://a"])
     await until(lambda: names(a) == ["a"])
     writing = asyncio.ensure_future(a.database("cache").set("k", 1, ack="all"))
-    await until(lambda: bool(a._cluster and a._cluster._acks))
+    await until(lambda: bool(a._peers and a._peers.acks_waiting))
     # Even read-only, a client could send Ack for any id: the link closes instead.
     out = await forged_client(cluster, READER, [m.Ack(i) for i in range(1, 100)])
     assert isinstance(out[-1], m.Close)
@@ -371,9 +371,9 @@ async def test_a_client_cannot_silence_anothers_custom_events(cluster: Cluster) 
     await a.start()
     await b.start()
     await until(lambda: names(a) == ["a", "b"])
-    assert b._cluster is not None
+    assert b._peers is not None
     # The ids b emits next, as a client that saw b's events could tell them.
-    replication = b._cluster.replication
+    replication = b._peers.replication
     nexts = [f"b:{replication.incarnation}:{n}" for n in range(1, 20)]
     forged = [m.Custom(i, "deploy", b"\x01", "forger") for i in nexts]
     async with a.events(kinds={"custom"}) as at_a:
@@ -507,7 +507,7 @@ async def test_a_fast_peer_is_slowed_not_cut(cluster: Cluster) -> None:
     await until(lambda: names(a) == ["a", "b"])
     for i in range(300):
         await b.database("db").set(f"k{i}", i)
-    await until(lambda: a._cluster is not None and a._cluster.stats["rate:waits"] > 0)
+    await until(lambda: a._peers is not None and a._peers.stats["rate:waits"] > 0)
     assert len(a.database("db")) < 300  # held back
     await cluster.clock.advance(5, step=0.1)
     await until(lambda: len(a.database("db")) == 300)  # everything arrives, in time
@@ -519,22 +519,23 @@ async def test_a_peer_that_stops_reading_is_cut_at_max_pending(cluster: Cluster)
     await a.start()
     await cluster.start("b", ["mem://a"])
     await until(lambda: names(a) == ["a", "b"])
-    assert a._cluster is not None
-    state = a._cluster._links["b"]
+    assert a._peers is not None
+    state = a._peers.links["b"]
     stuck = asyncio.Event()  # never set: b reads nothing more
 
     async def never(frame: bytes) -> None:
         await stuck.wait()
 
-    state.link.send = never  # type: ignore[method-assign]
+    link = a._io[state].link
+    link.send = never  # type: ignore[method-assign]
     db = a.database("db")
     for i in range(60):
         await db.set(f"k{i}", i)
-    assert a._cluster.stats["error:slow_peer"] == 1
+    assert a._peers.stats["error:slow_peer"] == 1
     assert state.session.closed
     assert state.session.close_reason == "peer too slow: 51 messages queued"
     assert state.session.pending <= 52  # bounded: the 51 and the Close, nothing after
-    await until(lambda: state.link._closed)  # type: ignore[attr-defined]  # cut
+    await until(lambda: link._closed)  # type: ignore[attr-defined]  # cut
     await db.set("later", 1)  # the node goes on writing
     assert await db.get("later") == 1
 
@@ -561,7 +562,7 @@ async def test_limits_on_databases_keys_and_pulls(cluster: Cluster) -> None:
     await until(lambda: "x" in a.database("db") and "y" in a.database("db"))
     await cluster.network.partition(["mem://a"], ["mem://b"])
     first = asyncio.ensure_future(a.database("db").get("x"))
-    await until(lambda: a._cluster is not None and bool(a._cluster.replication.pulls))
+    await until(lambda: a._peers is not None and bool(a._peers.replication.pulls))
     with pytest.raises(pydds.Unavailable, match="too many pulls"):
         await a.database("db").get("y")
     await cluster.clock.advance(3, step=0.5)

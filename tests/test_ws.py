@@ -201,8 +201,7 @@ async def test_advertise_names_the_address_peers_dial(nodes: list[pydds.Node]) -
         nodes.append(a)
         await a.start()
         assert a.address == f"ws://127.0.0.1:{proxy_port}"
-        assert a._cluster is not None
-        bound = a._cluster.transport.bound  # type: ignore[attr-defined]
+        bound = a.transport.bound  # type: ignore[attr-defined]
         proxy.target = int(bound.rsplit(":", 1)[1])
         b = await start(nodes, "b", [a.address])  # through the proxy
         c = await start(nodes, "c", [b.address or ""])  # learns a's address from b

@@ -23,7 +23,6 @@ if _typing.TYPE_CHECKING:
     from .changes import Change
     from .client import Client
     from .clock import Clock, FakeClock, RealClock
-    from .cluster import ClusterSettings, Warmup
     from .collector import tune_gc
     from .config import DatabaseSettings, Limits
     from .database import Database
@@ -51,6 +50,7 @@ if _typing.TYPE_CHECKING:
     from .net.auth import ClientToken, Credentials
     from .net.membership import Member
     from .net.memory import MemoryNetwork
+    from .net.peers import ClusterSettings, Warmup
     from .net.transport import Link, Transport
     from .node import Node
 
@@ -63,7 +63,7 @@ _WHERE = {
     "Client": ".client",
     "ClientToken": ".net.auth",
     "Clock": ".clock",
-    "ClusterSettings": ".cluster",
+    "ClusterSettings": ".net.peers",
     "Credentials": ".net.auth",
     "Database": ".database",
     "DatabaseSettings": ".config",
@@ -94,7 +94,7 @@ _WHERE = {
     "Subscription": ".events",
     "Transport": ".net.transport",
     "Unavailable": ".errors",
-    "Warmup": ".cluster",
+    "Warmup": ".net.peers",
     "WrongType": ".errors",
     "run": ".loops",
     "tune_gc": ".collector",

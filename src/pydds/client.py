@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .clock import Clock
-from .cluster import ClusterSettings
 from .config import Limits
 from .errors import InvalidValue
 from .net.auth import Credentials, client_id_for
+from .net.peers import ClusterSettings
 from .net.transport import Transport
 from .node import Node
 

@@ -1,23 +1,30 @@
-"""The node: the one orchestrator that owns databases, subscribers and tasks.
+"""The node: the one orchestrator, and the only async code of the middle.
 
 A node alone is a valid cluster: it stores databases in memory, turns every change
 into events, and runs custom-event handlers. Given an address to listen on or nodes
-to join, it links to other nodes (``cluster.py``) and replicates. Replication also
-hooks in through ``add_change_listener`` (every change this node makes, as a
-``Change``) and ``apply_change`` (a change made elsewhere).
+to join, it links to other nodes and replicates. Every decision about links and
+peers is the sans-IO peers layer's (``net/peers.py``); the node carries out what it
+says (``Peers.take``): per link, a reader that feeds it frames and a writer that
+sends what it queued; one timer that sleeps until its next deadline (heartbeats,
+redials, expiry, the sweep for stale keys); and the futures of joins, pulls and
+acknowledgements. Replication also hooks in through ``add_change_listener`` (every
+change this node makes, as a ``Change``) and ``apply_change`` (a change made
+elsewhere).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import logging
 import math
 import secrets
+import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import replace
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any
 
@@ -25,19 +32,32 @@ from .acks import parse_ack
 from .bus import EventBus
 from .changes import Change
 from .clock import Clock, RealClock
-from .cluster import Cluster, ClusterSettings, Traffic, Warmup
 from .config import DatabaseSettings, Limits, check_name
 from .crdt import values
 from .crdt.keydoc import LiveDocs
 from .database import Database
-from .errors import Forbidden, InvalidValue, ModuleError, NodeClosed, Unavailable
+from .errors import (
+    AckTimeout,
+    Forbidden,
+    InvalidValue,
+    KeyNotFound,
+    LinkClosed,
+    MalformedFrame,
+    ModuleError,
+    NodeClosed,
+    Unavailable,
+)
 from .events import Event, EventKind, Subscription
 from .keyspace import Keyspace
 from .modules.base import Module
 from .modules.host import ModuleHost
 from .net.auth import Credentials
-from .net.membership import Member
-from .net.transport import Transport
+from .net.codec import decode_frame, encode_frame
+from .net.holders import ValueId
+from .net.membership import Member, MemberState
+from .net.peers import NEVER, ClusterSettings, PeerLink, Peers, Traffic, Warmup
+from .net.replication import HoldingDue, PullFor
+from .net.transport import Link, Transport
 from .store import Store
 
 __all__ = ["Node"]
@@ -52,6 +72,16 @@ Handler = Callable[[Event], Awaitable[None] | None]
 
 #: Seconds between two sweeps for stale keys.
 SWEEP_EVERY = 1.0
+#: Seconds of handling one frame after which the reader lets other tasks run.
+YIELD_AFTER = 0.005
+
+
+@dataclass(eq=False)
+class _LinkIO:
+    """The async side of one link: its transport and its writer's wake-up."""
+
+    link: Link
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Node:
@@ -114,8 +144,21 @@ class Node:
         self._join = list(join)
         self._transport = transport
         self._cluster_settings = cluster or ClusterSettings()
-        self._cluster: Cluster | None = None
-        self._sweeper: asyncio.Task[None] | None = None
+        self._peers: Peers | None = None  # made when the node first links
+        self._started = False
+        self._timer: asyncio.Task[None] | None = None  # runs once started or linked
+        self._timer_sleep: asyncio.Future[None] | None = None
+        self._armed = NEVER  # when the timer wakes next
+        self._io: dict[PeerLink, _LinkIO] = {}
+        self._joins: dict[PeerLink, asyncio.Future[str | None]] = {}
+        self._acks: dict[int, asyncio.Future[None]] = {}
+        self._pulls: dict[ValueId, asyncio.Future[bool]] = {}
+        self._link_opened = asyncio.Event()  # set (and replaced) when a link opens
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._serving: set[asyncio.Task[Any]] = set()  # the tasks that serve a link
+        self._draining = False
+        self._warming: asyncio.Task[None] | None = None
+        self._warm = [0, 0, 0]  # pending, pulled, failed
         #: The Yjs client id of this node's writes; new for every node object, so two
         #: live writers never share one (Yjs would diverge silently).
         self.client_id = secrets.randbelow(_CLIENT_ID_LIMIT - 1) + 1
@@ -174,19 +217,19 @@ class Node:
     def traffic(self) -> dict[str, Traffic]:
         """What each open link carried since it opened (bytes and messages in and
         out), by peer name; empty for a node with no links."""
-        if self._cluster is None:
+        if self._peers is None:
             return {}
-        return {peer: replace(t) for peer, t in self._cluster.traffic().items()}
+        return {peer: replace(t) for peer, t in self._peers.traffic().items()}
 
     def traffic_total(self) -> Traffic:
         """What every link carried since the node started (a copy)."""
-        return replace(self._cluster.totals) if self._cluster is not None else Traffic()
+        return replace(self._peers.totals) if self._peers is not None else Traffic()
 
     def network_counts(self) -> Counter[str]:
         """Counts of the network's work and faults since the node started, by name:
         ``pull:asked``, ``pull:timeout``, ``ack:waited``, ``ack:timeout``,
         ``error:<kind>``, ... (a copy; ``pydds.metrics`` exports them)."""
-        return Counter(self._cluster.stats) if self._cluster is not None else Counter()
+        return Counter(self._peers.stats) if self._peers is not None else Counter()
 
     @property
     def module_errors(self) -> Counter[str]:
@@ -215,9 +258,10 @@ class Node:
         """
         if self._closed:
             raise NodeClosed(f"node {self.name!r} is closed")
-        if self._sweeper is not None:
+        if self._started:
             return  # started already
-        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+        self._started = True  # sweeps run from now on
+        self._ensure_timer()
         if self.role == "client":
             await self._find_gateway()
             return
@@ -226,8 +270,8 @@ class Node:
         except ModuleError:
             await self.close()
             raise
-        if self._listen is not None and (self._cluster is None or self._cluster.address is None):
-            await self._network().listen(self._listen, self._advertise)
+        if self._listen is not None and self.address is None:
+            await self._listen_at(self._listen, self._advertise)
         for address in self._join:
             try:
                 await self.join(address)
@@ -238,7 +282,8 @@ class Node:
                     address,
                     exc,
                 )
-                self._network().redial(address)
+                self._network().redial(address, self.clock.now())
+                self._drain()
 
     async def _find_gateway(self) -> None:
         """A client links to the first node of ``join`` that answers; the others are
@@ -252,60 +297,363 @@ class Node:
             except OSError as exc:
                 errors.append(f"{address}: {exc}")
         log.warning("%s: no gateway answered (%s); retrying", self.name, "; ".join(errors))
-        self._network().find_gateway(self._join)
+        self._network().find_gateway(self._join, self.clock.now())
+        self._drain()
 
-    def _network(self) -> Cluster:
-        if self._cluster is None:
-            transport = self._transport
-            if transport is None:
+    def _ensure_timer(self) -> None:
+        if self._timer is None and not self._closed:
+            self._timer = asyncio.get_running_loop().create_task(self._run_timer())
+
+    def _network(self) -> Peers:
+        self._ensure_timer()  # a node that joins without ``start`` has links to time
+        if self._peers is None:
+            if self._transport is None:
                 from .net.ws import WebSocketTransport
 
-                transport = WebSocketTransport()
-            self._cluster = Cluster(self, transport, self.clock, self._cluster_settings)
-        return self._cluster
+                self._transport = WebSocketTransport()
+            self._peers = Peers(
+                self.name,
+                self.role,
+                keyspace=lambda name: self.database(name).keyspace,  # made on first use
+                databases=self.databases,
+                settings=self._cluster_settings,
+                limits=self.limits,
+                credentials=self.credentials,
+                client_id=self.client_id,
+            )
+        return self._peers
+
+    @property
+    def transport(self) -> Transport | None:
+        """How this node makes links (None until it first links)."""
+        return self._transport
 
     @property
     def address(self) -> str | None:
         """Where this node accepts links (None when it does not listen)."""
-        return self._cluster.address if self._cluster is not None else None
+        return self._peers.address if self._peers is not None else None
+
+    async def _listen_at(self, address: str, advertise: str | None) -> None:
+        peers = self._network()
+        assert self._transport is not None
+        bound = await self._transport.listen(address, self._accept)
+        if advertise is not None and "://" not in advertise:
+            advertise = f"{bound.split('://', 1)[0]}://{advertise}"  # the bound scheme
+        peers.listening(advertise or bound)
 
     async def join(self, address: str) -> None:
         """Link to the node at ``address`` (and through it, to the whole cluster).
 
-        Writes made while alone merge on join. Waits until the link is open.
+        Writes made while alone merge on join. Waits (bounded: ``join_timeout``)
+        until the link is open and the peer has accepted this node. Joining a node
+        this one is linked to already returns at once.
 
         Raises:
             LinkClosed: the node could not be reached in time (also an OSError).
         """
         if self._closed:
             raise NodeClosed(f"node {self.name!r} is closed")
-        await self._network().join(address)
+        peers = self._network()
+        assert self._transport is not None
+        link = await self._transport.connect(address)
+        state = peers.new_link(dialed=True, now=self.clock.now())
+        joined = self._joins[state] = asyncio.get_running_loop().create_future()
+        self._serve_task(self._serve(link, state))
+        self._drain()
+        timeout = self._cluster_settings.join_timeout
+        if not await self._first(joined, timeout):
+            self._joins.pop(state, None)
+            raise LinkClosed(f"no open link to {address} within {timeout}s")
+        error = joined.result()
+        if error is not None:
+            raise LinkClosed(f"link to {address} failed: {error}")
+
+    async def _dial(self, address: str) -> None:
+        """One attempt to link to ``address``, that the peers layer asked for."""
+        ok = True
+        try:
+            await self.join(address)
+        except (LinkClosed, OSError, NodeClosed) as exc:
+            log.debug("dialing %s failed: %s", address, exc)
+            ok = False
+        if self._peers is not None:
+            self._peers.dialed(address, ok, self.clock.now())
+            self._drain()
+
+    async def _first(self, future: asyncio.Future[Any], seconds: float) -> bool:
+        """Wait for ``future`` up to ``seconds`` of the node's clock; True if it is done."""
+        sleeper = asyncio.ensure_future(self.clock.sleep_until(self.clock.now() + seconds))
+        try:
+            await asyncio.wait({future, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+        return future.done()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _serve_task(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = self._spawn(coro)
+        self._serving.add(task)
+        task.add_done_callback(self._serving.discard)
+
+    # -- carrying out what the peers layer says ---------------------------------------
+
+    def _drain(self) -> None:
+        """Do what the peers layer asked for (``Peers.take``), until it asks nothing
+        more. Not re-entered: what doing it makes is done by the same loop."""
+        peers = self._peers
+        if peers is None or self._draining:
+            return
+        self._draining = True
+        try:
+            while peers.pending:
+                self._carry_out(peers)
+        finally:
+            self._draining = False
+        if peers.due < self._armed and self._timer_sleep is not None:
+            self._timer_sleep.cancel()  # an earlier deadline: the timer wakes for it
+
+    def _carry_out(self, peers: Peers) -> None:
+        out = peers.take()
+        io = self._io
+        for state in out.wake:
+            link_io = io.get(state)
+            if link_io is not None:
+                link_io.wake.set()
+        for state in out.close:
+            link_io = io.get(state)
+            if link_io is not None:
+                self._spawn(link_io.link.close())
+        for address in out.dial:
+            self._spawn(self._dial(address))
+        for state, error in out.joins:
+            joined = self._joins.pop(state, None)
+            if joined is not None and not joined.done():
+                joined.set_result(error)
+        for kind, member in out.members:
+            self.publish(Event(EventKind(kind), origin=self.name, member=member))
+        for change in out.changes:
+            self.record(change)
+        for message in out.customs:
+            event = Event(
+                EventKind.CUSTOM,
+                origin=message.origin,
+                name=message.name,
+                packed_payload=message.payload,
+            )
+            self.publish(event)
+        for ack_id in out.acks:
+            acked = self._acks.pop(ack_id, None)
+            if acked is not None and not acked.done():
+                acked.set_result(None)
+        for value_id, answered in out.pulls:
+            pulled = self._pulls.pop(value_id, None)
+            if pulled is not None and not pulled.done():
+                pulled.set_result(answered)
+        for pull_for in out.pull_for:
+            self._spawn(self._pull_for(pull_for))
+        for holding in out.holding_due:
+            self._spawn(self._holding(holding))
+        if out.linked:
+            self._link_opened.set()
+            self._link_opened = asyncio.Event()
+            if self._warming is None or self._warming.done():
+                self._warming = self._spawn(self._warm_up())
+
+    async def _holding(self, notice: HoldingDue) -> None:
+        """Tell a peer what this node holds once the directory it was just sent is on
+        its way (the link's writer runs first)."""
+        await asyncio.sleep(0)
+        if self._peers is not None:
+            self._peers.holding(notice)
+            self._drain()
+
+    async def _pull_for(self, notice: PullFor) -> None:
+        """Pull a value a client asked for, then answer the client."""
+        message = notice.message
+        with contextlib.suppress(Unavailable, KeyNotFound):
+            await self.pull(message.database, message.key)
+        if self._peers is not None:
+            self._peers.answer_pull(notice)
+            self._drain()
+
+    # -- links ---------------------------------------------------------------------------
+
+    async def _accept(self, link: Link) -> None:
+        peers = self._peers
+        if peers is None or peers.closing:
+            await link.close()
+            return
+        task = asyncio.current_task()
+        if task is not None:  # accepted links run in the transport's task
+            self._serving.add(task)
+        try:
+            await self._serve(link, peers.new_link(dialed=False, now=self.clock.now()))
+        finally:
+            if task is not None:
+                self._serving.discard(task)
+
+    async def _serve(self, link: Link, state: PeerLink) -> None:
+        """Read ``link``'s frames into the peers layer until it closes; its writer
+        runs beside."""
+        peers = self._network()
+        clock = self.clock
+        session = state.session
+        link_io = self._io[state] = _LinkIO(link)
+        writer = self._spawn(self._write(link_io, state))
+        link_io.wake.set()
+        max_bytes = self._cluster_settings.max_frame_bytes
+        try:
+            while not session.closed:
+                frame = await link.receive()
+                try:
+                    batch = decode_frame(frame, max_bytes=max_bytes)
+                except MalformedFrame as exc:
+                    peers.malformed(state, str(exc))
+                    break
+                now = clock.now()
+                wait = state.limit.take(messages=len(batch), size=len(frame), now=now)
+                if wait > 0:  # faster than its limits: slow the peer down, not others
+                    peers.stats["rate:waits"] += 1
+                    await clock.sleep_until(now + wait)
+                    now = clock.now()
+                for_node = peers.receive(state, batch, len(frame), now)
+                turn = time.monotonic()
+                # What the peer sent before its Close counts (a node's last writes and
+                # its Leave go out with its Close); a fault found here ends the frame.
+                peer_closed = session.closed
+                for message in for_node:
+                    if session.closed and not peer_closed:
+                        break
+                    if not peers.dispatch(state, message, now):
+                        break
+                    if time.monotonic() - turn > YIELD_AFTER:
+                        # A large frame does not hold the event loop: what it has
+                        # changed so far is seen (events, reads) while the rest waits.
+                        self._drain()
+                        await asyncio.sleep(0)
+                        turn = time.monotonic()
+                self._drain()
+        except LinkClosed:
+            pass
+        finally:
+            if not session.closed:
+                session.close("link lost")
+            link_io.wake.set()
+            try:
+                await asyncio.wait_for(writer, 1.0)
+            except (TimeoutError, asyncio.CancelledError):
+                writer.cancel()
+            await link.close()
+            del self._io[state]
+            peers.lost(state, clock.now())
+            self._drain()
+
+    async def _write(self, link_io: _LinkIO, state: PeerLink) -> None:
+        """Send what the peers layer queued for a link, as one frame per wake-up (a
+        busy link batches); close the link once its session closed."""
+        peers = self._network()
+        session, link, wake = state.session, link_io.link, link_io.wake
+        try:
+            while True:
+                await wake.wait()
+                wake.clear()
+                batch = peers.outgoing(state, self.clock.now())
+                if batch:
+                    frame = encode_frame(batch)
+                    peers.sent(state, len(batch), len(frame))
+                    await link.send(frame)
+                if session.closed:
+                    await link.close()
+                    return
+        except LinkClosed:
+            return
+
+    # -- the timer --------------------------------------------------------------------
+
+    async def _run_timer(self) -> None:
+        """The node's one timer: it sleeps until the next deadline (the peers layer's,
+        or the next sweep for stale keys), acts on it, and sleeps again; an earlier
+        deadline made meanwhile wakes it (``_drain``)."""
+        clock = self.clock
+        next_sweep = clock.now() + SWEEP_EVERY
+        while not self._closed:
+            now = clock.now()
+            if now >= next_sweep:
+                next_sweep = now + SWEEP_EVERY
+                if self._started:
+                    self.sweep()
+            deadline = next_sweep
+            if self._peers is not None:
+                deadline = min(deadline, self._peers.tick(now))
+                self._drain()
+            self._armed = deadline
+            sleep = self._timer_sleep = asyncio.ensure_future(clock.sleep_until(deadline))
+            await asyncio.wait({sleep})
+            self._timer_sleep = None
+            self._armed = NEVER
 
     @property
     def warmup(self) -> Warmup:
         """Progress of pulling in, after a join, the values other nodes hold fresh."""
-        if self._cluster is None:
-            return Warmup(0, 0, 0, False)
-        return self._cluster.warmup
+        running = self._warming is not None and not self._warming.done()
+        pending, pulled, failed = self._warm
+        return Warmup(pending, pulled, failed, running)
 
-    async def _sweep_forever(self) -> None:
-        while not self._closed:
-            await self.clock.sleep_until(self.clock.now() + SWEEP_EVERY)
-            self.sweep()
+    async def _warm_up(self) -> None:
+        """After a link opens: pull, rate-limited, the values that peers hold fresh
+        (read or written within their database's expiry there) and this node lacks,
+        in databases with an expiry (without one, values stay lazy). It never delays
+        the join; ``warmup`` and a ``warmed`` event report progress."""
+        peers = self._network()
+        step = 0.1
+        per_step = max(1, int(self._cluster_settings.warmup_rate * step))
+        failed: set[ValueId] = set()
+        quiet_steps = 0  # steps with nothing to pull: the exchange may still be arriving
+        warm = self._warm
+        while not peers.closing and not self._closed and quiet_steps < 3:
+            await self.clock.sleep_until(self.clock.now() + step)
+            if peers.closing or self._closed:
+                break
+            pending = [v for v in peers.warm_candidates() if v not in failed]
+            warm[0] = len(pending)
+            if not pending:
+                quiet_steps += 1
+                continue
+            quiet_steps = 0
+            batch = pending[:per_step]
+            results = await asyncio.gather(
+                *(self.pull(db, key) for db, key, _ in batch), return_exceptions=True
+            )
+            for value_id, result in zip(batch, results, strict=True):
+                if isinstance(result, BaseException):
+                    warm[2] += 1
+                    failed.add(value_id)
+                else:
+                    warm[1] += 1
+        warm[0] = 0
+        if not peers.closing:
+            payload = values.pack({"pulled": warm[1], "failed": warm[2]}, 64)
+            self.publish(Event(EventKind.WARMED, origin=self.name, packed_payload=payload))
 
     def sweep(self) -> None:
         """Mark the keys not accessed for their database's ``expire`` stale: an event
         says so, and peers stop pushing their changes here; and remove the members
-        suspect for longer than ``dead_after`` (one without an address is never
-        redialed, so nothing else would). Runs every ``SWEEP_EVERY`` seconds once the
-        node is started."""
-        if self._cluster is not None:
-            self._cluster.expire_members()
+        suspect for longer than ``dead_after``. Runs every ``SWEEP_EVERY`` seconds
+        once the node is started."""
+        peers = self._peers
+        if peers is not None:
+            peers.expire_members(self.clock.now())
         for name, db in self._databases.items():
-            for key, gen in db._keyspace.sweep():
+            for key, gen in db.keyspace.sweep():
                 self.publish(Event(EventKind.STALE, name, key, self.name))
-                if self._cluster is not None:
-                    self._cluster.release(name, key, gen)
+                if peers is not None:
+                    peers.release(name, key, gen)
+        self._drain()
 
     def ack_level(self, ack: object) -> tuple[bool, str | int]:
         """A write's ack level, checked before the write is made: (durable, level)
@@ -333,12 +681,12 @@ class Node:
             StorageError: ``durable`` and the store could not write it (it stands).
         """
         durable, level = (False, "local") if ack == "local" else self.ack_level(ack)
-        cluster = self._cluster
-        if level == "local" or cluster is None:  # alone, this node is every node
+        peers = self._peers
+        if level == "local" or peers is None:  # alone, this node is every node
             if change is not None:
                 self.record(change)
-            if cluster is not None and cluster.congested:
-                await cluster.flush()
+            if peers is not None and peers.congested:
+                await self.flush()
             if durable:
                 assert self._store is not None
                 await self._store.barrier()
@@ -349,11 +697,28 @@ class Node:
             on_disk = asyncio.ensure_future(self._store.barrier())
             try:
                 if waiting is not None:
-                    await cluster.wait_ack(waiting, level)
+                    await self._wait_ack(waiting, level)
             finally:
                 await on_disk
         elif waiting is not None:
-            await cluster.wait_ack(waiting, level)
+            await self._wait_ack(waiting, level)
+
+    async def _wait_ack(self, done: asyncio.Future[None], ack: str | int) -> None:
+        """Wait (bounded) for a write's acknowledgements.
+
+        Raises:
+            AckTimeout: too few came in time (the write still stands).
+        """
+        peers = self._network()
+        peers.stats["ack:waited"] += 1
+        timeout = self._cluster_settings.ack_timeout
+        if not await self._first(done, timeout):
+            peers.stats["ack:timeout"] += 1
+            done.cancel()
+            raise AckTimeout(
+                f"write not acknowledged at level {ack!r} within {timeout}s "
+                "(it stands, and goes on replicating)"
+            )
 
     def attach_store(self, store: Store) -> None:
         """Send every update of every database, now and later, to ``store``'s journal
@@ -375,7 +740,7 @@ class Node:
             await self.pull(database, key)
             return True
         except Unavailable:
-            if self._cluster is None or self._cluster.alone:
+            if self._peers is None or self._peers.alone:
                 # Nobody else is in the cluster: this copy is all there is.
                 self._databases[database]._keyspace.refreshed(key)
                 return True
@@ -384,23 +749,50 @@ class Node:
     def members(self) -> list[Member]:
         """Every member of the cluster as this node sees it, this node first (a
         client lists the nodes it knows: it is never a member)."""
-        if self._cluster is None:
-            listed = [Member(self.name, None, "node", "self")]
+        if self._peers is None:
+            listed = [Member(self.name, None, "node", MemberState.SELF)]
         else:
-            listed = self._cluster.members()
+            listed = self._peers.members()
         return listed if self.role == "node" else listed[1:]
 
     async def pull(self, database: str, key: str) -> None:
         """Pull the value of ``key`` from the nodes that hold it (a bounded wait);
-        ``Database.get`` does this for a value not held here.
+        ``Database.get`` does this for a value not held here. Every linked node is
+        asked; if none holds it while members this node is still linking to (just
+        joined) might, it asks again once a link opens, within the same wait.
 
         Raises:
             Unavailable: no peer holds it, or none answered in time.
             KeyNotFound: the key is absent.
         """
-        if self._cluster is None:
+        peers = self._peers
+        if peers is None:
             raise Unavailable(f"{key!r} of {database!r} is not held here and no peer is linked")
-        await self._cluster.pull(database, key)
+        clock = self.clock
+        deadline = clock.now() + self._cluster_settings.pull_timeout
+        while True:
+            opened = self._link_opened  # set once a link opens after this ask
+            value_id, asked, linking = peers.pull(database, key)
+            if asked:
+                future = self._pulls.get(value_id)
+                if future is None:
+                    future = self._pulls[value_id] = asyncio.get_running_loop().create_future()
+                self._drain()
+                if not await self._first(asyncio.shield(future), deadline - clock.now()):
+                    peers.stats["pull:timeout"] += 1
+                    peers.forget_pull(value_id)
+                    self._pulls.pop(value_id, None)
+                    raise Unavailable(f"no holder of {key!r} in {database!r} answered in time")
+                if future.result():
+                    return
+            if not linking or clock.now() >= deadline:
+                peers.stats["pull:unavailable"] += 1
+                raise Unavailable(f"no linked peer holds {key!r} of {database!r}")
+            waiting = asyncio.ensure_future(opened.wait())
+            try:
+                await self._first(waiting, deadline - clock.now())
+            finally:
+                waiting.cancel()
 
     async def __aexit__(
         self,
@@ -412,17 +804,18 @@ class Node:
 
     async def close(self) -> None:
         """Close the node: modules stop, subscriptions end, handlers stop, links
-        close, memory is freed. Idempotent."""
+        close (peers learn why; a member says it leaves), memory is freed.
+        Idempotent."""
         if self._closed or self._closing:
             return
         self._closing = True
         await self._modules.stop()  # while the node still serves them
         self._closed = True
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            await asyncio.gather(self._sweeper, return_exceptions=True)
-        if self._cluster is not None:
-            await self._cluster.close()
+        if self._timer is not None:
+            self._timer.cancel()
+            await asyncio.gather(self._timer, return_exceptions=True)
+        if self._peers is not None:
+            await self._close_links(self._peers)
         self._bus.close()
         tasks = list(self._handlers)
         for task in tasks:
@@ -430,6 +823,24 @@ class Node:
         await asyncio.gather(*tasks, return_exceptions=True)
         for db in self._databases.values():
             db._keyspace.close()
+
+    async def _close_links(self, peers: Peers) -> None:
+        peers.close()
+        self._drain()
+        serving = list(self._serving)
+        if serving:  # each sends its Close and ends when its link does
+            await asyncio.wait(serving, timeout=2.0)
+        for link_io in list(self._io.values()):  # a peer that never closed its end
+            await link_io.link.close()
+        if self._transport is not None:
+            await self._transport.close()
+        rest = list(self._tasks)  # dials, and anything stuck
+        for task in rest:
+            task.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
+        for future in self._pulls.values():
+            if not future.done():
+                future.set_result(False)
 
     # -- databases -------------------------------------------------------------------
 
@@ -532,15 +943,26 @@ class Node:
         """
         waiting = None
         kind = change.kind
-        if change.origin == self.name and (self._change_listeners or self._cluster is not None):
+        peers = self._peers
+        if change.origin == self.name and (self._change_listeners or peers is not None):
             if self._change_listeners:
                 for listener in list(self._change_listeners):
                     listener(change)
-            if self._cluster is not None:
-                waiting = self._cluster.changed(change, ack if kind is not None else "local")
+            if peers is not None:
+                ack_id = peers.changed(change, ack if kind is not None else "local")
+                if ack_id is not None:
+                    waiting = self._acks[ack_id] = asyncio.get_running_loop().create_future()
+                    waiting.add_done_callback(functools.partial(self._ack_ended, ack_id))
+                if peers.pending:
+                    self._drain()
         if kind is not None:
             self._bus.publish_change(change, self._keyspace_of)
         return waiting
+
+    def _ack_ended(self, ack_id: int, _: object) -> None:
+        self._acks.pop(ack_id, None)
+        if self._peers is not None:
+            self._peers.forget_ack(ack_id)
 
     def _keyspace_of(self, database: str) -> Keyspace:
         return self._databases[database]._keyspace
@@ -561,10 +983,12 @@ class Node:
         values.check(payload, self.limits.max_depth)
         packed = values.pack(payload, self.limits.max_value_bytes)
         self.publish(Event(EventKind.CUSTOM, origin=self.name, name=name, packed_payload=packed))
-        if self._cluster is not None:
-            self._cluster.emit(name, packed)
-            if self._cluster.congested:
-                await self._cluster.flush()
+        peers = self._peers
+        if peers is not None:
+            peers.emit(name, packed)
+            self._drain()
+            if peers.congested:
+                await self.flush()
 
     def on(self, name: str, handler: Handler) -> Callable[[], None]:
         """Call ``handler(event)`` for every custom event ``name``; return an unsubscribe.
@@ -637,12 +1061,13 @@ class Node:
     def congested(self) -> bool:
         """Whether a link has many messages waiting for its writer: a writer that
         never awaits anything else should ``await node.flush()`` now."""
-        return self._cluster is not None and self._cluster.congested
+        return self._peers is not None and self._peers.congested
 
     async def flush(self) -> None:
         """Let the link writers send what is queued (see ``congested``)."""
-        if self._cluster is not None:
-            await self._cluster.flush()
+        if self._peers is not None:
+            self._peers.congested = False
+        await asyncio.sleep(0)
 
     def add_read_listener(self, listener: Callable[[str, str], None]) -> Callable[[], None]:
         """Call ``listener(database, key)`` on every ``get`` (statistics use it);

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from ..changes import Change
-from ..config import Limits
+from ..config import DatabaseSettings, Limits
 from ..crdt.directory import Directory
 
 __all__ = ["LocalDatabase"]
@@ -21,6 +21,8 @@ class LocalDatabase(Protocol):
     def name(self) -> str: ...
     @property
     def limits(self) -> Limits: ...
+    @property
+    def settings(self) -> DatabaseSettings: ...
     @property
     def directory(self) -> Directory: ...
     def __len__(self) -> int: ...

@@ -15,8 +15,25 @@ to keep.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
-__all__ = ["Member", "Membership"]
+__all__ = ["Member", "MemberState", "Membership"]
+
+
+class MemberState(StrEnum):
+    """How this node sees a member (a str: it compares and prints as its value).
+
+    Transitions: (learned) -> JOINING -> (linked) ALIVE -> (link closed) SUSPECT ->
+    (linked) ALIVE; SUSPECT or JOINING for ``dead_after`` -> removed; ``Leave`` or
+    ``remove`` -> removed from any state."""
+
+    SELF = "self"  # this node
+    ALIVE = "alive"  # a link to it is open
+    SUSPECT = "suspect"  # its link closed; it is dialed again
+    JOINING = "joining"  # known from a peer's list, never linked yet
+
+    def __repr__(self) -> str:
+        return repr(self.value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +43,7 @@ class Member:
     name: str  # the node's name
     address: str | None  # where it accepts links
     role: str  # "node" (clients are never members)
-    state: str  # "self", "alive", "suspect" or "joining" (known, never linked yet)
+    state: MemberState
 
 
 class Membership:
@@ -46,7 +63,7 @@ class Membership:
 
     def members(self) -> list[Member]:
         """Every member, this node first, then by name."""
-        me = Member(self.name, self.address, "node", "self")
+        me = Member(self.name, self.address, "node", MemberState.SELF)
         return [me, *sorted(self._members.values(), key=lambda m: m.name)]
 
     def get(self, name: str) -> Member | None:
@@ -55,15 +72,15 @@ class Membership:
     def linked(self, name: str, address: str | None) -> bool:
         """A link to node ``name`` opened; return whether it is a new member."""
         new = name not in self._members
-        self._members[name] = Member(name, address, "node", "alive")
+        self._members[name] = Member(name, address, "node", MemberState.ALIVE)
         self._suspect_since.pop(name, None)
         return new
 
     def unlinked(self, name: str, now: float) -> None:
         """The link to ``name`` closed: suspect it."""
         member = self._members.get(name)
-        if member is not None and member.state != "suspect":
-            self._members[name] = Member(name, member.address, "node", "suspect")
+        if member is not None and member.state is not MemberState.SUSPECT:
+            self._members[name] = Member(name, member.address, "node", MemberState.SUSPECT)
             self._suspect_since[name] = now
 
     def learn(self, pairs: tuple[tuple[str, str], ...], now: float) -> list[tuple[str, str]]:
@@ -72,7 +89,7 @@ class Membership:
         out = []
         for name, address in pairs:
             if name != self.name and name not in self._members:
-                self._members[name] = Member(name, address, "node", "joining")
+                self._members[name] = Member(name, address, "node", MemberState.JOINING)
                 if self.dials:
                     self._suspect_since[name] = now
                 out.append((name, address))
@@ -90,6 +107,12 @@ class Membership:
         it was a member."""
         self._suspect_since.pop(name, None)
         return self._members.pop(name, None) is not None
+
+    def next_expiry(self) -> float | None:
+        """When the next member would be removed by ``expire`` (None: none would)."""
+        if not self._suspect_since:
+            return None
+        return min(self._suspect_since.values()) + self.dead_after
 
     def expire(self, now: float) -> list[str]:
         """Remove members suspect for longer than ``dead_after``; return their names."""
