@@ -1,5 +1,6 @@
-"""Fuzz the link protocol: at least 100,000 frames, valid and corrupted, through a
-node's whole receive path (decode, session, replication, keyspaces), as from a node
+"""Fuzz the link protocol: at least 100,000 frames, valid and corrupted, through the
+peers layer's whole receive path (decode, session, membership, replication,
+keyspaces), as from a node
 and as from a client, and hostile messages from a client with a scoped token. Prints
 one JSON object; exits 1 if anything crashed, if a refused message changed the
 node's state, or if the client changed anything beyond its rights.

@@ -99,6 +99,7 @@ def test_a_node_survives_corrupted_frames(seed: int, client: bool) -> None:
     assert report.state_changes == []
     assert report.malformed > 0
     assert report.accepted > 0
+    assert report.refused > 0
 
 
 @settings(max_examples=3, deadline=None)

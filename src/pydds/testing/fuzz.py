@@ -1,12 +1,17 @@
 """Fuzzing the link protocol: valid frames of every message kind, mutations of them
-(bit flips, truncations, splices, random msgpack), and a driver that feeds them
-through a node's whole receive path (decode, session, replication, keyspaces)
-in process. Used by the tests and by ``fuzz/fuzz.py``; deterministic for a seed.
+(bit flips, truncations, splices, random msgpack), and drivers that feed them
+through the whole receive path in process: the peers layer alone, its databases
+bare keyspaces (``run``: decode, session, membership, replication, acks, pulls),
+and a gateway's checks of a hostile client (``run_client``). Used by the tests and
+by ``fuzz/fuzz.py``; deterministic for a seed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -15,19 +20,24 @@ if TYPE_CHECKING:
 
 import msgpack
 
-from ..config import check_key
+from ..config import DatabaseSettings, Limits, check_key, check_name
+from ..crdt import values
 from ..crdt.directory import Directory, Entry
+from ..crdt.keydoc import LiveDocs
 from ..crdt.sync import decode_state_vector
 from ..crdt.ydoc import EMPTY_STATE_VECTOR
-from ..errors import InvalidName, MalformedFrame, ProtocolError
+from ..errors import InvalidName, InvalidValue, MalformedFrame, ProtocolError
+from ..keyspace import Keyspace
 from ..net import messages as m
-from ..net.auth import Grant
+from ..net.auth import Credentials, Grant
 from ..net.codec import PROTOCOL, decode_frame, encode_frame
+from ..net.peers import ClusterSettings, PeerLink, Peers
 from ..net.replication import AckReceived, Replication
 from ..net.session import Session, State
 
 __all__ = [
     "FuzzReport",
+    "Keyspaces",
     "frame_of",
     "mutate",
     "random_msgpack",
@@ -138,33 +148,74 @@ class FuzzReport:
     state_changes: list[str] = field(default_factory=list)
 
 
-def _material(node: Node) -> tuple[bytes, bytes]:
-    ks = node.database("db").keyspace
-    return ks.directory.doc.diff(), ks.directory.doc.state_vector()
+class Keyspaces:
+    """Databases without a node, made on first use as a node makes them (names
+    checked, at most ``max_databases``): what the peers layer reads and changes
+    when it is driven alone."""
+
+    def __init__(self, name: str, client_id: int, limits: Limits | None = None) -> None:
+        self.name = name
+        self.client_id = client_id
+        self.limits = limits or Limits()
+        self.live = LiveDocs(self.limits.live_docs)
+        self.keyspaces: dict[str, Keyspace] = {}
+
+    def __call__(self, database: str) -> Keyspace:
+        ks = self.keyspaces.get(database)
+        if ks is None:
+            check_name("database", database)
+            if len(self.keyspaces) >= self.limits.max_databases:
+                raise InvalidValue(f"{len(self.keyspaces)} databases, the limit")
+            ks = self.keyspaces[database] = Keyspace(
+                database,
+                DatabaseSettings(),
+                client_id=self.client_id,
+                node_name=self.name,
+                limits=self.limits,
+                live=self.live,
+            )
+        return ks
+
+    def names(self) -> list[str]:
+        return sorted(self.keyspaces)
+
+    def set(self, database: str, key: str, value: Any) -> None:
+        self(database).set(key, value, values.pack(value, self.limits.max_value_bytes))
+
+
+def _material() -> tuple[bytes, bytes]:
+    source = Keyspaces("source", 5)
+    source.set("db", "k", {"v": 1})
+    doc = source("db").directory.doc
+    return doc.diff(), doc.state_vector()
 
 
 async def run(cases: int, seed: int, *, client: bool = False) -> FuzzReport:
-    """Feed ``cases`` frames (valid and corrupted) to a node's receive path as if
-    from one peer (a client when ``client``); count what happened.
+    """Feed ``cases`` frames (valid and corrupted) to the peers layer's receive path
+    as if from one peer (a client when ``client``), driven alone: no node, its
+    databases bare keyspaces, time a plain number. Count what happened.
 
-    A frame a session refuses closes that session; the next case opens a new one,
-    as a reconnecting peer would. At the end the node must still read and write.
+    A frame a session refuses closes that session; the next case opens a new link,
+    as a reconnecting peer would. At the end the databases must still read and
+    write.
     """
-    from ..node import Node
-
     rng = random.Random(seed)
-    source = Node("source")
-    await source.database("db").set("k", {"v": 1})
-    update, state_vector = _material(source)
-    await source.close()
-    node = Node("target")
-    report = FuzzReport()
-    replication = Replication(
-        node.name, lambda db: node.database(db).keyspace, node.databases, is_client=False
+    update, state_vector = _material()
+    databases = Keyspaces("target", 11)
+    peers = Peers(
+        "target",
+        "node",
+        keyspace=databases,
+        databases=databases.names,
+        settings=ClusterSettings(),
+        limits=databases.limits,
+        credentials=Credentials(),
+        client_id=databases.client_id,
     )
-    try:
-        await node.database("db").set("mine", 1)
-        session = _open_session(node, replication, client)
+    report = FuzzReport()
+    databases.set("db", "mine", 1)
+    link = _open_link(peers, client)
+    with _quiet():  # a refused link is logged by the peers layer: not here
         for _ in range(cases):
             report.cases += 1
             frame = frame_of(rng, update, state_vector)
@@ -178,63 +229,79 @@ async def run(cases: int, seed: int, *, client: bool = False) -> FuzzReport:
             except Exception as exc:  # a crash: recorded, never raised
                 report.crashes.append(f"decode: {exc!r}")
                 continue
-            for_node = session.receive(batch, 0.0)
-            refused = session.state is State.CLOSED
+            try:
+                for_node = peers.receive(link, batch, len(frame), 0.0)
+            except Exception as exc:  # a crash: recorded
+                report.crashes.append(f"receive: {exc!r}")
+                for_node = []
+            refused = link.session.closed
             for message in for_node:
-                before = _digest(node, message)
+                before = _digest(databases, message)
                 try:
-                    replication.handle("peer", message)
-                except ProtocolError:
-                    refused = True
-                    if _digest(node, message) != before:
-                        report.state_changes.append(type(message).__name__)
-                    break
+                    accepted = peers.dispatch(link, message, 0.0)
                 except Exception as exc:  # a crash: recorded
                     report.crashes.append(f"{type(message).__name__}: {exc!r}")
                     break
-            if refused:
+                if not accepted:
+                    refused = True
+                    if _digest(databases, message) != before:
+                        report.state_changes.append(type(message).__name__)
+                    break
+            peers.take()  # what a node would carry out: nothing here
+            if refused or link.session.closed:
                 report.refused += 1
-                replication.closed("peer")
-                session = _open_session(node, replication, client)
+                link.session.close("refused")
+                peers.lost(link, 0.0)
+                peers.take()
+                link = _open_link(peers, client)
             else:
                 report.accepted += 1
-        for name in node.databases():  # every value still reads
-            db = node.database(name)
-            for key in db:
-                if db.holds(key):
-                    try:
-                        db.keyspace.read(key, fresh=False)
-                    except Exception as exc:  # a crash: recorded
-                        report.crashes.append(f"read {name}/{key[:20]}: {exc!r}")
-        db = node.database("db")  # the node still works
-        await db.set("after", {"ok": True})
-        if await db.get("after") != {"ok": True} or await db.get("mine") != 1:
-            report.crashes.append("the node lost its own data")
-    finally:
-        await node.close()
+    for name in databases.names():  # every value still reads
+        ks = databases(name)
+        for key in ks.keys(prefix=""):
+            if ks.holds(key):
+                try:
+                    ks.read(key, fresh=False)
+                except Exception as exc:  # a crash: recorded
+                    report.crashes.append(f"read {name}/{key[:20]}: {exc!r}")
+    databases.set("db", "after", {"ok": True})  # the databases still work
+    ks = databases("db")
+    if ks.read("after", fresh=False) != {"ok": True} or ks.read("mine", fresh=False) != 1:
+        report.crashes.append("the databases lost their own data")
     return report
 
 
-def _digest(node: Node, message: m.Message) -> tuple[Any, ...]:
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    logger = logging.getLogger("pydds.cluster")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _digest(databases: Keyspaces, message: m.Message) -> tuple[Any, ...]:
     """What a message could change: its database's directory, and its key's value."""
     database = getattr(message, "database", None)
-    if database is None or database not in node.databases():
-        return (tuple(node.databases()),)
-    ks = node.database(database).keyspace
+    if database is None or database not in databases.keyspaces:
+        return (tuple(databases.names()),)
+    ks = databases(database)
     key = getattr(message, "key", None)
     value = ks.value_state_vector(key) if isinstance(key, str) and ks.holds(key) else None
-    return (tuple(node.databases()), ks.directory.doc.state_vector(), len(ks), value)
+    return (tuple(databases.names()), ks.directory.doc.state_vector(), len(ks), value)
 
 
-def _open_session(node: Node, replication: Replication, client: bool) -> Session:
+def _open_link(peers: Peers, client: bool) -> PeerLink:
     role = "client" if client else "node"
-    session = Session(
-        m.Hello(node.name, "node", None, PROTOCOL, b"l" * 16, None, node.client_id), now=0.0
-    )
-    session.receive([m.Hello("peer", role, None, PROTOCOL, b"p" * 16, None, 7), m.Proof(b"")], 0.0)
-    assert session.state is State.OPEN
-    replication.opened("peer", role, session.grant, 7)
-    return session
+    link = peers.new_link(dialed=False, now=0.0)
+    hello = m.Hello("peer", role, None, PROTOCOL, b"p" * 16, None, 7)
+    peers.receive(link, [hello, m.Proof(b"")], 0, 0.0)
+    assert link.session.state is State.OPEN
+    assert peers.links["peer"] is link
+    peers.take()
+    return link
 
 
 # -- a client's point of view ---------------------------------------------------------
