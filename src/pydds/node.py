@@ -32,6 +32,7 @@ from .acks import parse_ack
 from .bus import EventBus
 from .changes import Change
 from .clock import Clock, RealClock
+from .collector import bulk_load
 from .config import DatabaseSettings, Limits, check_name
 from .crdt import values
 from .crdt.keydoc import LiveDocs
@@ -72,6 +73,9 @@ Handler = Callable[[Event], Awaitable[None] | None]
 
 #: Seconds between two sweeps for stale keys.
 SWEEP_EVERY = 1.0
+#: Changes taken at once (a joining node's directory, say) whose events are made
+#: with the cyclic collector paused (``collector.bulk_load``).
+BULK_CHANGES = 1000
 #: Seconds of handling one frame after which the reader lets other tasks run.
 YIELD_AFTER = 0.005
 
@@ -436,8 +440,13 @@ class Node:
                 joined.set_result(error)
         for kind, member in out.members:
             self.publish(Event(EventKind(kind), origin=self.name, member=member))
-        for change in out.changes:
-            self.record(change)
+        if len(out.changes) >= BULK_CHANGES:  # a whole directory: its events live on
+            with bulk_load():
+                for change in out.changes:
+                    self.record(change)
+        else:
+            for change in out.changes:
+                self.record(change)
         for message in out.customs:
             event = Event(
                 EventKind.CUSTOM,
