@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import shutil
 import sqlite3
 from collections.abc import Callable
@@ -201,14 +202,16 @@ def test_salvage_recovers_every_row_of_a_sound_file(template: Path) -> None:
 async def test_flipped_bits_cost_the_rows_they_hit(
     template: Path, tmp_path: Path, seed: int, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Five bits flipped at places drawn from a seeded generator: with these seeds
-    they land in rows (most bytes of the file are), which fail their checksums;
-    SQLite's check finds the file sound, so it is not salvaged."""
+    """Five bits flipped at places drawn from a seeded generator among the bytes of
+    the values' text (runs of x and y), so that they land in rows whatever the
+    file's layout: the rows fail their checksums; SQLite's check finds the file
+    sound, so it is not salvaged."""
     path = copy(template, tmp_path)
     data = bytearray((path / FILE_NAME).read_bytes())
+    in_rows = [i for run in re.finditer(rb"x{16,}|y{16,}", data) for i in range(*run.span())]
     rng = random.Random(seed)
     for _ in range(5):
-        data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        data[rng.choice(in_rows)] ^= 1 << rng.randrange(8)
     (path / FILE_NAME).write_bytes(bytes(data))
 
     first = await start(path, caplog)
