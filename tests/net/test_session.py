@@ -32,6 +32,18 @@ def test_hello_opens_both_ends() -> None:
     assert b.peer == A
 
 
+def test_opening_is_reported_once() -> None:
+    a, b = Session(A, now=0), Session(B, now=0)
+    exchange(a, b, 0)  # the Hellos: not open yet
+    assert (a.take_opened(), b.take_opened()) == (False, False)
+    exchange(a, b, 0)  # the Proofs
+    assert (a.take_opened(), b.take_opened()) == (True, True)
+    assert (a.take_opened(), b.take_opened()) == (False, False)
+    a.send([DirectoryStep2("db", b"\x00\x00")])
+    exchange(a, b, 0.1)
+    assert b.take_opened() is False
+
+
 def test_data_passes_through_once_open() -> None:
     a, b = opened()
     update = DirectoryStep2("db", b"\x00\x00")

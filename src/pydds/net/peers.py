@@ -307,9 +307,8 @@ class Peers:
         link.traffic.messages_in += len(batch)
         self.totals.bytes_in += size
         self.totals.messages_in += len(batch)
-        was_open = session.state is State.OPEN
         for_node = session.receive(batch, now)
-        if not was_open and session.state is State.OPEN and not self._opened(link, now):
+        if session.take_opened() and not self._opened(link, now):
             self._out.wake.append(link)
             return []
         if for_node and not link.joined and session.state is State.OPEN:

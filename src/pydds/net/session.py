@@ -86,6 +86,13 @@ class Session:
         self.grant: Grant | None = None  # what the peer may do, once it proved itself
         self._handshake_deadline = now + handshake_timeout
         self._out: list[Message] = [local]
+        self._opened = False  # the handshake completed and nobody took it yet
+
+    def take_opened(self) -> bool:
+        """Whether the handshake completed since this was last asked: the session's
+        one event, True once, so that whoever drives it acts on the opening once."""
+        opened, self._opened = self._opened, False
+        return opened
 
     @property
     def closed(self) -> bool:
@@ -212,6 +219,7 @@ class Session:
             peer_client_id=self.peer.client_id,
         )
         self.state = State.OPEN
+        self._opened = True
 
     def tick(self, now: float) -> float | None:
         """Act on the time: ping an idle link, close a silent one.
