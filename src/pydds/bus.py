@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Mapping
 from time import time
 from typing import Any
 
@@ -40,14 +40,15 @@ class EventBus:
 
     Example::
 
-        bus = EventBus(event_queue=1000)
+        bus = EventBus(event_queue=1000, keyspaces={})
         events = bus.subscribe(kinds=["custom"])
         bus.publish(Event(EventKind.CUSTOM, origin="a", name="ping"))
         events.ready(10)[0].name   # 'ping'
     """
 
-    def __init__(self, event_queue: int) -> None:
+    def __init__(self, event_queue: int, keyspaces: Mapping[str, Keyspace]) -> None:
         self.event_queue = event_queue  # a subscription's bound unless it says otherwise
+        self._keyspaces = keyspaces  # the node's, by database name: events read values
         #: Events recorded, by kind (whether or not anyone subscribed).
         self.counts: Counter[str] = Counter()
         self.subscriptions: list[Subscription] = []
@@ -95,18 +96,19 @@ class EventBus:
             if subscription.matches(event):
                 subscription.push(event)
 
-    def publish_change(self, change: Change, keyspace: Callable[[str], Keyspace]) -> None:
+    def publish_change(self, change: Change) -> None:
         """Record the event of a change that has a kind. The event is made only for a
-        subscription that wants it (its value is read from ``keyspace(database)``)."""
-        database, key, _, _, value, origin, kind_name = change
-        assert kind_name is not None
-        kind = _KIND[kind_name]
+        subscription that wants it (its value is read from the database's keyspace)."""
+        database, key, _, _, value, origin, kind = change
+        assert kind is not None
+        if kind.__class__ is not EventKind:  # keyspaces give EventKinds; others a str
+            kind = _KIND[kind]
         self.counts[kind] += 1
         event = None  # made for the first subscription that wants it
         for subscription in self.subscriptions:
             if subscription.wants(kind, database, key):
                 if event is None:
-                    loader = functools.partial(_event_value, keyspace(database), key)
+                    loader = functools.partial(_event_value, self._keyspaces[database], key)
                     event = change_event(kind, database, key, origin, value, loader)
                 subscription.push(event)
         self._recent.append(event if event is not None else (kind, database, key, origin, time()))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
-__all__ = ["Change"]
+__all__ = ["Change", "make"]
 
 
 class Change(NamedTuple):
@@ -25,3 +26,10 @@ class Change(NamedTuple):
     #: What it did: "created", "changed" or "deleted" (an ``EventKind``, a str), or
     #: None for a directory repair (no event).
     kind: str | None = None
+
+
+#: ``make((database, key, gen, directory, value, origin, kind))``: a ``Change`` from
+#: the tuple of its fields, by ``tuple.__new__`` in C (the named tuple's own
+#: ``__new__`` is Python and costs twice as much). The keyspace makes one per write
+#: and one per key of a directory a node joins with.
+make = functools.partial(tuple.__new__, Change)

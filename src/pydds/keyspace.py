@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .changes import Change
+from .changes import Change, make
 from .collector import bulk_load
 from .config import DatabaseSettings, Limits
 from .crdt import values
@@ -315,7 +315,7 @@ class Keyspace:
         if directory is None and delta is None:
             return None  # nothing changed (a set to the value it had)
         kind = EventKind.CREATED if directory is not None else EventKind.CHANGED
-        return Change(self.name, key, kd.gen, directory, delta, self.node_name, kind)
+        return make((self.name, key, kd.gen, directory, delta, self.node_name, kind))
 
     # Operations on a key that exists may fail (a wrong type, a bad path) before they
     # change anything; on an absent key, whose input the database checked, they cannot.
@@ -399,7 +399,7 @@ class Keyspace:
             if value is not None:
                 delta = self._apply_value(key, gen, value)
                 if delta is not None:  # applied to the key's document of ``gen``
-                    return [Change(self.name, key, gen, None, delta, origin, EventKind.CHANGED)]
+                    return [make((self.name, key, gen, None, delta, origin, EventKind.CHANGED))]
             elif notice and self.generation(key) == gen:
                 return [self._remote(EventKind.CHANGED, key, None, origin)]
             return []
@@ -424,9 +424,13 @@ class Keyspace:
             InvalidUpdate: the update does not decode.
         """
         out: list[Change] = []
+        name, keys = self.name, self._keys
         with bulk_load() if len(update) >= BULK_BYTES else contextlib.nullcontext():
             for key, kind in self._apply_directory(update, origin, out).items():
-                out.append(self._remote(kind, key, None, origin))
+                kd = keys.get(key)  # as ``_remote``, inline: once per key of a join
+                out.append(
+                    make((name, key, kd.gen if kd is not None else 0, None, None, origin, kind))
+                )
         return out
 
     def apply_pulled(self, key: str, gen: int, update: bytes, origin: str) -> list[Change]:
@@ -493,7 +497,7 @@ class Keyspace:
         """A change from elsewhere, at the key's generation here now."""
         kd = self._keys.get(key)
         gen = kd.gen if kd is not None else 0
-        return Change(self.name, key, gen, None, delta, origin, kind)
+        return make((self.name, key, gen, None, delta, origin, kind))
 
     def _reconcile(
         self, c: EntryChange, pending: dict[str, EventKind], origin: str, out: list[Change]

@@ -167,7 +167,8 @@ class Node:
         #: live writers never share one (Yjs would diverge silently).
         self.client_id = secrets.randbelow(_CLIENT_ID_LIMIT - 1) + 1
         self.handler_errors = 0  # exceptions raised by custom-event handlers
-        self._bus = EventBus(self.limits.event_queue)
+        self._keyspaces: dict[str, Keyspace] = {}  # the databases' keyspaces, by name
+        self._bus = EventBus(self.limits.event_queue, self._keyspaces)
         #: Events this node recorded, by kind (whether or not anyone subscribed).
         self.event_counts: Counter[str] = self._bus.counts
         self._live = LiveDocs(self.limits.live_docs)
@@ -442,11 +443,9 @@ class Node:
             self.publish(Event(EventKind(kind), origin=self.name, member=member))
         if len(out.changes) >= BULK_CHANGES:  # a whole directory: its events live on
             with bulk_load():
-                for change in out.changes:
-                    self.record(change)
-        else:
-            for change in out.changes:
-                self.record(change)
+                self._record_all(out.changes)
+        elif out.changes:
+            self._record_all(out.changes)
         for message in out.customs:
             event = Event(
                 EventKind.CUSTOM,
@@ -893,6 +892,7 @@ class Node:
             if self._store is not None:
                 keyspace.journal = self._store.journal(name)
             db = self._databases[name] = Database(self, keyspace)
+            self._keyspaces[name] = keyspace
         elif expire is not _UNSET and expire != db.settings.expire:
             db._keyspace.settings = DatabaseSettings(expire=expire)
         return db
@@ -965,16 +965,22 @@ class Node:
                 if peers.pending:
                     self._drain()
         if kind is not None:
-            self._bus.publish_change(change, self._keyspace_of)
+            self._bus.publish_change(change)
         return waiting
+
+    def _record_all(self, changes: list[Change]) -> None:
+        """``record`` what a peer's messages changed here (a directory: thousands)."""
+        name, publish = self.name, self._bus.publish_change
+        for change in changes:
+            if change.origin == name:  # a repair this node made: peers get it
+                self.record(change)
+            elif change.kind is not None:
+                publish(change)
 
     def _ack_ended(self, ack_id: int, _: object) -> None:
         self._acks.pop(ack_id, None)
         if self._peers is not None:
             self._peers.forget_ack(ack_id)
-
-    def _keyspace_of(self, database: str) -> Keyspace:
-        return self._databases[database]._keyspace
 
     # -- custom events -----------------------------------------------------------------
 

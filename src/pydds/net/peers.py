@@ -238,17 +238,24 @@ class Peers:
         self.stats: Counter[str] = Counter()
         self.totals = Traffic()  # what every link carried, since the node started
         self.due = NEVER  # the earliest deadline made since the last ``tick``
-        self._out = Output()
+        self._output: Output | None = None  # made by the first thing to output
+
+    @property
+    def _out(self) -> Output:
+        out = self._output
+        if out is None:
+            out = self._output = Output()
+        return out
 
     def take(self) -> Output:
-        """What the node must do now (and a fresh, empty output for what comes next)."""
-        out, self._out = self._out, Output()
-        return out
+        """What the node must do now (what comes next goes to a fresh output)."""
+        out, self._output = self._output, None
+        return out if out is not None else Output()
 
     @property
     def pending(self) -> bool:
         """Whether there is output to take."""
-        return bool(self._out)
+        return self._output is not None
 
     def _deadline(self, at: float) -> None:
         if at < self.due:
@@ -650,16 +657,18 @@ class Peers:
         return True
 
     def _notices(self, notices: Iterable[Notice], now: float = 0.0) -> None:
-        out = self._out
+        changes = None
         for notice in notices:
-            if isinstance(notice, Change):  # what a message changed here
-                out.changes.append(notice)
+            if notice.__class__ is Change:  # what a message changed here (most notices)
+                if changes is None:
+                    changes = self._out.changes
+                changes.append(notice)
             elif isinstance(notice, PullFor):
-                out.pull_for.append(notice)
+                self._out.pull_for.append(notice)
             elif isinstance(notice, HoldingDue):
-                out.holding_due.append(notice)
+                self._out.holding_due.append(notice)
             elif isinstance(notice, PullDone):
-                out.pulls.append((notice.value, notice.answered))
+                self._out.pulls.append((notice.value, notice.answered))
             elif isinstance(notice, RelayAck):
                 self._relay_ack(notice, now)
             elif isinstance(notice, AckReceived):
@@ -718,14 +727,14 @@ class Peers:
 
     def send(self, sends: Iterable[Send]) -> None:
         """Queue messages to peers; a peer too far behind is disconnected."""
-        links, max_pending, wake = self.links, self.settings.max_pending, self._out.wake
+        links, max_pending = self.links, self.settings.max_pending
         for peer, message in sends:
             link = links.get(peer)
             if link is None:
                 continue
             pending = link.session.queue(message)
             if pending == 1:
-                wake.append(link)  # later messages ride on the same wake-up
+                self._out.wake.append(link)  # later messages ride on the same wake-up
             if pending > FLUSH_AT:
                 self.congested = True
             if pending > max_pending and not link.session.closed:
@@ -733,8 +742,9 @@ class Peers:
                 # rather than queue more.
                 self.stats["error:slow_peer"] += 1
                 link.session.close(f"peer too slow: {pending} messages queued")
-                wake.append(link)
-                self._out.close.append(link)
+                out = self._out
+                out.wake.append(link)
+                out.close.append(link)
 
     def outgoing(self, link: PeerLink, now: float) -> list[m.Message]:
         """What ``link``'s writer sends now, as one frame (counted as it goes)."""
