@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import html
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .config import DatabaseSettings, check_key
@@ -16,12 +16,26 @@ if TYPE_CHECKING:
     from .keyspace import Keyspace
     from .node import Node
 
-__all__ = ["Database"]
+__all__ = ["Database", "Gate"]
 
 _RAISE: Any = object()
 
 #: A write's acknowledgement level: "local", "majority", "all", or a number of nodes.
 Ack = str | int
+
+
+class Gate:
+    """What a node checks before its databases read or write: ``read(database, key)``
+    and ``write(database)``, each None when there is nothing to check (an open node
+    with no token's scope and no read listener: the common case, where a get or a
+    set pays no call for it). The node owns it and keeps it current; its databases
+    share it."""
+
+    __slots__ = ("read", "write")
+
+    def __init__(self) -> None:
+        self.read: Callable[[str, str], None] | None = None
+        self.write: Callable[[str], None] | None = None
 
 
 class Database:
@@ -42,11 +56,13 @@ class Database:
         await db.incr("hits")    # 1
     """
 
-    __slots__ = ("_keyspace", "_node")
+    __slots__ = ("_gate", "_keyspace", "_name", "_node")
 
-    def __init__(self, node: Node, keyspace: Keyspace) -> None:
+    def __init__(self, node: Node, keyspace: Keyspace, gate: Gate) -> None:
         self._node = node
         self._keyspace = keyspace
+        self._name = keyspace.name
+        self._gate = gate
 
     def __repr__(self) -> str:
         if self._node.closed:
@@ -65,7 +81,7 @@ class Database:
     @property
     def name(self) -> str:
         """The database's name."""
-        return self._keyspace.name
+        return self._name
 
     @property
     def keyspace(self) -> Keyspace:
@@ -90,9 +106,10 @@ class Database:
         return self._keyspace
 
     def _writable(self) -> Keyspace:
-        keyspace = self._open()
-        self._node.authorize("write", self.name)
-        return keyspace
+        check = self._gate.write  # closed, or a client's token: raises what it lacks
+        if check is not None:
+            check(self._name)
+        return self._keyspace
 
     # -- reads -----------------------------------------------------------------------
 
@@ -106,20 +123,19 @@ class Database:
         Raises:
             KeyNotFound: the key is absent and no default was given (a ``KeyError``).
         """
-        node = self._node
-        if node.closed:
-            raise NodeClosed(f"node {node.name!r} is closed")
-        node.reading(self.name, key)  # its token's read right; read listeners
+        check = self._gate.read  # closed, a token's read right, read listeners
+        if check is not None:
+            check(self._name, key)
         keyspace = self._keyspace
         try:
             value = keyspace.read(key)
             if value is NOT_HELD:
-                await node.pull(self.name, key)
+                await self._node.pull(self._name, key)
                 value = keyspace.read(key, fresh=False)
             elif value is STALE:
                 # Refresh from the holders; with none reachable, serve the local copy
                 # and leave it flagged stale (``is_stale``).
-                await node.refresh(self.name, key)
+                await self._node.refresh(self._name, key)
                 value = keyspace.read(key, fresh=False)
         except KeyNotFound:
             if default is _RAISE:

@@ -36,7 +36,7 @@ from .collector import bulk_load
 from .config import DatabaseSettings, Limits, check_name
 from .crdt import values
 from .crdt.keydoc import LiveDocs
-from .database import Database
+from .database import Database, Gate
 from .errors import (
     AckTimeout,
     Forbidden,
@@ -184,6 +184,8 @@ class Node:
         #: A client's token: what it may do, checked before asking its gateway.
         self._scope = self.credentials.token if self.role == "client" else None
         self._store: Store | None = None  # the store that keeps data on disk, if any
+        self._gate = Gate()  # what the databases check before a read or a write
+        self._gate_changed()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else (self.address or "embedded")
@@ -819,6 +821,7 @@ class Node:
         self._closing = True
         await self._modules.stop()  # while the node still serves them
         self._closed = True
+        self._gate_changed()
         if self._timer is not None:
             self._timer.cancel()
             await asyncio.gather(self._timer, return_exceptions=True)
@@ -891,7 +894,7 @@ class Node:
             )
             if self._store is not None:
                 keyspace.journal = self._store.journal(name)
-            db = self._databases[name] = Database(self, keyspace)
+            db = self._databases[name] = Database(self, keyspace, self._gate)
             self._keyspaces[name] = keyspace
         elif expire is not _UNSET and expire != db.settings.expire:
             db._keyspace.settings = DatabaseSettings(expire=expire)
@@ -1059,13 +1062,34 @@ class Node:
         self._change_listeners.append(listener)
         return functools.partial(self._change_listeners.remove, listener)
 
-    def reading(self, database: str, key: str) -> None:
-        """A read of ``key`` begins (``Database.get``): check a client's read right,
-        and tell the read listeners.
+    def _gate_changed(self) -> None:
+        """Tell the databases what to check before a read or a write (``Gate``)."""
+        gate, checked = self._gate, self._closed or self._scope is not None
+        gate.read = self.reading if checked or self._read_listeners else None
+        gate.write = self.writing if checked else None
+
+    def writing(self, database: str) -> None:
+        """A write to ``database`` begins: check the node is open and a client's
+        write right.
 
         Raises:
+            NodeClosed: the node is closed.
+            Forbidden: the client's token lacks the write right on ``database``.
+        """
+        if self._closed:
+            raise NodeClosed(f"node {self.name!r} is closed")
+        self.authorize("write", database)
+
+    def reading(self, database: str, key: str) -> None:
+        """A read of ``key`` begins (``Database.get``): check the node is open and a
+        client's read right, and tell the read listeners.
+
+        Raises:
+            NodeClosed: the node is closed.
             Forbidden: the client's token lacks the read right on ``database``.
         """
+        if self._closed:
+            raise NodeClosed(f"node {self.name!r} is closed")
         if self._scope is not None:
             self.authorize("read", database)
         if self._read_listeners:
@@ -1088,7 +1112,13 @@ class Node:
         """Call ``listener(database, key)`` on every ``get`` (statistics use it);
         return a function that removes it. A listener must be quick and not raise."""
         self._read_listeners.append(listener)
-        return functools.partial(self._read_listeners.remove, listener)
+        self._gate_changed()
+
+        def remove() -> None:
+            self._read_listeners.remove(listener)
+            self._gate_changed()
+
+        return remove
 
     def apply_change(self, change: Change) -> None:
         """Apply a change made elsewhere (its events have that node as origin).
