@@ -131,23 +131,40 @@ class PeerLink:
         return self.session.peer is not None and self.session.peer.role == "client"
 
 
-@dataclass(slots=True)
 class Output:
-    """What the node must do after an input, in order within each kind."""
+    """What the node must do after an input, in order within each kind. (A plain
+    class: one is made for most inputs, and literal lists cost less than a
+    dataclass's default factories.)"""
 
-    wake: list[PeerLink] = field(default_factory=list)  # writers with something to send
-    dial: list[str] = field(default_factory=list)  # addresses to dial once, now
-    close: list[PeerLink] = field(default_factory=list)  # links to cut at once
-    #: Joins decided: the link, and why it failed (None: joined).
-    joins: list[tuple[PeerLink, str | None]] = field(default_factory=list)
-    members: list[tuple[str, str]] = field(default_factory=list)  # (event kind, member)
-    changes: list[Change] = field(default_factory=list)  # what messages changed here
-    customs: list[m.Custom] = field(default_factory=list)  # custom events to publish
-    acks: list[int] = field(default_factory=list)  # ack ids with enough acknowledgements
-    pulls: list[tuple[ValueId, bool]] = field(default_factory=list)  # pulls ended
-    pull_for: list[PullFor] = field(default_factory=list)  # clients' pulls to make
-    holding_due: list[HoldingDue] = field(default_factory=list)  # see ``HoldingDue``
-    linked: bool = False  # a link opened: waiting pulls may ask again; warm-up starts
+    __slots__ = (
+        "acks",
+        "changes",
+        "close",
+        "customs",
+        "dial",
+        "holding_due",
+        "joins",
+        "linked",
+        "members",
+        "pull_for",
+        "pulls",
+        "wake",
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self.wake: list[PeerLink] = []  # writers with something to send
+        self.dial: list[str] = []  # addresses to dial once, now
+        self.close: list[PeerLink] = []  # links to cut at once
+        #: Joins decided: the link, and why it failed (None: joined).
+        self.joins: list[tuple[PeerLink, str | None]] = []
+        self.members: list[tuple[str, str]] = []  # (event kind, member)
+        self.changes: list[Change] = []  # what messages changed here
+        self.customs: list[m.Custom] = []  # custom events to publish
+        self.acks: list[int] = []  # ack ids with enough acknowledgements
+        self.pulls: list[tuple[ValueId, bool]] = []  # pulls ended
+        self.pull_for: list[PullFor] = []  # clients' pulls to make
+        self.holding_due: list[HoldingDue] = []  # see ``HoldingDue``
+        self.linked = False  # a link opened: waiting pulls may ask again; warm-up starts
 
     def __bool__(self) -> bool:
         return bool(
@@ -239,23 +256,21 @@ class Peers:
         self.totals = Traffic()  # what every link carried, since the node started
         self.due = NEVER  # the earliest deadline made since the last ``tick``
         self._output: Output | None = None  # made by the first thing to output
+        self.pending = False  # whether there is output to take (read once per input)
 
     @property
     def _out(self) -> Output:
         out = self._output
         if out is None:
             out = self._output = Output()
+            self.pending = True
         return out
 
     def take(self) -> Output:
         """What the node must do now (what comes next goes to a fresh output)."""
         out, self._output = self._output, None
+        self.pending = False
         return out if out is not None else Output()
-
-    @property
-    def pending(self) -> bool:
-        """Whether there is output to take."""
-        return self._output is not None
 
     def _deadline(self, at: float) -> None:
         if at < self.due:
