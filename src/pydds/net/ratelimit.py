@@ -30,12 +30,22 @@ class RateLimit:
     def take(self, *, messages: int, size: int, now: float) -> float:
         """Spend tokens for what was just read; return the seconds to wait before
         reading more (0.0 when within the limits)."""
-        elapsed = max(0.0, now - self._at)
+        # Comparisons rather than min() and max(): this runs for every frame read.
+        elapsed = now - self._at
         self._at = now
-        self._messages = min(self.messages_per_s, self._messages + elapsed * self.messages_per_s)
-        self._bytes = min(self.bytes_per_s, self._bytes + elapsed * self.bytes_per_s)
-        self._messages -= messages
-        self._bytes -= size
-        wait = max(-self._messages / self.messages_per_s, -self._bytes / self.bytes_per_s, 0.0)
+        left, size_left = self._messages, self._bytes
+        if elapsed > 0.0:
+            left += elapsed * self.messages_per_s
+            if left > self.messages_per_s:
+                left = self.messages_per_s
+            size_left += elapsed * self.bytes_per_s
+            if size_left > self.bytes_per_s:
+                size_left = self.bytes_per_s
+        left -= messages
+        size_left -= size
+        self._messages, self._bytes = left, size_left
+        if left >= 0 and size_left >= 0:
+            return 0.0
+        wait = max(-left / self.messages_per_s, -size_left / self.bytes_per_s)
         self.waited += wait
         return wait
