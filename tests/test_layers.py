@@ -19,6 +19,7 @@ BASE = {
     "pydds.collector": (),
     "pydds.logs": (),
     "pydds.loops": (),
+    "pydds.eager": (),
     "pydds.config": ("pydds.errors",),
     "pydds.acks": ("pydds.errors",),
 }

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any
 
+from . import eager
 from .acks import parse_ack
 from .bus import EventBus
 from .changes import Change
@@ -82,10 +83,19 @@ YIELD_AFTER = 0.005
 
 @dataclass(eq=False)
 class _LinkIO:
-    """The async side of one link: its transport and its writer's wake-up."""
+    """The async side of one link: its transport, its writer's wake-up, and what
+    lets a frame leave at once, from the task that queued it (``Node._send_now``)."""
 
     link: Link
+    state: PeerLink
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    idle: bool = False  # the writer waits for a wake-up
+    sent_this_turn: bool = False  # a frame left at once in this turn of the loop
+    #: The rest of a send that left at once but had to wait (the peer's buffer full).
+    sending: asyncio.Task[None] | None = None
+
+    def next_turn(self) -> None:
+        self.sent_this_turn = False
 
 
 class Node:
@@ -429,8 +439,12 @@ class Node:
         io = self._io
         for state in out.wake:
             link_io = io.get(state)
-            if link_io is not None:
-                link_io.wake.set()
+            if link_io is None:
+                continue
+            if link_io.idle and not link_io.sent_this_turn and link_io.sending is None:
+                self._send_now(peers, link_io)  # a quiet link: no writer's turn to wait
+            else:
+                link_io.wake.set()  # its writer batches what comes meanwhile
         for state in out.close:
             link_io = io.get(state)
             if link_io is not None:
@@ -474,6 +488,38 @@ class Node:
             if self._warming is None or self._warming.done():
                 self._warming = self._spawn(self._warm_up())
 
+    def _send_now(self, peers: Peers, link_io: _LinkIO) -> None:
+        """Send what is queued for a quiet link from the task that queued it (a local
+        write, a frame being read), without waiting for the link writer's turn of the
+        loop: a send the peer's buffer does not hold up completes at once, one that
+        must wait goes on in a task (``eager``). Once per turn of the loop, so that
+        what follows in the same turn is batched by the writer."""
+        state = link_io.state
+        link_io.sent_this_turn = True
+        asyncio.get_running_loop().call_soon(link_io.next_turn)
+        batch = peers.outgoing(state, self.clock.now())
+        if batch:
+            frame = encode_frame(batch)
+            peers.sent(state, len(batch), len(frame))
+            try:
+                rest = eager.start(link_io.link.send(frame))
+            except LinkClosed:
+                rest = None  # its reader sees it
+            if rest is not None:
+                link_io.sending = rest
+                self._tasks.add(rest)
+                rest.add_done_callback(functools.partial(self._sent, link_io))
+        if state.session.closed:
+            link_io.wake.set()  # its writer closes the link
+
+    def _sent(self, link_io: _LinkIO, rest: asyncio.Task[None]) -> None:
+        """A send that had to wait is done (its writer may go on)."""
+        self._tasks.discard(rest)
+        link_io.sending = None
+        if not rest.cancelled() and not isinstance(rest.exception(), LinkClosed | None):
+            log.error("sending to %s failed", link_io.state.peer, exc_info=rest.exception())
+        link_io.wake.set()
+
     async def _holding(self, notice: HoldingDue) -> None:
         """Tell a peer what this node holds once the directory it was just sent is on
         its way (the link's writer runs first)."""
@@ -513,7 +559,7 @@ class Node:
         peers = self._network()
         clock = self.clock
         session = state.session
-        link_io = self._io[state] = _LinkIO(link)
+        link_io = self._io[state] = _LinkIO(link, state)
         writer = self._spawn(self._write(link_io, state))
         link_io.wake.set()
         max_bytes = self._cluster_settings.max_frame_bytes
@@ -570,8 +616,12 @@ class Node:
         session, link, wake = state.session, link_io.link, link_io.wake
         try:
             while True:
+                link_io.idle = True
                 await wake.wait()
+                link_io.idle = False
                 wake.clear()
+                if link_io.sending is not None:  # a frame sent at once still going
+                    await asyncio.wait({link_io.sending})
                 batch = peers.outgoing(state, self.clock.now())
                 if batch:
                     frame = encode_frame(batch)
