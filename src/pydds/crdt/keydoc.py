@@ -3,10 +3,36 @@
 Theory of operation
 -------------------
 The document has one root map, ``value``, whose entry ``v`` (the slot) holds the
-value in the encoding of ``values.py``. A whole-value ``set`` replaces the slot, so
-concurrent sets resolve to one winner (Yjs orders them by client id); ``update``,
-``append`` and ``incr`` edit inside the slot, so concurrent edits of different parts
-merge. Edits made inside a value that a concurrent ``set`` replaced are lost with it.
+value. A whole-value ``set`` replaces the slot, so concurrent sets resolve to one
+winner (Yjs orders them by client id); ``update``, ``append`` and ``incr`` edit the
+value in place, so concurrent edits of different parts merge. Edits made inside a
+value that a concurrent ``set`` replaced are lost with it.
+
+A ``set`` of a dict or a list stores it *packed*: one buffer, ``b"p"``, an 8-byte
+nonce, then the value packed with msgpack (its dicts' fields sorted). A replaced
+buffer is one deleted item that Yrs garbage-collects, and consecutive ones merge,
+so a key set a million times by one writer costs what it costs set once (a nested
+``Map`` per set would leave a tombstone of about 220 bytes each: the 5 fields are
+items of their own between one set's map and the next). Scalars are one item each
+anyway (ints as buffers ``b"i..."``, see ``values.py``).
+
+A packed value is edited in place through an *overlay* named by its nonce, so that
+every replica editing the same packed value edits the same shared types:
+
+* ``update`` of a packed dict writes its fields into the root map ``o`` under
+  ``nonce + field``; a read lays them over the packed fields. Concurrent updates of
+  different fields merge, of one field resolve like concurrent sets of it.
+* ``append`` to a list inside the packed value (``path`` through packed parts only)
+  appends to the root array named ``a + nonce + path``, registered in the root map
+  ``m``; a read extends the packed list with it, unless an overlay field replaced
+  the part of the value the path goes through. A path that reaches an overlay
+  field or an appended item goes on in those live types, as in any value.
+* A ``set`` over a packed value clears its overlay (the cleared items are garbage
+  collected too); an overlay write concurrent with that ``set`` is left unread.
+
+Thus a value that is only ever set, or set and then edited, merges exactly as a
+value of nested types would; the edits themselves leave what edits leave in any
+Yjs type (a field replaced by a dict leaves that dict's tombstone).
 
 A new key made by ``update``, ``append`` or ``incr`` must merge with the same
 operation made concurrently elsewhere, but two replicas that each put a new map in
@@ -25,12 +51,15 @@ every change updates or clears it, its dicts' fields sorted as a decoded value's
 from __future__ import annotations
 
 import contextlib
+import os
 from collections import OrderedDict
 from typing import Any
 
+import msgpack
+
 from ..errors import InvalidValue, PathNotFound, WrongType
 from . import values
-from .ydoc import ARRAY_TYPE, MAP_TYPE, YDoc, YTxn
+from .ydoc import ARRAY_TYPE, MAP_TYPE, YArray, YDoc, YTxn
 
 __all__ = ["LOCAL", "MISSING", "REMOTE", "KeyDoc", "LiveDocs"]
 
@@ -44,6 +73,12 @@ MISSING: Any = object()
 _COUNTER_BASE = "base"
 #: Slot markers: the value lives in this root type (see the theory of operation).
 _MARKERS = {b"D": ("dict", "map"), b"L": ("list", "array"), b"C": ("counter", "map")}
+#: A packed value's buffer: ``_PACKED``, a nonce of ``_NONCE`` bytes, the packed value.
+_PACKED = ord("p")
+_NONCE = 8
+_HEAD = 1 + _NONCE
+#: The overlay's root types (see the theory of operation).
+_OVERLAY, _APPENDED, _APPENDS = "o", "m", "a"
 
 
 def _slot(doc: YDoc, txn: YTxn) -> Any:
@@ -128,7 +163,12 @@ class KeyDoc:
         txn = doc.read()
         try:
             item = _slot(doc, txn)
-            value = MISSING if item is MISSING else values.read(txn, item)
+            if item is MISSING:
+                value = MISSING
+            elif _is_packed(item):
+                value = _read_packed(doc, txn, item)
+            else:
+                value = values.read(txn, item)
         finally:
             txn.drop()
         if value is not MISSING:
@@ -143,13 +183,22 @@ class KeyDoc:
     def set(self, client_id: int, value: Any, packed: bytes) -> bytes | None:
         """Replace the value; return the delta."""
         doc = self.doc(client_id)
-        txn = doc.begin(LOCAL)
-        try:
-            txn = values.write(txn, doc.root, SLOT, value, doc.renew)
-        finally:
-            delta = doc.end(txn)
         ordered = values.sort_fields(value)  # as a decoded copy would read
         self.packed = packed if ordered is value else values.pack(ordered, 1 << 62)
+        root = doc.root
+        txn = doc.begin(LOCAL)
+        try:
+            if root.has(txn, SLOT):
+                old = root.get(txn, SLOT)
+                if _is_packed(old):
+                    _clear_overlay(doc, txn)
+            t = type(value)
+            if t is dict or t is list or t is tuple:
+                root.insert(txn, SLOT, b"p" + os.urandom(_NONCE) + self.packed)
+            else:
+                txn = values.write(txn, root, SLOT, value, doc.renew)
+        finally:
+            delta = doc.end(txn)
         return delta
 
     def update(self, client_id: int, fields: dict[str, Any], max_bytes: int) -> bytes | None:
@@ -164,10 +213,18 @@ class KeyDoc:
             target = _slot(doc, txn)
             if target is MISSING:
                 target = _start(doc, txn, b"D")
+            elif _is_packed(target):
+                if type(values.unpack(bytes(target[_HEAD:]))) is not dict:
+                    raise WrongType("update needs a dict value")
+                overlay, nonce = doc.root_map(txn, _OVERLAY), _nonce(target)
+                for k, v in fields.items():
+                    txn = values.write(txn, overlay, nonce + k, v, doc.renew)
+                target = None
             elif type(target) is not MAP_TYPE or values.is_counter(txn, target):
                 raise WrongType("update needs a dict value")
-            for k, v in fields.items():
-                txn = values.write(txn, target, k, v, doc.renew)
+            if target is not None:
+                for k, v in fields.items():
+                    txn = values.write(txn, target, k, v, doc.renew)
         finally:
             delta = doc.end(txn)
         self.packed = _patch(self.packed, max_bytes, lambda value: _merge(value, fields))
@@ -193,28 +250,33 @@ class KeyDoc:
                     raise PathNotFound(f"path {path!r} leads nowhere: the value is empty")
                 arr = _start(doc, txn, b"L")
             else:
-                arr = _walk(txn, start, path)
+                arr = (
+                    _locate(doc, txn, start, path) if _is_packed(start) else _walk(txn, start, path)
+                )
                 if type(arr) is not ARRAY_TYPE:
                     raise WrongType(f"append needs a list at path {path!r}")
-                if type(item) in values.CONTAINERS and arr.len(txn) >= values.MAX_LIST_CONTAINERS:
-                    self._check_room(txn, arr, path)
+                if type(item) in values.CONTAINERS:
+                    self._check_room(doc, txn, start, path)
             txn = values.write(txn, arr, arr.len(txn), item, doc.renew)
         finally:
             delta = doc.end(txn)
         self.packed = _patch(self.packed, max_bytes, lambda value: _append_py(value, path, item))
         return delta
 
-    def _check_room(self, txn: YTxn, arr: Any, path: list[str | int]) -> None:
+    def _check_room(self, doc: YDoc, txn: YTxn, start: Any, path: list[str | int]) -> None:
         """Refuse a container appended to a list that holds the most it may
-        (``values.MAX_LIST_CONTAINERS``); counted only for long lists, from the
-        packed value when it is cached (else read once, as a get would)."""
+        (``values.MAX_LIST_CONTAINERS``), counted from the packed value when it is
+        cached (else read once, as a get would)."""
         if self.packed is not None:
             items = values.unpack(self.packed)
-            for step in path:
-                items = items[step]
+        elif _is_packed(start):
+            items = _read_packed(doc, txn, start)
         else:
-            items = values.read(txn, arr)
-        values.check_room(items)
+            items = values.read(txn, start)
+        for step in path:
+            items = items[step]
+        if len(items) >= values.MAX_LIST_CONTAINERS:
+            values.check_room(items)
 
     def incr(self, client_id: int, amount: int) -> tuple[bytes | None, int]:
         """Add ``amount`` to the counter; return the delta and the new total.
@@ -286,6 +348,118 @@ class KeyDoc:
         if delta is not None:
             self.packed = None
         return delta
+
+
+def _is_packed(item: Any) -> bool:
+    """Whether a slot's item is a packed value's buffer."""
+    return type(item) in (bytes, bytearray) and len(item) > _HEAD and item[0] == _PACKED
+
+
+def _nonce(item: Any) -> str:
+    """The name part of a packed value's overlay: its nonce, as hex."""
+    return bytes(item[1:_HEAD]).hex()
+
+
+def _path_name(path: list[str | int]) -> str:
+    packed: bytes = msgpack.packb(path)
+    return packed.hex()
+
+
+def _read_packed(doc: YDoc, txn: YTxn, item: Any) -> Any:
+    """A packed value with its overlay laid over it, as fresh objects."""
+    value = values.unpack(bytes(item[_HEAD:]))
+    nonce = _nonce(item)
+    overlay = doc.root_map(txn, _OVERLAY)
+    replaced: set[str] = set()
+    if overlay.len(txn) and type(value) is dict:
+        cut = len(nonce)
+        for name in overlay.keys(txn):
+            if name.startswith(nonce):
+                field = name[cut:]
+                value[field] = values.read(txn, overlay.get(txn, name))
+                replaced.add(field)
+        if replaced:
+            value = {k: value[k] for k in sorted(value)}
+    appended = doc.root_map(txn, _APPENDED)
+    if appended.len(txn):
+        for name in appended.keys(txn):
+            if not name.startswith(nonce):
+                continue
+            path = msgpack.unpackb(bytes.fromhex(name[len(nonce) :]))
+            if path and path[0] in replaced:
+                continue  # an update replaced the part this list was in
+            target = value
+            for step in path:
+                target = target[step]
+            target.extend(values.read(txn, doc.root_array(txn, _APPENDS + name)))
+    return value
+
+
+def _locate(doc: YDoc, txn: YTxn, item: Any, path: list[str | int]) -> Any:
+    """The array to append to at ``path`` of a packed value: a live one of its
+    overlay, or the shared root array that extends a packed list (registered).
+
+    Raises:
+        PathNotFound: ``path`` leads nowhere.
+    """
+    nonce = _nonce(item)
+    node: Any = values.unpack(bytes(item[_HEAD:]))
+    overlay = doc.root_map(txn, _OVERLAY)
+    walked: list[str | int] = []  # the path so far, indices counted from the start
+    for i, step in enumerate(path):
+        t = type(node)
+        if t is dict and i == 0 and type(step) is str and overlay.has(txn, nonce + step):
+            return _walk(txn, overlay.get(txn, nonce + step), path[1:])
+        if t is dict and type(step) is str and step in node:
+            node = node[step]
+            walked.append(step)
+        elif t is list and type(step) is int:
+            extra = _appends(doc, txn, nonce, walked, register=False)
+            packed_len = len(node)
+            total = packed_len + (extra.len(txn) if extra is not None else 0)
+            if not -total <= step < total:
+                raise PathNotFound(f"path {path!r} leads nowhere (at {step!r})")
+            index = step % total
+            if index >= packed_len:
+                assert extra is not None
+                return _walk(txn, extra.get(txn, index - packed_len), path[i + 1 :])
+            node = node[index]
+            walked.append(index)
+        else:
+            raise PathNotFound(f"path {path!r} leads nowhere (at {step!r})")
+    if type(node) is not list:
+        return node  # not an array: the caller refuses it
+    # Named by ``walked``: one list has one name, however its path was written.
+    return _appends(doc, txn, nonce, walked, register=True)
+
+
+def _appends(
+    doc: YDoc, txn: YTxn, nonce: str, path: list[str | int], register: bool
+) -> YArray | None:
+    """The root array of items appended to the packed list at ``path``; None when
+    none is registered and ``register`` is false."""
+    name = nonce + _path_name(path)
+    appended = doc.root_map(txn, _APPENDED)
+    if not appended.has(txn, name):
+        if not register:
+            return None
+        appended.insert(txn, name, True)
+    return doc.root_array(txn, _APPENDS + name)
+
+
+def _clear_overlay(doc: YDoc, txn: YTxn) -> None:
+    """Remove every overlay entry and appended item: a ``set`` replaces the value."""
+    overlay = doc.root_map(txn, _OVERLAY)
+    if overlay.len(txn):
+        for name in overlay.keys(txn):
+            overlay.remove(txn, name)
+    appended = doc.root_map(txn, _APPENDED)
+    if appended.len(txn):
+        for name in appended.keys(txn):
+            arr = doc.root_array(txn, _APPENDS + name)
+            if arr.len(txn):
+                arr.remove_range(txn, 0, arr.len(txn))
+            appended.remove(txn, name)
 
 
 def _check_total(total: int) -> None:
