@@ -7,6 +7,7 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 import pydds
@@ -15,6 +16,7 @@ from pydds.clock import FakeClock
 from pydds.modules.persist import Persistence
 from pydds.storage import FILE_NAME, SqliteStore
 
+from .helpers import start_serve, stop_process
 from .memcluster import Cluster, names, until
 
 
@@ -269,3 +271,59 @@ async def test_a_restarted_node_catches_up_with_the_cluster(
     db = again.database("db")
     assert db.holds("k")  # restored before the link opened
     await until(lambda: "new" in db and db._keyspace.read("k") == {"v": 1, "w": 2})
+
+
+def store_bytes(directory: Path) -> int:
+    """The store's file and its WAL, as they take room on disk."""
+    return sum(
+        (directory / name).stat().st_size
+        for name in (FILE_NAME, f"{FILE_NAME}-wal")
+        if (directory / name).exists()
+    )
+
+
+async def test_compaction_gives_back_the_room_of_overwritten_values(tmp_path: Path) -> None:
+    """20,000 whole-value sets over 10 keys: once compacted, the file holds about what
+    the 10 live values take, and a `pydds serve` started on it reads them back."""
+    store = Persistence(path=str(tmp_path), compact_at=1_000_000)
+    async with pydds.Node("a", modules=[store]) as node:
+        db = node.database("db")
+        for i in range(20_000):
+            value = {"n": i, "name": "x" * 40, "tags": ["a", "b"], "ok": True, "f": 0.5}
+            await db.set(f"k{i % 10}", value, ack="durable" if i % 1000 == 999 else "local")
+        written = store_bytes(tmp_path)
+        await store.compact()
+        compacted = store_bytes(tmp_path)
+    assert written > 2_000_000  # the log holds every set
+    assert compacted < 64 * 1024
+    served = await start_serve(
+        "--port", "0", "--data-dir", str(tmp_path), "--log-level", "warning",
+        env={"PYDDS_MEMORY": ""},
+    )  # fmt: skip
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{served.http}/v1/databases/db/keys/k9") as response,
+        ):
+            assert response.status == 200
+            value = await response.json()
+    finally:
+        await stop_process(served.proc)
+    assert value == {"f": 0.5, "n": 19_999, "name": "x" * 40, "ok": True, "tags": ["a", "b"]}
+
+
+def test_a_store_made_before_incremental_vacuum_is_converted(tmp_path: Path) -> None:
+    raw = sqlite3.connect(tmp_path / FILE_NAME)
+    raw.executescript(
+        "CREATE TABLE log (id INTEGER PRIMARY KEY, db TEXT NOT NULL, key TEXT NOT NULL,"
+        " gen INTEGER NOT NULL, data BLOB NOT NULL, crc INTEGER NOT NULL);"
+        "CREATE TABLE state (db TEXT NOT NULL, key TEXT NOT NULL, gen INTEGER NOT NULL,"
+        " data BLOB NOT NULL, crc INTEGER NOT NULL, PRIMARY KEY (db, key)) WITHOUT ROWID;"
+    )
+    assert raw.execute("PRAGMA auto_vacuum").fetchone() == (0,)
+    raw.close()
+    store = SqliteStore(tmp_path)
+    store.close()
+    raw = sqlite3.connect(tmp_path / FILE_NAME)
+    assert raw.execute("PRAGMA auto_vacuum").fetchone() == (2,)  # incremental
+    raw.close()
