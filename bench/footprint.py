@@ -1,0 +1,152 @@
+"""Footprint benchmark: what memory, disk and anti-entropy cost against live data.
+
+Prints one JSON object. Targets (issue "A footprint bounded by live data"):
+
+* ``sets``: 1,000,000 whole-value sets of a 5-field dict over 100 keys, on an
+  embedded node with the persistence module: RSS growth at most 10 MB over the same
+  100 keys written once; the store file after compaction at most 2x the compacted
+  size of the live data alone (a store holding only the 100 final values).
+* ``anti_entropy``: an idle 3-node cluster (in memory, fake clock) where every node
+  holds 100,000 values: CPU time and bytes of one anti-entropy period (30 s of the
+  fake clock, heartbeats included).
+
+    python bench/footprint.py [--sets 1000000] [--keys 100000] [--only sets]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pydds
+from pydds.clock import FakeClock
+from pydds.modules.persist import Persistence
+from pydds.net.memory import MemoryNetwork
+from pydds.storage import FILE_NAME
+
+KEYS = 100
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+def value(i: int) -> dict[str, Any]:
+    return {"n": i, "name": "user", "tags": ["a", "b"], "score": 1.5, "ok": True}
+
+
+def store_bytes(directory: Path) -> int:
+    return sum(
+        (directory / name).stat().st_size
+        for name in (FILE_NAME, f"{FILE_NAME}-wal")
+        if (directory / name).exists()
+    )
+
+
+async def written(directory: Path, sets: int) -> dict[str, float]:
+    """``sets`` writes over ``KEYS`` keys; RSS and store bytes after compaction."""
+    store = Persistence(path=str(directory))
+    async with pydds.Node("bench", modules=[store]) as node:
+        db = node.database("db")
+        for i in range(KEYS):
+            await db.set(f"k{i}", value(i))
+        await store.compact()
+        gc.collect()
+        base = rss()
+        start = time.perf_counter()
+        for i in range(KEYS, sets):
+            # Every 1,000th write waits for its commit, as a service's would: the
+            # writes in between never yield, and the log's queue would only grow.
+            ack = "durable" if i % 1000 == 0 else "local"
+            await db.set(f"k{i % KEYS}", value(i), ack=ack)
+        seconds = time.perf_counter() - start
+        await store.compact()
+        gc.collect()
+        return {
+            "rss_growth_bytes": rss() - base,
+            "store_bytes": store_bytes(directory),
+            "sets_per_s": round((sets - KEYS) / seconds),
+        }
+
+
+async def bench_sets(sets: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as many, tempfile.TemporaryDirectory() as once:
+        result = await written(Path(many), sets)
+        live = await written(Path(once), KEYS)
+    return {
+        "sets": sets,
+        "keys": KEYS,
+        "rss_growth_mb": round(result["rss_growth_bytes"] / 1e6, 1),
+        "sets_per_s": result["sets_per_s"],
+        "store_bytes_compacted": result["store_bytes"],
+        "live_data_store_bytes_compacted": live["store_bytes"],
+        "store_ratio": round(result["store_bytes"] / live["store_bytes"], 2),
+    }
+
+
+async def bench_anti_entropy(keys: int) -> dict[str, float]:
+    network, clock = MemoryNetwork(), FakeClock()
+
+    def node(name: str, join: list[str]) -> pydds.Node:
+        return pydds.Node(
+            name, listen=f"mem://{name}", join=join, transport=network.transport(), clock=clock
+        )
+
+    a, b, c = node("a", []), node("b", ["mem://a"]), node("c", ["mem://a"])
+    for n in (a, b, c):
+        await n.start()
+    try:
+        await clock.advance(1)
+        db = a.database("db")
+        for i in range(keys):
+            await db.set(f"k{i}", value(i))
+        for reader in (b, c):
+            rdb = reader.database("db")
+            for i in range(keys):
+                await rdb.get(f"k{i}")
+        await clock.advance(31)  # the first period after the writes, not measured
+        held = [n.database("db").keyspace.counts()[1] for n in (a, b, c)]
+        before = [n.traffic_total() for n in (a, b, c)]
+        cpu = time.process_time()
+        await clock.advance(30, step=1.0)
+        for _ in range(200):  # let the answers finish
+            await asyncio.sleep(0)
+        cpu = time.process_time() - cpu
+        after = [n.traffic_total() for n in (a, b, c)]
+    finally:
+        for n in (c, b, a):
+            await n.close()
+    sent = sum(x.bytes_out - y.bytes_out for x, y in zip(after, before, strict=True))
+    messages = sum(x.messages_out - y.messages_out for x, y in zip(after, before, strict=True))
+    return {
+        "held_values_per_node": min(held),
+        "period_cpu_s": round(cpu, 3),
+        "period_bytes_sent": sent,
+        "period_messages_sent": messages,
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sets", type=int, default=1_000_000)
+    parser.add_argument("--keys", type=int, default=100_000)
+    parser.add_argument("--only", choices=("sets", "anti_entropy"))
+    args = parser.parse_args()
+    out: dict[str, Any] = {}
+    if args.only in (None, "sets"):
+        out["sets"] = await bench_sets(args.sets)
+    if args.only in (None, "anti_entropy"):
+        out["anti_entropy"] = await bench_anti_entropy(args.keys)
+    out["targets"] = {"sets_rss_growth_mb": 10, "store_ratio": 2.0}
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
