@@ -259,6 +259,26 @@ class Keyspace:
         kd = self._keys.get(key)
         return None if kd is None else kd.gen
 
+    def held_hashes(self) -> list[tuple[str, int, int]]:
+        """``held()`` with the ``value_hash`` of each: (key, generation, hash)."""
+        cid = self.client_id
+        return [
+            (key, kd.gen, kd.value_hash(cid, key))
+            for key, kd in self._keys.items()
+            if kd.held and not kd.stale
+        ]
+
+    def value_hash(self, key: str) -> int:
+        """The hash of the version of ``key``'s held value (``sync.value_hash``).
+
+        Raises:
+            KeyNotFound: the key is absent.
+        """
+        kd = self._keys.get(key)
+        if kd is None:
+            raise KeyNotFound(f"key {key!r} is not in database {self.name!r}")
+        return kd.value_hash(self.client_id, key)
+
     def value_state_vector(self, key: str) -> bytes:
         """The state vector of ``key``'s value document (empty if not held).
 

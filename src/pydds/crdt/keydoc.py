@@ -59,6 +59,7 @@ import msgpack
 
 from ..errors import InvalidValue, PathNotFound, WrongType
 from . import values
+from .sync import value_hash
 from .ydoc import ARRAY_TYPE, MAP_TYPE, YArray, YDoc, YTxn
 
 __all__ = ["LOCAL", "MISSING", "REMOTE", "KeyDoc", "LiveDocs"]
@@ -106,7 +107,16 @@ def _root_type(doc: YDoc, txn: YTxn, marker: bytes) -> Any:
 class KeyDoc:
     """One generation of one key's value, live or idle."""
 
-    __slots__ = ("_doc", "_state", "_state_vector", "accessed", "gen", "packed", "stale")
+    __slots__ = (
+        "_doc",
+        "_hash",
+        "_state",
+        "_state_vector",
+        "accessed",
+        "gen",
+        "packed",
+        "stale",
+    )
 
     def __init__(self, gen: int, state: bytes | None = None, accessed: float = 0.0) -> None:
         self.gen = gen  # the key's generation this document belongs to
@@ -116,6 +126,7 @@ class KeyDoc:
         self._doc: YDoc | None = None  # the live document, or None when idle
         self._state = state  # the encoded document while idle
         self._state_vector: bytes | None = None  # its state vector while idle, once known
+        self._hash: int | None = None  # ``value_hash``, until the document changes
 
     @property
     def held(self) -> bool:
@@ -150,7 +161,7 @@ class KeyDoc:
             self._doc.close()
         self._doc = None
         self._state = self._state_vector = None
-        self.packed = None
+        self.packed = self._hash = None
 
     # -- reads -------------------------------------------------------------------
 
@@ -199,6 +210,7 @@ class KeyDoc:
                 txn = values.write(txn, root, SLOT, value, doc.renew)
         finally:
             delta = doc.end(txn)
+        self._hash = None
         return delta
 
     def update(self, client_id: int, fields: dict[str, Any], max_bytes: int) -> bytes | None:
@@ -227,6 +239,7 @@ class KeyDoc:
                     txn = values.write(txn, target, k, v, doc.renew)
         finally:
             delta = doc.end(txn)
+        self._hash = None
         self.packed = _patch(self.packed, max_bytes, lambda value: _merge(value, fields))
         return delta
 
@@ -260,6 +273,7 @@ class KeyDoc:
             txn = values.write(txn, arr, arr.len(txn), item, doc.renew)
         finally:
             delta = doc.end(txn)
+        self._hash = None
         self.packed = _patch(self.packed, max_bytes, lambda value: _append_py(value, path, item))
         return delta
 
@@ -320,8 +334,17 @@ class KeyDoc:
             counter.insert(txn, writer, values.counter_entry(own + amount))
         finally:
             delta = doc.end(txn)
+        self._hash = None
         self.packed = values.pack(total, 64)
         return delta, total
+
+    def value_hash(self, client_id: int, key: str) -> int:
+        """``sync.value_hash`` of this document as the value of ``key`` (cached until
+        the document changes: anti-entropy digests every held value each period)."""
+        cached = self._hash
+        if cached is None:
+            cached = self._hash = value_hash(key, self.gen, self.state_vector(client_id))
+        return cached
 
     def state_vector(self, client_id: int) -> bytes:
         """The document's state vector (sync step 1), without loading an idle one."""
@@ -346,7 +369,7 @@ class KeyDoc:
         doc = self._doc if self._doc is not None else self.doc(client_id)
         delta = doc.apply(update, REMOTE)
         if delta is not None:
-            self.packed = None
+            self.packed = self._hash = None
         return delta
 
 

@@ -7,11 +7,13 @@ when their decoded state vectors are equal.
 
 from __future__ import annotations
 
+import hashlib
+
 from pycrdt import get_state
 
 from ..errors import InvalidUpdate
 
-__all__ = ["decode_state_vector", "update_state_vector"]
+__all__ = ["decode_state_vector", "update_state_vector", "value_hash"]
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -61,3 +63,18 @@ def update_state_vector(update: bytes) -> bytes:
         if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
             raise
         raise InvalidUpdate("an update does not decode") from None
+
+
+def value_hash(key: str, gen: int, state_vector: bytes) -> int:
+    """A 64-bit hash of one held value's version: its key, generation and state
+    vector, the entries of a state vector of several writers in a canonical order
+    (Yrs encodes them in no fixed order). Anti-entropy digests XOR these.
+
+    Raises:
+        InvalidUpdate: the state vector does not decode.
+    """
+    if state_vector[:1] != b"\x01":  # more than one writer (or none)
+        state_vector = repr(sorted(decode_state_vector(state_vector).items())).encode()
+    raw = key.encode()
+    data = len(raw).to_bytes(4, "big") + raw + gen.to_bytes(8, "big") + state_vector
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")

@@ -22,7 +22,9 @@ from . import messages as m
 
 __all__ = ["MAX_FRAME_BYTES", "MAX_MESSAGES", "PROTOCOL", "decode_frame", "encode_frame"]
 
-PROTOCOL = 2  # 2: Hello carries a nonce, a token id and a client id; Proof
+#: 2: Hello carries a nonce, a token id and a client id; Proof.
+#: 3: whole values set packed (``crdt/keydoc.py``); anti-entropy by digests.
+PROTOCOL = 3
 MAX_FRAME_BYTES = 32 * 1024 * 1024  # default bound of one frame
 MAX_MESSAGES = 65_536  # default bound of the messages in one frame
 _MAX_KEY = 1024
@@ -139,12 +141,42 @@ MAX_HOLDING = 10_000  # values in one Holding message
 def _holding(v: Any) -> tuple[tuple[str, int, bytes], ...]:
     if type(v) is not list or len(v) > MAX_HOLDING:
         raise MalformedFrame(f"holding is a list of at most {MAX_HOLDING} values")
+    return _holding_entries(v)
+
+
+def _holding_entries(v: list[Any]) -> tuple[tuple[str, int, bytes], ...]:
     out = []
     for entry in v:
         if type(entry) is not list or len(entry) != 3:
             raise MalformedFrame("a held value is a [key, generation, state vector] triple")
         out.append((_key(entry[0]), _gen(entry[1]), _bytes(entry[2])))
     return tuple(out)
+
+
+#: Buckets of a digest exchange at most; buckets in one ``HoldingBuckets`` answer.
+MAX_BUCKETS = 65_536
+MAX_BUCKET_VALUES = 65_536
+
+
+def _buckets(v: Any) -> int:
+    if type(v) is not int or not 1 <= v <= MAX_BUCKETS or v & (v - 1):
+        raise MalformedFrame(f"buckets is a power of two from 1 to {MAX_BUCKETS}")
+    return v
+
+
+def _wanted(v: Any) -> tuple[int, ...]:
+    if type(v) is not list or len(v) > MAX_BUCKETS:
+        raise MalformedFrame(f"wanted is a list of at most {MAX_BUCKETS} buckets")
+    for bucket in v:
+        if type(bucket) is not int or not 0 <= bucket < MAX_BUCKETS:
+            raise MalformedFrame(f"a bucket is an int from 0 to {MAX_BUCKETS - 1}")
+    return tuple(v)
+
+
+def _bucket_values(v: Any) -> tuple[tuple[str, int, bytes], ...]:
+    if type(v) is not list or len(v) > MAX_BUCKET_VALUES:
+        raise MalformedFrame(f"bucket values are a list of at most {MAX_BUCKET_VALUES}")
+    return _holding_entries(v)
 
 
 Field = Callable[[Any], Any]
@@ -171,6 +203,9 @@ _SCHEMA: dict[int, tuple[type, tuple[Field, ...]]] = {
     20: (m.Proof, (_mac,)),
     21: (m.Leave, (_short,)),
     22: (m.Relay, (_names, _name, _key, _gen, _bytes, _short)),
+    23: (m.HoldingDigest, (_name, _buckets, _bytes)),
+    24: (m.HoldingAsk, (_name, _buckets, _wanted)),
+    25: (m.HoldingBuckets, (_name, _buckets, _wanted, _bucket_values)),
 }
 _CODES = {cls: code for code, (cls, _) in _SCHEMA.items()}
 for _cls, _checks in _SCHEMA.values():

@@ -21,6 +21,9 @@ __all__ = [
     "DirectoryStep2",
     "Hello",
     "Holding",
+    "HoldingAsk",
+    "HoldingBuckets",
+    "HoldingDigest",
     "Leave",
     "Members",
     "Message",
@@ -129,6 +132,40 @@ class Holding:
 
 
 @dataclass(slots=True)
+class HoldingDigest:
+    """Anti-entropy of held values, by digest: for each of ``buckets`` buckets of
+    keys, 8 bytes that hash every value the sender holds, and knows the receiver to
+    hold, with its generation and state vector (``net/digests.py``). Answer with
+    ``HoldingAsk`` for the buckets whose digest differs from the receiver's own."""
+
+    database: str
+    buckets: int
+    digests: bytes
+
+
+@dataclass(slots=True)
+class HoldingAsk:
+    """The buckets (of ``buckets``) whose digests differ: answer with
+    ``HoldingBuckets``."""
+
+    database: str
+    buckets: int
+    wanted: tuple[int, ...]
+
+
+@dataclass(slots=True)
+class HoldingBuckets:
+    """Every value the sender holds in the ``wanted`` buckets, as ``Holding`` lists
+    them: the receiver repairs what differs, and takes the list as exactly what the
+    sender holds there."""
+
+    database: str
+    buckets: int
+    wanted: tuple[int, ...]
+    values: tuple[tuple[str, int, bytes], ...]
+
+
+@dataclass(slots=True)
 class ValueDiff:
     """The answer to a ``ValuePull``: what the puller lacked (not a change: no event)."""
 
@@ -227,6 +264,9 @@ Message = (
     | AckFrom
     | ValuePull
     | Holding
+    | HoldingDigest
+    | HoldingAsk
+    | HoldingBuckets
     | ValueDiff
     | ValueMissing
     | Release

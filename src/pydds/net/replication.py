@@ -37,7 +37,10 @@ Directories are eager, values lazy:
   payload over ``max_payload_bytes`` closes the link.
 * Anti-entropy (``resync``) repeats the link-open exchange periodically: deltas that
   were lost, or applied before the ones they depend on, are repaired by the diffs
-  that answer it.
+  that answer it. After the first ``Holding`` on a link, held values are compared
+  by digests (``net/digests.py``): ``HoldingDigest``, answered by ``HoldingAsk``
+  for the buckets that differ, answered by ``HoldingBuckets``, which lists them; a
+  value either end lacks is then sent (``ValueDiff``) or pulled (``ValuePull``).
 
 ``handle`` returns the messages to send (``(peer, message)`` pairs) and notices for
 the node: the changes it applied (each an event to publish, or a directory repair to
@@ -64,8 +67,10 @@ from ..crdt.sync import decode_state_vector, update_state_vector
 from ..crdt.updates import map_items
 from ..crdt.ydoc import EMPTY_STATE_VECTOR
 from ..errors import InvalidName, InvalidUpdate, InvalidValue, KeyNotFound, ProtocolError
+from . import digests
 from . import messages as m
 from .auth import Grant
+from .codec import MAX_BUCKET_VALUES
 from .holders import Holders, ValueId
 from .local import LocalDatabase
 
@@ -165,7 +170,7 @@ def _validate(msg: m.Message) -> None:
         update_state_vector(msg.directory)
     elif isinstance(msg, (m.DirectoryStep1, m.ValuePull)):
         decode_state_vector(msg.state_vector)
-    elif isinstance(msg, m.Holding):
+    elif isinstance(msg, (m.Holding, m.HoldingBuckets)):
         for _, _, state_vector in msg.values:
             decode_state_vector(state_vector)
 
@@ -205,6 +210,17 @@ def _ahead(theirs: bytes, ours: bytes) -> bool:
     return any(clock > mine.get(client, 0) for client, clock in decode_state_vector(theirs).items())
 
 
+def _wanted(buckets: int, wanted: tuple[int, ...]) -> frozenset[int]:
+    """The buckets asked for, each checked against their number.
+
+    Raises:
+        ProtocolError: a bucket is out of range.
+    """
+    if any(at >= buckets for at in wanted):
+        raise ProtocolError(f"a bucket is out of the range of {buckets}")
+    return frozenset(wanted)
+
+
 #: Messages a client never sends: it joins no one into the cluster and relays nothing.
 _FROM_NODES_ONLY = frozenset({m.Members, m.Leave, m.Relay})
 
@@ -222,8 +238,11 @@ class Replication:
         seen_limit: int = 100_000,
         max_payload_bytes: int = 1 << 60,
         incarnation: str | None = None,
+        digest_from: int = digests.MIN_DIGESTED,
     ) -> None:
         self.name = name  # this node's name
+        #: Held values from which periodic anti-entropy exchanges digests of them
+        self.digest_from = digest_from
         self.peers: set[str] = set()  # peers with an open link
         self.clients: set[str] = set()  # peers that are clients: this node is their gateway
         self.holders = Holders()  # which peers hold which values
@@ -240,6 +259,8 @@ class Replication:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self.grants: dict[str, Grant] = {}  # what each client peer may do (its token)
         self.client_ids: dict[str, int] = {}  # each client peer's Yjs client id
+        #: (peer, database): sent a whole ``Holding`` on this link; digests from then on
+        self._announced: set[tuple[str, str]] = set()
         #: The other nodes of the cluster this node knows (linked or not), kept by the
         #: node from its member table: a change's directory delta is relayed to those
         #: this node has no link to.
@@ -300,11 +321,32 @@ class Replication:
         if peer not in self.peers or not self._may(peer, "read", database):
             return []
         ks = self._keyspace(database)
-        held = [(key, gen, ks.value_state_vector(key)) for key, gen in ks.held()]
+        held = list(ks.held())
+        if (peer, database) in self._announced and len(held) >= self.digest_from:
+            buckets = digests.bucket_count(len(held))
+            digest = self._digests(peer, database, buckets)
+            return [(peer, m.HoldingDigest(database, buckets, digest))]
+        self._announced.add((peer, database))
+        return self._holding(peer, database, held)
+
+    def _holding(self, peer: str, database: str, held: list[tuple[str, int]]) -> list[Send]:
+        ks = self._keyspace(database)
+        held_values = [(key, gen, ks.value_state_vector(key)) for key, gen in held]
         return [
-            (peer, m.Holding(database, tuple(held[start : start + HOLDING_CHUNK])))
-            for start in range(0, len(held), HOLDING_CHUNK)
+            (peer, m.Holding(database, tuple(held_values[start : start + HOLDING_CHUNK])))
+            for start in range(0, len(held_values), HOLDING_CHUNK)
         ]
+
+    def _digests(self, peer: str, database: str, buckets: int) -> bytes:
+        """The digests of the values held here that ``peer`` holds too (as far as
+        this node knows)."""
+        peers_of = self.holders.__getitem__
+        both = (
+            (key, hashed)
+            for key, gen, hashed in self._keyspace(database).held_hashes()
+            if peer in peers_of((database, key, gen))
+        )
+        return digests.digests(both, buckets)
 
     def closed(self, peer: str) -> list[Notice]:
         """The link to ``peer`` closed: it holds nothing for us now, answers nothing."""
@@ -313,6 +355,7 @@ class Replication:
         self.client_ids.pop(peer, None)
         self.clients.discard(peer)
         self.holders.drop_peer(peer)
+        self._announced = {done for done in self._announced if done[0] != peer}
         notices: list[Notice] = []
         for value, waiting in list(self.pulls.items()):
             waiting.discard(peer)
@@ -488,7 +531,18 @@ class Replication:
         elif isinstance(msg, m.Custom):
             if not self._may(peer, "emit"):
                 raise ProtocolError(f"client {peer!r} has no emit right")
-        elif isinstance(msg, (m.DirectoryStep1, m.ValuePull, m.Holding, m.Release)):
+        elif isinstance(
+            msg,
+            (
+                m.DirectoryStep1,
+                m.ValuePull,
+                m.Holding,
+                m.HoldingDigest,
+                m.HoldingAsk,
+                m.HoldingBuckets,
+                m.Release,
+            ),
+        ):
             self._check(peer, "read", msg.database)
 
     @staticmethod
@@ -622,6 +676,70 @@ class Replication:
             self.holders.add((msg.database, key, gen), peer)
         return out, ()
 
+    def _on_holding_digest(self, peer: str, msg: m.HoldingDigest, from_client: bool) -> Handled:
+        if len(msg.digests) != 8 * msg.buckets:
+            raise ProtocolError(f"{msg.buckets} buckets need {8 * msg.buckets} bytes of digest")
+        ours = self._digests(peer, msg.database, msg.buckets)
+        wanted = digests.differing(ours, msg.digests)
+        if not wanted:
+            return _NOTHING
+        return ((peer, m.HoldingAsk(msg.database, msg.buckets, tuple(wanted))),), ()
+
+    def _on_holding_ask(self, peer: str, msg: m.HoldingAsk, from_client: bool) -> Handled:
+        wanted = _wanted(msg.buckets, msg.wanted)
+        ks = self._keyspace(msg.database)
+        by_bucket: dict[int, list[tuple[str, int, bytes]]] = {}
+        for key, gen in ks.held():
+            at = digests.bucket(key, msg.buckets)
+            if at in wanted:
+                by_bucket.setdefault(at, []).append((key, gen, ks.value_state_vector(key)))
+        out: list[Send] = []
+        group: list[int] = []
+        values: list[tuple[str, int, bytes]] = []
+
+        def answer() -> Send:
+            return (peer, m.HoldingBuckets(msg.database, msg.buckets, (*group,), (*values,)))
+
+        for at in sorted(wanted):
+            listed = by_bucket.get(at, [])
+            if len(values) + len(listed) > MAX_BUCKET_VALUES and group:
+                out.append(answer())
+                group, values = [], []
+            if len(listed) > MAX_BUCKET_VALUES:  # one bucket over the bound: listed, not exact
+                out.extend(self._holding(peer, msg.database, [(k, g) for k, g, _ in listed]))
+                continue
+            group.append(at)
+            values.extend(listed)
+        if group:
+            out.append(answer())
+        return out, ()
+
+    def _on_holding_buckets(self, peer: str, msg: m.HoldingBuckets, from_client: bool) -> Handled:
+        wanted = _wanted(msg.buckets, msg.wanted)
+        for key, _, _ in msg.values:  # checked before anything is made or changed
+            if digests.bucket(key, msg.buckets) not in wanted:
+                raise ProtocolError(f"{key!r} is in none of the buckets listed")
+        database = msg.database
+        ks = self._keyspace(database)
+        listed = {(key, gen) for key, gen, _ in msg.values}
+        out: list[Send] = []
+        for key, gen, state_vector in msg.values:
+            self.holders.add((database, key, gen), peer)
+            if not (ks.holds(key) and ks.generation(key) == gen):
+                continue
+            ours = ks.value_state_vector(key)
+            if _ahead(ours, state_vector):  # the peer lacks something: send it
+                diff = ks.value_diff(key, gen, state_vector)
+                if diff is not None:
+                    out.append((peer, m.ValueDiff(database, key, gen, diff)))
+            if _ahead(state_vector, ours):  # this node lacks something: ask for it
+                out.append((peer, m.ValuePull(database, key, gen, ours)))
+        # The list is all the peer holds there: it holds none of the others.
+        for key, gen in ks.held():
+            if (key, gen) not in listed and digests.bucket(key, msg.buckets) in wanted:
+                self.holders.discard((database, key, gen), peer)
+        return out, ()
+
     def _on_value_diff(self, peer: str, msg: m.ValueDiff, from_client: bool) -> Handled:
         value_id = (msg.database, msg.key, msg.gen)
         self.holders.add(value_id, peer)
@@ -687,6 +805,9 @@ class Replication:
         m.DirectoryStep2: _on_directory_step2,
         m.ValuePull: _on_value_pull,
         m.Holding: _on_holding,
+        m.HoldingDigest: _on_holding_digest,
+        m.HoldingAsk: _on_holding_ask,
+        m.HoldingBuckets: _on_holding_buckets,
         m.ValueDiff: _on_value_diff,
         m.ValueMissing: _on_value_missing,
         m.Release: _on_release,
