@@ -236,6 +236,19 @@ class Persistence(Module):
 
     # -- what the node calls -----------------------------------------------------------
 
+    def snapshot(self) -> dict[str, Any]:
+        """Its counters since the process started, as JSON-ready data (``GET
+        /v1/stats`` lists it under the module's name)."""
+        return {
+            "commits": self.commits,
+            "written": self.written,
+            "dropped": self.dropped,
+            "failures": self.failures,
+            "compactions": self.compactions,
+            "restored": self.restored,
+            "pending": len(self._pending),
+        }
+
     def journal(self, database: str) -> Journal:
         def journal(key: str, gen: int, update: bytes) -> None:
             self._pending.append((database, key, gen, update))

@@ -11,6 +11,16 @@ from .processes import NodeProcess
 from .workload import _Write
 
 
+async def _compactions(http: Any, node: NodeProcess) -> int:
+    """How many compaction chunks ``node``'s store did since the process started."""
+    try:
+        async with http.get(f"{node.http}/v1/stats") as response:
+            stats = await response.json()
+        return int(stats["modules"]["persist"]["compactions"])
+    except (OSError, TimeoutError, Exception):
+        return 0
+
+
 async def _state(http: Any, node: NodeProcess) -> dict[str, Any] | None:
     """Every key of the chaos database and its value, read from ``node``."""
     try:

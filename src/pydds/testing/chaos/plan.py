@@ -23,6 +23,7 @@ class Plan:
     keys: int = 20  # dict keys the unique fields go to
     counters: int = 4
     seed: int = 1
+    compact_at: int = 500  # log rows between compactions of each node's store (small: often)
     quiet: float = 30.0  # seconds to wait, after the final heal, for identical replicas
 
 
@@ -49,6 +50,7 @@ class Report:
     #: partition reached every node (None: not within 30 s)
     heal_seconds: list[float | None] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
+    compactions: int = 0  # store compaction chunks done, over the nodes' last processes
 
     @property
     def ok(self) -> bool:
@@ -94,6 +96,7 @@ class Report:
                 if self.converged
                 else ""
             ),
+            f"store compactions (the nodes' last processes): {self.compactions}",
             f"verdict: {'PASS' if self.ok else 'FAIL'}",
         ]
         return "\n".join(lines)

@@ -22,8 +22,9 @@ def _free_port() -> int:
 class NodeProcess:
     """One ``pydds serve`` process, restartable from its data directory."""
 
-    def __init__(self, name: str, data: Path, join: list[str]) -> None:
+    def __init__(self, name: str, data: Path, join: list[str], compact_at: int = 100_000) -> None:
         self.name = name
+        self.compact_at = compact_at  # its store compacts this often, SIGKILLs or not
         self.port = _free_port()  # where it serves (HTTP, and the proxy's target)
         self.proxy_port = _free_port()  # what it advertises
         self.data = data / name
@@ -48,8 +49,8 @@ class NodeProcess:
             self.name,
             "--advertise",
             f"127.0.0.1:{self.proxy_port}",
-            "--data-dir",
-            str(self.data),
+            "--module",
+            f"pydds.modules.persist:Persistence?path={self.data}&compact_at={self.compact_at}",
             "--log-level",
             "warning",
         ]

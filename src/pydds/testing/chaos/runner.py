@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .checker import _check, _converge, _state
+from .checker import _check, _compactions, _converge, _state
 from .faults import _faults
 from .plan import Plan, Report
 from .processes import NodeProcess, _until_linked
@@ -42,7 +42,7 @@ async def run(plan: Plan, workdir: str | None = None) -> Report:
     try:
         for i, name in enumerate(names):
             join = [f"127.0.0.1:{nodes[names[0]].proxy_port}"] if i else []
-            node = nodes[name] = NodeProcess(name, data, join)
+            node = nodes[name] = NodeProcess(name, data, join, plan.compact_at)
             await net.proxy(node)
             await node.start(net.owners)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
@@ -102,6 +102,7 @@ async def run(plan: Plan, workdir: str | None = None) -> Report:
                 report.seconds_to_identical = round(time.monotonic() - healed, 2)
             else:
                 state = await _state(http, nodes[names[0]])
+            report.compactions = sum([await _compactions(http, n) for n in nodes.values()])
             _check(report, writes, state or {}, received)
     finally:
         stop.set()
