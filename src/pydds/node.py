@@ -57,7 +57,7 @@ from .net.auth import Credentials
 from .net.codec import decode_frame, encode_frame
 from .net.holders import ValueId
 from .net.membership import Member, MemberState
-from .net.peers import NEVER, ClusterSettings, PeerLink, Peers, Traffic, Warmup
+from .net.peers import NEVER, ClusterSettings, PeerLink, Peers, RareOutput, Traffic, Warmup
 from .net.replication import HoldingDue, PullFor
 from .net.transport import Link, Transport
 from .store import Store
@@ -445,18 +445,9 @@ class Node:
                 self._send_now(peers, link_io)  # a quiet link: no writer's turn to wait
             else:
                 link_io.wake.set()  # its writer batches what comes meanwhile
-        for state in out.close:
-            link_io = io.get(state)
-            if link_io is not None:
-                self._spawn(link_io.link.close())
-        for address in out.dial:
-            self._spawn(self._dial(address))
-        for state, error in out.joins:
-            joined = self._joins.pop(state, None)
-            if joined is not None and not joined.done():
-                joined.set_result(error)
-        for kind, member in out.members:
-            self.publish(Event(EventKind(kind), origin=self.name, member=member))
+        rare = out.rare
+        if rare is not None:
+            self._carry_out_links(rare)
         if len(out.changes) >= BULK_CHANGES:  # a whole directory: its events live on
             with bulk_load():
                 self._record_all(out.changes)
@@ -474,15 +465,37 @@ class Node:
             acked = self._acks.pop(ack_id, None)
             if acked is not None and not acked.done():
                 acked.set_result(None)
-        for value_id, answered in out.pulls:
+        if rare is not None:
+            self._carry_out_pulls(rare)
+
+    def _carry_out_links(self, rare: RareOutput) -> None:
+        """What an output holds beyond a write's effects, before them: links to
+        close and dial, joins decided, member events."""
+        io = self._io
+        for state in rare.close:
+            link_io = io.get(state)
+            if link_io is not None:
+                self._spawn(link_io.link.close())
+        for address in rare.dial:
+            self._spawn(self._dial(address))
+        for state, error in rare.joins:
+            joined = self._joins.pop(state, None)
+            if joined is not None and not joined.done():
+                joined.set_result(error)
+        for kind, member in rare.members:
+            self.publish(Event(EventKind(kind), origin=self.name, member=member))
+
+    def _carry_out_pulls(self, rare: RareOutput) -> None:
+        """And after them: pulls ended or to make, values to list, a link opened."""
+        for value_id, answered in rare.pulls:
             pulled = self._pulls.pop(value_id, None)
             if pulled is not None and not pulled.done():
                 pulled.set_result(answered)
-        for pull_for in out.pull_for:
+        for pull_for in rare.pull_for:
             self._spawn(self._pull_for(pull_for))
-        for holding in out.holding_due:
+        for holding in rare.holding_due:
             self._spawn(self._holding(holding))
-        if out.linked:
+        if rare.linked:
             self._link_opened.set()
             self._link_opened = asyncio.Event()
             if self._warming is None or self._warming.done():

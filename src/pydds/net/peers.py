@@ -53,7 +53,7 @@ from .replication import (
 )
 from .session import Session, State
 
-__all__ = ["ClusterSettings", "Output", "PeerLink", "Peers", "Traffic", "Warmup"]
+__all__ = ["ClusterSettings", "Output", "PeerLink", "Peers", "RareOutput", "Traffic", "Warmup"]
 
 log = logging.getLogger("pydds.cluster")
 
@@ -134,53 +134,72 @@ class PeerLink:
 class Output:
     """What the node must do after an input, in order within each kind. (A plain
     class: one is made for most inputs, and literal lists cost less than a
-    dataclass's default factories.)"""
+    dataclass's default factories.) What a write makes (links to wake, changes,
+    custom events, acknowledgements) is here; the rest, rare, is in ``rare``, made
+    only when something needs it (``Peers._rare``), so that an output of a write
+    costs four lists to make and four to look at."""
 
-    __slots__ = (
-        "acks",
-        "changes",
-        "close",
-        "customs",
-        "dial",
-        "holding_due",
-        "joins",
-        "linked",
-        "members",
-        "pull_for",
-        "pulls",
-        "wake",
-    )  # fmt: skip
+    __slots__ = ("acks", "changes", "customs", "rare", "wake")
 
     def __init__(self) -> None:
         self.wake: list[PeerLink] = []  # writers with something to send
+        self.changes: list[Change] = []  # what messages changed here
+        self.customs: list[m.Custom] = []  # custom events to publish
+        self.acks: list[int] = []  # ack ids with enough acknowledgements
+        self.rare: RareOutput | None = None  # links, members, pulls: see ``RareOutput``
+
+    def __bool__(self) -> bool:
+        return bool(self.wake or self.changes or self.customs or self.acks or self.rare)
+
+    # What ``rare`` holds, read as if it were here (empty when there is none).
+    @property
+    def dial(self) -> list[str]:
+        return self.rare.dial if self.rare is not None else []
+
+    @property
+    def close(self) -> list[PeerLink]:
+        return self.rare.close if self.rare is not None else []
+
+    @property
+    def joins(self) -> list[tuple[PeerLink, str | None]]:
+        return self.rare.joins if self.rare is not None else []
+
+    @property
+    def members(self) -> list[tuple[str, str]]:
+        return self.rare.members if self.rare is not None else []
+
+    @property
+    def pulls(self) -> list[tuple[ValueId, bool]]:
+        return self.rare.pulls if self.rare is not None else []
+
+    @property
+    def pull_for(self) -> list[PullFor]:
+        return self.rare.pull_for if self.rare is not None else []
+
+    @property
+    def holding_due(self) -> list[HoldingDue]:
+        return self.rare.holding_due if self.rare is not None else []
+
+    @property
+    def linked(self) -> bool:
+        return self.rare is not None and self.rare.linked
+
+
+class RareOutput:
+    """The part of an ``Output`` that writes do not make."""
+
+    __slots__ = ("close", "dial", "holding_due", "joins", "linked", "members", "pull_for", "pulls")
+
+    def __init__(self) -> None:
         self.dial: list[str] = []  # addresses to dial once, now
         self.close: list[PeerLink] = []  # links to cut at once
         #: Joins decided: the link, and why it failed (None: joined).
         self.joins: list[tuple[PeerLink, str | None]] = []
         self.members: list[tuple[str, str]] = []  # (event kind, member)
-        self.changes: list[Change] = []  # what messages changed here
-        self.customs: list[m.Custom] = []  # custom events to publish
-        self.acks: list[int] = []  # ack ids with enough acknowledgements
         self.pulls: list[tuple[ValueId, bool]] = []  # pulls ended
         self.pull_for: list[PullFor] = []  # clients' pulls to make
         self.holding_due: list[HoldingDue] = []  # see ``HoldingDue``
         self.linked = False  # a link opened: waiting pulls may ask again; warm-up starts
-
-    def __bool__(self) -> bool:
-        return bool(
-            self.wake
-            or self.dial
-            or self.close
-            or self.joins
-            or self.members
-            or self.changes
-            or self.customs
-            or self.acks
-            or self.pulls
-            or self.pull_for
-            or self.holding_due
-            or self.linked
-        )
 
 
 @dataclass(slots=True)
@@ -266,6 +285,14 @@ class Peers:
             self.pending = True
         return out
 
+    @property
+    def _rare(self) -> RareOutput:
+        out = self._out
+        rare = out.rare
+        if rare is None:
+            rare = out.rare = RareOutput()
+        return rare
+
     def take(self) -> Output:
         """What the node must do now (what comes next goes to a fresh output)."""
         out, self._output = self._output, None
@@ -340,7 +367,7 @@ class Peers:
             # refuses it from one that lets it in.
             link.joined = True
             if link.dialed:
-                self._out.joins.append((link, None))
+                self._rare.joins.append((link, None))
         if session.pending or session.closed:  # answers, or a Close, to send
             self._out.wake.append(link)
         return for_node
@@ -382,13 +409,13 @@ class Peers:
         self.membership.linked(peer, hello.address)
         self._members_changed()
         if before is None or before.state is MemberState.JOINING:
-            self._out.members.append(("joined", peer))
+            self._rare.members.append(("joined", peer))
         elif before.state is MemberState.SUSPECT:
-            self._out.members.append(("reachable", peer))
+            self._rare.members.append(("reachable", peer))
         if self.role == "node":  # a client joins no one into the cluster
             link.session.send([m.Members(self.membership.listing())])
         self.send(self.replication.opened(peer))
-        self._out.linked = True
+        self._rare.linked = True
         return True
 
     def _client_opened(self, link: PeerLink, peer: str) -> bool:
@@ -427,9 +454,9 @@ class Peers:
         if not link.joined and link.dialed:
             linked = self.links.get(peer) if peer is not None else None
             if linked is not None and linked is not link and not linked.session.closed:
-                self._out.joins.append((link, None))  # the duplicate of an open link
+                self._rare.joins.append((link, None))  # the duplicate of an open link
             else:
-                self._out.joins.append((link, reason))
+                self._rare.joins.append((link, reason))
             link.joined = True
         if peer is None or self.links.get(peer) is not link:
             return
@@ -446,7 +473,7 @@ class Peers:
             self._deadline(expiry)
         if self.closing:
             return
-        self._out.members.append(("unreachable", peer))
+        self._rare.members.append(("unreachable", peer))
         address = hello.address
         if address is None:
             return
@@ -539,7 +566,7 @@ class Peers:
                     continue
                 redial.name = name
             redial.in_flight = True
-            self._out.dial.append(address)
+            self._rare.dial.append(address)
         search = self._search
         if search is not None and search.in_flight is None:
             if self.links:
@@ -552,7 +579,7 @@ class Peers:
                     lost = search.lost
                     search.queue = sorted({*known, *self.gateways, lost}, key=lambda a: a == lost)
                 search.in_flight = search.queue.pop(0)
-                self._out.dial.append(search.in_flight)
+                self._rare.dial.append(search.in_flight)
         return next_at
 
     # -- time ------------------------------------------------------------------------
@@ -602,7 +629,7 @@ class Peers:
         if gone:
             self._members_changed()
         for name in gone:
-            self._out.members.append(("left", name))
+            self._rare.members.append(("left", name))
 
     def _members_changed(self) -> None:
         """The member table changed: replication relays to members it has no link to."""
@@ -621,7 +648,7 @@ class Peers:
         if not self.membership.remove(name):
             return  # not a member (dropped already): passed on no further
         self._members_changed()
-        self._out.members.append(("left", name))
+        self._rare.members.append(("left", name))
         if self.role == "node":
             self.send(
                 [
@@ -679,11 +706,11 @@ class Peers:
                     changes = self._out.changes
                 changes.append(notice)
             elif isinstance(notice, PullFor):
-                self._out.pull_for.append(notice)
+                self._rare.pull_for.append(notice)
             elif isinstance(notice, HoldingDue):
-                self._out.holding_due.append(notice)
+                self._rare.holding_due.append(notice)
             elif isinstance(notice, PullDone):
-                self._out.pulls.append((notice.value, notice.answered))
+                self._rare.pulls.append((notice.value, notice.answered))
             elif isinstance(notice, RelayAck):
                 self._relay_ack(notice, now)
             elif isinstance(notice, AckReceived):
@@ -757,9 +784,8 @@ class Peers:
                 # rather than queue more.
                 self.stats["error:slow_peer"] += 1
                 link.session.close(f"peer too slow: {pending} messages queued")
-                out = self._out
-                out.wake.append(link)
-                out.close.append(link)
+                self._out.wake.append(link)
+                self._rare.close.append(link)
 
     def outgoing(self, link: PeerLink, now: float) -> list[m.Message]:
         """What ``link``'s writer sends now, as one frame (counted as it goes)."""
