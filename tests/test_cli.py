@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -413,3 +414,34 @@ def test_serve_with_a_missing_certificate_says_so_in_one_line(tmp_path: Path) ->
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1
     assert done.stderr.startswith("error: ")
+
+
+async def test_members_remove_drops_a_killed_node_for_majority_writes(
+    served: Callable[..., Awaitable[Served]],
+) -> None:
+    first = await served("--port", "0", "--name", "m1")
+    second = await served("--port", "0", "--name", "m2", "--join", first.node)
+    await until_member(first, "m2")
+    os.killpg(second.proc.pid, signal.SIGKILL)  # crashed: no Leave
+    await second.proc.wait()
+    code, out, _ = await pydds_cmd("members", "list", "--json", node=first.node)
+    assert code == 0
+    assert {m["name"]: m["state"] for m in json.loads(out)}["m2"] != "self"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(20)) as session:
+        put = f"{first.http}/v1/databases/db/keys/k"
+        async with session.put(put, params={"ack": "majority"}, json=1) as response:
+            assert response.status == 504  # m2 still counts: no majority of two
+        code, out, _ = await pydds_cmd("members", "remove", "m2", node=first.node)
+        assert (code, out) == (0, "OK\n")
+        async with session.put(put, params={"ack": "majority"}, json=2) as response:
+            assert response.status == 200  # m1 alone is the cluster now
+        members = f"{first.http}/v1/cluster/members"
+        async with session.delete(f"{members}/m2") as response:
+            assert response.status == 404
+            assert (await response.json())["error"] == "not_found"
+        async with session.delete(f"{members}/m1") as response:
+            assert response.status == 400
+            assert (await response.json())["error"] == "invalid_value"
+    code, _, err = await pydds_cmd("members", "remove", "m2", node=first.node)
+    assert code == 1
+    assert "not_found" in err

@@ -119,8 +119,7 @@ async def test_joined_and_left_events(cluster: Cluster) -> None:
         b = await cluster.start("b", ["mem://a"])
         joined = await events.get(timeout=1)
         assert (joined.kind, joined.member) == ("joined", "b")
-        await b.close()
-        await cluster.clock.advance(31, step=1.0)  # suspect for longer than dead_after
+        await b.close()  # says it leaves: dropped at once, no waiting for dead_after
         left = await events.get(timeout=1)
     assert (left.kind, left.member) == ("left", "b")
     assert names(a) == ["a"]
@@ -505,7 +504,9 @@ async def test_a_member_without_an_address_expires_after_dead_after(cluster: Clu
         await until(lambda: names(a) == ["a"])
         assert a._peers is not None
         assert a._peers.needed_acks("all") == 1  # suspect: still counted
-        await cluster.clock.advance(31, step=1.0)  # past dead_after (30 s)
+        await cluster.clock.advance(590, step=5.0)
+        assert a._peers.needed_acks("all") == 1  # unreachable for 590 s: still counted
+        await cluster.clock.advance(11, step=1.0)  # past dead_after (600 s)
         event = await left.get(timeout=1)
     assert event.member == "lone"
     assert [m.name for m in a.members()] == ["a"]
@@ -734,3 +735,29 @@ async def test_a_client_cannot_say_who_left_or_relay(cluster: Cluster, message: 
     assert isinstance(received[-1], m.Close)
     assert f"client cannot send {type(message).__name__}" in received[-1].reason
     assert names(a) == ["a", "b"]
+
+
+async def test_an_operator_removes_a_crashed_member_everywhere(cluster: Cluster) -> None:
+    a, b, c = await three(cluster)
+    await cluster.crash(c)
+    await until(lambda: all(m.state != "alive" for m in a.members() if m.name == "c"))
+    assert a._peers is not None
+    assert b._peers is not None
+    assert a._peers.needed_acks("all") == 2  # crashed, still counted
+    async with b.events(kinds={"left"}) as left_on_b:
+        assert a.remove_member("c")
+        event = await left_on_b.get(timeout=1)  # a told b (Leave)
+    assert event.member == "c"
+    assert names(a) == ["a", "b"]
+    assert names(b) == ["b", "a"]
+    assert a._peers.needed_acks("all") == 1
+    assert b._peers.needed_acks("all") == 1
+    assert "c" not in [m.name for m in b.members()]
+    await a.database("db").set("k", 1, ack="all")  # c is waited for no more
+    assert not a.remove_member("c")  # no member any more
+    assert not a.remove_member("a")  # this node itself
+    assert not a.remove_member("nobody")
+    await cluster.clock.advance(5, step=1.0)
+    assert a._peers.redialing == []  # nobody dials c
+    back = await cluster.start("c", ["mem://b"])  # a removed node simply joins again
+    await until(lambda: all(len(names(n)) == 3 for n in (a, b, back)))

@@ -50,6 +50,15 @@ async def test_nodes_with_a_secret_form_a_cluster_and_serve_a_client_with_a_toke
         session.get(a.http + "/v1/databases/cache/keys/from-client") as response,
     ):
         assert await response.json() == 2
+    # Removing a member changes the whole cluster: a token scoped to databases may not.
+    scoped = {"Authorization": "Bearer svc.svc-secret-0123456789"}
+    async with (
+        aiohttp.ClientSession(headers=scoped) as session,
+        session.delete(a.http + "/v1/cluster/members/b") as response,
+    ):
+        assert response.status == 403
+        assert (await response.json())["error"] == "forbidden"
+    await until_member(a, "b", headers=BEARER)  # still a member
 
 
 async def test_an_open_node_joining_a_secured_one_is_told_authentication_failed(

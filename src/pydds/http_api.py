@@ -4,6 +4,7 @@ Routes (fixed paths)::
 
     GET    /healthz                              200 {"status": "ok", ...}
     GET    /v1/cluster                           this node and its members
+    DELETE /v1/cluster/members/{name}            remove a member that is gone
     GET    /v1/databases                         names and settings
     GET    /v1/stats                             event counts, and module statistics
     GET    /v1/databases/{db}/keys?prefix=P      the directory's keys, a JSON list
@@ -353,6 +354,23 @@ async def cluster(request: web.Request) -> web.Response:
     )
 
 
+async def remove_member(request: web.Request) -> web.Response:
+    """``DELETE /v1/cluster/members/{name}``: remove a member that crashed or is gone
+    for good (``Node.remove_member``). A change to the whole cluster: it needs a token
+    that writes every database."""
+    grant: Grant = request[GRANT]
+    if grant.databases is not None:
+        raise Forbidden(f"token {grant.token!r} is scoped to databases: it removes no member")
+    authorize(request, "write")
+    node = request.app[NODE]
+    name = request.match_info["name"]
+    if name == node.name:
+        raise InvalidValue(f"{name!r} is this node: stop it instead (it then leaves)")
+    if not node.remove_member(name):
+        raise KeyNotFound(f"{name!r} is not a member of this node's cluster")
+    return web.json_response({"ok": True})
+
+
 async def databases(request: web.Request) -> web.Response:
     authorize(request, "read")
     node = request.app[NODE]
@@ -588,6 +606,7 @@ def add_routes(app: web.Application) -> None:
     key = db + "/keys/{key:[\\s\\S]*}"
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/v1/cluster", cluster)
+    app.router.add_delete("/v1/cluster/members/{name}", remove_member)
     app.router.add_get("/v1/databases", databases)
     app.router.add_get("/v1/stats", stats)
     app.router.add_get(db, get_database)

@@ -828,6 +828,24 @@ class Node:
             listed = self._peers.members()
         return listed if self.role == "node" else listed[1:]
 
+    def remove_member(self, name: str) -> bool:
+        """Remove node ``name`` from the cluster: it is counted for ``majority`` and
+        ``all`` acknowledgements no more, dialed no more, and every member learns it
+        (a ``left`` event everywhere). For a node that crashed or is gone for good:
+        until it is removed, or unreachable for ``ClusterSettings.dead_after``, it
+        counts. Return whether it was a member (False for this node itself).
+
+        Example::
+
+            node.remove_member("n3")   # n3's disk died: majority is now of the rest
+
+        A removed node that is alive joins again as soon as it links to a member.
+        """
+        if self._peers is None or not self._peers.remove_member(name):
+            return False
+        self._drain()
+        return True
+
     async def pull(self, database: str, key: str) -> None:
         """Pull the value of ``key`` from the nodes that hold it (a bounded wait);
         ``Database.get`` does this for a value not held here. Every linked node is

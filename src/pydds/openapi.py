@@ -292,6 +292,14 @@ _PARAMETERS: Json = {
         "schema": {"type": "string", "minLength": 1, "maxLength": 1024},
         "example": "user:1",
     },
+    "member": {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "description": "a member's node name",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+        "example": "n3",
+    },
     "ack": {
         "name": "ack",
         "in": "query",
@@ -376,6 +384,17 @@ _PATHS: Json = {
             "node",
             {"200": _json(_schema("Cluster"), "this node and its members"), **_errors(403)},
         )
+    },
+    "/v1/cluster/members/{name}": {
+        "parameters": [_param("member")],
+        "delete": _op(
+            "removeMember",
+            "Remove a member that crashed or is gone for good: it counts for `majority` and "
+            "`all` no more, is dialed no more, and every member learns it (needs a token "
+            "that writes every database)",
+            "node",
+            {"200": _json(_schema("Ok"), "removed"), **_errors(400, 403, 404)},
+        ),
     },
     "/v1/stats": {
         "get": _op(

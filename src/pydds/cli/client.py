@@ -234,6 +234,12 @@ def _table(rows: list[list[str]]) -> str:
     )
 
 
+def _members_table(members: list[dict[str, Any]]) -> str:
+    rows = [["MEMBER", "ROLE", "STATE", "ADDRESS"]]
+    rows += [[m["name"], m["role"], m["state"], m["address"] or "-"] for m in members]
+    return _table(rows)
+
+
 @click.command("status")
 @client_options
 @_handled
@@ -248,9 +254,7 @@ def status_command() -> None:
         return
     me = cluster["node"]
     click.echo(f"node {me['name']} ({me['role']}) at {me['address'] or '-'}\n")
-    members = [["MEMBER", "ROLE", "STATE", "ADDRESS"]]
-    members += [[m["name"], m["role"], m["state"], m["address"] or "-"] for m in cluster["members"]]
-    click.echo(_table(members) + "\n")
+    click.echo(_members_table(cluster["members"]) + "\n")
     rows = [["DATABASE", "KEYS", "EXPIRE"]]
     rows += [
         [d["name"], str(d["keys"]), "never" if d["expire"] is None else f"{d['expire']:g}s"]
@@ -269,6 +273,34 @@ def status_command() -> None:
         click.echo(f"\nreplication: {r['bytes_in']} bytes in, {r['bytes_out']} bytes out")
 
 
+@click.group("members")
+def members_command() -> None:
+    """The cluster's members: list them, or remove one that is gone."""
+
+
+@members_command.command("list")
+@client_options
+@_handled
+def members_list_command() -> None:
+    """List the members as the node sees them (--json: the node's answer)."""
+    cluster = _api().call("GET", "/v1/cluster")
+    if option("as_json"):
+        _print(cluster["members"])
+        return
+    click.echo(_members_table(cluster["members"]))
+
+
+@members_command.command("remove")
+@click.argument("name")
+@client_options
+@_handled
+def members_remove_command(name: str) -> None:
+    """Remove member NAME, which crashed or is gone for good: it counts for majority
+    and all acknowledgements no more, and every member learns it (exit code 1 if
+    it is no member)."""
+    _done(_api().call("DELETE", f"/v1/cluster/members/{quote(name, safe='')}"))
+
+
 COMMANDS = [
     get_command,
     set_command,
@@ -279,4 +311,5 @@ COMMANDS = [
     watch_command,
     emit_command,
     status_command,
+    members_command,
 ]

@@ -50,7 +50,7 @@ class Membership:
     """The member table: sans-IO, time passed in."""
 
     def __init__(
-        self, name: str, address: str | None, *, dead_after: float = 30.0, dials: bool = True
+        self, name: str, address: str | None, *, dead_after: float = 600.0, dials: bool = True
     ) -> None:
         self.name = name  # this node's name
         self.address = address  # this node's address (None: not listening)

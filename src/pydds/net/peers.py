@@ -76,7 +76,10 @@ class ClusterSettings:
     timeout: float = 5.0  # seconds of silence after which a link closes
     pull_timeout: float = 2.0  # the bounded wait of a pull
     join_timeout: float = 5.0  # the bounded wait of ``Node.join``
-    dead_after: float = 30.0  # seconds suspect before a member has left
+    #: Seconds a member may be unreachable before it is removed (it then counts for
+    #: acknowledgements no more). Long, so that a partition of a few minutes does not
+    #: shrink the majority; ``Node.remove_member`` removes a member that is gone sooner.
+    dead_after: float = 600.0
     anti_entropy: float = 30.0  # seconds between state-vector exchanges on a link
     ack_timeout: float = 5.0  # the bounded wait of a write with an ack level
     warmup_rate: float = 1000.0  # pulls per second of the warm-up after a join
@@ -634,6 +637,30 @@ class Peers:
     def _members_changed(self) -> None:
         """The member table changed: replication relays to members it has no link to."""
         self.replication.members = frozenset(m.name for m in self.membership.members()[1:])
+
+    def remove_member(self, name: str) -> bool:
+        """An operator removes node ``name`` (one that crashed, or is gone for good):
+        drop it now (a ``left`` event), count it no more for acknowledgements, dial
+        it no more, cut a link to it if there is one, and tell the nodes linked here
+        (``Leave``, passed on once). Return whether it was a member. A removed node
+        that is alive simply joins again when it links to a member."""
+        if name == self.name or not self.membership.remove(name):
+            return False
+        self._members_changed()
+        self._rare.members.append(("left", name))
+        link = self.links.get(name)
+        if link is not None:
+            link.session.close("removed from the cluster by an operator")
+            self._out.wake.append(link)
+        if self.role == "node":
+            self.send(
+                [
+                    (peer, m.Leave(name))
+                    for peer, other in self.links.items()
+                    if peer != name and not other.is_client
+                ]
+            )
+        return True
 
     def _left(self, sender: str, name: str) -> None:
         """Node ``name`` leaves the cluster, as ``sender`` says (``name`` itself, or a
