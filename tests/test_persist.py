@@ -327,3 +327,53 @@ def test_a_store_made_before_incremental_vacuum_is_converted(tmp_path: Path) -> 
     raw = sqlite3.connect(tmp_path / FILE_NAME)
     assert raw.execute("PRAGMA auto_vacuum").fetchone() == (2,)  # incremental
     raw.close()
+
+
+async def test_a_node_offline_while_others_compact_comes_back_and_merges(
+    tmp_path: Path,
+) -> None:
+    """b is cut off while a overwrites a key 2,000 times and compacts its store (the
+    history Yrs collected is gone from a's memory and file); b's own writes made
+    meanwhile merge by the rules of docs/semantics.md when the partition heals."""
+    c = Cluster()
+    store = Persistence(path=str(tmp_path), compact_at=1_000_000)
+    a = await c.start_with("a", modules=[store])
+    b = await c.start("b", ["mem://a"])
+    try:
+        await a.database("db").set("doc", {"v": 0, "tags": ["x"]})
+        await until(lambda: "doc" in b.database("db"))
+        assert await b.database("db").get("doc") == {"tags": ["x"], "v": 0}  # b holds it
+        await c.network.partition(["mem://b"], ["mem://a"])
+        await until(lambda: names(b) == ["b"])
+        for i in range(1, 2001):
+            await a.database("db").set("doc", {"v": i, "tags": ["x"]})
+        await store.compact()
+        assert store_bytes(tmp_path) < 64 * 1024
+        # b, offline: edits inside the value a replaced 2,000 times, a set of a key a
+        # sets too, and a key of its own.
+        await b.database("db").update("doc", {"offline": True})
+        await b.database("db").append("doc", ["tags"], "y")
+        await b.database("db").set("both", "from b")
+        await a.database("db").set("both", "from a")
+        await b.database("db").set("from-b", 1)
+        c.network.heal()
+        await c.clock.advance(10, step=0.5)
+        await until(lambda: len(names(b)) == 2)
+        await until(lambda: "from-b" in a.database("db"), rounds=5000)
+        # Rule 6: edits made inside a value that a concurrent set replaced are lost
+        # with it (a's 2,000 sets replaced the value b edited), as they would be online.
+        want = {"tags": ["x"], "v": 2000}
+        await until(lambda: b.database("db")._keyspace.read("doc") == want, rounds=5000)
+        assert await a.database("db").get("doc") == want
+        # Rule 1: concurrent sets of one key, one winner, the same on both.
+        await until(
+            lambda: (
+                b.database("db")._keyspace.read("both") == a.database("db")._keyspace.read("both")
+            ),
+            rounds=5000,
+        )
+        assert await a.database("db").get("both") in ("from a", "from b")
+        assert await a.database("db").get("from-b") == 1
+    finally:
+        for node in (b, a):
+            await node.close()
