@@ -9,8 +9,12 @@ Prints one JSON object. Targets (issue "A footprint bounded by live data"):
 * ``anti_entropy``: an idle 3-node cluster (in memory, fake clock) where every node
   holds 100,000 values: CPU time and bytes of one anti-entropy period (30 s of the
   fake clock, heartbeats included).
+* ``join``: a node joining one that has a directory of 100,000 keys (in memory):
+  seconds until its first key is usable, and until it knows the whole directory;
+  the bytes it received (``--join-keys 1000000`` for the larger case).
 
-    python bench/footprint.py [--sets 1000000] [--keys 100000] [--only sets]
+    python bench/footprint.py [--sets 1000000] [--keys 100000] [--join-keys 100000]
+        [--only sets|anti_entropy|join]
 """
 
 from __future__ import annotations
@@ -133,18 +137,53 @@ async def bench_anti_entropy(keys: int) -> dict[str, float]:
     }
 
 
+async def bench_join(keys: int) -> dict[str, float]:
+    network = MemoryNetwork()
+    a = pydds.Node("a", listen="mem://a", transport=network.transport())
+    await a.start()
+    try:
+        db = a.database("big")
+        for i in range(keys):
+            await db.set(f"key:{i}", i)
+        b = pydds.Node("b", listen="mem://b", join=["mem://a"], transport=network.transport())
+        first: float | None = None
+        start = time.perf_counter()
+        async with b.events(kinds={"created"}, maxsize=keys + 10) as created:
+            await b.start()
+            bdb = b.database("big")
+            async for _ in created:
+                if first is None:
+                    first = time.perf_counter() - start
+                if len(bdb) >= keys:
+                    break
+        whole = time.perf_counter() - start
+        received = b.traffic_total().bytes_in
+        await b.close()
+    finally:
+        await a.close()
+    return {
+        "keys": keys,
+        "first_key_s": round(first or whole, 3),
+        "whole_directory_s": round(whole, 3),
+        "bytes_received": received,
+    }
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sets", type=int, default=1_000_000)
     parser.add_argument("--keys", type=int, default=100_000)
-    parser.add_argument("--only", choices=("sets", "anti_entropy"))
+    parser.add_argument("--join-keys", type=int, default=100_000)
+    parser.add_argument("--only", choices=("sets", "anti_entropy", "join"))
     args = parser.parse_args()
     out: dict[str, Any] = {}
     if args.only in (None, "sets"):
         out["sets"] = await bench_sets(args.sets)
     if args.only in (None, "anti_entropy"):
         out["anti_entropy"] = await bench_anti_entropy(args.keys)
-    out["targets"] = {"sets_rss_growth_mb": 10, "store_ratio": 2.0}
+    if args.only in (None, "join"):
+        out["join"] = await bench_join(args.join_keys)
+    out["targets"] = {"sets_rss_growth_mb": 10, "store_ratio": 2.0, "join_1m_whole_s": 3.0}
     print(json.dumps(out, indent=2))
 
 
