@@ -1,9 +1,10 @@
 """Replicas exchanging replication messages through a hostile network (hypothesis).
 
 Three to five nodes run the sans-IO replication protocol; the test is the network:
-it delivers, drops, duplicates and reorders messages, and partitions and heals
-replicas, while they write at random. After healing, anti-entropy and a read of every
-key everywhere, every replica holds identical directories, values and state vectors.
+it delivers, drops, duplicates and reorders messages, partitions and heals replicas,
+and restarts them from compacted stores, while they write at random. After healing,
+anti-entropy and a read of every key everywhere, every replica holds identical
+directories, values and state vectors.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from hypothesis.stateful import (
 
 import pydds
 from pydds.crdt.sync import decode_state_vector
+from pydds.crdt.ydoc import EMPTY_STATE_VECTOR
 from pydds.keyspace import NOT_HELD
 from pydds.net import messages as m
 from pydds.net.replication import HoldingDue, Replication
+from pydds.storage import fold_updates
 
 from ..helpers import exact
 
@@ -65,6 +68,7 @@ class Chaos(RuleBasedStateMachine):
         self.flight: list[tuple[str, str, m.Message]] = []
         self.replicas = {f"r{i}": Replica(f"r{i}", 1000 + i, self.flight) for i in range(count)}
         self.cut: set[frozenset[str]] = set()
+        self.restarts = 0
         for a in self.replicas.values():
             for b in self.replicas:
                 if b != a.name:
@@ -143,6 +147,31 @@ class Chaos(RuleBasedStateMachine):
     @rule()
     def heal(self) -> None:
         self.cut.clear()
+
+    @rule(i=st.integers(0, 4))
+    def restart_from_a_compacted_store(self, i: int) -> None:
+        """Replica ``i`` crashes and starts again from its store, compacted: every
+        value and the directory folded through a document (what Yrs garbage-collected
+        is gone), under a new client id, as a restarted node has. What was in flight
+        to or from it is lost; its links open again."""
+        old = self.replica(i)
+        ks, cid = old.ks, old.node.client_id
+        directory = fold_updates([ks.directory.doc.diff()])
+        states = {
+            key: (kd.gen, fold_updates([kd.diff(cid, EMPTY_STATE_VECTOR)]))
+            for key, kd in ks._keys.items()
+            if kd.held
+        }
+        self.restarts += 1
+        new = Replica(old.name, 5000 + self.restarts, self.flight)
+        new.ks.restore(directory, states)
+        self.replicas[old.name] = new
+        self.flight[:] = [f for f in self.flight if old.name not in (f[0], f[1])]
+        for other in self.replicas.values():
+            if other.name != old.name:
+                other.replication.closed(old.name)
+                other.post(other.replication.opened(old.name))
+                new.post(new.replication.opened(other.name))
 
     @rule(i=st.integers(0, 4), j=st.integers(0, 4))
     def resync(self, i: int, j: int) -> None:
