@@ -58,6 +58,40 @@ def test_a_key_set_many_times_by_one_writer_encodes_as_if_set_once() -> None:
     assert fresh_read(receiver, B) == {"a": 4999, "b": "x", "c": [1, 2], "d": None, "e": 2.5}
 
 
+def test_writers_taking_turns_at_setting_a_key_encode_as_one_set() -> None:
+    once = KeyDoc(1)
+    set_(once, A, {"n": 0, "s": "x" * 20})
+    a, b = KeyDoc(1), KeyDoc(1)
+    for i in range(3000):  # a, b, a, b...: each sees the other's set first
+        writer, cid, other, other_cid = (a, A, b, B) if i % 2 == 0 else (b, B, a, A)
+        delta = set_(writer, cid, {"n": i, "s": "x" * 20})
+        assert delta is not None
+        other.apply(other_cid, delta)
+    size_once = len(once.diff(A, EMPTY_STATE_VECTOR))
+    assert len(a.diff(A, EMPTY_STATE_VECTOR)) <= size_once + 40  # a tombstone of b's
+    assert fresh_read(a, A) == fresh_read(b, B) == {"n": 2999, "s": "x" * 20}
+
+
+def test_a_set_wins_over_every_set_it_has_seen_and_concurrent_ones_by_writer_id() -> None:
+    a, b = replicas("first")  # a set it; b saw it
+    db = set_(b, B, "second")  # b has seen a's set: it wins over it, whatever the ids
+    assert db is not None
+    a.apply(A, db)
+    assert fresh_read(a, A) == fresh_read(b, B) == "second"
+    da = set_(a, A, "a-concurrent")
+    db = set_(b, B, "b-concurrent")  # neither saw the other's: the greater id wins
+    exchange(a, b, [da], [db])
+    assert fresh_read(a, A) == fresh_read(b, B) == "b-concurrent"
+
+
+def test_a_set_wins_over_a_concurrent_first_edit_of_an_absent_value() -> None:
+    a, b = KeyDoc(1), KeyDoc(1)
+    da = set_(a, A, {"set": 1})
+    db = b.update(B, {"edited": 1}, MAX)
+    exchange(a, b, [da], [db])
+    assert fresh_read(a, A) == fresh_read(b, B) == {"set": 1}
+
+
 def test_update_of_a_set_value_lays_its_fields_over_it() -> None:
     kd = KeyDoc(1)
     set_(kd, A, {"name": "Ada", "langs": ["en"]})

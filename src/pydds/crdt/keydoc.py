@@ -8,13 +8,19 @@ winner (Yjs orders them by client id); ``update``, ``append`` and ``incr`` edit 
 value in place, so concurrent edits of different parts merge. Edits made inside a
 value that a concurrent ``set`` replaced are lost with it.
 
-A ``set`` of a dict or a list stores it *packed*: one buffer, ``b"p"``, an 8-byte
-nonce, then the value packed with msgpack (its dicts' fields sorted). A replaced
-buffer is one deleted item that Yrs garbage-collects, and consecutive ones merge,
-so a key set a million times by one writer costs what it costs set once (a nested
-``Map`` per set would leave a tombstone of about 220 bytes each: the 5 fields are
-items of their own between one set's map and the next). Scalars are one item each
-anyway (ints as buffers ``b"i..."``, see ``values.py``).
+A ``set`` stores the value *packed*, in an entry of its writer's own: ``w`` and the
+writer's client id holds ``b"P"``, a logical clock (8 bytes), an 8-byte nonce, then
+the value packed with msgpack (its dicts' fields sorted). The set removes every
+other entry it sees (the other writers', and ``v``). The value of the document is
+the entry with the greatest clock (a set takes one more than the greatest it sees,
+so a set always wins over the sets it has seen); between equal clocks (concurrent
+sets) the greater client id wins, and a writer's entry wins over ``v``, whose clock
+is in ``vl``. A replaced buffer is one deleted item that Yrs garbage-collects, and
+the replaced items of one writer's entry follow each other, so Yrs merges them: a
+key set a million times costs what it costs set once, by one writer or by several
+taking turns (in one shared entry, the items of writers taking turns would not
+follow each other, and a nested ``Map`` per set would leave a tombstone of about
+220 bytes each: its fields are items of their own).
 
 A packed value is edited in place through an *overlay* named by its nonce, so that
 every replica editing the same packed value edits the same shared types:
@@ -27,8 +33,9 @@ every replica editing the same packed value edits the same shared types:
   ``m``; a read extends the packed list with it, unless an overlay field replaced
   the part of the value the path goes through. A path that reaches an overlay
   field or an appended item goes on in those live types, as in any value.
-* A ``set`` over a packed value clears its overlay (the cleared items are garbage
-  collected too); an overlay write concurrent with that ``set`` is left unread.
+* A ``set`` clears every overlay and the root type a marker in ``v`` named (the
+  cleared items are garbage collected too); a write to them concurrent with that
+  ``set`` is left unread.
 
 Thus a value that is only ever set, or set and then edited, merges exactly as a
 value of nested types would; the edits themselves leave what edits leave in any
@@ -51,6 +58,7 @@ every change updates or clears it, its dicts' fields sorted as a decoded value's
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 from collections import OrderedDict
 from typing import Any
@@ -65,7 +73,9 @@ from .ydoc import ARRAY_TYPE, MAP_TYPE, YArray, YDoc, YTxn
 __all__ = ["LOCAL", "MISSING", "REMOTE", "KeyDoc", "LiveDocs"]
 
 ROOT = "value"
-SLOT = "v"
+SLOT = "v"  # a value made in place (update, append, incr of nothing; incr of an int)
+_SLOT_CLOCK = "vl"  # the logical clock of what ``v`` holds
+_WRITER = "w"  # + a writer's client id: that writer's last whole-value set
 #: Transaction origins: this node's own writes, and updates applied from elsewhere.
 LOCAL = 1
 REMOTE = 2
@@ -74,27 +84,68 @@ MISSING: Any = object()
 _COUNTER_BASE = "base"
 #: Slot markers: the value lives in this root type (see the theory of operation).
 _MARKERS = {b"D": ("dict", "map"), b"L": ("list", "array"), b"C": ("counter", "map")}
-#: A packed value's buffer: ``_PACKED``, a nonce of ``_NONCE`` bytes, the packed value.
-_PACKED = ord("p")
+#: A writer entry's buffer: ``_PACKED``, a clock, a nonce, then the packed value.
+_PACKED = ord("P")
 _NONCE = 8
-_HEAD = 1 + _NONCE
+_HEAD = 1 + 8 + _NONCE
 #: The overlay's root types (see the theory of operation).
 _OVERLAY, _APPENDED, _APPENDS = "o", "m", "a"
 
 
-def _slot(doc: YDoc, txn: YTxn) -> Any:
-    """The slot's item, a marker resolved to its root type; ``MISSING`` when empty."""
+def _current(doc: YDoc, txn: YTxn) -> tuple[str | None, Any, int]:
+    """The entry that holds the value: its name, its item, and the greatest clock of
+    every entry (``(None, MISSING, clock)`` when none holds anything)."""
     root = doc.root
-    if not root.has(txn, SLOT):
-        return MISSING
-    item = root.get(txn, SLOT)
+    best: tuple[int, int, int] | None = None
+    name: str | None = None
+    item: Any = MISSING
+    greatest = 0
+    for key in root.keys(txn):
+        if key == SLOT:
+            clock = _clock(root.get(txn, _SLOT_CLOCK)) if root.has(txn, _SLOT_CLOCK) else 0
+            rank = (clock, 0, 0)
+        elif key[:1] == _WRITER:
+            entry = root.get(txn, key)
+            if not _is_packed(entry):
+                continue
+            clock = int.from_bytes(entry[1:9], "big")
+            writer = key[1:]
+            rank = (clock, 1, int(writer) if writer.isdigit() else 0)
+        else:
+            continue
+        greatest = max(greatest, clock)
+        if best is None or rank > best:
+            best, name = rank, key
+    if name is not None:
+        item = root.get(txn, name)
+    return name, item, greatest
+
+
+def _clock(raw: Any) -> int:
+    return int.from_bytes(raw, "big") if type(raw) in (bytes, bytearray) else 0
+
+
+def _slot(doc: YDoc, txn: YTxn) -> Any:
+    """The value's item: a writer's packed buffer, or what ``v`` holds (a marker
+    resolved to its root type); ``MISSING`` when nothing holds a value yet."""
+    _, item, _ = _current(doc, txn)
     if type(item) in (bytes, bytearray) and bytes(item) in _MARKERS:
         return _root_type(doc, txn, bytes(item))
     return item
 
 
+def _put_slot(doc: YDoc, txn: YTxn, clock: int) -> None:
+    """``v`` is about to hold the value: remove every writer entry, set its clock."""
+    root = doc.root
+    for key in root.keys(txn):
+        if key[:1] == _WRITER:
+            root.remove(txn, key)
+    root.insert(txn, _SLOT_CLOCK, clock.to_bytes(8, "big"))
+
+
 def _start(doc: YDoc, txn: YTxn, marker: bytes) -> Any:
-    """Start an empty slot's value in the root type of ``marker``."""
+    """Start an empty document's value in the root type of ``marker``."""
+    _put_slot(doc, txn, 1)
     doc.root.insert(txn, SLOT, marker)
     return _root_type(doc, txn, marker)
 
@@ -197,17 +248,20 @@ class KeyDoc:
         ordered = values.sort_fields(value)  # as a decoded copy would read
         self.packed = packed if ordered is value else values.pack(ordered, 1 << 62)
         root = doc.root
+        own = f"{_WRITER}{client_id}"
         txn = doc.begin(LOCAL)
         try:
-            if root.has(txn, SLOT):
-                old = root.get(txn, SLOT)
-                if _is_packed(old):
-                    _clear_overlay(doc, txn)
-            t = type(value)
-            if t is dict or t is list or t is tuple:
-                root.insert(txn, SLOT, b"p" + os.urandom(_NONCE) + self.packed)
+            if root.keys(txn) == [own]:  # the common case: this writer's set replaced
+                clock = int.from_bytes(root.get(txn, own)[1:9], "big")
             else:
-                txn = values.write(txn, root, SLOT, value, doc.renew)
+                _, current, clock = _current(doc, txn)
+                if type(current) in (bytes, bytearray) and bytes(current) in _MARKERS:
+                    _clear_root_type(doc, txn, bytes(current))
+                for key in root.keys(txn):
+                    if key != own:  # every other writer's entry, and ``v``
+                        root.remove(txn, key)
+            _clear_overlay(doc, txn)
+            root.insert(txn, own, _entry(clock + 1, self.packed))
         finally:
             delta = doc.end(txn)
         self._hash = None
@@ -319,16 +373,20 @@ class KeyDoc:
                     base = 0
                 elif type(item) in (bytes, bytearray) and item[:1] == b"i":
                     base = values.buffer_int(item)
+                elif _is_packed(item) and type(packed := _unpacked(item)) is int:
+                    base = packed
                 else:
                     raise WrongType("incr needs a counter or an int value")
                 own = 0
                 total = base + amount
                 _check_total(total)
-                # An empty slot starts in the shared root counter; an int value becomes
-                # a new counter in the slot (concurrent conversions: one wins).
-                counter = (
-                    _start(doc, txn, b"C") if item is MISSING else root.insert_map_prelim(txn, SLOT)
-                )
+                # An empty document starts in the shared root counter; an int value
+                # becomes a new counter in ``v`` (concurrent conversions: one wins).
+                if item is MISSING:
+                    counter = _start(doc, txn, b"C")
+                else:
+                    _put_slot(doc, txn, _current(doc, txn)[2] + 1)
+                    counter = root.insert_map_prelim(txn, SLOT)
                 if base:
                     counter.insert(txn, _COUNTER_BASE, values.counter_entry(base))
             counter.insert(txn, writer, values.counter_entry(own + amount))
@@ -378,9 +436,38 @@ def _is_packed(item: Any) -> bool:
     return type(item) in (bytes, bytearray) and len(item) > _HEAD and item[0] == _PACKED
 
 
+def _entry(clock: int, packed: bytes) -> bytes:
+    """A writer entry's buffer for a set of the value ``packed``, at ``clock``."""
+    return b"P" + clock.to_bytes(8, "big") + _next_nonce() + packed
+
+
+#: Nonces: a random start for this process, then counted (a set's nonce is unique
+#: unless two processes' starts fall within as many sets of each other: 2**-64 odds).
+_nonces = itertools.count(int.from_bytes(os.urandom(_NONCE), "big"))
+
+
+def _next_nonce() -> bytes:
+    return (next(_nonces) & 0xFFFF_FFFF_FFFF_FFFF).to_bytes(_NONCE, "big")
+
+
+def _unpacked(item: Any) -> Any:
+    """The value a writer entry's buffer holds (its overlay aside)."""
+    return values.unpack(bytes(item[_HEAD:]))
+
+
+def _clear_root_type(doc: YDoc, txn: YTxn, marker: bytes) -> None:
+    """Empty the root type a marker names: a ``set`` replaced the value it held."""
+    target = _root_type(doc, txn, marker)
+    if type(target) is MAP_TYPE:
+        for name in target.keys(txn):
+            target.remove(txn, name)
+    elif target.len(txn):
+        target.remove_range(txn, 0, target.len(txn))
+
+
 def _nonce(item: Any) -> str:
     """The name part of a packed value's overlay: its nonce, as hex."""
-    return bytes(item[1:_HEAD]).hex()
+    return bytes(item[9:_HEAD]).hex()
 
 
 def _path_name(path: list[str | int]) -> str:
