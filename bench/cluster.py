@@ -7,6 +7,9 @@ Prints one JSON object. For 100-byte values, node to node (issue "Cluster"):
 * custom events streamed per second;
 * seconds until a joining node knows a directory of N keys (100,000 by default).
 
+With ``--read-values`` each receiver also reads the value of every change it gets
+(pydds from the event, the bare path from its document), as a service would.
+
 The bare path (aiohttp WebSocket + msgpack frames + pycrdt updates, no pydds) is
 measured in the same run between the same two kinds of process (its latency writes
 take turns with pydds's, so that both meet the same moments of the machine), and
@@ -15,6 +18,7 @@ runs on one event loop: uvloop when installed, as for ``pydds serve``
 (``PYDDS_LOOP=asyncio`` for asyncio's own).
 
     python bench/cluster.py [--writes 60000] [--latency-writes 5000] [--keys 100000]
+        [--read-values]
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ PACE = 0.001
 # Every process of the benchmark runs on this event loop (PYDDS_LOOP: auto, uvloop or
 # asyncio; auto is uvloop when installed, as for `pydds serve`).
 LOOP = pydds.loops.resolve_loop(os.environ.get("PYDDS_LOOP", "auto"))
+#: Receivers read the value of every change they get (``--read-values``).
+READ_VALUES = "--read-values" in sys.argv
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
@@ -93,14 +99,17 @@ async def node_receiver(port: int, join: str | None, expect: int) -> None:
                     await node.database("bench").get(key)
                 await node.emit("held", True)
             elif event.kind == "changed" or event.name == "tick":
+                if READ_VALUES and event.kind == "changed":
+                    event.value  # noqa: B018 - read, as a service would
                 times.append(now_ns())
 
 
 async def bare_receiver(port: int) -> None:
     from aiohttp import web
-    from pycrdt import Doc
+    from pycrdt import Doc, Map
 
     doc = Doc()
+    root = doc.get("bench", type=Map)
     times: list[int] = []
 
     async def handler(request: web.Request) -> web.WebSocketResponse:
@@ -113,6 +122,8 @@ async def bare_receiver(port: int) -> None:
                     times.clear()
                 else:
                     doc.apply_update(item[1])
+                    if READ_VALUES:
+                        root[item[2]].to_py()
                     times.append(now_ns())
         return ws
 
@@ -140,6 +151,7 @@ async def spawn(
         sys.executable,
         script,
         *args,
+        *(["--read-values"] if READ_VALUES and script == __file__ else []),
         stdout=asyncio.subprocess.PIPE,
         start_new_session=True,
         limit=1 << 26,  # result lines of many timestamps
@@ -217,7 +229,7 @@ async def paths(writes: int, latency_writes: int = LATENCY_WRITES) -> dict[str, 
                 for n in range(i, i + BLOCK):
                     bare_sent.append(now_ns())
                     root[f"k{n % 100}"] = Map({"payload": "x" * 80, "n": n})
-                    await ws.send_bytes(msgpack.packb([["u", updates.pop()]]))
+                    await ws.send_bytes(msgpack.packb([["u", updates.pop(), f"k{n % 100}"]]))
                     await asyncio.sleep(PACE)
             await node.emit("done", None)
             received = await asyncio.wait_for(results.get(), 60)
@@ -244,7 +256,7 @@ async def paths(writes: int, latency_writes: int = LATENCY_WRITES) -> dict[str, 
             batch: list[list[Any]] = []
             for i in range(writes):
                 root[f"k{i % 100}"] = Map({"payload": "x" * 80, "n": i})
-                batch.append(["u", updates.pop()])
+                batch.append(["u", updates.pop(), f"k{i % 100}"])
                 if len(batch) == 100:
                     await ws.send_bytes(msgpack.packb(batch))
                     batch = []
@@ -288,6 +300,7 @@ async def main() -> None:
     parser.add_argument("--writes", type=int, default=60_000)
     parser.add_argument("--latency-writes", type=int, default=LATENCY_WRITES)
     parser.add_argument("--keys", type=int, default=100_000)
+    parser.add_argument("--read-values", action="store_true")
     args = parser.parse_args()
     if args.role == "node":
         await node_receiver(args.port, args.join, args.expect)
@@ -302,6 +315,7 @@ async def main() -> None:
         "writes": args.writes,
         "latency_writes": args.latency_writes,
         "loop": LOOP,
+        "read_values": READ_VALUES,
     }
     for name in ("latency_p50_us", "latency_p99_us", "writes_per_s"):
         result[name] = {
