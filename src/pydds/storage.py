@@ -435,11 +435,14 @@ class SqliteStore:
                     )
             db.execute("DELETE FROM log WHERE id <= ?", (rows[-1][0],))
             db.execute("COMMIT")
-            self._give_back()
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
             raise StorageError(f"cannot compact {self.path}: {exc}") from None
+        try:
+            self._give_back()
+        except sqlite3.Error as exc:  # folded and committed: the room waits for the next
+            log.warning("compacted %s, but could not give its free pages back: %s", self.path, exc)
         if lost:
             log.error(
                 "compaction of %s dropped %d rows that failed their checksum", self.path, lost

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pydds.crdt import values
-from pydds.crdt.keydoc import KeyDoc
-from pydds.crdt.ydoc import EMPTY_STATE_VECTOR
+from pydds.crdt.keydoc import LOCAL, MISSING, KeyDoc
+from pydds.crdt.ydoc import EMPTY_STATE_VECTOR, YDoc
 from pydds.errors import InvalidValue, PathNotFound, WrongType
 
 A, B = 101, 202
@@ -190,13 +190,55 @@ def test_wrong_edits_of_a_packed_value_are_refused_and_change_nothing(
     assert fresh_read(kd, A) == value
 
 
-def test_containers_appended_to_a_packed_list_are_counted() -> None:
-    kd = KeyDoc(1)
-    set_(kd, A, {"l": [{}] * values.MAX_LIST_CONTAINERS})
+def test_containers_appended_to_a_packed_list_are_counted_and_a_refusal_changes_nothing() -> None:
+    a, b = replicas({"l": [{}] * values.MAX_LIST_CONTAINERS})
+    before = a.state_vector(A)
     with pytest.raises(InvalidValue):
-        kd.append(A, ["l"], {}, MAX)
-    kd.append(A, ["l"], 1, MAX)  # scalars are not counted
-    assert fresh_read(kd, A)["l"][-1] == 1
+        a.append(A, ["l"], {}, MAX)
+    assert a.state_vector(A) == before  # nothing written that no delta carries
+    delta = a.append(A, ["l"], 1, MAX)  # scalars are not counted
+    assert delta is not None
+    b.apply(B, delta)  # applies at once: no operation of a's is missing before it
+    assert fresh_read(a, A)["l"][-1] == fresh_read(b, B)["l"][-1] == 1
+
+
+def foreign(entries: dict[str, bytes], registered: tuple[str, ...] = ()) -> bytes:
+    """An update from some other program, writing raw entries of a value document."""
+    doc = YDoc(999, "value")
+    txn = doc.begin(LOCAL)
+    try:
+        for name, raw in entries.items():
+            doc.root.insert(txn, name, raw)
+        for name in registered:
+            doc.root_map(txn, "m").insert(txn, name, True)
+    finally:
+        delta = doc.end(txn)
+    assert delta is not None
+    return delta
+
+
+GOOD = b"P" + (5).to_bytes(8, "big") + b"n" * 8 + values.pack({"l": [1]}, MAX)
+
+
+@pytest.mark.parametrize(
+    ("entries", "registered", "reads"),
+    [
+        ({"w\u00b2": GOOD}, (), MISSING),  # not a client id: not a writer's entry
+        ({"w7": GOOD[:1] + b"\xff" * 8 + GOOD[9:]}, (), {"l": [1]}),  # the greatest clock
+        ({"w7": GOOD[:17] + b"\xc1"}, (), None),  # no msgpack: the nearest JSON value
+        ({"w7": GOOD}, ("zz", "6e6e6e6e6e6e6e6e" + "91cd0100"), {"l": [1]}),  # bad paths
+    ],
+)
+def test_entries_pydds_never_writes_read_as_absent_and_a_set_still_wins(
+    entries: dict[str, bytes], registered: tuple[str, ...], reads: Any
+) -> None:
+    kd = KeyDoc(1)
+    kd.apply(A, foreign(entries, registered))
+    assert fresh_read(kd, A) == reads if reads is not MISSING else kd.read(A) is MISSING
+    set_(kd, A, {"mine": True})
+    assert fresh_read(kd, A) == {"mine": True}
+    kd.update(A, {"more": 1}, MAX)
+    assert fresh_read(kd, A) == {"mine": True, "more": 1}
 
 
 PATHS: list[list[str | int]] = [[], ["l"], ["l", 0], ["l", -1], ["d", "l"], [0], [-1], [1]]

@@ -152,6 +152,13 @@ def test_value_hashes_do_not_depend_on_the_order_of_writers_in_a_state_vector() 
     assert value_hash("k", 1, one) != value_hash("k", 1, bytes([2, 1, 6, 2, 7]))
 
 
+def test_a_writer_at_clock_0_changes_no_hash() -> None:
+    """Yrs lists a writer it knows only from an update still waiting, at clock 0: two
+    replicas holding the same operations must hash alike all the same."""
+    assert value_hash("k", 1, bytes([1, 5, 0])) == value_hash("k", 1, bytes([0]))
+    assert value_hash("k", 1, bytes([2, 1, 5, 5, 0])) == value_hash("k", 1, bytes([1, 1, 5]))
+
+
 def test_a_cached_value_hash_follows_every_change() -> None:
     kd = KeyDoc(1)
     for change in (

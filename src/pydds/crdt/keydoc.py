@@ -88,6 +88,9 @@ _MARKERS = {b"D": ("dict", "map"), b"L": ("list", "array"), b"C": ("counter", "m
 _PACKED = ord("P")
 _NONCE = 8
 _HEAD = 1 + 8 + _NONCE
+#: The greatest clock (8 bytes): a set over an entry at it takes it too, and wins, as
+#: it removes that entry.
+_MAX_CLOCK = 2**64 - 1
 #: The overlay's root types (see the theory of operation).
 _OVERLAY, _APPENDED, _APPENDS = "o", "m", "a"
 
@@ -108,9 +111,11 @@ def _current(doc: YDoc, txn: YTxn) -> tuple[str | None, Any, int]:
             entry = root.get(txn, key)
             if not _is_packed(entry):
                 continue
-            clock = int.from_bytes(entry[1:9], "big")
             writer = key[1:]
-            rank = (clock, 1, int(writer) if writer.isdigit() else 0)
+            if not (writer.isascii() and writer.isdigit()):
+                continue  # no writer of pydds's: read as absent
+            clock = int.from_bytes(entry[1:9], "big")
+            rank = (clock, 1, int(writer))
         else:
             continue
         greatest = max(greatest, clock)
@@ -252,7 +257,7 @@ class KeyDoc:
         txn = doc.begin(LOCAL)
         try:
             if root.keys(txn) == [own]:  # the common case: this writer's set replaced
-                clock = int.from_bytes(root.get(txn, own)[1:9], "big")
+                clock = _clock(root.get(txn, own)[1:9])
             else:
                 _, current, clock = _current(doc, txn)
                 if type(current) in (bytes, bytearray) and bytes(current) in _MARKERS:
@@ -261,7 +266,7 @@ class KeyDoc:
                     if key != own:  # every other writer's entry, and ``v``
                         root.remove(txn, key)
             _clear_overlay(doc, txn)
-            root.insert(txn, own, _entry(clock + 1, self.packed))
+            root.insert(txn, own, _entry(min(clock + 1, _MAX_CLOCK), self.packed))
         finally:
             delta = doc.end(txn)
         self._hash = None
@@ -280,7 +285,7 @@ class KeyDoc:
             if target is MISSING:
                 target = _start(doc, txn, b"D")
             elif _is_packed(target):
-                if type(values.unpack(bytes(target[_HEAD:]))) is not dict:
+                if type(_unpacked(target)) is not dict:
                     raise WrongType("update needs a dict value")
                 overlay, nonce = doc.root_map(txn, _OVERLAY), _nonce(target)
                 for k, v in fields.items():
@@ -320,10 +325,12 @@ class KeyDoc:
                 arr = (
                     _locate(doc, txn, start, path) if _is_packed(start) else _walk(txn, start, path)
                 )
-                if type(arr) is not ARRAY_TYPE:
+                if type(arr) is not ARRAY_TYPE and type(arr) is not _PackedList:
                     raise WrongType(f"append needs a list at path {path!r}")
-                if type(item) in values.CONTAINERS:
+                if type(item) in values.CONTAINERS:  # refused before anything changes
                     self._check_room(doc, txn, start, path)
+                if type(arr) is _PackedList:
+                    arr = _appends(doc, txn, arr.nonce, arr.path, register=True)
             txn = values.write(txn, arr, arr.len(txn), item, doc.renew)
         finally:
             delta = doc.end(txn)
@@ -385,7 +392,7 @@ class KeyDoc:
                 if item is MISSING:
                     counter = _start(doc, txn, b"C")
                 else:
-                    _put_slot(doc, txn, _current(doc, txn)[2] + 1)
+                    _put_slot(doc, txn, min(_current(doc, txn)[2] + 1, _MAX_CLOCK))
                     counter = root.insert_map_prelim(txn, SLOT)
                 if base:
                     counter.insert(txn, _COUNTER_BASE, values.counter_entry(base))
@@ -451,8 +458,12 @@ def _next_nonce() -> bytes:
 
 
 def _unpacked(item: Any) -> Any:
-    """The value a writer entry's buffer holds (its overlay aside)."""
-    return values.unpack(bytes(item[_HEAD:]))
+    """The value a writer entry's buffer holds (its overlay aside); None for bytes
+    that do not unpack (pydds never writes them: read as the nearest JSON value)."""
+    try:
+        return values.unpack(bytes(item[_HEAD:]))
+    except Exception:  # msgpack's errors on bytes from elsewhere
+        return None
 
 
 def _clear_root_type(doc: YDoc, txn: YTxn, marker: bytes) -> None:
@@ -477,7 +488,7 @@ def _path_name(path: list[str | int]) -> str:
 
 def _read_packed(doc: YDoc, txn: YTxn, item: Any) -> Any:
     """A packed value with its overlay laid over it, as fresh objects."""
-    value = values.unpack(bytes(item[_HEAD:]))
+    value = _unpacked(item)
     nonce = _nonce(item)
     overlay = doc.root_map(txn, _OVERLAY)
     replaced: set[str] = set()
@@ -492,12 +503,13 @@ def _read_packed(doc: YDoc, txn: YTxn, item: Any) -> Any:
             value = {k: value[k] for k in sorted(value)}
     appended = doc.root_map(txn, _APPENDED)
     if appended.len(txn):
+        base = _unpacked(item)  # what registered paths are checked against
         for name in appended.keys(txn):
             if not name.startswith(nonce):
                 continue
-            path = msgpack.unpackb(bytes.fromhex(name[len(nonce) :]))
-            if path and path[0] in replaced:
-                continue  # an update replaced the part this list was in
+            path = _registered_path(name[len(nonce) :], base)
+            if path is None or (path and path[0] in replaced):
+                continue  # not written by pydds, or an update replaced that part
             target = value
             for step in path:
                 target = target[step]
@@ -505,15 +517,44 @@ def _read_packed(doc: YDoc, txn: YTxn, item: Any) -> Any:
     return value
 
 
+def _registered_path(name: str, base: Any) -> list[str | int] | None:
+    """The path a registered appended array's name gives, if it leads to a list of
+    the packed value itself (as every path pydds registers does); else None."""
+    try:
+        path = msgpack.unpackb(bytes.fromhex(name))
+    except Exception:  # not hex, not msgpack: from elsewhere
+        return None
+    if type(path) is not list:
+        return None
+    node = base
+    for step in path:
+        in_dict = type(node) is dict and type(step) is str and step in node
+        in_list = type(node) is list and type(step) is int and 0 <= step < len(node)
+        if not (in_dict or in_list):
+            return None
+        node = node[step]
+    return path if type(node) is list else None
+
+
+class _PackedList:
+    """A list inside a packed value, at ``path`` (indices from the start): appending
+    to it registers the root array that extends it (``_appends``)."""
+
+    __slots__ = ("nonce", "path")
+
+    def __init__(self, nonce: str, path: list[str | int]) -> None:
+        self.nonce, self.path = nonce, path
+
+
 def _locate(doc: YDoc, txn: YTxn, item: Any, path: list[str | int]) -> Any:
-    """The array to append to at ``path`` of a packed value: a live one of its
-    overlay, or the shared root array that extends a packed list (registered).
+    """Where to append at ``path`` of a packed value, changing nothing: a live array
+    of its overlay, or a ``_PackedList`` (anything else: not a list there).
 
     Raises:
         PathNotFound: ``path`` leads nowhere.
     """
     nonce = _nonce(item)
-    node: Any = values.unpack(bytes(item[_HEAD:]))
+    node: Any = _unpacked(item)
     overlay = doc.root_map(txn, _OVERLAY)
     walked: list[str | int] = []  # the path so far, indices counted from the start
     for i, step in enumerate(path):
@@ -540,7 +581,7 @@ def _locate(doc: YDoc, txn: YTxn, item: Any, path: list[str | int]) -> Any:
     if type(node) is not list:
         return node  # not an array: the caller refuses it
     # Named by ``walked``: one list has one name, however its path was written.
-    return _appends(doc, txn, nonce, walked, register=True)
+    return _PackedList(nonce, walked)
 
 
 def _appends(

@@ -31,6 +31,17 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
             raise InvalidUpdate("state vector number is too long")
 
 
+def _encode(clocks: list[tuple[int, int]]) -> bytes:
+    """A state vector of ``(client, clock)`` pairs, in their order."""
+    out = bytearray()
+    for number in (len(clocks), *(n for pair in clocks for n in pair)):
+        while number >= 0x80:
+            out.append((number & 0x7F) | 0x80)
+            number >>= 7
+        out.append(number)
+    return bytes(out)
+
+
 def decode_state_vector(data: bytes) -> dict[int, int]:
     """Decode a state vector into ``{client id: clock}``.
 
@@ -68,13 +79,18 @@ def update_state_vector(update: bytes) -> bytes:
 def value_hash(key: str, gen: int, state_vector: bytes) -> int:
     """A 64-bit hash of one held value's version: its key, generation and state
     vector, the entries of a state vector of several writers in a canonical order
-    (Yrs encodes them in no fixed order). Anti-entropy digests XOR these.
+    (Yrs encodes them in no fixed order), writers at clock 0 left out (two replicas
+    holding the same operations hash alike). Anti-entropy digests XOR these.
 
     Raises:
         InvalidUpdate: the state vector does not decode.
     """
-    if state_vector[:1] != b"\x01":  # more than one writer (or none)
-        state_vector = repr(sorted(decode_state_vector(state_vector).items())).encode()
+    if state_vector[:1] != b"\x01" or state_vector[-1:] == b"\x00":
+        # Several writers (or none, or one at clock 0: Yrs lists a writer it knows
+        # only from an update still waiting): those with operations, in order, encoded
+        # as Yrs encodes one writer's (so that both forms of one state hash alike).
+        clocks = sorted((c, n) for c, n in decode_state_vector(state_vector).items() if n)
+        state_vector = _encode(clocks)
     raw = key.encode()
     data = len(raw).to_bytes(4, "big") + raw + gen.to_bytes(8, "big") + state_vector
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
