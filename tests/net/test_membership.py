@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pydds.net.membership import Member, Membership
+from pydds.net.membership import TRANSITIONS, Member, MemberChange, Membership, MemberState
 
 
 def states(table: Membership) -> dict[str, str]:
@@ -90,3 +90,55 @@ def test_a_client_keeps_the_members_it_learned() -> None:
     table.learn((("b", "mem://b"),), 0.0)
     assert table.expire(100.0) == []  # gateways to move to, never linked
     assert states(table) == {"cl": "self", "b": "joining"}
+
+
+def put(table: Membership, state: MemberState | None) -> None:
+    """Make ``b`` a member in ``state`` (or no member), at time 0."""
+    if state is MemberState.JOINING:
+        table.learn((("b", "mem://b"),), 0.0)
+    elif state is not None:
+        table.linked("b", "mem://b")
+        if state is MemberState.SUSPECT:
+            table.unlinked("b", 0.0)
+
+
+def change(table: Membership, what: MemberChange, now: float) -> None:
+    if what is MemberChange.LEARNED:
+        table.learn((("b", "mem://b"),), now)
+    elif what is MemberChange.LINKED:
+        table.linked("b", "mem://b")
+    elif what is MemberChange.UNLINKED:
+        table.unlinked("b", now)
+    elif what is MemberChange.TIMED_OUT:
+        table.expire(now)
+    else:
+        table.remove("b")
+
+
+STATES = [None, MemberState.JOINING, MemberState.ALIVE, MemberState.SUSPECT]
+
+
+@pytest.mark.parametrize("before", STATES)
+@pytest.mark.parametrize("what", list(MemberChange))
+def test_every_change_of_state_is_a_line_of_the_table(
+    before: MemberState | None, what: MemberChange
+) -> None:
+    """Each (state, change) pair does what its line of TRANSITIONS says (time in plain
+    numbers: a time-out is dead_after, 5 s, after the state began); a pair with no
+    line changes nothing."""
+    table = Membership("a", "mem://a", dead_after=5.0)
+    put(table, before)
+    change(table, what, 5.0)
+    member = table.get("b")
+    after = member.state if member is not None else None
+    assert after == TRANSITIONS.get((before, what), before)
+
+
+def test_a_member_linked_again_is_timed_from_its_new_suspicion() -> None:
+    table = Membership("a", "mem://a", dead_after=5.0)
+    table.linked("b", "mem://b")
+    table.unlinked("b", 0.0)
+    table.linked("b", "mem://b2")  # its new address
+    table.unlinked("b", 4.0)
+    assert table.expire(8.9) == []
+    assert table.expire(9.0) == ["b"]

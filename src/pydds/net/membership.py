@@ -6,7 +6,8 @@ Members are nodes (clients never appear). A member is ``alive`` while a link to 
 open; when its link closes (silence past the session timeout, or an error) it is
 ``suspect``, and the node keeps dialing it with backoff. A member suspect (or
 learned and never linked) for longer than ``dead_after`` is removed: it has left. A
-node that closes says so (``Leave``) and is removed at once. Member lists travel in
+node that closes says so (``Leave``) and is removed at once, as one an operator
+removes. Every change of state is one line of ``TRANSITIONS``. Member lists travel in
 ``Members`` messages at link open; a member learned that way is dialed. The full mesh
 is one policy over this table; a partial view (HyParView) would choose fewer links
 to keep.
@@ -17,15 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = ["Member", "MemberState", "Membership"]
+__all__ = ["TRANSITIONS", "Member", "MemberChange", "MemberState", "Membership"]
 
 
 class MemberState(StrEnum):
     """How this node sees a member (a str: it compares and prints as its value).
-
-    Transitions: (learned) -> JOINING -> (linked) ALIVE -> (link closed) SUSPECT ->
-    (linked) ALIVE; SUSPECT or JOINING for ``dead_after`` -> removed; ``Leave`` or
-    ``remove`` -> removed from any state."""
+    How it changes is ``TRANSITIONS``."""
 
     SELF = "self"  # this node
     ALIVE = "alive"  # a link to it is open
@@ -34,6 +32,38 @@ class MemberState(StrEnum):
 
     def __repr__(self) -> str:
         return repr(self.value)
+
+
+class MemberChange(StrEnum):
+    """What happens to a member, as the table sees it."""
+
+    LEARNED = "learned"  # a peer listed it (``Members``)
+    LINKED = "linked"  # a link to it opened
+    UNLINKED = "unlinked"  # its link closed
+    TIMED_OUT = "timed_out"  # suspect or joining for ``dead_after``
+    LEFT = "left"  # it said it leaves (``Leave``), or an operator removed it
+
+
+_S, _C = MemberState, MemberChange
+#: Every transition of a member: (its state, or None when not a member; the change)
+#: -> its new state, or None when it is no longer a member. A pair not listed
+#: changes nothing.
+TRANSITIONS: dict[tuple[MemberState | None, MemberChange], MemberState | None] = {
+    (None, _C.LEARNED): _S.JOINING,
+    (None, _C.LINKED): _S.ALIVE,
+    (_S.JOINING, _C.LINKED): _S.ALIVE,
+    (_S.SUSPECT, _C.LINKED): _S.ALIVE,
+    (_S.ALIVE, _C.LINKED): _S.ALIVE,  # a new link replaced the old (its address may change)
+    (_S.ALIVE, _C.UNLINKED): _S.SUSPECT,
+    (_S.JOINING, _C.UNLINKED): _S.SUSPECT,  # a link that closed before it counted
+    (_S.JOINING, _C.TIMED_OUT): None,
+    (_S.SUSPECT, _C.TIMED_OUT): None,
+    (_S.JOINING, _C.LEFT): None,
+    (_S.ALIVE, _C.LEFT): None,
+    (_S.SUSPECT, _C.LEFT): None,
+}
+#: States timed by ``dead_after``: how long a member may stay in them.
+_TIMED = frozenset({_S.JOINING, _S.SUSPECT})
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,29 +99,56 @@ class Membership:
     def get(self, name: str) -> Member | None:
         return self._members.get(name)
 
+    def _move(
+        self,
+        name: str,
+        change: MemberChange,
+        now: float,
+        address: str | None = None,
+        *,
+        readdress: bool = False,
+    ) -> bool:
+        """Apply ``change`` to member ``name`` by ``TRANSITIONS``; return whether
+        anything changed. With ``readdress``, ``address`` is the member's now (else
+        it stays as it was)."""
+        member = self._members.get(name)
+        before = member.state if member is not None else None
+        key = (before, change)
+        if key not in TRANSITIONS:
+            return False
+        after = TRANSITIONS[key]
+        if after is None:
+            del self._members[name]
+            self._suspect_since.pop(name, None)
+            return True
+        if not readdress and member is not None:
+            address = member.address
+        self._members[name] = Member(name, address, "node", after)
+        if after in _TIMED and (after is not _S.JOINING or self.dials):
+            if before is not after:
+                self._suspect_since[name] = now
+        else:
+            self._suspect_since.pop(name, None)
+        return True
+
     def linked(self, name: str, address: str | None) -> bool:
         """A link to node ``name`` opened; return whether it is a new member."""
         new = name not in self._members
-        self._members[name] = Member(name, address, "node", MemberState.ALIVE)
-        self._suspect_since.pop(name, None)
+        self._move(name, MemberChange.LINKED, 0.0, address, readdress=True)
         return new
 
     def unlinked(self, name: str, now: float) -> None:
         """The link to ``name`` closed: suspect it."""
-        member = self._members.get(name)
-        if member is not None and member.state is not MemberState.SUSPECT:
-            self._members[name] = Member(name, member.address, "node", MemberState.SUSPECT)
-            self._suspect_since[name] = now
+        self._move(name, MemberChange.UNLINKED, now)
 
     def learn(self, pairs: tuple[tuple[str, str], ...], now: float) -> list[tuple[str, str]]:
         """Members a peer listed; return the new ones, to dial. One never linked
         within ``dead_after`` is removed as a suspect would be (when ``dials``)."""
         out = []
         for name, address in pairs:
-            if name != self.name and name not in self._members:
-                self._members[name] = Member(name, address, "node", MemberState.JOINING)
-                if self.dials:
-                    self._suspect_since[name] = now
+            if name != self.name and self._move(
+                name, MemberChange.LEARNED, now, address, readdress=True
+            ):
                 out.append((name, address))
         return out
 
@@ -105,8 +162,7 @@ class Membership:
     def remove(self, name: str) -> bool:
         """Drop member ``name`` (it left, or an operator removed it); return whether
         it was a member."""
-        self._suspect_since.pop(name, None)
-        return self._members.pop(name, None) is not None
+        return self._move(name, MemberChange.LEFT, 0.0)
 
     def next_expiry(self) -> float | None:
         """When the next member would be removed by ``expire`` (None: none would)."""
@@ -118,6 +174,5 @@ class Membership:
         """Remove members suspect for longer than ``dead_after``; return their names."""
         gone = [n for n, since in self._suspect_since.items() if now - since >= self.dead_after]
         for name in gone:
-            del self._suspect_since[name]
-            del self._members[name]
+            self._move(name, MemberChange.TIMED_OUT, now)
         return gone
