@@ -92,6 +92,34 @@ def test_a_set_wins_over_a_concurrent_first_edit_of_an_absent_value() -> None:
     assert fresh_read(a, A) == fresh_read(b, B) == {"set": 1}
 
 
+@pytest.mark.parametrize("start", ["set", "update"])
+def test_a_field_updated_with_a_dict_many_times_encodes_as_if_updated_once(start: str) -> None:
+    once, many = KeyDoc(1), KeyDoc(1)
+    for kd, times in ((once, 1), (many, 5000)):
+        if start == "set":
+            set_(kd, A, {"other": 1})
+        for i in range(times):
+            kd.update(A, {"profile": {"n": i, "name": "x", "tags": ["a"], "ok": True}}, MAX)
+    assert len(many.diff(A, EMPTY_STATE_VECTOR)) <= len(once.diff(A, EMPTY_STATE_VECTOR)) + 16
+    assert fresh_read(many, A)["profile"] == {"n": 4999, "name": "x", "ok": True, "tags": ["a"]}
+
+
+def test_appends_into_a_list_an_update_wrote_merge_and_go_with_it() -> None:
+    a, b = replicas({"name": "Ada"})
+    delta = a.update(A, {"langs": ["en"]}, MAX)
+    assert delta is not None
+    b.apply(B, delta)
+    da = a.append(A, ["langs"], "fr", MAX)
+    db = b.append(B, ["langs"], "de", MAX)
+    exchange(a, b, [da], [db])
+    langs = fresh_read(a, A)["langs"]
+    assert langs == fresh_read(b, B)["langs"]
+    assert langs[0] == "en"
+    assert sorted(langs[1:]) == ["de", "fr"]
+    a.update(A, {"langs": ["it"]}, MAX)  # replaces the list and what was appended to it
+    assert fresh_read(a, A) == {"langs": ["it"], "name": "Ada"}
+
+
 def test_update_of_a_set_value_lays_its_fields_over_it() -> None:
     kd = KeyDoc(1)
     set_(kd, A, {"name": "Ada", "langs": ["en"]})

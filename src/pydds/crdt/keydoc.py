@@ -33,6 +33,12 @@ every replica editing the same packed value edits the same shared types:
   ``m``; a read extends the packed list with it, unless an overlay field replaced
   the part of the value the path goes through. A path that reaches an overlay
   field or an appended item goes on in those live types, as in any value.
+* A dict or list that ``update`` writes into a field (of a packed value's overlay,
+  or of a value made in place) is packed too, with the same kind of buffer (clock
+  0): what is appended to it goes to its own overlay, by its nonce, and an update
+  of that field drops it with the buffer. So a field updated with a dict many
+  times costs what it costs once, where a nested ``Map`` per update would leave a
+  tombstone for each.
 * A ``set`` clears every overlay and the root type a marker in ``v`` named (the
   cleared items are garbage collected too); a write to them concurrent with that
   ``set`` is left unread.
@@ -235,7 +241,7 @@ class KeyDoc:
             elif _is_packed(item):
                 value = _read_packed(doc, txn, item)
             else:
-                value = values.read(txn, item)
+                value = values.read(txn, item, _reader(doc, txn))
         finally:
             txn.drop()
         if value is not MISSING:
@@ -289,13 +295,13 @@ class KeyDoc:
                     raise WrongType("update needs a dict value")
                 overlay, nonce = doc.root_map(txn, _OVERLAY), _nonce(target)
                 for k, v in fields.items():
-                    txn = values.write(txn, overlay, nonce + k, v, doc.renew)
+                    txn = _write_field(doc, txn, overlay, nonce + k, v)
                 target = None
             elif type(target) is not MAP_TYPE or values.is_counter(txn, target):
                 raise WrongType("update needs a dict value")
             if target is not None:
                 for k, v in fields.items():
-                    txn = values.write(txn, target, k, v, doc.renew)
+                    txn = _write_field(doc, txn, target, k, v)
         finally:
             delta = doc.end(txn)
         self._hash = None
@@ -323,7 +329,9 @@ class KeyDoc:
                 arr = _start(doc, txn, b"L")
             else:
                 arr = (
-                    _locate(doc, txn, start, path) if _is_packed(start) else _walk(txn, start, path)
+                    _locate(doc, txn, start, path)
+                    if _is_packed(start)
+                    else _walk(doc, txn, start, path)
                 )
                 if type(arr) is not ARRAY_TYPE and type(arr) is not _PackedList:
                     raise WrongType(f"append needs a list at path {path!r}")
@@ -347,7 +355,7 @@ class KeyDoc:
         elif _is_packed(start):
             items = _read_packed(doc, txn, start)
         else:
-            items = values.read(txn, start)
+            items = values.read(txn, start, _reader(doc, txn))
         for step in path:
             items = items[step]
         if len(items) >= values.MAX_LIST_CONTAINERS:
@@ -466,6 +474,39 @@ def _unpacked(item: Any) -> Any:
         return None
 
 
+def _reader(doc: YDoc, txn: YTxn) -> Any:
+    """How ``values.read`` decodes the packed values it meets in ``doc``."""
+    return lambda item: _read_packed(doc, txn, item)
+
+
+def _write_field(doc: YDoc, txn: YTxn, target: Any, name: str, value: Any) -> YTxn:
+    """Write one field of ``update``: a dict or list packed (an overwritten one is one
+    deleted item that Yrs collects, where a nested type would leave a tombstone of
+    its own for every field), anything else as ``values.write`` stores it. What was
+    appended to a packed value the field held goes with it."""
+    if target.has(txn, name):
+        old = target.get(txn, name)
+        if _is_packed(old):
+            _clear_appends(doc, txn, _nonce(old))
+    if type(value) in values.CONTAINERS:
+        packed = values.pack(values.sort_fields(value), 1 << 62)
+        target.insert(txn, name, _entry(0, packed))
+        return txn
+    return values.write(txn, target, name, value, doc.renew)
+
+
+def _clear_appends(doc: YDoc, txn: YTxn, nonce: str) -> None:
+    """Remove what was appended to the lists of the packed value named ``nonce``."""
+    appended = doc.root_map(txn, _APPENDED)
+    if appended.len(txn):
+        for name in appended.keys(txn):
+            if name.startswith(nonce):
+                arr = doc.root_array(txn, _APPENDS + name)
+                if arr.len(txn):
+                    arr.remove_range(txn, 0, arr.len(txn))
+                appended.remove(txn, name)
+
+
 def _clear_root_type(doc: YDoc, txn: YTxn, marker: bytes) -> None:
     """Empty the root type a marker names: a ``set`` replaced the value it held."""
     target = _root_type(doc, txn, marker)
@@ -497,7 +538,7 @@ def _read_packed(doc: YDoc, txn: YTxn, item: Any) -> Any:
         for name in overlay.keys(txn):
             if name.startswith(nonce):
                 field = name[cut:]
-                value[field] = values.read(txn, overlay.get(txn, name))
+                value[field] = values.read(txn, overlay.get(txn, name), _reader(doc, txn))
                 replaced.add(field)
         if replaced:
             value = {k: value[k] for k in sorted(value)}
@@ -513,7 +554,8 @@ def _read_packed(doc: YDoc, txn: YTxn, item: Any) -> Any:
             target = value
             for step in path:
                 target = target[step]
-            target.extend(values.read(txn, doc.root_array(txn, _APPENDS + name)))
+            arr = doc.root_array(txn, _APPENDS + name)
+            target.extend(values.read(txn, arr, _reader(doc, txn)))
     return value
 
 
@@ -560,7 +602,7 @@ def _locate(doc: YDoc, txn: YTxn, item: Any, path: list[str | int]) -> Any:
     for i, step in enumerate(path):
         t = type(node)
         if t is dict and i == 0 and type(step) is str and overlay.has(txn, nonce + step):
-            return _walk(txn, overlay.get(txn, nonce + step), path[1:])
+            return _walk(doc, txn, overlay.get(txn, nonce + step), path[1:])
         if t is dict and type(step) is str and step in node:
             node = node[step]
             walked.append(step)
@@ -573,7 +615,7 @@ def _locate(doc: YDoc, txn: YTxn, item: Any, path: list[str | int]) -> Any:
             index = step % total
             if index >= packed_len:
                 assert extra is not None
-                return _walk(txn, extra.get(txn, index - packed_len), path[i + 1 :])
+                return _walk(doc, txn, extra.get(txn, index - packed_len), path[i + 1 :])
             node = node[index]
             walked.append(index)
         else:
@@ -618,8 +660,17 @@ def _check_total(total: int) -> None:
         raise InvalidValue(f"counter total {total} would leave the 64-bit range")
 
 
-def _walk(txn: YTxn, item: Any, path: list[str | int]) -> Any:
-    for step in path:
+def _walk(doc: YDoc, txn: YTxn, item: Any, path: list[str | int]) -> Any:
+    """What ``path`` leads to from ``item`` (a live type), for an append: a live
+    array, a ``_PackedList`` once the path enters a packed value, or anything else
+    (the caller refuses it).
+
+    Raises:
+        PathNotFound: ``path`` leads nowhere.
+    """
+    for i, step in enumerate(path):
+        if _is_packed(item):
+            return _locate(doc, txn, item, path[i:])
         t = type(item)
         if t is MAP_TYPE and type(step) is str and item.has(txn, step):
             item = item.get(txn, step)
@@ -627,6 +678,8 @@ def _walk(txn: YTxn, item: Any, path: list[str | int]) -> Any:
             item = item.get(txn, step % item.len(txn))
         else:
             raise PathNotFound(f"path {path!r} leads nowhere (at {step!r})")
+    if _is_packed(item):
+        return _locate(doc, txn, item, [])
     return item
 
 

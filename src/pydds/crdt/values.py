@@ -327,8 +327,9 @@ def buffer_int(buf: Any) -> int:
         return 0  # rather than breaking reads
 
 
-def read(txn: YTxn, item: Any) -> Any:
-    """Decode a stored item into fresh Python objects.
+def read(txn: YTxn, item: Any, packed: Callable[[Any], Any] | None = None) -> Any:
+    """Decode a stored item into fresh Python objects; ``packed`` decodes a packed
+    value's buffer (``b"P"``: see ``keydoc.py``), which only its document can.
 
     Items that pydds never writes (text, XML, native numbers written by another Yjs
     program) read as the nearest JSON-like value rather than failing.
@@ -339,14 +340,16 @@ def read(txn: YTxn, item: Any) -> Any:
     if t is bytearray or t is bytes:
         if item[:1] == b"i":
             return buffer_int(item)
+        if item[:1] == b"P" and packed is not None:
+            return packed(item)
         return None
     if t is MAP_TYPE:
         keys = item.keys(txn)
         if keys and _is_counter_entry(item.get(txn, keys[0])):
             return counter_total(txn, item)
-        return {k: read(txn, item.get(txn, k)) for k in sorted(keys)}
+        return {k: read(txn, item.get(txn, k), packed) for k in sorted(keys)}
     if t is ARRAY_TYPE:
-        return [read(txn, item.get(txn, i)) for i in range(item.len(txn))]
+        return [read(txn, item.get(txn, i), packed) for i in range(item.len(txn))]
     if t is int:
         return item
     if t is TEXT_TYPE:
