@@ -89,7 +89,7 @@ class YDoc:
             delta = doc.end(txn)        # the exact update of that transaction
     """
 
-    __slots__ = ("_doc", "_origin", "_sink", "_steps", "_sub", "root")
+    __slots__ = ("_doc", "_origin", "_roots", "_sink", "_steps", "_sub", "root")
 
     def __init__(self, client_id: int, root: str, state: bytes | None = None) -> None:
         self._doc: Any = _pycrdt.Doc(client_id, False, None)
@@ -107,6 +107,7 @@ class YDoc:
         txn.commit()
         txn.drop()
         # Observed only now: loading the state encodes no delta.
+        self._roots: dict[tuple[str, bool], Any] = {}  # root types got: (name, is a map)
         self._origin = 0  # the origin of the write under way (``renew`` keeps it)
         #: A write in steps: its first step's delta, the state vector after that step,
         #: and the transaction of the step under way; None for a write of one step.
@@ -207,12 +208,19 @@ class YDoc:
             txn.drop()
 
     def root_map(self, txn: YTxn, name: str) -> YMap:
-        """The root map ``name`` (made on first use; concurrent makers share it)."""
-        return cast(YMap, self._doc.get_or_insert_map(txn, name))
+        """The root map ``name`` (made on first use; concurrent makers share it). The
+        binding's object is kept: it stays usable in later transactions."""
+        found = self._roots.get((name, True))
+        if found is None:
+            found = self._roots[(name, True)] = self._doc.get_or_insert_map(txn, name)
+        return cast(YMap, found)
 
     def root_array(self, txn: YTxn, name: str) -> YArray:
         """The root array ``name`` (made on first use; concurrent makers share it)."""
-        return cast(YArray, self._doc.get_or_insert_array(txn, name))
+        found = self._roots.get((name, False))
+        if found is None:
+            found = self._roots[(name, False)] = self._doc.get_or_insert_array(txn, name)
+        return cast(YArray, found)
 
     def read(self) -> YTxn:
         """Open a transaction for reading; ``drop`` it when done (nothing is committed)."""
