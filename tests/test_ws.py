@@ -222,8 +222,12 @@ async def test_a_peer_not_up_yet_is_said_plainly(
     with socket.socket() as probe:  # a free port that nothing listens at
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    with pytest.raises(pydds.LinkClosed) as info:
-        await pydds.net.ws.WebSocketTransport().connect(f"127.0.0.1:{port}")
+    transport = pydds.net.ws.WebSocketTransport()
+    try:
+        with pytest.raises(pydds.LinkClosed) as info:
+            await transport.connect(f"127.0.0.1:{port}")
+    finally:
+        await transport.close()  # its client session
     assert f"nothing listens at 127.0.0.1:{port} (the node is not up yet" in str(info.value)
     assert "ssl:" not in str(info.value)
     with caplog.at_level(logging.WARNING, logger="pydds"):
