@@ -120,6 +120,43 @@ def test_appends_into_a_list_an_update_wrote_merge_and_go_with_it() -> None:
     assert fresh_read(a, A) == {"langs": ["it"], "name": "Ada"}
 
 
+def test_an_incr_that_starts_a_counter_counts_shares_that_arrived_before_it() -> None:
+    """c's increment of a counter a started reaches b before a's start: b's own first
+    incr then starts the counter with c's share in it, and says the total it has."""
+    a, b, c = KeyDoc(1), KeyDoc(1), KeyDoc(1)
+    start, _ = a.incr(A, 2)
+    assert start is not None
+    c.apply(33, start)
+    share, total = c.incr(33, -3)
+    assert total == -1
+    assert share is not None
+    b.apply(B, share)  # a's start is not here yet
+    mine, total = b.incr(B, -1)
+    assert total == b.read(B) == fresh_read(b, B) == -4
+    assert mine is not None
+    b.apply(B, start)
+    for other in (a, c):
+        other.apply(A, mine)
+    a.apply(A, share)
+    assert fresh_read(a, A) == fresh_read(b, B) == fresh_read(c, 33) == -2
+
+
+def test_a_set_leaves_the_overlay_of_a_value_it_has_not_seen() -> None:
+    """b's append reaches a before b's set (they are independent Yjs items); a's set,
+    concurrent with b's, must not clear b's overlay: b's set wins (the greater id at
+    an equal clock), and with it what was appended to it."""
+    a, b = KeyDoc(1), KeyDoc(1)
+    b_set = set_(b, B, [0])
+    b_append = b.append(B, [], 1, MAX)
+    assert b_set is not None
+    assert b_append is not None
+    a.apply(A, b_append)  # before b's set
+    a_set = set_(a, A, "x")
+    exchange(a, b, [a_set], [b_set])
+    assert fresh_read(a, A) == fresh_read(b, B) == [0, 1]
+    assert a.read(A) == b.read(B) == [0, 1]
+
+
 def test_update_of_a_set_value_lays_its_fields_over_it() -> None:
     kd = KeyDoc(1)
     set_(kd, A, {"name": "Ada", "langs": ["en"]})
@@ -274,7 +311,7 @@ VALUES: list[Any] = [{"l": [[1]], "d": {"l": []}}, [[1], [2]], {"x": 1}, 5, [{"l
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 3), st.integers(0, 7)), max_size=25))
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 4), st.integers(0, 7)), max_size=25))
 def test_replicas_editing_packed_values_converge(ops: list[tuple[int, int, int]]) -> None:
     """Three replicas edit one key in random interleavings and deliveries: each
     decodes what its cache says, and all decode the same once every delta is in."""
@@ -292,9 +329,12 @@ def test_replicas_editing_packed_values_converge(ops: list[tuple[int, int, int]]
                 delta = kd.update(cid, {"x": n, "l": [n]} if arg % 2 else {"y": n}, MAX)
             elif kind == 2:
                 delta = kd.append(cid, PATHS[arg], [n] if arg % 3 == 0 else n, MAX)
+            elif kind == 4:
+                delta, _ = kd.incr(cid, arg - 3)
             else:  # deliver what one other replica sent since the last delivery
                 src = (who + 1 + arg % 2) % 3
-                for d in sent[src][delivered[who][src] :]:
+                pending = sent[src][delivered[who][src] :]
+                for d in reversed(pending) if arg >= 4 else pending:  # out of order too
                     kd.apply(cid, d)
                 delivered[who][src] = len(sent[src])
         except (WrongType, PathNotFound):

@@ -39,9 +39,10 @@ every replica editing the same packed value edits the same shared types:
   of that field drops it with the buffer. So a field updated with a dict many
   times costs what it costs once, where a nested ``Map`` per update would leave a
   tombstone for each.
-* A ``set`` clears every overlay and the root type a marker in ``v`` named (the
-  cleared items are garbage collected too); a write to them concurrent with that
-  ``set`` is left unread.
+* A ``set`` clears the overlays of the values it replaces (those of the entries it
+  sees and removes, by their nonces) and the root type a marker in ``v`` named; the
+  cleared items are garbage collected too. It leaves other overlays alone: one may
+  arrive before its value's entry, and that value may yet win over the set.
 
 Thus a value that is only ever set, or set and then edited, merges exactly as a
 value of nested types would; the edits themselves leave what edits leave in any
@@ -262,16 +263,18 @@ class KeyDoc:
         own = f"{_WRITER}{client_id}"
         txn = doc.begin(LOCAL)
         try:
-            if root.keys(txn) == [own]:  # the common case: this writer's set replaced
-                clock = _clock(root.get(txn, own)[1:9])
+            keys = root.keys(txn)
+            if keys == [own]:  # the common case: this writer's set replaced
+                old = root.get(txn, own)
+                clock = _clock(old[1:9])
+                _forget(doc, txn, old)
             else:
-                _, current, clock = _current(doc, txn)
-                if type(current) in (bytes, bytearray) and bytes(current) in _MARKERS:
-                    _clear_root_type(doc, txn, bytes(current))
-                for key in root.keys(txn):
-                    if key != own:  # every other writer's entry, and ``v``
+                clock = _current(doc, txn)[2]
+                for key in keys:  # every entry seen: the values this set replaces
+                    if key != _SLOT_CLOCK:
+                        _forget(doc, txn, root.get(txn, key))
+                    if key != own:
                         root.remove(txn, key)
-            _clear_overlay(doc, txn)
             root.insert(txn, own, _entry(min(clock + 1, _MAX_CLOCK), self.packed))
         finally:
             delta = doc.end(txn)
@@ -383,10 +386,16 @@ class KeyDoc:
                 own = values.buffer_int(counter.get(txn, writer)) if counter.has(txn, writer) else 0
                 total = values.counter_total(txn, counter) + amount
                 _check_total(total)
+            elif item is MISSING:
+                # The shared root counter: it may hold shares already, of increments
+                # made elsewhere that arrived before the one that started it.
+                counter = _root_type(doc, txn, b"C")
+                own = values.buffer_int(counter.get(txn, writer)) if counter.has(txn, writer) else 0
+                total = values.counter_total(txn, counter) + amount
+                _check_total(total)
+                _start(doc, txn, b"C")
             else:
-                if item is MISSING:
-                    base = 0
-                elif type(item) in (bytes, bytearray) and item[:1] == b"i":
+                if type(item) in (bytes, bytearray) and item[:1] == b"i":
                     base = values.buffer_int(item)
                 elif _is_packed(item) and type(packed := _unpacked(item)) is int:
                     base = packed
@@ -395,13 +404,10 @@ class KeyDoc:
                 own = 0
                 total = base + amount
                 _check_total(total)
-                # An empty document starts in the shared root counter; an int value
-                # becomes a new counter in ``v`` (concurrent conversions: one wins).
-                if item is MISSING:
-                    counter = _start(doc, txn, b"C")
-                else:
-                    _put_slot(doc, txn, min(_current(doc, txn)[2] + 1, _MAX_CLOCK))
-                    counter = root.insert_map_prelim(txn, SLOT)
+                # An int value becomes a new counter in ``v`` (concurrent conversions:
+                # one wins).
+                _put_slot(doc, txn, min(_current(doc, txn)[2] + 1, _MAX_CLOCK))
+                counter = root.insert_map_prelim(txn, SLOT)
                 if base:
                     counter.insert(txn, _COUNTER_BASE, values.counter_entry(base))
             counter.insert(txn, writer, values.counter_entry(own + amount))
@@ -512,6 +518,9 @@ def _clear_root_type(doc: YDoc, txn: YTxn, marker: bytes) -> None:
     target = _root_type(doc, txn, marker)
     if type(target) is MAP_TYPE:
         for name in target.keys(txn):
+            field = target.get(txn, name)
+            if _is_packed(field):
+                _clear_appends(doc, txn, _nonce(field))
             target.remove(txn, name)
     elif target.len(txn):
         target.remove_range(txn, 0, target.len(txn))
@@ -640,19 +649,24 @@ def _appends(
     return doc.root_array(txn, _APPENDS + name)
 
 
-def _clear_overlay(doc: YDoc, txn: YTxn) -> None:
-    """Remove every overlay entry and appended item: a ``set`` replaces the value."""
-    overlay = doc.root_map(txn, _OVERLAY)
-    if overlay.len(txn):
-        for name in overlay.keys(txn):
-            overlay.remove(txn, name)
-    appended = doc.root_map(txn, _APPENDED)
-    if appended.len(txn):
-        for name in appended.keys(txn):
-            arr = doc.root_array(txn, _APPENDS + name)
-            if arr.len(txn):
-                arr.remove_range(txn, 0, arr.len(txn))
-            appended.remove(txn, name)
+def _forget(doc: YDoc, txn: YTxn, item: Any) -> None:
+    """Remove what the value ``item`` held outside its entry (a ``set`` replaced it):
+    a packed value's overlay, by its nonce, and what was appended to the packed
+    fields in it; the root type a marker names. Only these: another value's overlay
+    may be seen before its entry, and its value may yet win over this set."""
+    if _is_packed(item):
+        nonce = _nonce(item)
+        overlay = doc.root_map(txn, _OVERLAY)
+        if overlay.len(txn):
+            for name in overlay.keys(txn):
+                if name.startswith(nonce):
+                    field = overlay.get(txn, name)
+                    if _is_packed(field):
+                        _clear_appends(doc, txn, _nonce(field))
+                    overlay.remove(txn, name)
+        _clear_appends(doc, txn, nonce)
+    elif type(item) in (bytes, bytearray) and bytes(item) in _MARKERS:
+        _clear_root_type(doc, txn, bytes(item))
 
 
 def _check_total(total: int) -> None:
