@@ -556,13 +556,22 @@ class _Found:
         self.direct: set[tuple[str, str]] = set()  # keys whose state was read from a page
         self.bad: set[tuple[str, object]] = set()  # rows that failed, by table and id
         self.unnamed = 0  # rows that failed and say nothing of what they were
+        #: damaged log cells whose ids do not read, between the ids of the cells
+        #: beside them on their page: (id before, id after, how many cells)
+        self.gaps: list[tuple[int, int, int]] = []
         self.damaged_keys: set[tuple[str, str]] = set()  # named by a row that failed
         self.complete = False  # every page of the file was read
         self.unread_pages = 0
 
     @property
     def lost_rows(self) -> int:
-        return len(self.bad) + self.unnamed
+        return len(self.bad) + self.unnamed + sum(self._gap_lost(*gap) for gap in self.gaps)
+
+    def _gap_lost(self, before: int, after: int, cells: int) -> int:
+        """How many of a gap's cells are lost: those the ids between its neighbours
+        that were not found elsewhere (an older copy of the page, SQLite) can be."""
+        missing = sum(1 for rowid in range(before + 1, after) if rowid not in self.log)
+        return min(cells, missing)
 
     def add_log(self, rowid: int, fields: _Fields) -> None:
         if rowid in self.log:
@@ -577,6 +586,15 @@ class _Found:
     def add_log_failure(self, rowid: int | None) -> None:
         """A cell of the log that is damaged (its id, if that much reads)."""
         self._failed(None if rowid is None else ("log", rowid), ())
+
+    def add_log_gap(self, before: int, after: int, cells: int) -> None:
+        """Damaged cells of the log whose ids do not read, on a page whose cells
+        beside them have the ids ``before`` and ``after`` (a page's cells are in id
+        order): they are lost unless the rows between were found elsewhere."""
+        if after - before > 1 << 16:  # the neighbours' ids misread: count them all
+            self.unnamed += cells
+        else:
+            self.gaps.append((before, after, cells))
 
     def add_state(self, fields: _Fields, *, direct: bool = False) -> None:
         """A state row; ``direct``: read from a page of the file, not through SQLite
@@ -938,6 +956,9 @@ class _Pages:
         #: (page type, rowid of a table leaf's cell, the record or None if it is damaged)
         self.cells: list[tuple[int, int | None, list[object] | None]] = []
         self.good = 0  # rows that pass their checksum
+        #: damaged log cells with no id, between two cells of the log on their page:
+        #: (id before, id after, how many)
+        self.gaps: list[tuple[int, int, int]] = []
         self.overflow: set[int] = set()
         self.unread = 0  # pages that are damaged, missing or of no known kind
 
@@ -1001,7 +1022,7 @@ class _Pages:
         end = self.usable
         if pointers + 2 * cells > end:
             return False
-        whole = True
+        whole, first = True, len(self.cells)
         for i in range(cells):
             at = _u16(page, pointers + 2 * i)
             try:
@@ -1012,7 +1033,30 @@ class _Pages:
                 whole = False
                 if kind != _TABLE_INTERIOR:
                     self.cells.append((kind, None, None))
+        if kind == _TABLE_LEAF and not whole:
+            self._bound_gaps(first)
         return whole
+
+    def _bound_gaps(self, first: int) -> None:
+        """Of a table leaf's cells (from ``first``), the runs of damaged ones with no
+        id between two rows of the log become gaps: their ids are between those."""
+        page, run = self.cells[first:], 0
+        kept: list[tuple[int, int | None, list[object] | None]] = []
+        before: int | None = None
+        for cell in page:
+            kind, rowid, fields = cell
+            if rowid is None and fields is None:
+                run += 1
+                continue
+            log_row = fields is not None and len(fields) == 6 and fields[0] is None
+            if run and before is not None and log_row and rowid is not None and rowid > before:
+                self.gaps.append((before, rowid, run))
+            else:
+                kept.extend([(kind, None, None)] * run)
+            kept.append(cell)
+            before, run = (rowid if log_row else None), 0
+        kept.extend([(_TABLE_LEAF, None, None)] * run)
+        self.cells[first:] = kept
 
     def _cell(self, page: bytes, kind: int, at: int, end: int) -> None:
         if kind == _TABLE_INTERIOR:
@@ -1092,6 +1136,8 @@ def _read_pages(path: Path, found: _Found) -> None:
                     found.add_log_failure(rowid)
             else:  # an index (of state): rows in its every page
                 found.add_state(fields or (), direct=True)
+        for gap in best.gaps:
+            found.add_log_gap(*gap)
         found.complete = best.header and best.unread == 0 and not wal.broken
         found.unread_pages = best.unread
     finally:
