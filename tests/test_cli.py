@@ -29,6 +29,20 @@ async def stop(served: Served) -> int:
     return await stop_process(served.proc)
 
 
+async def test_serve_takes_the_former_expire_option_and_says_it_is_deprecated(
+    served: Callable[..., Awaitable[Served]],
+) -> None:
+    s = await served("--port", "0", "--expire", "cache=300")
+    assert s.proc.stderr is not None
+    warning = (await asyncio.wait_for(s.proc.stderr.readline(), 20)).decode()
+    assert warning.startswith("warning: expire is deprecated: it is now called stale_after")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(s.http + "/v1/databases/cache") as response,
+    ):
+        assert (await response.json())["stale_after"] == 300
+
+
 async def test_the_readme_run_command_serves_and_stops_cleanly_on_sigterm(
     served: Callable[..., Awaitable[Served]], tmp_path: Path
 ) -> None:
@@ -39,7 +53,7 @@ async def test_the_readme_run_command_serves_and_stops_cleanly_on_sigterm(
         "PYDDS_NAME": "t1",
         "PYDDS_MEMORY": "",
         "PYDDS_DATA_DIR": str(tmp_path),
-        "PYDDS_EXPIRE": "cache=300",
+        "PYDDS_STALE_AFTER": "cache=300",
     }
     s = await served(env=env)
     assert s.line.startswith("pydds node t1 serving on http://127.0.0.1:"), s.line
@@ -63,7 +77,8 @@ async def test_the_readme_run_command_serves_and_stops_cleanly_on_sigterm(
         async with session.get(s.http + "/v1/databases/cache/keys/k") as response:
             assert await response.json() == {"v": 1}
         async with session.get(s.http + "/v1/databases/cache") as response:
-            assert await response.json() == {"name": "cache", "expire": 300, "keys": 1}
+            got = await response.json()
+            assert got == {"name": "cache", "stale_after": 300, "expire": 300, "keys": 1}
     assert await stop(s) == 0
 
 
@@ -118,7 +133,7 @@ async def test_two_processes_and_the_client_commands(
     code, out, _ = await pydds_cmd("status", "--json", node=second.node)
     status = json.loads(out)
     assert sorted(m["name"] for m in status["members"]) == ["p1", "p2"]
-    assert status["databases"] == [{"name": "db", "expire": None, "keys": 1}]
+    assert status["databases"] == [{"name": "db", "stale_after": None, "expire": None, "keys": 1}]
     code, out, _ = await pydds_cmd("status", node=second.node)
     assert code == 0
     assert "MEMBER" in out

@@ -248,7 +248,7 @@ async def b_reads_from_a(
 ) -> tuple[pydds.Node, pydds.Node, pydds.Database, pydds.Database]:
     """Nodes a and b, databases expiring after 10 s; a wrote "k", b read it (holds it)."""
     a, b = await cluster.pair()
-    db_a, db_b = a.database("db", expire=10), b.database("db", expire=10)
+    db_a, db_b = a.database("db", stale_after=10), b.database("db", stale_after=10)
     await db_a.set("k", 1)
     await until(lambda: "k" in db_b)
     assert await db_b.get("k") == 1
@@ -280,8 +280,8 @@ async def test_a_stale_read_with_no_holder_reachable_serves_the_local_copy(
     cluster: Cluster,
 ) -> None:
     a, b = await cluster.pair()
-    await a.database("db", expire=10).set("k", "old")
-    db_b = b.database("db", expire=10)
+    await a.database("db", stale_after=10).set("k", "old")
+    db_b = b.database("db", stale_after=10)
     await until(lambda: "k" in db_b)
     assert await db_b.get("k") == "old"
     await cluster.network.partition(["mem://b"], ["mem://a"])
@@ -295,7 +295,7 @@ async def test_a_stale_read_with_no_holder_reachable_serves_the_local_copy(
 async def test_a_lone_nodes_stale_copy_is_all_there_is() -> None:
     clock = FakeClock()
     async with pydds.Node("alone", clock=clock) as node:
-        db = node.database("db", expire=10)
+        db = node.database("db", stale_after=10)
         await db.set("k", 1)
         await clock.advance(11, step=1.0)
         assert db.is_stale("k")
@@ -558,12 +558,12 @@ async def test_a_client_moves_to_another_gateway(cluster: Cluster) -> None:
 
 async def test_warm_up_pulls_recent_values_after_a_join(cluster: Cluster) -> None:
     a = await cluster.start("a")
-    recent = a.database("recent", expire=300)
+    recent = a.database("recent", stale_after=300)
     for i in range(25):
         await recent.set(f"k{i}", i)
     await a.database("lazy").set("x", 1)  # no expiry: stays lazy
     b = cluster.node("b", ["mem://a"])
-    b.database("recent", expire=300)
+    b.database("recent", stale_after=300)
     async with b.events(kinds={"warmed"}) as warmed:
         await b.start()  # the join is not delayed by the warm-up
         assert b.warmup.pulled == 0
@@ -585,7 +585,7 @@ async def test_a_large_database_is_swept_a_slice_at_a_time(
     monkeypatch.setattr(keyspace, "EXACT_COUNTS", 20)
     clock = FakeClock()
     node = pydds.Node("big", clock=clock)  # not started: sweeps only when called
-    db = node.database("db", expire=10)
+    db = node.database("db", stale_after=10)
     for i in range(35):
         await db.set(f"k{i:02}", i)
     ks = db._keyspace

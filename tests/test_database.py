@@ -21,7 +21,7 @@ async def node():
 
 @pytest.fixture
 def db(node: pydds.Node) -> pydds.Database:
-    return node.database("cache", expire=300)
+    return node.database("cache", stale_after=300)
 
 
 @settings(
@@ -60,7 +60,7 @@ async def test_the_quickstart(db: pydds.Database, node: pydds.Node) -> None:
     assert await db.delete("user:1") is False
     assert "user:1" not in db
     assert node.databases() == ["cache"]
-    assert db.expire == 300
+    assert db.stale_after == 300
 
 
 async def test_absent_key_raises_key_not_found(db: pydds.Database) -> None:
@@ -122,16 +122,36 @@ def test_bad_database_names_are_refused(node: pydds.Node, name: Any) -> None:
     assert node.databases() == []
 
 
-@pytest.mark.parametrize("expire", [0, -1, float("nan"), float("inf"), "10", True])
-def test_bad_expire_is_refused(node: pydds.Node, expire: Any) -> None:
+@pytest.mark.parametrize("seconds", [0, -1, float("nan"), float("inf"), "10", True])
+def test_bad_stale_after_is_refused(node: pydds.Node, seconds: Any) -> None:
     with pytest.raises(pydds.InvalidValue):
-        node.database("d", expire=expire)
+        node.database("d", stale_after=seconds)
 
 
-def test_expire_can_be_changed_and_is_kept_otherwise(node: pydds.Node) -> None:
-    assert node.database("d", expire=10).expire == 10
-    assert node.database("d").expire == 10
-    assert node.database("d", expire=None).expire is None
+def test_stale_after_can_be_changed_and_is_kept_otherwise(node: pydds.Node) -> None:
+    assert node.database("d", stale_after=10).stale_after == 10
+    assert node.database("d").stale_after == 10
+    assert node.database("d", stale_after=None).stale_after is None
+
+
+def test_expire_is_the_former_name_of_stale_after(node: pydds.Node) -> None:
+    """It reads like a Redis TTL, and is not one: it still works, and warns."""
+    with pytest.warns(DeprecationWarning, match="now called stale_after") as caught:
+        db = node.database("d", expire=10)
+    assert caught[0].filename == __file__  # the warning names the caller's line
+    assert db.stale_after == 10
+    with pytest.warns(DeprecationWarning, match="expire is deprecated"):
+        assert db.expire == 10
+    with (
+        pytest.raises(pydds.InvalidValue),
+        pytest.warns(DeprecationWarning, match="expire is deprecated"),
+    ):
+        node.database("d", expire=5, stale_after=5)
+    with (
+        pytest.raises(pydds.InvalidValue),
+        pytest.warns(DeprecationWarning, match="expire is deprecated"),
+    ):
+        node.database("d", expire=-1)
 
 
 async def test_update(db: pydds.Database) -> None:

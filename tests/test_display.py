@@ -10,7 +10,7 @@ from .memcluster import Cluster
 
 async def test_a_node_shows_its_databases_and_recent_events() -> None:
     async with pydds.Node("n1") as node:
-        db = node.database("cache", expire=300)
+        db = node.database("cache", stale_after=300)
         await db.set("user:1", {"name": "Ada"})
         await db.set("<script>alert(1)</script>", "<b>bold</b>")
         await node.emit("deploy", {"v": 3})

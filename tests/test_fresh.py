@@ -31,11 +31,11 @@ def test_pins() -> None:
 async def test_pinned_keys_are_pulled_and_stay_fresh(cluster: Cluster) -> None:
     a = await cluster.start("a")
     for i in range(30):
-        await a.database("config", expire=10).set(f"c{i}", i)
-        await a.database("users", expire=10).set(f"{'eu' if i % 2 else 'us'}:{i}", i)
+        await a.database("config", stale_after=10).set(f"c{i}", i)
+        await a.database("users", stale_after=10).set(f"{'eu' if i % 2 else 'us'}:{i}", i)
     fresh = KeepFresh(pin="config,users/eu:")
     b = await cluster.start_with("b", ["mem://a"], modules=[fresh])
-    config, users = b.database("config", expire=10), b.database("users", expire=10)
+    config, users = b.database("config", stale_after=10), b.database("users", stale_after=10)
     await until(lambda: len(config) == 30 and all(config.holds(k) for k in config))
     await until(lambda: all(users.holds(k) for k in users.keys("eu:")))
     assert not any(users.holds(k) for k in users.keys("us:"))  # not pinned: lazy

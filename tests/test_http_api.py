@@ -53,25 +53,41 @@ async def test_health_cluster_and_databases(api: TestClient[Any, Any]) -> None:
     assert cluster["node"] == {"name": "h1", "address": None, "role": "node"}
     assert [m["name"] for m in cluster["members"]] == ["h1"]
     listing = await (await api.get("/v1/databases")).json()
-    assert listing == {"databases": [{"name": "cache", "expire": None, "keys": 1}]}
+    assert listing == {
+        "databases": [{"name": "cache", "stale_after": None, "expire": None, "keys": 1}]
+    }
 
 
-async def test_a_database_s_expiry(api: TestClient[Any, Any]) -> None:
+async def test_a_database_s_staleness_time(api: TestClient[Any, Any]) -> None:
     assert await error_of(await api.get("/v1/databases/sessions")) == (404, "not_found")
-    response = await api.put("/v1/databases/sessions", json={"expire": 60})
+    response = await api.put("/v1/databases/sessions", json={"stale_after": 60})
     assert response.status == 200
-    assert await response.json() == {"name": "sessions", "expire": 60, "keys": 0}
+    assert "Deprecation" not in response.headers
+    sessions = {"name": "sessions", "stale_after": 60, "expire": 60, "keys": 0}
+    assert await response.json() == sessions
     await api.put(key_url("sessions", "s1"), json=1)
     got = await (await api.get("/v1/databases/sessions")).json()
-    assert got == {"name": "sessions", "expire": 60, "keys": 1}
-    response = await api.put("/v1/databases/sessions", json={"expire": None})
-    assert (await response.json())["expire"] is None
-    for bad in ({"expire": -1}, {"expire": "soon"}, {"expire": True}, {"ttl": 5}, [60]):
+    assert got == {**sessions, "keys": 1}
+    response = await api.put("/v1/databases/sessions", json={"stale_after": None})
+    assert (await response.json())["stale_after"] is None
+    bad_bodies: list[object] = [{"stale_after": -1}, {"stale_after": "soon"}, {"ttl": 5}, [60]]
+    bad_bodies += [{"stale_after": True}, {"stale_after": 5, "expire": 5}, {}]
+    for bad in bad_bodies:
         response = await api.put("/v1/databases/sessions", json=bad)
         assert await error_of(response) == (400, "invalid_value"), bad
-    response = await api.put("/v1/databases/bad%20name", json={"expire": 5})
+    response = await api.put("/v1/databases/bad%20name", json={"stale_after": 5})
     assert await error_of(response) == (400, "invalid_name")
-    assert (await (await api.get("/v1/databases/sessions")).json())["expire"] is None
+    assert (await (await api.get("/v1/databases/sessions")).json())["stale_after"] is None
+
+
+async def test_expire_is_the_former_name_of_stale_after(api: TestClient[Any, Any]) -> None:
+    """Older callers' body still works; the answer says it is deprecated."""
+    response = await api.put("/v1/databases/sessions", json={"expire": 30})
+    assert response.status == 200
+    assert response.headers["Deprecation"] == "true"
+    assert (await response.json())["stale_after"] == 30
+    response = await api.put("/v1/databases/sessions", json={"expire": -1})
+    assert await error_of(response) == (400, "invalid_value")
 
 
 async def test_put_get_patch_delete_and_keys(api: TestClient[Any, Any]) -> None:

@@ -97,13 +97,14 @@ async def test_bodies_too_deep_or_out_of_range_are_400s(api: TestClient[Any, Any
         assert await error_of(await api.put(url, data=number)) == (400, "invalid_value")
         body = b'{"a": ' + number + b"}"
         assert await error_of(await api.patch(url, data=body)) == (400, "invalid_value")
-        body = b'{"expire": ' + number + b"}"
+        body = b'{"stale_after": ' + number + b"}"
         response = await api.put("/v1/databases/cache", data=body)
         assert await error_of(response) == (400, "invalid_value")
     assert (await api.put(url, data=b"1e300")).status == 201  # large, and a float
     assert await (await api.get(url)).json() == 1e300
     assert await (await api.get("/v1/databases/cache")).json() == {
         "name": "cache",
+        "stale_after": None,
         "expire": None,
         "keys": 1,
     }
@@ -194,7 +195,7 @@ async def test_a_bad_database_name_gets_one_answer_everywhere(
     api: TestClient[Any, Any], db: str
 ) -> None:
     for method, url in ROUTES:
-        response = await api.request(method, url(db, "k"), json={"expire": None})
+        response = await api.request(method, url(db, "k"), json={"stale_after": None})
         assert await error_of(response) == (400, "invalid_name"), (method, url(db, "k"))
 
 
@@ -208,7 +209,7 @@ async def test_a_bad_key_gets_one_answer_whether_its_database_exists(
             response = await api.request(method, url(db, key), json={"a": 1})
             assert await error_of(response) == (400, "invalid_name"), (method, db)
     assert await (await api.get("/v1/databases")).json() == {
-        "databases": [{"name": "db", "expire": None, "keys": 1}]
+        "databases": [{"name": "db", "stale_after": None, "expire": None, "keys": 1}]
     }
 
 

@@ -221,7 +221,7 @@ def test_entry_points(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_pinned_keys_never_go_stale() -> None:
     clock = FakeClock()
     async with pydds.Node("alone", clock=clock) as node:
-        db = node.database("db", expire=10)
+        db = node.database("db", stale_after=10)
         await db.set("config:a", 1)
         await db.set("cache:a", 1)
         await db.pin("config:")

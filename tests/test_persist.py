@@ -99,7 +99,7 @@ async def test_values_from_peers_and_pulled_values_are_kept(
 async def test_stale_keys_stay_on_disk(tmp_path: Path) -> None:
     clock = FakeClock()
     async with pydds.Node(clock=clock, modules=[Persistence(path=str(tmp_path))]) as node:
-        db = node.database("db", expire=10)
+        db = node.database("db", stale_after=10)
         await db.set("k", "v", ack="durable")
         await clock.advance(11, step=1.0)
         assert db.is_stale("k")

@@ -37,17 +37,32 @@ def test_precedence(tmp_path: Path) -> None:
     assert load_config({}, {"PYDDS_PORT": "7002"}, str(file)).port == 7002
 
 
-def test_database_expiry_from_each_source(tmp_path: Path) -> None:
+def test_database_staleness_from_each_source(tmp_path: Path) -> None:
     file = tmp_path / "pydds.toml"
-    file.write_text("[expire]\ncache = 300\nsessions = 1.5\n")
-    assert load_config({}, {}, str(file)).expire == (("cache", 300.0), ("sessions", 1.5))
-    env = {"PYDDS_EXPIRE": "cache=60, sessions=5"}
-    assert load_config({}, env).expire == (("cache", 60.0), ("sessions", 5.0))
-    assert load_config({"expire": ("cache=7",)}, env).expire == (("cache", 7.0),)
-    assert load_config({"expire": ()}, env).expire == (("cache", 60.0), ("sessions", 5.0))
-    file.write_text("expire = {cache = true}\n")
+    file.write_text("[stale_after]\ncache = 300\nsessions = 1.5\n")
+    assert load_config({}, {}, str(file)).stale_after == (("cache", 300.0), ("sessions", 1.5))
+    env = {"PYDDS_STALE_AFTER": "cache=60, sessions=5"}
+    assert load_config({}, env).stale_after == (("cache", 60.0), ("sessions", 5.0))
+    assert load_config({"stale_after": ("cache=7",)}, env).stale_after == (("cache", 7.0),)
+    assert load_config({"stale_after": ()}, env).stale_after == (("cache", 60.0), ("sessions", 5.0))
+    file.write_text("stale-after = {cache = true}\n")
     with pytest.raises(ConfigError, match="positive number"):
         load_config({}, {}, str(file))
+
+
+def test_expire_is_the_former_name_of_stale_after_in_each_source(tmp_path: Path) -> None:
+    """It still works where it worked (file, environment, options), with a warning."""
+    file = tmp_path / "pydds.toml"
+    file.write_text("[expire]\ncache = 300\n")
+    with pytest.warns(DeprecationWarning, match="expire is deprecated"):
+        assert load_config({}, {}, str(file)).stale_after == (("cache", 300.0),)
+    with pytest.warns(DeprecationWarning, match="expire is deprecated"):
+        assert load_config({}, {"PYDDS_EXPIRE": "cache=60"}).stale_after == (("cache", 60.0),)
+    with pytest.warns(DeprecationWarning, match="expire is deprecated"):
+        assert load_config({"expire": ("cache=7",)}, {}).stale_after == (("cache", 7.0),)
+    both = {"PYDDS_EXPIRE": "cache=60", "PYDDS_STALE_AFTER": "cache=5"}
+    with pytest.warns(DeprecationWarning, match="expire is deprecated"):
+        assert load_config({}, both).stale_after == (("cache", 5.0),)  # the name now wins
 
 
 def test_lists_from_the_environment() -> None:
@@ -64,10 +79,10 @@ def test_lists_from_the_environment() -> None:
         ({"log_format": "xml"}, {}, "log_format"),
         ({}, {"PYDDS_LOG_LEVEL": "loud"}, "log_level"),
         ({}, {"PYDDS_LOOP": "trio"}, "loop"),
-        ({"expire": ("cache",)}, {}, "DATABASE=SECONDS"),
-        ({"expire": ("cache=-5",)}, {}, "positive number"),
-        ({"expire": ("cache=soon",)}, {}, "expire"),
-        ({}, {"PYDDS_EXPIRE": "bad name=5"}, "database name"),
+        ({"stale_after": ("cache",)}, {}, "DATABASE=SECONDS"),
+        ({"stale_after": ("cache=-5",)}, {}, "positive number"),
+        ({"stale_after": ("cache=soon",)}, {}, "stale_after"),
+        ({}, {"PYDDS_STALE_AFTER": "bad name=5"}, "database name"),
         ({"colour": "red"}, {}, "unknown setting"),
     ],
 )
@@ -111,8 +126,8 @@ def test_json_log_lines() -> None:
     [
         ({"port": "\N{ARABIC-INDIC DIGIT THREE}\N{ARABIC-INDIC DIGIT FOUR}"}, {}),
         ({}, {"PYDDS_PORT": "\N{SUPERSCRIPT TWO}"}),
-        ({"expire": ("cache=\N{ARABIC-INDIC DIGIT THREE}",)}, {}),
-        ({"expire": ("cache=1e400",)}, {}),
+        ({"stale_after": ("cache=\N{ARABIC-INDIC DIGIT THREE}",)}, {}),
+        ({"stale_after": ("cache=1e400",)}, {}),
         ({}, {"PYDDS_HTTP_IDLE_TIMEOUT": "\N{ARABIC-INDIC DIGIT THREE}"}),
         ({"http_header_timeout": "0"}, {}),
         ({"http_header_timeout": "1_0"}, {}),
@@ -125,7 +140,7 @@ def test_numbers_are_ascii_digits(options: dict[str, object], env: dict[str, str
 
 def test_an_int_too_large_for_a_float_is_a_config_error(tmp_path: Path) -> None:
     file = tmp_path / "pydds.toml"
-    file.write_text("[expire]\ncache = 1" + "0" * 400 + "\n")  # TOML ints have no bound
+    file.write_text("[stale_after]\ncache = 1" + "0" * 400 + "\n")  # TOML ints have no bound
     with pytest.raises(ConfigError, match="positive number of seconds"):
         load_config({}, {}, str(file))
 

@@ -6,10 +6,12 @@ when it is reached documented beside it.
 
 from __future__ import annotations
 
+import math
 import re
+import warnings
 from dataclasses import dataclass
 
-from .errors import InvalidName
+from .errors import InvalidName, InvalidValue
 
 __all__ = ["DatabaseSettings", "Limits", "check_key", "check_name"]
 
@@ -55,8 +57,27 @@ class Limits:
 class DatabaseSettings:
     """Settings of one database."""
 
-    expire: float | None = None
-    """Seconds without a read or write after which a key goes stale on a node; None: never."""
+    stale_after: float | None = None
+    """Seconds without a read or write after which a key goes stale on a node (kept,
+    no longer replicated there); None: never. Not a time to live: nothing is deleted."""
+
+
+def check_seconds(what: str, seconds: object) -> float:
+    """Check a positive, finite number of seconds (``what``: its name, for the error)."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise InvalidValue(f"{what} must be seconds or None, not {seconds!r}")
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise InvalidValue(f"{what} must be a positive number of seconds, not {seconds}")
+    return seconds
+
+
+def warn_renamed(old: str, new: str, *, stacklevel: int = 2) -> None:
+    """Say that a setting was renamed (a ``DeprecationWarning``); the old name works."""
+    warnings.warn(
+        f"{old} is deprecated: it is now called {new} (the staleness time, not a time to live)",
+        DeprecationWarning,
+        stacklevel=stacklevel + 1,
+    )
 
 
 def check_name(kind: str, name: object) -> str:

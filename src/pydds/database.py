@@ -7,7 +7,7 @@ import html
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .config import DatabaseSettings, check_key
+from .config import DatabaseSettings, check_key, warn_renamed
 from .crdt import values
 from .errors import InvalidValue, KeyNotFound, NodeClosed, Unavailable
 from .keyspace import NOT_HELD, STALE
@@ -96,9 +96,15 @@ class Database:
         return self._keyspace.settings
 
     @property
-    def expire(self) -> float | None:
+    def stale_after(self) -> float | None:
         """Seconds without access after which a key goes stale on a node (None: never)."""
-        return self._keyspace.settings.expire
+        return self._keyspace.settings.stale_after
+
+    @property
+    def expire(self) -> float | None:
+        """The former name of ``stale_after`` (deprecated)."""
+        warn_renamed("expire", "stale_after")
+        return self._keyspace.settings.stale_after
 
     def _open(self) -> Keyspace:
         if self._node.closed:
@@ -145,7 +151,7 @@ class Database:
 
     def is_stale(self, key: str) -> bool:
         """Whether this node's copy of ``key`` is stale: not read or written here for
-        ``expire`` seconds, so no longer replicated here. A read refreshes it; a read
+        ``stale_after`` seconds, so no longer replicated here. A read refreshes it; a read
         that could reach no holder returns the local copy and leaves this True."""
         return self._keyspace.is_stale(key)
 

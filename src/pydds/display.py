@@ -108,9 +108,9 @@ def node_html(node: Node) -> str:
         for name in names[:ROWS]:
             db = node.database(name)
             keys, held, stale = db.keyspace.counts()
-            expire = "never" if db.expire is None else f"{db.expire:g} s"
-            rows.append((name, keys, held, stale, expire))
-        parts.append(table(("database", "keys", "held", "stale", "expire"), rows, len(names)))
+            stale_after = "never" if db.stale_after is None else f"{db.stale_after:g} s"
+            rows.append((name, keys, held, stale, stale_after))
+        parts.append(table(("database", "keys", "held", "stale", "stale after"), rows, len(names)))
     recent = list(reversed(node.recent_events()))
     if recent:
         parts.append(_title("recent events"))
@@ -122,10 +122,12 @@ def database_html(db: Database) -> str:
     """A database: its settings and counts, and its keys (held, stale, a preview)."""
     keyspace = db.keyspace
     keys, held, stale = keyspace.counts()
-    expire = "never" if db.expire is None else f"{db.expire:g} s"
+    stale_after = "never" if db.stale_after is None else f"{db.stale_after:g} s"
     parts = [
         _title(f"database {db.name}"),
-        table(("keys", "held here", "stale here", "expire"), [(keys, held, stale, expire)]),
+        table(
+            ("keys", "held here", "stale here", "stale after"), [(keys, held, stale, stale_after)]
+        ),
     ]
     rows = []
     for key in keyspace.keys()[:ROWS]:

@@ -44,7 +44,7 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from . import __version__
 from .acks import check_ack
-from .config import check_key, check_name
+from .config import check_key, check_name, check_seconds
 from .database import Database
 from .errors import (
     AckTimeout,
@@ -384,7 +384,9 @@ async def databases(request: web.Request) -> web.Response:
 
 
 def _database_json(db: Database) -> dict[str, Any]:
-    return {"name": db.name, "expire": db.expire, "keys": len(db)}
+    # "expire" is the former name of "stale_after", kept for older callers.
+    stale_after = db.stale_after
+    return {"name": db.name, "stale_after": stale_after, "expire": stale_after, "keys": len(db)}
 
 
 async def get_database(request: web.Request) -> web.Response:
@@ -393,20 +395,26 @@ async def get_database(request: web.Request) -> web.Response:
 
 
 async def put_database(request: web.Request) -> web.Response:
-    """``PUT /v1/databases/{db}`` ``{"expire": seconds or null}``: make the database
-    or change its expiry on this node (until the node restarts: ``--expire`` keeps
-    it)."""
+    """``PUT /v1/databases/{db}`` ``{"stale_after": seconds or null}``: make the
+    database or change its staleness time on this node (until the node restarts:
+    ``--stale-after`` keeps it). ``{"expire": ...}``, its former name, still works
+    and the answer carries ``Deprecation: true``."""
     name = _database_name(request)
     authorize(request, "write", name)
     body = await _body(request)
-    if not isinstance(body, dict) or set(body) != {"expire"}:
-        raise InvalidValue('the body is {"expire": seconds} or {"expire": null}')
-    expire = body["expire"]
+    if not isinstance(body, dict) or len(body) != 1 or set(body) - {"stale_after", "expire"}:
+        raise InvalidValue('the body is {"stale_after": seconds} or {"stale_after": null}')
+    ((field, stale_after),) = body.items()
     # An int too large for a float (10**400) is no number of seconds either.
-    if type(expire) is int and not 0 < expire <= 2**53:
-        raise InvalidValue(f"expire must be a positive number of seconds, not {expire}")
-    db = request.app[NODE].database(name, expire=expire)
-    return web.json_response(_database_json(db))
+    if type(stale_after) is int and not 0 < stale_after <= 2**53:
+        raise InvalidValue(f"{field} must be a positive number of seconds, not {stale_after}")
+    if stale_after is not None:
+        check_seconds(field, stale_after)
+    db = request.app[NODE].database(name, stale_after=stale_after)
+    response = web.json_response(_database_json(db))
+    if field == "expire":
+        response.headers["Deprecation"] = "true"  # RFC 9745: use stale_after
+    return response
 
 
 async def stats(request: web.Request) -> web.Response:

@@ -130,12 +130,12 @@ class Keyspace:
         packed = kd.packed
         if packed is not None:  # the common case: a held value, its packing cached
             if fresh and (
-                kd.stale or (self.settings.expire is not None and self._expired(key, kd, now))
+                kd.stale or (self.settings.stale_after is not None and self._idle(key, kd, now))
             ):
                 return STALE
             kd.accessed = now
             return _unpack(packed)
-        if fresh and kd.held and (kd.stale or self._expired(key, kd, now)):
+        if fresh and kd.held and (kd.stale or self._idle(key, kd, now)):
             return STALE
         kd.accessed = now
         if not kd.held:
@@ -146,9 +146,9 @@ class Keyspace:
         # first) reads as None; anti-entropy brings the rest.
         return None if value is MISSING else value
 
-    def _expired(self, key: str, kd: KeyDoc, now: float) -> bool:
-        expire = self.settings.expire
-        return expire is not None and now - kd.accessed >= expire and not self.pinned(key)
+    def _idle(self, key: str, kd: KeyDoc, now: float) -> bool:
+        stale_after = self.settings.stale_after
+        return stale_after is not None and now - kd.accessed >= stale_after and not self.pinned(key)
 
     # -- pins ------------------------------------------------------------------------
 
@@ -157,7 +157,7 @@ class Keyspace:
         self._pins.add(prefix)
 
     def unpin(self, prefix: str) -> None:
-        """Undo ``pin(prefix)`` (keys idle for ``expire`` go stale at the next sweep)."""
+        """Undo ``pin(prefix)`` (keys idle for ``stale_after`` go stale at the next sweep)."""
         self._pins.discard(prefix)
 
     def pins(self) -> list[str]:
@@ -169,9 +169,9 @@ class Keyspace:
         return bool(self._pins) and any(key.startswith(p) for p in self._pins)
 
     def is_stale(self, key: str) -> bool:
-        """Whether this node's copy of ``key`` is stale (not accessed for ``expire``)."""
+        """Whether this node's copy of ``key`` is stale (not accessed for ``stale_after``)."""
         kd = self._keys.get(key)
-        return kd is not None and kd.held and (kd.stale or self._expired(key, kd, self._now()))
+        return kd is not None and kd.held and (kd.stale or self._idle(key, kd, self._now()))
 
     def refreshed(self, key: str) -> None:
         """This node's copy of ``key`` is current again (refreshed, or nothing to refresh from)."""
@@ -181,15 +181,15 @@ class Keyspace:
             kd.accessed = self._now()
 
     def sweep(self) -> list[tuple[str, int]]:
-        """Mark the held keys not accessed for ``expire`` stale; return them (with their
+        """Mark the held keys not accessed for ``stale_after`` stale; return them (with their
         generations) so that peers stop pushing them here.
 
         One call takes at most about ``SWEEP_BUDGET`` seconds: a larger database is
         walked over several calls, and each complete walk also counts its held and
         stale values (``counts`` for databases of more than ``EXACT_COUNTS`` keys).
         """
-        expire = self.settings.expire
-        if expire is None and len(self._keys) <= EXACT_COUNTS:
+        stale_after = self.settings.stale_after
+        if stale_after is None and len(self._keys) <= EXACT_COUNTS:
             return []  # nothing goes stale, and counts() walks the keys itself
         if self._pass_at >= len(self._pass):  # start a pass over the keys of now
             self._pass, self._pass_at, self._tally = list(self._keys), 0, (0, 0)
@@ -208,7 +208,11 @@ class Keyspace:
                 held += 1
                 if kd.stale:
                     stale += 1
-                elif expire is not None and now - kd.accessed >= expire and not self.pinned(key):
+                elif (
+                    stale_after is not None
+                    and now - kd.accessed >= stale_after
+                    and not self.pinned(key)
+                ):
                     kd.stale = True
                     stale += 1
                     out.append((key, kd.gen))
@@ -233,7 +237,7 @@ class Keyspace:
         for key, kd in self._keys.items():
             if kd.held:
                 held += 1
-                if kd.stale or self._expired(key, kd, now):
+                if kd.stale or self._idle(key, kd, now):
                     stale += 1
         return len(self._keys), held, stale
 
@@ -243,7 +247,7 @@ class Keyspace:
         kd = self._keys.get(key)
         if kd is None:
             return False
-        return not kd.held or kd.stale or self._expired(key, kd, self._now())
+        return not kd.held or kd.stale or self._idle(key, kd, self._now())
 
     def holds(self, key: str) -> bool:
         """Whether this node holds the value of ``key``."""

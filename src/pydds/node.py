@@ -19,7 +19,6 @@ import contextlib
 import functools
 import inspect
 import logging
-import math
 import secrets
 import time
 from collections import Counter
@@ -34,7 +33,7 @@ from .bus import EventBus
 from .changes import Change
 from .clock import Clock, RealClock
 from .collector import bulk_load
-from .config import DatabaseSettings, Limits, check_name
+from .config import DatabaseSettings, Limits, check_name, check_seconds, warn_renamed
 from .crdt import values
 from .crdt.keydoc import LiveDocs
 from .database import Database, Gate
@@ -104,7 +103,7 @@ class Node:
     Example::
 
         async with pydds.Node() as node:
-            db = node.database("cache", expire=300)
+            db = node.database("cache", stale_after=300)
             await db.set("user:1", {"name": "Ada"})
             async with node.events(database="cache") as events:
                 await db.delete("user:1")
@@ -936,26 +935,36 @@ class Node:
 
     # -- databases -------------------------------------------------------------------
 
-    def database(self, name: str, *, expire: float | None = _UNSET) -> Database:
+    def database(
+        self,
+        name: str,
+        *,
+        stale_after: float | None = _UNSET,
+        expire: float | None = _UNSET,
+    ) -> Database:
         """The database ``name``, made on first use.
 
         Args:
             name: 1 to 128 characters of ``A-Z a-z 0-9 _ . : -``.
-            expire: seconds without a read or write after which a key goes stale on
-                a node, or None for never. Given for an existing database, it
-                changes the setting.
+            stale_after: seconds without a read or write after which a key goes
+                stale on a node (the copy is kept, no longer replicated there; it
+                is not a time to live), or None for never. Given for an existing
+                database, it changes the setting.
+            expire: the former name of ``stale_after`` (deprecated).
 
         Raises:
             InvalidName: the name breaks the rules.
-            InvalidValue: ``expire`` is not a positive number or None.
+            InvalidValue: ``stale_after`` is not a positive number or None.
         """
         if self._closed:
             raise NodeClosed(f"node {self.name!r} is closed")
-        if expire is not _UNSET and expire is not None:
-            if isinstance(expire, bool) or not isinstance(expire, (int, float)):
-                raise InvalidValue(f"expire must be seconds or None, not {expire!r}")
-            if not (math.isfinite(expire) and expire > 0):
-                raise InvalidValue(f"expire must be a positive number of seconds, not {expire}")
+        if expire is not _UNSET:
+            warn_renamed("expire", "stale_after")
+            if stale_after is not _UNSET:
+                raise InvalidValue("give stale_after only (expire is its former name)")
+            stale_after = expire
+        if stale_after is not _UNSET and stale_after is not None:
+            check_seconds("stale_after", stale_after)
         db = self._databases.get(name)
         if db is None:
             check_name("database", name)
@@ -963,7 +972,7 @@ class Node:
                 raise InvalidValue(
                     f"node {self.name!r} has {len(self._databases)} databases, its limit"
                 )
-            settings = DatabaseSettings(expire=None if expire is _UNSET else expire)
+            settings = DatabaseSettings(stale_after=None if stale_after is _UNSET else stale_after)
             keyspace = Keyspace(
                 name,
                 settings,
@@ -977,8 +986,8 @@ class Node:
                 keyspace.journal = self._store.journal(name)
             db = self._databases[name] = Database(self, keyspace, self._gate)
             self._keyspaces[name] = keyspace
-        elif expire is not _UNSET and expire != db.settings.expire:
-            db._keyspace.settings = DatabaseSettings(expire=expire)
+        elif stale_after is not _UNSET and stale_after != db.settings.stale_after:
+            db._keyspace.settings = DatabaseSettings(stale_after=stale_after)
         return db
 
     def databases(self) -> list[str]:

@@ -138,17 +138,24 @@ _SCHEMAS: Json = {
             },
         },
     },
-    "Expire": {
+    "StaleAfter": {
         "type": ["number", "null"],
         "description": "seconds without a read or write before a key goes stale on this "
-        "node; null: never",
+        "node (kept, no longer replicated here; not a time to live); null: never",
         "exclusiveMinimum": 0,
+    },
+    "Expire": {
+        "type": ["number", "null"],
+        "description": "the former name of stale_after",
+        "exclusiveMinimum": 0,
+        "deprecated": True,
     },
     "Database": {
         "type": "object",
-        "required": ["name", "expire", "keys"],
+        "required": ["name", "stale_after", "expire", "keys"],
         "properties": {
             "name": _schema("Name"),
+            "stale_after": _schema("StaleAfter"),
             "expire": _schema("Expire"),
             "keys": {"type": "integer", "minimum": 0},
         },
@@ -166,9 +173,11 @@ _SCHEMAS: Json = {
     },
     "DatabaseSettings": {
         "type": "object",
-        "required": ["expire"],
+        "description": "stale_after, or expire (its former name): one of them",
+        "minProperties": 1,
+        "maxProperties": 1,
         "additionalProperties": False,
-        "properties": {"expire": _schema("Expire")},
+        "properties": {"stale_after": _schema("StaleAfter"), "expire": _schema("Expire")},
     },
     "Stats": {
         "type": "object",
@@ -422,13 +431,13 @@ _PATHS: Json = {
         ),
         "put": _op(
             "putDatabase",
-            "Make the database, or change its expiry on this node until it restarts",
+            "Make the database, or change its staleness time on this node until it restarts",
             "databases",
             {
                 "200": _json(_schema("Database"), "the database"),
                 **_errors(400, 403, 413, 503),
             },
-            requestBody=_body(_schema("DatabaseSettings"), '{"expire": seconds or null}'),
+            requestBody=_body(_schema("DatabaseSettings"), '{"stale_after": seconds or null}'),
         ),
     },
     "/v1/databases/{db}/keys": {

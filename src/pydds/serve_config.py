@@ -20,7 +20,7 @@ Each setting comes from, in this order of precedence: a command-line option, a
     log_level = "info"
     log_format = "json"
     loop = "auto"
-    expire = {cache = 300, sessions = 60}   # seconds idle before a key goes stale
+    stale_after = {cache = 300, sessions = 60}   # seconds idle before a key goes stale
     secrets = ["a-cluster-secret-of-16-bytes-or-more"]
     tokens = ["web:web-secret-0123456789:cache:read+write"]
     tls_cert = "node.pem"
@@ -31,10 +31,12 @@ Each setting comes from, in this order of precedence: a command-line option, a
 
 The environment variables are ``PYDDS_`` and the upper-case name
 (``PYDDS_PORT=7500``); lists (``PYDDS_JOIN``, ``PYDDS_MODULES``) are comma-separated,
-and so is ``PYDDS_EXPIRE=cache=300,sessions=60`` (``--expire cache=300``, repeatable,
-on the command line). Addresses are ``host:port``, an IPv6 host in brackets
-(``[::1]:7400``); ``host`` alone may be ``::1`` or ``[::1]``. Numbers written as text
-are ASCII digits (``٣`` and ``²`` are no numbers).
+and so is ``PYDDS_STALE_AFTER=cache=300,sessions=60`` (``--stale-after cache=300``,
+repeatable, on the command line). ``expire`` (``PYDDS_EXPIRE``, ``--expire``), the
+former name of ``stale_after``, still works with a ``DeprecationWarning``.
+Addresses are ``host:port``, an IPv6 host in brackets (``[::1]:7400``); ``host``
+alone may be ``::1`` or ``[::1]``. Numbers written as text are ASCII digits (``٣``
+and ``²`` are no numbers).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import check_name
+from .config import check_name, warn_renamed
 from .errors import InvalidName
 from .net.ws import normalize
 
@@ -103,9 +105,10 @@ class ServeConfig:
     log_level: str = "info"
     log_format: str = "text"  # "text" or "json" (one JSON object per line)
     loop: str = "auto"  # the event loop: "uvloop", "asyncio", or "auto" (uvloop if installed)
-    #: Databases and their expiry: seconds without a read or write before a key goes
-    #: stale on this node (``node.database(name, expire=seconds)`` at start).
-    expire: tuple[tuple[str, float], ...] = ()
+    #: Databases and their staleness time: seconds without a read or write before a
+    #: key goes stale on this node (``node.database(name, stale_after=seconds)`` at
+    #: start). Not a time to live: nothing is deleted.
+    stale_after: tuple[tuple[str, float], ...] = ()
     #: Seconds an HTTP connection may go without a request (from its opening or its
     #: last answer) before it is closed.
     http_idle_timeout: float = 15.0
@@ -114,6 +117,17 @@ class ServeConfig:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(ServeConfig)}
+#: Former names of settings -> their names now (each use warns).
+_RENAMED = {"expire": "stale_after"}
+
+
+def _current(name: str) -> str:
+    """A setting's name now (a former name warns)."""
+    new = _RENAMED.get(name)
+    if new is None:
+        return name
+    warn_renamed(name, new, stacklevel=4)
+    return new
 
 
 def _expiry(value: Any, source: str) -> tuple[tuple[str, float], ...]:
@@ -125,19 +139,19 @@ def _expiry(value: Any, source: str) -> tuple[tuple[str, float], ...]:
         table: dict[str, Any] = {}
         for spec in value:
             if not isinstance(spec, str) or "=" not in spec:
-                raise ConfigError(f"expire in {source}: {spec!r} is not DATABASE=SECONDS")
+                raise ConfigError(f"stale_after in {source}: {spec!r} is not DATABASE=SECONDS")
             name, _, seconds = spec.partition("=")
             table[name.strip()] = seconds.strip()
         value = table
     if not isinstance(value, dict):
-        raise ConfigError(f"expire in {source} must be a table of database = seconds")
+        raise ConfigError(f"stale_after in {source} must be a table of database = seconds")
     out = []
     for name, seconds in value.items():
         try:
             check_name("database", name)
         except InvalidName as exc:
-            raise ConfigError(f"expire in {source}: {exc}") from None
-        out.append((name, _seconds(seconds, f"expire in {source}: {name}")))
+            raise ConfigError(f"stale_after in {source}: {exc}") from None
+        out.append((name, _seconds(seconds, f"stale_after in {source}: {name}")))
     return tuple(out)
 
 
@@ -181,7 +195,7 @@ def _address(value: str, what: str) -> str:
 
 def _coerce(name: str, value: Any, source: str) -> Any:
     """Check and convert one setting's value from ``source``."""
-    if name == "expire":
+    if name == "stale_after":
         return _expiry(value, source)
     if name in _SECONDS:
         return _seconds(value, f"{name} in {source}")
@@ -236,7 +250,7 @@ def _from_file(path: str) -> dict[str, Any]:
         raise ConfigError(f"the config file {path} is not valid TOML: {exc}") from None
     settings = {}
     for key, value in table.items():
-        name = key.replace("-", "_")
+        name = _current(key.replace("-", "_")) if key in _RENAMED else key.replace("-", "_")
         if name not in _FIELDS:
             raise ConfigError(f"unknown setting {key!r} in {path}")
         settings[name] = _coerce(name, value, path)
@@ -245,10 +259,12 @@ def _from_file(path: str) -> dict[str, Any]:
 
 def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     settings = {}
-    for name in _FIELDS:
+    for name in (*_FIELDS, *_RENAMED):
         variable = ENV_PREFIX + name.upper()
         if environ.get(variable):  # set and not empty
-            settings[name] = _coerce(name, environ[variable], variable)
+            current = _current(name)
+            if name == current or current not in settings:  # the name now wins
+                settings[current] = _coerce(current, environ[variable], variable)
     return settings
 
 
@@ -273,10 +289,11 @@ def load_config(
     if path:
         merged.update(_from_file(path))
     merged.update(_from_env(environ))
-    for name, value in options.items():
-        if name not in _FIELDS:
-            raise ConfigError(f"unknown setting {name!r}")
-        if value is None or ((name in _LISTS or name == "expire") and not value):
+    for given, value in options.items():
+        if given not in _FIELDS and given not in _RENAMED:
+            raise ConfigError(f"unknown setting {given!r}")
+        if value is None or ((given in _LISTS or given in ("stale_after", "expire")) and not value):
             continue
+        name = _current(given)
         merged[name] = _coerce(name, value, "the command line")
     return ServeConfig(**merged)

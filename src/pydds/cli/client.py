@@ -255,9 +255,13 @@ def status_command() -> None:
     me = cluster["node"]
     click.echo(f"node {me['name']} ({me['role']}) at {me['address'] or '-'}\n")
     click.echo(_members_table(cluster["members"]) + "\n")
-    rows = [["DATABASE", "KEYS", "EXPIRE"]]
+    rows = [["DATABASE", "KEYS", "STALE AFTER"]]
     rows += [
-        [d["name"], str(d["keys"]), "never" if d["expire"] is None else f"{d['expire']:g}s"]
+        [
+            d["name"],
+            str(d["keys"]),
+            "never" if d["stale_after"] is None else f"{d['stale_after']:g}s",
+        ]
         for d in databases
     ]
     click.echo(_table(rows))

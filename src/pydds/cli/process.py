@@ -17,6 +17,7 @@ import signal
 import socket
 import ssl
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -66,8 +67,8 @@ async def serve(
         modules=modules,
         credentials=credentials_of(config),
     )
-    for database, seconds in config.expire:
-        node.database(database, expire=seconds)
+    for database, seconds in config.stale_after:
+        node.database(database, stale_after=seconds)
     transport.app = make_app(node)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -176,7 +177,11 @@ EXIT_LISTEN = 3  # the port is in use, or the address cannot be bound
 def start(config_file: str | None, options: dict[str, Any]) -> int:
     """Run ``pydds serve`` with the command line's ``options``; return the exit code."""
     try:
-        config = load_config(options, os.environ, config_file)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DeprecationWarning)
+            config = load_config(options, os.environ, config_file)
+        for warning in caught:  # a former setting name: said once, at start
+            print(f"warning: {warning.message}", file=sys.stderr, flush=True)
         if config.tls_cert and not config.tls_key:
             raise ConfigError("--tls-cert needs --tls-key")
         protected(config, credentials_of(config))

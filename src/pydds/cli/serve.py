@@ -37,11 +37,13 @@ __all__ = ["serve_command"]
     "--log-format", default=None, type=click.Choice(["text", "json"]), help="[default: text]"
 )
 @click.option(
-    "--expire",
+    "--stale-after",
     multiple=True,
     metavar="DB=SECONDS",
-    help="a database's expiry: idle seconds before a key goes stale here (repeatable)",
+    help="idle seconds before a database's key goes stale here: kept, no longer"
+    " replicated; not a TTL (repeatable)",
 )
+@click.option("--expire", multiple=True, metavar="DB=SECONDS", help="deprecated: --stale-after")
 @click.option(
     "--loop",
     default=None,

@@ -917,7 +917,7 @@ class Peers:
             if not holders or database not in databases:
                 continue
             ks = self._keyspace(database)
-            if ks.settings.expire is None:
+            if ks.settings.stale_after is None:
                 continue
             if ks.generation(key) == gen and not ks.holds(key):
                 out.append((database, key, gen))
