@@ -1,5 +1,6 @@
 """The chaos harness, short: 3 node processes and a client, partitions, a SIGKILL
-and restart, a pause; nothing acknowledged durably or by a majority is lost."""
+and restart, a pause, a graceful leave and rejoin; nothing acknowledged durably or by
+a majority is lost."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ from pydds.testing.chaos import Plan, run
 
 @pytest.mark.timeout(240)
 async def test_a_short_chaos_run() -> None:
-    plan = Plan(nodes=3, clients=1, seconds=15, partitions=2, kills=1, pauses=1, writes=1500)
+    plan = Plan(
+        nodes=3, clients=1, seconds=18, partitions=2, kills=1, pauses=1, leaves=1, writes=1800
+    )
     report = await run(plan)
     print(report.text())  # shown with -s, and on failure
     assert report.attempted > 300, asdict(report)
     assert sum(report.acknowledged.values()) > 100
-    assert {f.split()[0] for f in report.faults} == {"partition", "kill", "pause"}
+    assert {f.split()[0] for f in report.faults} == {"partition", "kill", "pause", "leave"}
     strict = {level: n for level, n in report.lost.items() if level != "local"}
     assert strict == {}, report.lost_examples
     assert report.unexpected == 0

@@ -1,6 +1,6 @@
 """A Jepsen-style harness: real ``pydds serve`` processes, a proxy in front of each,
-faults (partitions, one-way cuts, SIGKILL and restart, SIGSTOP pauses, delays), a
-workload whose every write is unique, and a checker.
+faults (partitions, one-way cuts, SIGKILL and restart, SIGSTOP pauses, delays,
+graceful leaves and rejoins), a workload whose every write is unique, and a checker.
 
     python -m pydds.testing.chaos --nodes 5 --clients 2 --seconds 60 \\
         --partitions 10 --kills 5 --pauses 3 --writes 20000 --json report.json

@@ -13,8 +13,8 @@ from .runner import run
 
 #: ``--help``'s description: the first paragraph of the package's docstring.
 DESCRIPTION = """A Jepsen-style harness: real ``pydds serve`` processes, a proxy in front of each,
-faults (partitions, one-way cuts, SIGKILL and restart, SIGSTOP pauses, delays), a
-workload whose every write is unique, and a checker."""
+faults (partitions, one-way cuts, SIGKILL and restart, SIGSTOP pauses, delays,
+graceful leaves and rejoins), a workload whose every write is unique, and a checker."""
 
 
 def main() -> int:

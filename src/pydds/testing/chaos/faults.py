@@ -1,4 +1,5 @@
-"""The faults: partitions, one-way drops, delays, kills and pauses, spread over the run."""
+"""The faults: partitions, one-way drops, delays, kills, pauses and graceful leaves
+followed by a rejoin, spread over the run."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ async def _faults(
     """Spread the planned faults over the run, one at a time, each healed after."""
     names = sorted(nodes)
     faults = ["partition"] * plan.partitions + ["kill"] * plan.kills + ["pause"] * plan.pauses
+    faults += ["leave"] * plan.leaves
     rng.shuffle(faults)
     slot = plan.seconds / (len(faults) + 1)
     started = time.monotonic()
@@ -67,6 +69,14 @@ async def _faults(
             await node.kill()
             report.faults.append(f"kill {node.name}")
             await asyncio.sleep(rng.uniform(0.5, 2.0))
+            await node.start(net.owners)
+        elif kind == "leave":
+            # SIGTERM: the node says it leaves and its peers stop counting it; it
+            # joins again, from its data directory, as a new member.
+            node = nodes[rng.choice(names)]
+            await node.stop()
+            report.faults.append(f"leave {node.name} {length:.1f}s")
+            await asyncio.sleep(length)
             await node.start(net.owners)
         else:
             node = nodes[rng.choice(names)]

@@ -19,6 +19,7 @@ class Plan:
     partitions: int = 3
     kills: int = 1
     pauses: int = 1
+    leaves: int = 1  # a node closed gracefully (SIGTERM: it leaves), started again
     writes: int = 2000  # attempted writes, spread over the run
     keys: int = 20  # dict keys the unique fields go to
     counters: int = 4
