@@ -40,9 +40,14 @@ async def run(plan: Plan, workdir: str | None = None) -> Report:
     stop = asyncio.Event()
     tasks: list[asyncio.Task[Any]] = []
     try:
-        for i, name in enumerate(names):
-            join = [f"127.0.0.1:{nodes[names[0]].proxy_port}"] if i else []
-            node = nodes[name] = NodeProcess(name, data, join, plan.compact_at)
+        for name in names:
+            nodes[name] = NodeProcess(name, data, [], plan.compact_at)
+        for node in nodes.values():
+            # Every node names the others (the first one too: it dials them once they
+            # are up), as a deployment should: a node started again after it left is
+            # dialed by no one, and joins only what its own list names.
+            node.join = [f"127.0.0.1:{n.proxy_port}" for n in nodes.values() if n is not node]
+        for node in nodes.values():
             await net.proxy(node)
             await node.start(net.owners)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
