@@ -66,7 +66,10 @@ def check_seconds(what: str, seconds: object) -> float:
     """Check a positive, finite number of seconds (``what``: its name, for the error)."""
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
         raise InvalidValue(f"{what} must be seconds or None, not {seconds!r}")
-    if not (math.isfinite(seconds) and seconds > 0):
+    # An int too large for a float (10**400) is no number of seconds either.
+    if (type(seconds) is int and not 0 < seconds <= 2**53) or not (
+        math.isfinite(seconds) and seconds > 0
+    ):
         raise InvalidValue(f"{what} must be a positive number of seconds, not {seconds}")
     return seconds
 

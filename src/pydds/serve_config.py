@@ -250,7 +250,7 @@ def _from_file(path: str) -> dict[str, Any]:
         raise ConfigError(f"the config file {path} is not valid TOML: {exc}") from None
     settings = {}
     for key, value in table.items():
-        name = _current(key.replace("-", "_")) if key in _RENAMED else key.replace("-", "_")
+        name = _current(key.replace("-", "_"))
         if name not in _FIELDS:
             raise ConfigError(f"unknown setting {key!r} in {path}")
         settings[name] = _coerce(name, value, path)

@@ -1044,7 +1044,7 @@ class _Pages:
         kept: list[tuple[int, int | None, list[object] | None]] = []
         before: int | None = None
         for cell in page:
-            kind, rowid, fields = cell
+            _, rowid, fields = cell
             if rowid is None and fields is None:
                 run += 1
                 continue
@@ -1052,7 +1052,7 @@ class _Pages:
             if run and before is not None and log_row and rowid is not None and rowid > before:
                 self.gaps.append((before, rowid, run))
             else:
-                kept.extend([(kind, None, None)] * run)
+                kept.extend([(_TABLE_LEAF, None, None)] * run)
             kept.append(cell)
             before, run = (rowid if log_row else None), 0
         kept.extend([(_TABLE_LEAF, None, None)] * run)

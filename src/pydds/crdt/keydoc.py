@@ -381,19 +381,15 @@ class KeyDoc:
         try:
             item = _slot(doc, txn)
             counter: Any
-            if values.is_counter(txn, item):
-                counter = item
+            if item is MISSING or values.is_counter(txn, item):
+                # An empty slot starts the shared root counter, which may hold shares
+                # already: of increments made elsewhere that arrived before this one.
+                counter = _root_type(doc, txn, b"C") if item is MISSING else item
                 own = values.buffer_int(counter.get(txn, writer)) if counter.has(txn, writer) else 0
                 total = values.counter_total(txn, counter) + amount
-                _check_total(total)
-            elif item is MISSING:
-                # The shared root counter: it may hold shares already, of increments
-                # made elsewhere that arrived before the one that started it.
-                counter = _root_type(doc, txn, b"C")
-                own = values.buffer_int(counter.get(txn, writer)) if counter.has(txn, writer) else 0
-                total = values.counter_total(txn, counter) + amount
-                _check_total(total)
-                _start(doc, txn, b"C")
+                _check_total(total)  # before anything is written
+                if item is MISSING:
+                    _start(doc, txn, b"C")
             else:
                 if type(item) in (bytes, bytearray) and item[:1] == b"i":
                     base = values.buffer_int(item)
