@@ -27,12 +27,12 @@ class Cluster:
         modules: list[pydds.Module] | None = None,
         **options: Any,
     ) -> pydds.Node:
+        options.setdefault("clock", self.clock)
         node = pydds.Node(
             name,
             listen=f"mem://{name}",
             join=join or [],
             transport=self.network.transport(),
-            clock=self.clock,
             modules=modules or [],
             **options,
         )

@@ -140,8 +140,6 @@ def test_expire_is_the_former_name_of_stale_after(node: pydds.Node) -> None:
         db = node.database("d", expire=10)
     assert caught[0].filename == __file__  # the warning names the caller's line
     assert db.stale_after == 10
-    with pytest.warns(DeprecationWarning, match="expire is deprecated"):
-        assert db.expire == 10
     with (
         pytest.raises(pydds.InvalidValue),
         pytest.warns(DeprecationWarning, match="expire is deprecated"),

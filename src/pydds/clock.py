@@ -3,6 +3,10 @@
 ``RealClock`` is the event loop's monotonic clock. ``FakeClock`` stands still until
 a test moves it with ``advance``, so heartbeats, timeouts and expiry run
 deterministically and at once.
+
+``now`` measures durations (timeouts, staleness); ``wall`` is the time of day, the
+one scale that nodes share: a key's time-to-live deadline travels as a ``wall``
+time, so every node expires the key at the same moment, up to their clocks' skew.
 """
 
 from __future__ import annotations
@@ -23,6 +27,10 @@ class Clock(Protocol):
         """Seconds on a monotonic scale."""
         ...
 
+    def wall(self) -> float:
+        """Seconds since the Unix epoch (the time of day)."""
+        ...
+
     async def sleep_until(self, deadline: float) -> None:
         """Return once ``now() >= deadline``."""
         ...
@@ -33,6 +41,9 @@ class RealClock:
 
     def now(self) -> float:
         return time.monotonic()  # what asyncio's default event loop measures time by
+
+    def wall(self) -> float:
+        return time.time()
 
     async def sleep_until(self, deadline: float) -> None:
         delay = deadline - self.now()
@@ -50,13 +61,20 @@ class FakeClock:
         await clock.advance(5.0)     # wakes every sleeper whose deadline passed
     """
 
-    def __init__(self, start: float = 0.0) -> None:
+    #: ``wall()`` at ``now() == 0``: a day of 2026, so that wall times look real.
+    EPOCH = 1_780_000_000.0
+
+    def __init__(self, start: float = 0.0, *, epoch: float = EPOCH) -> None:
         self._now = start
+        self._epoch = epoch  # wall() - now(); another epoch models a skewed clock
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
 
     def now(self) -> float:
         return self._now
+
+    def wall(self) -> float:
+        return self._epoch + self._now
 
     async def sleep_until(self, deadline: float) -> None:
         if deadline <= self._now:

@@ -61,6 +61,11 @@ class DatabaseSettings:
     """Seconds without a read or write after which a key goes stale on a node (kept,
     no longer replicated there); None: never. Not a time to live: nothing is deleted."""
 
+    ttl: float | None = None
+    """The time to live of a key written without one: every such write gives the
+    key this many seconds more; None: keys live until deleted (a ``set`` without a
+    ``ttl`` then clears a key's TTL, other writes keep it)."""
+
 
 def check_seconds(what: str, seconds: object) -> float:
     """Check a positive, finite number of seconds (``what``: its name, for the error)."""

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import html
+import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .config import DatabaseSettings, check_key, warn_renamed
+from .config import DatabaseSettings, check_key, check_seconds
 from .crdt import values
 from .errors import InvalidValue, KeyNotFound, NodeClosed, Unavailable
-from .keyspace import NOT_HELD, STALE
+from .keyspace import KEEP, NOT_HELD, STALE
 
 if TYPE_CHECKING:
     from .keyspace import Keyspace
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["Database", "Gate"]
 
 _RAISE: Any = object()
+_NEVER = math.inf
 
 #: A write's acknowledgement level: "local", "majority", "all", or a number of nodes.
 Ack = str | int
@@ -54,6 +56,7 @@ class Database:
         await db.append("user:1", ["langs"], "fr")
         await db.get("user:1")   # {'name': 'Ada', 'langs': ['en', 'fr'], 'age': 37}
         await db.incr("hits")    # 1
+        await db.set("session:9", {"user": 1}, ttl=60)   # gone in a minute
     """
 
     __slots__ = ("_gate", "_keyspace", "_name", "_node")
@@ -101,10 +104,10 @@ class Database:
         return self._keyspace.settings.stale_after
 
     @property
-    def expire(self) -> float | None:
-        """The former name of ``stale_after`` (deprecated)."""
-        warn_renamed("expire", "stale_after")
-        return self._keyspace.settings.stale_after
+    def default_ttl(self) -> float | None:
+        """The time to live of keys written without one (``node.database(name,
+        ttl=...)``), None when keys live until deleted."""
+        return self._keyspace.settings.ttl
 
     def _open(self) -> Keyspace:
         if self._node.closed:
@@ -116,6 +119,26 @@ class Database:
         if check is not None:
             check(self._name)
         return self._keyspace
+
+    def _deadline(self, ttl: float | None, keep: bool) -> float | None:
+        """A write's deadline (``Keyspace.set``): from ``ttl`` (checked), else from
+        the database's default; without either, none for a ``set`` and ``KEEP`` for
+        the other writes (``keep``)."""
+        if ttl is None:
+            ttl = self._keyspace.settings.ttl
+            if ttl is None:
+                return KEEP if keep else _NEVER
+        else:
+            check_seconds("ttl", ttl)
+        return self._node.clock.wall() + ttl
+
+    def _after_write(self, keyspace: Keyspace, deadline: float | None) -> None:
+        """Publish the expiry of a key the write found past its deadline (before the
+        write's own event), and have the node's timer wake for the write's deadline."""
+        if keyspace.lapsed:
+            self._node.expired(self._name, keyspace.take_lapsed())
+        if deadline is not None and deadline != _NEVER:
+            self._node.deadline_set(deadline)
 
     # -- reads -----------------------------------------------------------------------
 
@@ -215,8 +238,16 @@ class Database:
 
     # -- writes ----------------------------------------------------------------------
 
-    async def set(self, key: str, value: Any, *, ack: Ack = "local") -> None:
+    async def set(
+        self, key: str, value: Any, *, ack: Ack = "local", ttl: float | None = None
+    ) -> None:
         """Set ``key`` to ``value``, replacing any previous value.
+
+        ``ttl`` (on every write) gives the key that many seconds to live from now:
+        then it is gone on every node (an ``expired`` event). Without it, the
+        database's default TTL applies (``node.database(name, ttl=...)``); with no
+        default, a ``set`` leaves the key without a TTL (as Redis's SET) and the
+        other writes keep the TTL the key has.
 
         ``ack`` (on every write) says how many nodes must have applied the write
         before it returns: ``"local"`` (this node, the default), ``"majority"`` or
@@ -228,7 +259,8 @@ class Database:
         Raises:
             AckTimeout: too few nodes acknowledged in time; the write stands.
             StorageError: ``durable``, and the store could not write it; it stands.
-            InvalidValue: ``value`` is not JSON-like or too large; nothing changed.
+            InvalidValue: ``value`` is not JSON-like or too large, or ``ttl`` is not
+                a positive number of seconds; nothing changed.
             InvalidName: ``key`` is not a valid key.
         """
         keyspace = self._writable()
@@ -237,20 +269,29 @@ class Database:
             check_key(key, limits)  # the full check, off the common path
         values.check(value, limits.max_depth)
         packed = values.pack(value, limits.max_value_bytes)
+        deadline = (
+            _NEVER if ttl is None and keyspace.settings.ttl is None else self._deadline(ttl, False)
+        )
         if keyspace.needs_hold(key):
             await self._hold(keyspace, key)
         node = self._node
         if ack == "local":  # the common case, without a coroutine of the node's
-            change = keyspace.set(key, value, packed)
+            change = keyspace.set(key, value, packed, deadline)
+            if keyspace.lapsed or deadline != _NEVER:
+                self._after_write(keyspace, deadline)
             if change is not None:
                 node.record(change)
             if node.congested:
                 await node.flush()
         else:
             node.ack_level(ack)  # checked before anything changes
-            await node.commit(keyspace.set(key, value, packed), ack)
+            change = keyspace.set(key, value, packed, deadline)
+            self._after_write(keyspace, deadline)
+            await node.commit(change, ack)
 
-    async def update(self, key: str, fields: dict[str, Any], *, ack: Ack = "local") -> None:
+    async def update(
+        self, key: str, fields: dict[str, Any], *, ack: Ack = "local", ttl: float | None = None
+    ) -> None:
         """Set the given fields of the dict value of ``key`` (other fields stay).
 
         An absent key becomes a dict of ``fields``. Concurrent updates of different
@@ -267,13 +308,22 @@ class Database:
             raise InvalidValue(f"update needs a dict of fields, not {type(fields).__name__}")
         values.check(fields, limits.max_depth)
         values.pack(fields, limits.max_value_bytes)
+        deadline = self._deadline(ttl, True)
         if ack != "local":
             self._node.ack_level(ack)
         await self._hold(keyspace, key)
-        await self._node.commit(keyspace.update(key, fields), ack)
+        change = keyspace.update(key, fields, deadline)
+        self._after_write(keyspace, deadline)
+        await self._node.commit(change, ack)
 
     async def append(
-        self, key: str, path: Sequence[str | int], item: Any, *, ack: Ack = "local"
+        self,
+        key: str,
+        path: Sequence[str | int],
+        item: Any,
+        *,
+        ack: Ack = "local",
+        ttl: float | None = None,
     ) -> None:
         """Append ``item`` to the list found at ``path`` inside the value of ``key``.
 
@@ -296,12 +346,19 @@ class Database:
             raise InvalidValue(f"a path is a list of str and int, not {path!r}")
         values.check(item, limits.max_depth)
         values.pack(item, limits.max_value_bytes)
+        deadline = self._deadline(ttl, True)
         if ack != "local":
             self._node.ack_level(ack)
         await self._hold(keyspace, key)
-        await self._node.commit(keyspace.append(key, steps, item), ack)
+        try:
+            change = keyspace.append(key, steps, item, deadline)
+        finally:
+            self._after_write(keyspace, deadline)
+        await self._node.commit(change, ack)
 
-    async def incr(self, key: str, amount: int = 1, *, ack: Ack = "local") -> int:
+    async def incr(
+        self, key: str, amount: int = 1, *, ack: Ack = "local", ttl: float | None = None
+    ) -> int:
         """Add ``amount`` to the counter ``key`` and return the new total.
 
         An absent key starts at 0; an int value becomes a counter starting from it.
@@ -316,10 +373,12 @@ class Database:
         check_key(key, keyspace.limits)
         if type(amount) is not int or not values.INT_MIN <= amount <= 2**63 - 1:
             raise InvalidValue(f"incr needs a 64-bit int amount, not {amount!r}")
+        deadline = self._deadline(ttl, True)
         if ack != "local":
             self._node.ack_level(ack)
         await self._hold(keyspace, key)
-        total, change = keyspace.incr(key, amount)
+        total, change = keyspace.incr(key, amount, deadline)
+        self._after_write(keyspace, deadline)
         await self._node.commit(change, ack)
         return total
 
@@ -329,5 +388,54 @@ class Database:
         if ack != "local":
             self._node.ack_level(ack)
         change = keyspace.delete(key)
+        self._after_write(keyspace, None)
         await self._node.commit(change, ack)
         return change is not None
+
+    # -- time to live ------------------------------------------------------------------
+
+    def ttl(self, key: str) -> float | None:
+        """Seconds left before ``key`` expires, None when it has no time to live.
+
+        Example::
+
+            await db.set("session:9", {"user": 1}, ttl=60)
+            db.ttl("session:9")       # 59.99...
+            await db.persist("session:9")
+            db.ttl("session:9")       # None
+
+        Raises:
+            KeyNotFound: the key is absent (or expired).
+        """
+        return self._keyspace.ttl(key)
+
+    async def expire(self, key: str, seconds: float, *, ack: Ack = "local") -> bool:
+        """Give ``key`` ``seconds`` to live from now (replacing any TTL it had);
+        return whether the key exists. A TTL change is a ``changed`` event.
+
+        Raises:
+            InvalidValue: ``seconds`` is not a positive number of seconds.
+        """
+        keyspace = self._writable()
+        check_key(key, keyspace.limits)
+        deadline = self._node.clock.wall() + check_seconds("seconds", seconds)
+        return await self._set_deadline(keyspace, key, deadline, ack)
+
+    async def persist(self, key: str, *, ack: Ack = "local") -> bool:
+        """Drop the time to live of ``key``: it lives until deleted. Return whether
+        it had one (False also when the key is absent)."""
+        keyspace = self._writable()
+        check_key(key, keyspace.limits)
+        if key in keyspace and keyspace.ttl(key) is None:
+            return False  # an absent key, or one past its deadline, lapses in the write
+        return await self._set_deadline(keyspace, key, _NEVER, ack)
+
+    async def _set_deadline(self, keyspace: Keyspace, key: str, deadline: float, ack: Ack) -> bool:
+        if ack != "local":
+            self._node.ack_level(ack)
+        await self._hold(keyspace, key)  # a TTL write makes this node a holder, as any write
+        exists = key in keyspace
+        change = keyspace.set_deadline(key, deadline)
+        self._after_write(keyspace, deadline)
+        await self._node.commit(change, ack)
+        return exists

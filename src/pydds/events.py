@@ -30,6 +30,7 @@ class EventKind(StrEnum):
     CREATED = "created"  # a key appeared (set, update, append or incr of an absent key)
     CHANGED = "changed"  # a key's value changed
     DELETED = "deleted"  # a key was deleted
+    EXPIRED = "expired"  # a key's time to live ran out (each node says so by its clock)
     CUSTOM = "custom"  # a custom event (``Node.emit``)
     OVERFLOW = "overflow"  # this subscriber's queue overflowed; payload {"dropped": n}
     JOINED = "joined"  # a node joined the cluster (``member`` says which)

@@ -18,11 +18,23 @@ buffer (``early``) until its entry arrives; one for a generation already gone is
 dropped. Applying returns the changes it made, in order: one with an event kind
 per key changed (carrying the value delta), and one without a kind (origin this
 node) for each directory entry this node wrote again, for the node to ship.
+
+A key with a time to live carries its deadline (wall-clock seconds) in its
+directory entry, so every replica knows it. From the deadline on, the key is
+absent for every read here (``read``, ``keys``, ``in``, ``len``) though it is still
+in ``_keys``; it *lapses* (its document closed, an ``expired`` change made, with no
+delta: each node lapses a key by its own clock, nothing is shipped) when
+``expire_due`` runs at the node's timer, or at once when a write touches it. A
+write's lapse waits in ``lapsed`` (``take_lapsed``) for the caller to publish it
+before the write's own change. ``_expiry`` is a heap of ``(deadline, key, gen)``
+whose entries that no longer match ``_deadlines`` are skipped when they surface.
 """
 
 from __future__ import annotations
 
 import contextlib
+import heapq
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -38,7 +50,7 @@ from .crdt.ydoc import EMPTY_STATE_VECTOR
 from .errors import InvalidValue, KeyNotFound
 from .events import EventKind
 
-__all__ = ["NOT_HELD", "STALE", "Journal", "Keyspace"]
+__all__ = ["KEEP", "NOT_HELD", "STALE", "Journal", "Keyspace"]
 
 #: Event-loop time one sweep of one database may take. A database too large to walk
 #: in that time is swept over several calls (one a second): a million keys take about
@@ -52,6 +64,12 @@ EXACT_COUNTS = 100_000
 #: A directory update at least this large is applied with the cyclic garbage collector
 #: paused (a joining node's whole directory, say).
 BULK_BYTES = 64 * 1024
+#: Keys one ``expire_due`` call lapses at most (a million keys expiring at once are
+#: lapsed over several turns of the node's timer; reads see them gone on time).
+LAPSE_CHUNK = 10_000
+#: A write's ``deadline`` that leaves the key's time to live as it is.
+KEEP: float | None = None
+_NEVER = math.inf
 
 
 _unpack = values.unpack
@@ -81,6 +99,7 @@ class Keyspace:
         limits: Limits,
         live: LiveDocs,
         now: Callable[[], float] = lambda: 0.0,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.name = name  # the database's name
         self.settings = settings  # expiry and other per-database settings
@@ -92,6 +111,10 @@ class Keyspace:
         self._keys: dict[str, KeyDoc] = {}
         self._live = live
         self._now = now  # the node's clock
+        self._wall = wall  # the node's time of day: TTL deadlines are on this scale
+        self._deadlines: dict[str, float] = {}  # live keys with a time to live
+        self._expiry: list[tuple[float, str, int]] = []  # heap: (deadline, key, gen)
+        self.lapsed: list[Change] = []  # writes' lapses, for ``take_lapsed``
         self._early: dict[tuple[str, int], list[bytes]] = {}
         self._early_count = 0
         self._early_bytes = 0
@@ -105,16 +128,23 @@ class Keyspace:
     # -- reads ---------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._keys)
+        if not self.due():
+            return len(self._keys)
+        now = self._wall()
+        return len(self._keys) - sum(1 for d in self._deadlines.values() if d <= now)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._keys
+        if key not in self._keys:
+            return False
+        return not (self._deadlines and isinstance(key, str) and self._lapsing(key))
 
     def keys(self, prefix: str = "") -> list[str]:
         """The live keys starting with ``prefix``, sorted."""
-        if not prefix:
-            return sorted(self._keys)
-        return sorted(k for k in self._keys if k.startswith(prefix))
+        keys = self._keys if not prefix else (k for k in self._keys if k.startswith(prefix))
+        if not self.due():
+            return sorted(keys)
+        now, deadlines = self._wall(), self._deadlines
+        return sorted(k for k in keys if deadlines.get(k, _NEVER) > now)
 
     def read(self, key: str, *, fresh: bool = True) -> Any:
         """The value of ``key`` as fresh objects; ``NOT_HELD`` when this node has no
@@ -124,7 +154,7 @@ class Keyspace:
             KeyNotFound: the key is absent.
         """
         kd = self._keys.get(key)
-        if kd is None:
+        if kd is None or (self._deadlines and self._lapsing(key)):
             raise KeyNotFound(f"key {key!r} is not in database {self.name!r}")
         now = self._now()
         packed = kd.packed
@@ -145,6 +175,102 @@ class Keyspace:
         # A held document whose writes have not arrived yet (its directory entry came
         # first) reads as None; anti-entropy brings the rest.
         return None if value is MISSING else value
+
+    # -- time to live ------------------------------------------------------------------
+
+    def _lapsing(self, key: str) -> bool:
+        """Whether ``key`` is past its deadline (absent, though not lapsed yet)."""
+        deadline = self._deadlines.get(key)
+        return deadline is not None and deadline <= self._wall()
+
+    def due(self) -> bool:
+        """Whether some key may be past its deadline (``expire_due`` has work)."""
+        expiry = self._expiry
+        return bool(expiry) and expiry[0][0] <= self._wall()
+
+    def next_expiry(self) -> float | None:
+        """The earliest deadline of a live key (wall clock), None if no key has one."""
+        expiry, deadlines, keys = self._expiry, self._deadlines, self._keys
+        while expiry:
+            deadline, key, gen = expiry[0]
+            kd = keys.get(key)
+            if deadlines.get(key) == deadline and kd is not None and kd.gen == gen:
+                return deadline
+            heapq.heappop(expiry)  # a deadline changed or gone since
+        return None
+
+    def expire_due(self) -> list[Change]:
+        """Lapse the keys whose deadline has passed (at most ``LAPSE_CHUNK``): their
+        ``expired`` changes (events only: every node lapses a key by itself)."""
+        out = self.take_lapsed()
+        now = self._wall()
+        while len(out) < LAPSE_CHUNK:
+            deadline = self.next_expiry()
+            if deadline is None or deadline > now:
+                break
+            _, key, _ = heapq.heappop(self._expiry)
+            out.append(self._lapse(key))
+        return out
+
+    def take_lapsed(self) -> list[Change]:
+        """The ``expired`` changes of keys that writes lapsed, since the last call."""
+        lapsed, self.lapsed = self.lapsed, []
+        return lapsed
+
+    def _lapse(self, key: str) -> Change:
+        kd = self._keys[key]
+        self._close(key, kd)
+        return self._lapsed(key, kd.gen)
+
+    def _lapsed(self, key: str, gen: int) -> Change:
+        return Change(self.name, key, gen, None, None, self.node_name, EventKind.EXPIRED)
+
+    def _track(self, key: str, gen: int, deadline: float) -> None:
+        """Keep ``key``'s deadline (``_NEVER``: none) for reads and ``expire_due``."""
+        if deadline == _NEVER:
+            self._deadlines.pop(key, None)
+            return
+        self._deadlines[key] = deadline
+        expiry = self._expiry
+        heapq.heappush(expiry, (deadline, key, gen))
+        if len(expiry) > 2 * len(self._deadlines) + 1024:  # mostly changed deadlines
+            keys = self._keys
+            self._expiry = [(d, k, keys[k].gen) for k, d in self._deadlines.items()]
+            heapq.heapify(self._expiry)
+
+    def ttl(self, key: str) -> float | None:
+        """Seconds until ``key`` expires; None when it has no time to live.
+
+        Raises:
+            KeyNotFound: the key is absent.
+        """
+        if key not in self:
+            raise KeyNotFound(f"key {key!r} is not in database {self.name!r}")
+        deadline = self._deadlines.get(key)
+        return None if deadline is None else max(0.0, deadline - self._wall())
+
+    def set_deadline(self, key: str, deadline: float) -> Change | None:
+        """Give ``key`` the deadline ``deadline`` (wall clock; ``math.inf``: none);
+        its change (a ``changed``), None when the key is absent or nothing changed."""
+        kd = self._keys.get(key)
+        if kd is None or self._lapsing(key):
+            if kd is not None:
+                self.lapsed.append(self._lapse(key))
+            return None
+        if self._deadlines.get(key, _NEVER) == deadline:
+            return None
+        delta = self._put_deadline(key, kd.gen, deadline)
+        return Change(self.name, key, kd.gen, delta, None, self.node_name, EventKind.CHANGED)
+
+    def _put_deadline(self, key: str, gen: int, deadline: float) -> bytes | None:
+        """Write a TTL change of a live key's entry; the directory delta."""
+        entry = self.directory.get(key)
+        clock = entry.ttl_clock + 1 if entry is not None and entry.gen == gen else 1
+        delta = self.directory.put(key, Entry(gen, False, clock, deadline), LOCAL)
+        if self.journal is not None and delta is not None:
+            self.journal("", 0, delta)
+        self._track(key, gen, deadline)
+        return delta
 
     def _idle(self, key: str, kd: KeyDoc, now: float) -> bool:
         stale_after = self.settings.stale_after
@@ -231,7 +357,7 @@ class Keyspace:
         sweep pass (seconds old), so that a metrics scrape does not hold the loop.
         """
         if len(self._keys) > EXACT_COUNTS and self._counted is not None:
-            return len(self._keys), *self._counted
+            return len(self), *self._counted
         now = self._now()
         held = stale = 0
         for key, kd in self._keys.items():
@@ -239,13 +365,13 @@ class Keyspace:
                 held += 1
                 if kd.stale or self._idle(key, kd, now):
                     stale += 1
-        return len(self._keys), held, stale
+        return len(self), held, stale
 
     def needs_hold(self, key: str) -> bool:
         """Whether a write to ``key`` must first pull it (it exists, and this node's
         copy is missing or stale)."""
         kd = self._keys.get(key)
-        if kd is None:
+        if kd is None or (self._deadlines and self._lapsing(key)):
             return False
         return not kd.held or kd.stale or self._idle(key, kd, self._now())
 
@@ -313,68 +439,105 @@ class Keyspace:
 
     # -- local writes ----------------------------------------------------------------
 
-    def _doc_for_write(self, key: str) -> tuple[KeyDoc, bytes | None]:
-        """The key's document, creating the key (a directory entry) if absent."""
+    def _doc_for_write(self, key: str, deadline: float | None) -> tuple[KeyDoc, bytes | None, bool]:
+        """The key's document, creating the key (a directory entry, with
+        ``deadline`` unless it is ``KEEP``) if absent or past its deadline (it lapses
+        first); the directory delta, and whether the key was created. The deadline
+        of a key that exists is written by ``_done``, once the operation worked."""
         kd = self._keys.get(key)
+        if kd is not None and self._deadlines and self._lapsing(key):
+            self.lapsed.append(self._lapse(key))
+            kd = None
         if kd is not None:
             self._live.touch(kd)
             kd.accessed, kd.stale = self._now(), False
-            return kd, None
+            return kd, None, False
         if len(self._keys) >= self.limits.max_keys:
             raise InvalidValue(f"database {self.name!r} has {len(self._keys)} keys, its limit")
         entry = self.directory.get(key)
         gen = 1 if entry is None else entry.gen + 1
-        directory_delta = self.directory.put(key, Entry(gen), LOCAL)
+        if deadline is None or deadline == _NEVER:  # KEEP, or no TTL
+            new = Entry(gen)
+        else:
+            new = Entry(gen, False, 1, deadline)
+            self._track(key, gen, deadline)
+        directory_delta = self.directory.put(key, new, LOCAL)
         if self.journal is not None and directory_delta is not None:
             self.journal("", 0, directory_delta)
         kd = self._keys[key] = KeyDoc(gen, accessed=self._now())
         self._live.touch(kd)
-        return kd, directory_delta
+        return kd, directory_delta, True
 
     def _done(
-        self, key: str, kd: KeyDoc, directory: bytes | None, delta: bytes | None
+        self,
+        key: str,
+        kd: KeyDoc,
+        directory: bytes | None,
+        delta: bytes | None,
+        created: bool,
+        deadline: float | None,
     ) -> Change | None:
         if self.journal is not None and delta is not None:
             self.journal(key, kd.gen, delta)
+        if (
+            deadline is not None  # not KEEP
+            and not created
+            and (deadline != _NEVER or self._deadlines)
+            and deadline != self._deadlines.get(key, _NEVER)
+        ):
+            directory = self._put_deadline(key, kd.gen, deadline)
         if directory is None and delta is None:
             return None  # nothing changed (a set to the value it had)
-        kind = EventKind.CREATED if directory is not None else EventKind.CHANGED
+        kind = EventKind.CREATED if created else EventKind.CHANGED
         return make((self.name, key, kd.gen, directory, delta, self.node_name, kind))
 
     # Operations on a key that exists may fail (a wrong type, a bad path) before they
     # change anything; on an absent key, whose input the database checked, they cannot.
 
-    # Each returns the write's change, None when it changed nothing.
+    # Each returns the write's change, None when it changed nothing. ``deadline`` is
+    # the key's deadline after the write (wall clock; ``math.inf``: no time to live),
+    # or ``KEEP``: the one it has (none for a key the write creates).
 
-    def set(self, key: str, value: Any, packed: bytes) -> Change | None:
+    def set(
+        self, key: str, value: Any, packed: bytes, deadline: float | None = _NEVER
+    ) -> Change | None:
         """Replace the value of ``key`` (``value`` checked, ``packed`` its packing)."""
-        kd, directory = self._doc_for_write(key)
+        kd, directory, created = self._doc_for_write(key, deadline)
         delta = kd.set(self.client_id, value, packed)
-        return self._done(key, kd, directory, delta)
+        return self._done(key, kd, directory, delta, created, deadline)
 
-    def update(self, key: str, fields: dict[str, Any]) -> Change | None:
+    def update(
+        self, key: str, fields: dict[str, Any], deadline: float | None = KEEP
+    ) -> Change | None:
         """Merge ``fields`` (checked) into the dict value of ``key``."""
-        kd, directory = self._doc_for_write(key)
+        kd, directory, created = self._doc_for_write(key, deadline)
         delta = kd.update(self.client_id, fields, self.limits.max_value_bytes)
-        return self._done(key, kd, directory, delta)
+        return self._done(key, kd, directory, delta, created, deadline)
 
-    def append(self, key: str, path: list[str | int], item: Any) -> Change | None:
+    def append(
+        self, key: str, path: list[str | int], item: Any, deadline: float | None = KEEP
+    ) -> Change | None:
         """Append ``item`` (checked) to the list at ``path`` in the value of ``key``."""
-        if key not in self._keys and path:
+        if path and key not in self:
             raise KeyNotFound(f"key {key!r} is not in database {self.name!r}")
-        kd, directory = self._doc_for_write(key)
+        kd, directory, created = self._doc_for_write(key, deadline)
         delta = kd.append(self.client_id, path, item, self.limits.max_value_bytes)
-        return self._done(key, kd, directory, delta)
+        return self._done(key, kd, directory, delta, created, deadline)
 
-    def incr(self, key: str, amount: int) -> tuple[int, Change | None]:
+    def incr(
+        self, key: str, amount: int, deadline: float | None = KEEP
+    ) -> tuple[int, Change | None]:
         """Add ``amount`` to the counter ``key``; the new total, and the change."""
-        kd, directory = self._doc_for_write(key)
+        kd, directory, created = self._doc_for_write(key, deadline)
         delta, total = kd.incr(self.client_id, amount)
-        return total, self._done(key, kd, directory, delta)
+        return total, self._done(key, kd, directory, delta, created, deadline)
 
     def delete(self, key: str) -> Change | None:
         """Delete ``key``; its change, or None if it was absent."""
         kd = self._keys.get(key)
+        if kd is not None and self._deadlines and self._lapsing(key):
+            self.lapsed.append(self._lapse(key))
+            return None
         if kd is None:
             return None
         self._close(key, kd)
@@ -387,6 +550,8 @@ class Keyspace:
         if self.journal is not None:
             self.journal(key, kd.gen, b"")
         del self._keys[key]
+        if self._deadlines:
+            self._deadlines.pop(key, None)
         self._live.discard(kd)
         kd.close()
 
@@ -507,11 +672,13 @@ class Keyspace:
         self.directory = fresh
         if self.journal is not None:
             self.journal("", 0, update)
-        now, pending = self._now(), {}
+        now, wall, pending = self._now(), self._wall(), {}
         for key, entry in fresh.entries().items():
-            if entry.deleted:
+            if entry.deleted or entry.deadline <= wall:
                 continue
             kd = self._keys[key] = KeyDoc(entry.gen, accessed=now)
+            if entry.deadline != _NEVER:
+                self._track(key, entry.gen, entry.deadline)
             if self._early:
                 self._take_early(key, kd)
             pending[key] = EventKind.CREATED
@@ -536,16 +703,31 @@ class Keyspace:
             return
         if new is None:
             return
-        kd = self._keys.get(c.key)
-        if kd is not None and (kd.gen < new.gen or (new.deleted and kd.gen <= new.gen)):
-            self._close(c.key, kd)
-            out.append(Change(self.name, c.key, kd.gen, None, None, origin, EventKind.DELETED))
+        key = c.key
+        kd = self._keys.get(key)
+        gone = new.deleted
+        if not gone and new.deadline != _NEVER:
+            gone = new.deadline <= self._wall()
+        if kd is not None and (kd.gen < new.gen or (gone and kd.gen <= new.gen)):
+            lapsing = self._deadlines and self._lapsing(key)
+            self._close(key, kd)
+            if lapsing or (not new.deleted and kd.gen == new.gen):  # by time, not a delete
+                out.append(self._lapsed(key, kd.gen))
+            else:
+                out.append(Change(self.name, key, kd.gen, None, None, origin, EventKind.DELETED))
             kd = None
-        if kd is None and not new.deleted:
-            kd = self._keys[c.key] = KeyDoc(new.gen, accessed=self._now())
+        if gone:
+            return
+        if kd is None:
+            kd = self._keys[key] = KeyDoc(new.gen, accessed=self._now())
+            if new.deadline != _NEVER:
+                self._track(key, new.gen, new.deadline)
             if self._early:
-                self._take_early(c.key, kd)
-            pending[c.key] = EventKind.CREATED
+                self._take_early(key, kd)
+            pending[key] = EventKind.CREATED
+        elif kd.gen == new.gen and new.deadline != self._deadlines.get(key, _NEVER):
+            self._track(key, new.gen, new.deadline)  # a TTL change
+            pending.setdefault(key, EventKind.CHANGED)
 
     def _apply_value(self, key: str, gen: int, update: bytes) -> bytes | None:
         kd = self._keys.get(key)
@@ -618,13 +800,15 @@ class Keyspace:
                     fresh = Directory(self.client_id, directory)  # InvalidUpdate if bad
                     self.directory.close()
                     self.directory = fresh
-                now, restored = self._now(), 0
+                now, wall, restored = self._now(), self._wall(), 0
                 for key, entry in self.directory.entries().items():
-                    if entry.deleted:
+                    if entry.deleted or entry.deadline <= wall:
                         continue
                     gen, state = states.get(key, (0, None))
                     held = state if gen == entry.gen else None
                     self._keys[key] = KeyDoc(entry.gen, held, accessed=now)
+                    if entry.deadline != _NEVER:
+                        self._track(key, entry.gen, entry.deadline)
                     restored += held is not None
                 return restored
         finally:
@@ -650,6 +834,8 @@ class Keyspace:
             self._live.discard(kd)
             kd.close()
         self._keys.clear()
+        self._deadlines.clear()
+        self._expiry.clear()
         self._early.clear()
         self._early_count = self._early_bytes = 0
         self.directory.close()

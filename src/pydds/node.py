@@ -19,6 +19,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import math
 import secrets
 import time
 from collections import Counter
@@ -659,7 +660,7 @@ class Node:
                 next_sweep = now + SWEEP_EVERY
                 if self._started:
                     self.sweep()
-            deadline = next_sweep
+            deadline = min(next_sweep, self._expire_due())
             if self._peers is not None:
                 deadline = min(deadline, self._peers.tick(now))
                 self._drain()
@@ -711,6 +712,39 @@ class Node:
         if not peers.closing:
             payload = values.pack({"pulled": warm[1], "failed": warm[2]}, 64)
             self.publish(Event(EventKind.WARMED, origin=self.name, packed_payload=payload))
+
+    def _expire_due(self) -> float:
+        """Lapse the keys past their deadline in every database; when the timer
+        must wake next for this (``clock.now()`` scale)."""
+        clock = self.clock
+        wall = clock.wall()
+        earliest = math.inf
+        for name, keyspace in self._keyspaces.items():
+            if keyspace.due():
+                self.expired(name, keyspace.expire_due())
+            deadline = keyspace.next_expiry()
+            if deadline is not None:
+                earliest = min(earliest, deadline)
+        return clock.now() + max(0.0, earliest - wall) if earliest < math.inf else NEVER
+
+    def expired(self, database: str, changes: list[Change]) -> None:
+        """Publish the ``expired`` events of keys of ``database`` that lapsed here.
+        Nothing is shipped (every node lapses a key by its own clock); peers are
+        no longer counted as holders of those values."""
+        peers = self._peers
+        publish = self._bus.publish_change
+        for change in changes:
+            if peers is not None:
+                peers.gone((database, change.key, change.gen))
+            publish(change)
+
+    def deadline_set(self, wall: float) -> None:
+        """A key's deadline (wall clock) was set: the timer wakes for it if it would
+        sleep past it (``Database`` calls this after a write with a TTL)."""
+        if self._timer_sleep is not None:
+            at = self.clock.now() + max(0.0, wall - self.clock.wall())
+            if at < self._armed:
+                self._timer_sleep.cancel()
 
     def sweep(self) -> None:
         """Mark the keys not accessed for their database's ``expire`` stale: an event
@@ -940,6 +974,7 @@ class Node:
         name: str,
         *,
         stale_after: float | None = _UNSET,
+        ttl: float | None = _UNSET,
         expire: float | None = _UNSET,
     ) -> Database:
         """The database ``name``, made on first use.
@@ -950,11 +985,15 @@ class Node:
                 stale on a node (the copy is kept, no longer replicated there; it
                 is not a time to live), or None for never. Given for an existing
                 database, it changes the setting.
+            ttl: the time to live of keys written without one (seconds; every such
+                write restarts it), or None (the default) for keys that live until
+                deleted. Given for an existing database, it changes the setting
+                for later writes.
             expire: the former name of ``stale_after`` (deprecated).
 
         Raises:
             InvalidName: the name breaks the rules.
-            InvalidValue: ``stale_after`` is not a positive number or None.
+            InvalidValue: ``stale_after`` or ``ttl`` is not a positive number or None.
         """
         if self._closed:
             raise NodeClosed(f"node {self.name!r} is closed")
@@ -965,6 +1004,8 @@ class Node:
             stale_after = expire
         if stale_after is not _UNSET and stale_after is not None:
             check_seconds("stale_after", stale_after)
+        if ttl is not _UNSET and ttl is not None:
+            check_seconds("ttl", ttl)
         db = self._databases.get(name)
         if db is None:
             check_name("database", name)
@@ -972,7 +1013,10 @@ class Node:
                 raise InvalidValue(
                     f"node {self.name!r} has {len(self._databases)} databases, its limit"
                 )
-            settings = DatabaseSettings(stale_after=None if stale_after is _UNSET else stale_after)
+            settings = DatabaseSettings(
+                stale_after=None if stale_after is _UNSET else stale_after,
+                ttl=None if ttl is _UNSET else ttl,
+            )
             keyspace = Keyspace(
                 name,
                 settings,
@@ -981,13 +1025,21 @@ class Node:
                 limits=self.limits,
                 live=self._live,
                 now=self.clock.now,
+                wall=self.clock.wall,
             )
             if self._store is not None:
                 keyspace.journal = self._store.journal(name)
             db = self._databases[name] = Database(self, keyspace, self._gate)
             self._keyspaces[name] = keyspace
-        elif stale_after is not _UNSET and stale_after != db.settings.stale_after:
-            db._keyspace.settings = DatabaseSettings(stale_after=stale_after)
+        else:
+            settings = db.settings
+            changed = replace(
+                settings,
+                stale_after=settings.stale_after if stale_after is _UNSET else stale_after,
+                ttl=settings.ttl if ttl is _UNSET else ttl,
+            )
+            if changed != settings:
+                db.keyspace.settings = changed
         return db
 
     def databases(self) -> list[str]:

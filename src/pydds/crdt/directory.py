@@ -3,27 +3,39 @@
 Theory of operation
 -------------------
 One document, one root map ``keys``: key -> entry. An entry is a small msgpack
-buffer ``[generation, deleted]``. A key lives while its entry is not deleted; its
-value lives in the value document of that generation (``keydoc.py``).
+buffer ``[generation, deleted]``, or ``[generation, deleted, ttl_clock, deadline]``
+for a key that has (or had) a time to live. A key lives while its entry is not
+deleted and its deadline (a wall-clock time, seconds since the epoch) has not
+passed; its value lives in the value document of that generation (``keydoc.py``).
 
 Generations make re-creation safe: a key created where it is absent takes the
 generation after the last one seen (1 if none), so replicas that create the same key
 concurrently pick the same generation and their value documents merge. A delete
 writes ``[g, True]``; a later ``set`` starts generation ``g + 1`` from an empty
-document. Writes to a live key touch only its value document, never the directory.
+document. Writes to a live key touch only its value document, and the directory
+only when they change the key's time to live.
 
-Entries are ordered by ``(generation, deleted)``, and the directory converges to the
-greatest: Yjs resolves concurrent writes of one map entry by client id, which may
-pick a smaller entry (a lagging replica's creation of an old generation racing a
-delete or a newer generation). A replica that sees its entry replaced by a smaller
-one writes the greater one again (``Directory.apply`` reports it as a repair), and
-since every replica that saw the greater entry does the same, all end on it. Thus a
-delete wins over writes concurrent with it, and the newest generation wins.
+Every change of a key's time to live (a write that gives one, ``expire``,
+``persist``) writes its entry with ``ttl_clock`` one more than the entry it
+replaces, so that a TTL change wins over every one it has seen. A key without a
+deadline has ``deadline`` infinite (encoded as nil).
+
+Entries are ordered by ``(generation, deleted, ttl_clock, deadline)``, and the
+directory converges to the greatest: Yjs resolves concurrent writes of one map
+entry by client id, which may pick a smaller entry (a lagging replica's creation of
+an old generation racing a delete or a newer generation). A replica that sees its
+entry replaced by a smaller one writes the greater one again (``Directory.apply``
+reports it as a repair), and since every replica that saw the greater entry does the
+same, all end on it. Thus a
+delete wins over writes concurrent with it, the newest generation wins, and between
+concurrent TTL changes of one generation the later deadline wins (no deadline
+beating any).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,14 +50,25 @@ ROOT = "keys"
 
 @dataclass(frozen=True, slots=True, order=True)
 class Entry:
-    """A key's directory entry; entries compare by ``(gen, deleted)``."""
+    """A key's directory entry; entries compare by ``(gen, deleted, ttl_clock,
+    deadline)``."""
 
     gen: int  # the key's generation: which value document holds its value
     deleted: bool = False  # True once the key of this generation was deleted
+    ttl_clock: int = 0  # how many TTL changes this generation has seen
+    deadline: float = math.inf  # when the key expires (wall clock); inf: never
 
     def encode(self) -> bytes:
-        packed: bytes = msgpack.packb([self.gen, self.deleted])
+        if self.ttl_clock == 0 and self.deadline == math.inf:
+            packed: bytes = msgpack.packb([self.gen, self.deleted])
+        else:
+            deadline = None if self.deadline == math.inf else self.deadline
+            packed = msgpack.packb([self.gen, self.deleted, self.ttl_clock, deadline])
         return packed
+
+    def expired(self, now: float) -> bool:
+        """Whether the key of this entry is gone at wall-clock time ``now``."""
+        return self.deleted or self.deadline <= now
 
     @staticmethod
     def decode(raw: Any) -> Entry | None:
@@ -59,12 +82,24 @@ class Entry:
 @functools.lru_cache(maxsize=4096)  # a directory holds few distinct entries
 def _decode(raw: bytes) -> Entry | None:
     try:
-        gen, deleted = msgpack.unpackb(raw)
+        fields = msgpack.unpackb(raw)
     except (ValueError, TypeError, msgpack.UnpackException):
         return None
+    if type(fields) is not list or len(fields) not in (2, 4):
+        return None
+    gen, deleted = fields[0], fields[1]
     if type(gen) is not int or gen < 1 or type(deleted) is not bool:
         return None
-    return Entry(gen, deleted)
+    if len(fields) == 2:
+        return Entry(gen, deleted)
+    ttl_clock, deadline = fields[2], fields[3]
+    if type(ttl_clock) is not int or ttl_clock < 0:
+        return None
+    if deadline is None:
+        return Entry(gen, deleted, ttl_clock)
+    if type(deadline) not in (int, float) or not math.isfinite(deadline):
+        return None
+    return Entry(gen, deleted, ttl_clock, float(deadline))
 
 
 @dataclass(frozen=True, slots=True)

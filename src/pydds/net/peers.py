@@ -896,6 +896,11 @@ class Peers:
         """Stop waiting for the answers to a pull (it timed out)."""
         self.replication.forget_pull(value_id)
 
+    def gone(self, value_id: ValueId) -> None:
+        """A value's generation is gone here by itself (its key expired): no peer
+        holds it any more (each lapses it by its own clock)."""
+        self.replication.holders.drop(value_id)
+
     def release(self, database: str, key: str, gen: int) -> None:
         """This node's copy of a value went stale: peers stop pushing it."""
         self.send(self.replication.release(database, key, gen))

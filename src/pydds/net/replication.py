@@ -382,6 +382,8 @@ class Replication:
         value_id = (database, key, gen)
         holders = self.holders[value_id]
         kind: str = "" if event_kind is None else event_kind
+        if kind == "changed" and delta is None:
+            kind = ""  # a TTL change: the directory's alone (no holder has news to pull)
         whole: bytes | None = None
         if ack and delta is not None:
             whole = self._keyspace(database).value_diff(key, gen, EMPTY_STATE_VECTOR)
