@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -78,7 +79,13 @@ async def test_the_readme_run_command_serves_and_stops_cleanly_on_sigterm(
             assert await response.json() == {"v": 1}
         async with session.get(s.http + "/v1/databases/cache") as response:
             got = await response.json()
-            assert got == {"name": "cache", "stale_after": 300, "expire": 300, "keys": 1}
+            assert got == {
+                "name": "cache",
+                "stale_after": 300,
+                "expire": 300,
+                "ttl": None,
+                "keys": 1,
+            }
     assert await stop(s) == 0
 
 
@@ -133,7 +140,9 @@ async def test_two_processes_and_the_client_commands(
     code, out, _ = await pydds_cmd("status", "--json", node=second.node)
     status = json.loads(out)
     assert sorted(m["name"] for m in status["members"]) == ["p1", "p2"]
-    assert status["databases"] == [{"name": "db", "stale_after": None, "expire": None, "keys": 1}]
+    assert status["databases"] == [
+        {"name": "db", "stale_after": None, "expire": None, "ttl": None, "keys": 1}
+    ]
     code, out, _ = await pydds_cmd("status", node=second.node)
     assert code == 0
     assert "MEMBER" in out
@@ -460,3 +469,40 @@ async def test_members_remove_drops_a_killed_node_for_majority_writes(
     code, _, err = await pydds_cmd("members", "remove", "m2", node=first.node)
     assert code == 1
     assert "not_found" in err
+
+
+async def test_a_ttl_set_from_the_command_line_survives_a_restart(
+    served: Callable[..., Awaitable[Served]], tmp_path: Path
+) -> None:
+    args = ("--port", "0", "--name", "t1", "--data-dir", str(tmp_path))
+    persisted = {"PYDDS_MEMORY": ""}
+    s = await served(*args, env=persisted)
+    node = ("--node", s.node)
+    assert (await pydds_cmd("set", "cache", "long", '{"a": 1}', "--ttl", "300", *node))[0] == 0
+    assert (await pydds_cmd("incr", "cache", "short", "--ttl", "0.5", *node))[0] == 0
+    short_deadline = time.time() + 0.5
+    assert (await pydds_cmd("set", "cache", "kept", "1", *node))[0] == 0
+    code, out, _ = await pydds_cmd("ttl", "cache", "long", *node)
+    assert code == 0
+    assert 290 < float(out) <= 300
+    assert await pydds_cmd("ttl", "cache", "kept", *node) == (0, "none\n", "")
+    assert await stop(s) == 0
+
+    s = await served(*args, env=persisted)  # the same data: the deadlines came back
+    node = ("--node", s.node)
+    code, out, _ = await pydds_cmd("ttl", "cache", "long", "--json", *node)
+    assert code == 0
+    assert 250 < json.loads(out)["ttl"] <= 300
+    await asyncio.sleep(max(0.0, short_deadline - time.time()))  # the deadline is a time
+    code, _, err = await pydds_cmd("get", "cache", "short", *node)
+    assert code == 1
+    assert "not_found" in err
+    assert (await pydds_cmd("ttl", "cache", "short", *node))[0] == 1
+    assert await pydds_cmd("expire", "cache", "kept", "60", *node) == (0, "OK\n", "")
+    code, out, _ = await pydds_cmd("ttl", "cache", "kept", *node)
+    assert 55 < float(out) <= 60
+    assert await pydds_cmd("persist", "cache", "kept", *node) == (0, "OK\n", "")
+    assert await pydds_cmd("ttl", "cache", "kept", *node) == (0, "none\n", "")
+    assert (await pydds_cmd("expire", "cache", "absent", "5", *node))[0] == 1
+    assert (await pydds_cmd("expire", "cache", "kept", "0", *node))[0] == 2
+    assert (await pydds_cmd("set", "cache", "kept", "1", "--ttl", "-1", *node))[0] == 2

@@ -14,6 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 import pydds
+from pydds.clock import FakeClock
 from pydds.net.memory import MemoryNetwork
 from pydds.server import make_app
 
@@ -54,7 +55,9 @@ async def test_health_cluster_and_databases(api: TestClient[Any, Any]) -> None:
     assert [m["name"] for m in cluster["members"]] == ["h1"]
     listing = await (await api.get("/v1/databases")).json()
     assert listing == {
-        "databases": [{"name": "cache", "stale_after": None, "expire": None, "keys": 1}]
+        "databases": [
+            {"name": "cache", "stale_after": None, "expire": None, "ttl": None, "keys": 1}
+        ]
     }
 
 
@@ -63,15 +66,16 @@ async def test_a_database_s_staleness_time(api: TestClient[Any, Any]) -> None:
     response = await api.put("/v1/databases/sessions", json={"stale_after": 60})
     assert response.status == 200
     assert "Deprecation" not in response.headers
-    sessions = {"name": "sessions", "stale_after": 60, "expire": 60, "keys": 0}
+    sessions = {"name": "sessions", "stale_after": 60, "expire": 60, "ttl": None, "keys": 0}
     assert await response.json() == sessions
     await api.put(key_url("sessions", "s1"), json=1)
     got = await (await api.get("/v1/databases/sessions")).json()
     assert got == {**sessions, "keys": 1}
     response = await api.put("/v1/databases/sessions", json={"stale_after": None})
     assert (await response.json())["stale_after"] is None
-    bad_bodies: list[object] = [{"stale_after": -1}, {"stale_after": "soon"}, {"ttl": 5}, [60]]
-    bad_bodies += [{"stale_after": True}, {"stale_after": 5, "expire": 5}, {}]
+    bad_bodies: list[object] = [{"stale_after": -1}, {"stale_after": "soon"}, {"ttl": 0}, [60]]
+    bad_bodies += [{"stale_after": True}, {"stale_after": 5, "expire": 5}, {}, {"ttl": "1"}]
+    bad_bodies += [{"stale": 5}]
     for bad in bad_bodies:
         response = await api.put("/v1/databases/sessions", json=bad)
         assert await error_of(response) == (400, "invalid_value"), bad
@@ -348,3 +352,48 @@ async def test_counters(api: TestClient[Any, Any]) -> None:
         409,
         "wrong_type",
     )
+
+
+async def test_time_to_live_over_http() -> None:
+    clock = FakeClock()
+    node = pydds.Node("h1", clock=clock)
+    api = await serve(node)
+    try:
+        url = key_url("cache", "a/b")  # a "/" in the key: the TTL route is not the key's
+        assert (await api.put(url, json={"v": 1}, params={"ttl": "2.5"})).status == 201
+        assert await (await api.get(url + "/ttl")).json() == {"key": "a/b", "ttl": 2.5}
+        response = await api.patch(url, json={"w": 2})  # keeps the TTL
+        assert response.status == 200
+        assert (await (await api.get(url + "/ttl")).json())["ttl"] == 2.5
+        response = await api.post(url + "/persist")
+        assert await response.json() == {"key": "a/b", "persisted": True}
+        assert (await (await api.get(url + "/ttl")).json())["ttl"] is None
+        response = await api.post(url + "/persist")
+        assert await response.json() == {"key": "a/b", "persisted": False}
+        response = await api.post(url + "/expire", params={"seconds": "4", "ack": "all"})
+        assert await response.json() == {"key": "a/b", "ttl": 4}
+        counter = key_url("cache", "hits")
+        response = await api.post(counter + "/incr", params={"ttl": "1"})
+        assert await response.json() == {"value": 1}
+        await clock.advance(1.1)
+        assert await error_of(await api.get(counter)) == (404, "not_found")
+        assert await error_of(await api.get(counter + "/ttl")) == (404, "not_found")
+        assert await (await api.get("/v1/databases/cache/keys")).json() == ["a/b"]
+        await clock.advance(3)
+        for route in ("/ttl", "/expire?seconds=1", "/persist"):
+            method = api.get if route == "/ttl" else api.post
+            assert await error_of(await method(url + route)) == (404, "not_found"), route
+        response = await api.put("/v1/databases/cache", json={"ttl": 60})
+        assert (await response.json())["ttl"] == 60
+        await api.put(url, json=1)
+        assert (await (await api.get(url + "/ttl")).json())["ttl"] == 60
+        for bad in ("0", "-1", "1e3", "x", "٣", "1.", "nan"):
+            response = await api.put(url, json=1, params={"ttl": bad})
+            assert await error_of(response) == (400, "invalid_value"), bad
+            response = await api.post(url + "/expire", params={"seconds": bad})
+            assert await error_of(response) == (400, "invalid_value"), bad
+        response = await api.post(url + "/expire")
+        assert await error_of(response) == (400, "invalid_value")
+    finally:
+        await api.close()
+        await node.close()

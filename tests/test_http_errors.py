@@ -106,6 +106,7 @@ async def test_bodies_too_deep_or_out_of_range_are_400s(api: TestClient[Any, Any
         "name": "cache",
         "stale_after": None,
         "expire": None,
+        "ttl": None,
         "keys": 1,
     }
 
@@ -209,7 +210,7 @@ async def test_a_bad_key_gets_one_answer_whether_its_database_exists(
             response = await api.request(method, url(db, key), json={"a": 1})
             assert await error_of(response) == (400, "invalid_name"), (method, db)
     assert await (await api.get("/v1/databases")).json() == {
-        "databases": [{"name": "db", "stale_after": None, "expire": None, "keys": 1}]
+        "databases": [{"name": "db", "stale_after": None, "expire": None, "ttl": None, "keys": 1}]
     }
 
 

@@ -9,10 +9,13 @@ Routes (fixed paths)::
     GET    /v1/stats                             event counts, and module statistics
     GET    /v1/databases/{db}/keys?prefix=P      the directory's keys, a JSON list
     GET    /v1/databases/{db}/keys/{key}         the value
-    PUT    /v1/databases/{db}/keys/{key}?ack=A   set (body: any JSON value)
-    PATCH  /v1/databases/{db}/keys/{key}?ack=A   merge the body's fields into a dict
+    PUT    /v1/databases/{db}/keys/{key}?ack=A&ttl=S   set (body: any JSON value)
+    PATCH  /v1/databases/{db}/keys/{key}?ack=A&ttl=S   merge the body's fields into a dict
     DELETE /v1/databases/{db}/keys/{key}?ack=A   delete
-    POST   /v1/databases/{db}/keys/{key}/incr?amount=N&ack=A   add to a counter
+    POST   /v1/databases/{db}/keys/{key}/incr?amount=N&ack=A&ttl=S   add to a counter
+    GET    /v1/databases/{db}/keys/{key}/ttl     {"key": k, "ttl": seconds left or null}
+    POST   /v1/databases/{db}/keys/{key}/expire?seconds=S&ack=A   give the key a TTL
+    POST   /v1/databases/{db}/keys/{key}/persist?ack=A   drop the key's TTL
     POST   /v1/events/{name}                     emit a custom event (body: the payload)
     GET    /v1/events?database=D&prefix=P&kinds=a,b&names=n&values=1
                                                  Server-Sent Events, one per event
@@ -274,6 +277,20 @@ _COUNT = re.compile(r"[0-9]{1,6}")
 _AMOUNT = re.compile(r"-?[0-9]{1,19}")
 
 
+#: Seconds in the query: ASCII digits, and a fraction (``ttl=1.5``).
+_SECONDS = re.compile(r"[0-9]{1,15}(\.[0-9]{1,9})?")
+
+
+def _seconds(request: web.Request, name: str) -> float | None:
+    """The query parameter ``name`` as a positive number of seconds; None if absent."""
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    if not _SECONDS.fullmatch(raw):
+        raise InvalidValue(f"{name} must be seconds in ASCII digits (1.5), not {raw[:40]!r}")
+    return check_seconds(name, float(raw))
+
+
 def _ack(request: web.Request) -> str | int:
     # "durable+majority" arrives as "durable majority" unless its "+" was encoded.
     raw = request.query.get("ack", "local").replace(" ", "+")
@@ -386,7 +403,13 @@ async def databases(request: web.Request) -> web.Response:
 def _database_json(db: Database) -> dict[str, Any]:
     # "expire" is the former name of "stale_after", kept for older callers.
     stale_after = db.stale_after
-    return {"name": db.name, "stale_after": stale_after, "expire": stale_after, "keys": len(db)}
+    return {
+        "name": db.name,
+        "stale_after": stale_after,
+        "expire": stale_after,
+        "ttl": db.default_ttl,
+        "keys": len(db),
+    }
 
 
 async def get_database(request: web.Request) -> web.Response:
@@ -394,22 +417,39 @@ async def get_database(request: web.Request) -> web.Response:
     return web.json_response(_database_json(_existing(request)))
 
 
+_SETTINGS = frozenset({"stale_after", "expire", "ttl"})
+
+
 async def put_database(request: web.Request) -> web.Response:
-    """``PUT /v1/databases/{db}`` ``{"stale_after": seconds or null}``: make the
-    database or change its staleness time on this node (until the node restarts:
-    ``--stale-after`` keeps it). ``{"expire": ...}``, its former name, still works
-    and the answer carries ``Deprecation: true``."""
+    """``PUT /v1/databases/{db}`` ``{"stale_after": seconds or null, "ttl": seconds
+    or null}`` (either or both): make the database or change its settings on this
+    node (until the node restarts: ``--stale-after`` keeps the staleness time).
+    ``{"expire": ...}``, the former name of ``stale_after``, still works and the
+    answer carries ``Deprecation: true``."""
     name = _database_name(request)
     authorize(request, "write", name)
     body = await _body(request)
-    if not isinstance(body, dict) or len(body) != 1 or set(body) - {"stale_after", "expire"}:
-        raise InvalidValue('the body is {"stale_after": seconds} or {"stale_after": null}')
-    ((field, stale_after),) = body.items()
-    if stale_after is not None:
-        check_seconds(field, stale_after)  # the error names the field given
-    db = request.app[NODE].database(name, stale_after=stale_after)
+    if (
+        not isinstance(body, dict)
+        or not body
+        or set(body) - _SETTINGS
+        or {"stale_after", "expire"} <= set(body)
+    ):
+        raise InvalidValue(
+            'the body is {"stale_after": seconds or null} and/or {"ttl": seconds or null}'
+        )
+    for field, seconds in body.items():
+        if seconds is not None:
+            check_seconds(field, seconds)  # the error names the field given
+    settings: dict[str, Any] = {}
+    if "ttl" in body:
+        settings["ttl"] = body["ttl"]
+    for field in ("stale_after", "expire"):
+        if field in body:
+            settings["stale_after"] = body[field]
+    db = request.app[NODE].database(name, **settings)
     response = web.json_response(_database_json(db))
-    if field == "expire":
+    if "expire" in body:
         response.headers["Deprecation"] = "true"  # RFC 9745: use stale_after
     return response
 
@@ -445,19 +485,21 @@ async def get_value(request: web.Request) -> web.Response:
 async def put_value(request: web.Request) -> web.Response:
     db, key = _for_write(request)
     ack = _ack(request)
+    ttl = _seconds(request, "ttl")
     value = await _body(request)
     created = key not in db
-    await db.set(key, value, ack=ack)
+    await db.set(key, value, ack=ack, ttl=ttl)
     return web.json_response({"ok": True, "created": created}, status=201 if created else 200)
 
 
 async def patch_value(request: web.Request) -> web.Response:
     db, key = _for_write(request)
     ack = _ack(request)
+    ttl = _seconds(request, "ttl")
     fields = await _body(request)
     if not isinstance(fields, dict):
         raise InvalidValue("PATCH takes a JSON object of the fields to merge")
-    await db.update(key, fields, ack=ack)
+    await db.update(key, fields, ack=ack, ttl=ttl)
     return web.json_response({"ok": True})
 
 
@@ -475,8 +517,37 @@ async def incr(request: web.Request) -> web.Response:
     raw = request.query.get("amount", "1")
     if not _AMOUNT.fullmatch(raw):  # int() would take "٣", " 1", "1_0" and 5000 digits
         raise InvalidValue(f"amount must be a 64-bit integer in ASCII digits, not {raw[:40]!r}")
-    total = await db.incr(key, int(raw), ack=_ack(request))
+    total = await db.incr(key, int(raw), ack=_ack(request), ttl=_seconds(request, "ttl"))
     return web.json_response({"value": total})
+
+
+async def get_ttl(request: web.Request) -> web.Response:
+    """``GET /v1/databases/{db}/keys/{key}/ttl``: ``{"key": k, "ttl": seconds}``,
+    the seconds left before the key expires (null: it has no TTL); 404 if absent."""
+    db, key = _existing_key(request)
+    return web.json_response({"key": key, "ttl": db.ttl(key)})
+
+
+async def expire(request: web.Request) -> web.Response:
+    """``POST /v1/databases/{db}/keys/{key}/expire?seconds=S&ack=A``: the key expires
+    ``S`` seconds from now; ``{"key": k, "ttl": S}``, 404 if absent."""
+    db, key = _existing_key(request, "write")
+    seconds = _seconds(request, "seconds")
+    if seconds is None:
+        raise InvalidValue("expire needs seconds=S")
+    if not await db.expire(key, seconds, ack=_ack(request)):
+        raise KeyNotFound(f"key {key!r} is not in database {db.name!r}")
+    return web.json_response({"key": key, "ttl": seconds})
+
+
+async def persist(request: web.Request) -> web.Response:
+    """``POST /v1/databases/{db}/keys/{key}/persist?ack=A``: drop the key's TTL;
+    ``{"key": k, "persisted": bool}`` (false: it had none), 404 if absent."""
+    db, key = _existing_key(request, "write")
+    ack = _ack(request)
+    if key not in db:
+        raise KeyNotFound(f"key {key!r} is not in database {db.name!r}")
+    return web.json_response({"key": key, "persisted": await db.persist(key, ack=ack)})
 
 
 async def emit(request: web.Request) -> web.Response:
@@ -618,6 +689,9 @@ def add_routes(app: web.Application) -> None:
     app.router.add_put(db, put_database)
     app.router.add_get(db + "/keys", keys)
     app.router.add_post(key + "/incr", incr)
+    app.router.add_post(key + "/expire", expire)
+    app.router.add_post(key + "/persist", persist)
+    app.router.add_get(key + "/ttl", get_ttl)  # before the value's route, which it would match
     app.router.add_get(key, get_value)
     app.router.add_put(key, put_value)
     app.router.add_patch(key, patch_value)

@@ -37,12 +37,15 @@ NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,127}$"
 #: level (a space stands for an unencoded ``+``).
 _LEVEL = r"(local|majority|all|0*[1-9][0-9]*)"
 ACK_PATTERN = rf"^({_LEVEL}|durable|durable[+ ]{_LEVEL})$"
+#: Seconds in a query (``http_api._seconds``): ASCII digits, a fraction, not zero.
+SECONDS_PATTERN = r"^(?!0+(\.0+)?$)[0-9]{1,15}(\.[0-9]{1,9})?$"
 #: The kinds of events a stream may ask for (``EventKind``, but ``overflow``, which
 #: every stream gets).
 KINDS = [
     "created",
     "changed",
     "deleted",
+    "expired",
     "custom",
     "joined",
     "left",
@@ -150,13 +153,20 @@ _SCHEMAS: Json = {
         "exclusiveMinimum": 0,
         "deprecated": True,
     },
+    "DefaultTtl": {
+        "type": ["number", "null"],
+        "description": "the time to live of keys written without one (seconds; every such "
+        "write restarts it); null: keys live until deleted",
+        "exclusiveMinimum": 0,
+    },
     "Database": {
         "type": "object",
-        "required": ["name", "stale_after", "expire", "keys"],
+        "required": ["name", "stale_after", "expire", "ttl", "keys"],
         "properties": {
             "name": _schema("Name"),
             "stale_after": _schema("StaleAfter"),
             "expire": _schema("Expire"),
+            "ttl": _schema("DefaultTtl"),
             "keys": {"type": "integer", "minimum": 0},
         },
     },
@@ -173,11 +183,16 @@ _SCHEMAS: Json = {
     },
     "DatabaseSettings": {
         "type": "object",
-        "description": "stale_after, or expire (its former name): one of them",
+        "description": "the settings to change: stale_after (or expire, its former name: "
+        "not both) and ttl",
         "minProperties": 1,
-        "maxProperties": 1,
         "additionalProperties": False,
-        "properties": {"stale_after": _schema("StaleAfter"), "expire": _schema("Expire")},
+        "properties": {
+            "stale_after": _schema("StaleAfter"),
+            "expire": _schema("Expire"),
+            "ttl": _schema("DefaultTtl"),
+        },
+        "not": {"required": ["stale_after", "expire"]},
     },
     "Stats": {
         "type": "object",
@@ -205,6 +220,26 @@ _SCHEMAS: Json = {
         "type": "object",
         "required": ["value"],
         "properties": {"value": {"type": "integer", "description": "the new total"}},
+    },
+    "Ttl": {
+        "type": "object",
+        "required": ["key", "ttl"],
+        "properties": {
+            "key": {"type": "string"},
+            "ttl": {
+                "type": ["number", "null"],
+                "minimum": 0,
+                "description": "seconds left before the key expires; null: it has no TTL",
+            },
+        },
+    },
+    "Persisted": {
+        "type": "object",
+        "required": ["key", "persisted"],
+        "properties": {
+            "key": {"type": "string"},
+            "persisted": {"type": "boolean", "description": "false: the key had no TTL"},
+        },
     },
     "Event": {
         "type": "object",
@@ -316,6 +351,15 @@ _PARAMETERS: Json = {
         "number of nodes, `durable` (on this node's disk; needs the persistence module), or "
         "`durable+` one of the others (`+` written as `%2B`, or a space)",
         "schema": {"type": "string", "pattern": ACK_PATTERN, "default": "local"},
+    },
+    "ttl": {
+        "name": "ttl",
+        "in": "query",
+        "description": "seconds the key lives from now (then it is gone on every node); "
+        "without it, the database's default TTL, if any; else a PUT leaves the key without "
+        "a TTL and the other writes keep the one it has",
+        "schema": {"type": "string", "pattern": SECONDS_PATTERN},
+        "example": "60",
     },
 }
 
@@ -431,13 +475,15 @@ _PATHS: Json = {
         ),
         "put": _op(
             "putDatabase",
-            "Make the database, or change its staleness time on this node until it restarts",
+            "Make the database, or change its settings on this node until it restarts",
             "databases",
             {
                 "200": _json(_schema("Database"), "the database"),
                 **_errors(400, 403, 413, 503),
             },
-            requestBody=_body(_schema("DatabaseSettings"), '{"stale_after": seconds or null}'),
+            requestBody=_body(
+                _schema("DatabaseSettings"), '{"stale_after": seconds or null, "ttl": ...}'
+            ),
         ),
     },
     "/v1/databases/{db}/keys": {
@@ -470,7 +516,7 @@ _PATHS: Json = {
                 "201": _json(_schema("Written"), "the key was made"),
                 **_errors(400, 403, 413, 503, 504),
             },
-            parameters=[_param("ack")],
+            parameters=[_param("ack"), _param("ttl")],
             requestBody=_body(_schema("Value"), "the value: any JSON value"),
         ),
         "patch": _op(
@@ -478,7 +524,7 @@ _PATHS: Json = {
             "Merge the body's fields into the key's value, a JSON object",
             "keys",
             {"200": _json(_schema("Ok"), "merged"), **_errors(400, 403, 409, 413, 503, 504)},
-            parameters=[_param("ack")],
+            parameters=[_param("ack"), _param("ttl")],
             requestBody=_body({"type": "object"}, "the fields to merge"),
         ),
         "delete": _op(
@@ -511,7 +557,51 @@ _PATHS: Json = {
                     },
                 ),
                 _param("ack"),
+                _param("ttl"),
             ],
+        ),
+    },
+    "/v1/databases/{db}/keys/{key}/ttl": {
+        "parameters": _KEY_PARAMS,
+        "get": _op(
+            "getTtl",
+            "The seconds left before the key expires",
+            "keys",
+            {"200": _json(_schema("Ttl"), "its time to live"), **_errors(400, 403, 404)},
+        ),
+    },
+    "/v1/databases/{db}/keys/{key}/expire": {
+        "parameters": _KEY_PARAMS,
+        "post": _op(
+            "expire",
+            "Give the key a time to live from now (replacing any it had)",
+            "keys",
+            {"200": _json(_schema("Ttl"), "its new TTL"), **_errors(400, 403, 404, 503, 504)},
+            parameters=[
+                {
+                    **_query(
+                        "seconds",
+                        "seconds the key lives from now",
+                        {"type": "string", "pattern": SECONDS_PATTERN},
+                    ),
+                    "required": True,
+                    "example": "60",
+                },
+                _param("ack"),
+            ],
+        ),
+    },
+    "/v1/databases/{db}/keys/{key}/persist": {
+        "parameters": _KEY_PARAMS,
+        "post": _op(
+            "persist",
+            "Drop the key's time to live: it lives until deleted",
+            "keys",
+            {
+                "200": _json(_schema("Persisted"), "whether it had one"),
+                **_errors(400, 403, 404, 503, 504),
+            },
+            parameters=[_param("ack")],
         ),
     },
     "/v1/events/{name}": {

@@ -1,5 +1,6 @@
 """The client commands: ``get``, ``set``, ``update``, ``incr``, ``delete``, ``keys``,
-``watch``, ``emit`` and ``status``, talking to a node over its HTTP API.
+``ttl``, ``expire``, ``persist``, ``watch``, ``emit`` and ``status``, talking to a
+node over its HTTP API.
 
 Exit codes: 0 success; 1 the key (or database) was not found; 2 bad usage (wrong
 options, a value that is not JSON or that the node refuses as invalid); 3 the node
@@ -65,8 +66,16 @@ def _json_argument(text: str, what: str) -> Any:
         ) from None
 
 
-def _ack_query(ack: str) -> dict[str, str]:
-    return {} if ack == "local" else {"ack": ack}
+def _ack_query(ack: str, ttl: float | None = None) -> dict[str, str]:
+    query = {} if ack == "local" else {"ack": ack}
+    if ttl is not None:
+        query["ttl"] = _seconds(ttl)
+    return query
+
+
+def _seconds(seconds: float) -> str:
+    """Seconds as the API takes them: digits, a fraction (never ``1e-05``)."""
+    return f"{seconds:.9f}".rstrip("0").rstrip(".")
 
 
 def _print(value: Any) -> None:
@@ -94,6 +103,15 @@ ack_option = click.option(
 )
 
 
+ttl_option = click.option(
+    "--ttl",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="the key lives that many seconds from now (default: the database's TTL, if any)",
+)
+
+
 @click.command("get")
 @click.argument("database")
 @click.argument("key")
@@ -109,12 +127,13 @@ def get_command(database: str, key: str) -> None:
 @click.argument("key")
 @click.argument("value")
 @ack_option
+@ttl_option
 @client_options
 @_handled
-def set_command(database: str, key: str, value: str, ack: str) -> None:
+def set_command(database: str, key: str, value: str, ack: str, ttl: float | None) -> None:
     """Set KEY in DATABASE to VALUE, a JSON text ('{"a": 1}', '"text"', 42)."""
     body = _json_argument(value, "VALUE")
-    _done(_api().call("PUT", key_path(database, key), body, _ack_query(ack)))
+    _done(_api().call("PUT", key_path(database, key), body, _ack_query(ack, ttl)))
 
 
 @click.command("update")
@@ -122,14 +141,15 @@ def set_command(database: str, key: str, value: str, ack: str) -> None:
 @click.argument("key")
 @click.argument("fields")
 @ack_option
+@ttl_option
 @client_options
 @_handled
-def update_command(database: str, key: str, fields: str, ack: str) -> None:
+def update_command(database: str, key: str, fields: str, ack: str, ttl: float | None) -> None:
     """Merge FIELDS (a JSON object) into the dict value of KEY."""
     body = _json_argument(fields, "FIELDS")
     if not isinstance(body, dict):
         raise click.BadParameter("must be a JSON object", param_hint="FIELDS")
-    _done(_api().call("PATCH", key_path(database, key), body, _ack_query(ack)))
+    _done(_api().call("PATCH", key_path(database, key), body, _ack_query(ack, ttl)))
 
 
 @click.command("incr", context_settings={"ignore_unknown_options": True})
@@ -137,12 +157,13 @@ def update_command(database: str, key: str, fields: str, ack: str) -> None:
 @click.argument("key")
 @click.argument("amount", type=int, default=1)
 @ack_option
+@ttl_option
 @client_options
 @_handled
-def incr_command(database: str, key: str, amount: int, ack: str) -> None:
+def incr_command(database: str, key: str, amount: int, ack: str, ttl: float | None) -> None:
     """Add AMOUNT (default 1, may be negative) to the counter KEY, made if absent;
     print the total."""
-    query = {"amount": str(amount), **_ack_query(ack)}
+    query = {"amount": str(amount), **_ack_query(ack, ttl)}
     total = _api().call("POST", key_path(database, key) + "/incr", None, query)
     if option("as_json"):
         _print(total)
@@ -159,6 +180,45 @@ def incr_command(database: str, key: str, amount: int, ack: str) -> None:
 def delete_command(database: str, key: str, ack: str) -> None:
     """Delete KEY from DATABASE (exit code 1 if absent)."""
     _done(_api().call("DELETE", key_path(database, key), None, _ack_query(ack)))
+
+
+@click.command("ttl")
+@click.argument("database")
+@click.argument("key")
+@client_options
+@_handled
+def ttl_command(database: str, key: str) -> None:
+    """Print the seconds left before KEY expires, or "none" when it has no TTL
+    (--json: the node's answer; exit code 1 if absent)."""
+    answer = _api().call("GET", key_path(database, key) + "/ttl")
+    if option("as_json"):
+        _print(answer)
+    else:
+        click.echo("none" if answer["ttl"] is None else f"{answer['ttl']:.3f}")
+
+
+@click.command("expire")
+@click.argument("database")
+@click.argument("key")
+@click.argument("seconds", type=click.FloatRange(min=0, min_open=True))
+@ack_option
+@client_options
+@_handled
+def expire_command(database: str, key: str, seconds: float, ack: str) -> None:
+    """KEY expires SECONDS from now, whatever TTL it had (exit code 1 if absent)."""
+    query = {"seconds": _seconds(seconds), **_ack_query(ack)}
+    _done(_api().call("POST", key_path(database, key) + "/expire", None, query))
+
+
+@click.command("persist")
+@click.argument("database")
+@click.argument("key")
+@ack_option
+@client_options
+@_handled
+def persist_command(database: str, key: str, ack: str) -> None:
+    """Drop the TTL of KEY: it lives until deleted (exit code 1 if absent)."""
+    _done(_api().call("POST", key_path(database, key) + "/persist", None, _ack_query(ack)))
 
 
 @click.command("keys")
@@ -312,6 +372,9 @@ COMMANDS = [
     incr_command,
     delete_command,
     keys_command,
+    ttl_command,
+    expire_command,
+    persist_command,
     watch_command,
     emit_command,
     status_command,
