@@ -76,6 +76,7 @@ PRINTS = {
         re.escape("{'age': 37, 'langs': ['en', 'fr'], 'name': 'Ada'}"),  # sorted fields
         "1",
         re.escape("['user:1']"),
+        "60",
         "deleted user:1",
         re.escape("deploy {'version': 3}"),
     ],

@@ -1063,7 +1063,8 @@ class Node:
             database: only events of this database.
             prefix: only events of keys starting with this.
             kinds: only these kinds (``"created"``, ``"changed"``, ``"deleted"``,
-                ``"custom"``); ``"overflow"`` events are always delivered.
+                ``"expired"``, ``"custom"``, ...: ``EventKind``); ``"overflow"``
+                events are always delivered.
             names: only custom events with these names.
             maxsize: the queue's bound (default ``limits.event_queue``); when full,
                 the oldest event is dropped and an ``overflow`` event reports it.
