@@ -5,7 +5,8 @@ Prints one JSON object. Targets (issue "Embedded store"): get of a held 5-field 
 100,000 keys. Sets rotate over 1, 100 and 1000 keys (more keys: more CPU cache
 misses inside Yrs). The same run measures pycrdt's own Map read and scalar set, and
 the very same dict set through pycrdt's binding alone over 1000 documents: the limit
-under pydds's own work.
+under pydds's own work. ``*_ttl_*``: the same get and set of keys with a time to
+live (each such set writes the key's directory entry too: the cost of TTLs).
 
     python bench/embedded.py [--keys 100000]
 """
@@ -35,8 +36,8 @@ def rate(n: int, seconds: float) -> float:
     return round(n / seconds)
 
 
-async def bench_get(db: pydds.Database, n: int) -> float:
-    await db.set("k", VALUE)
+async def bench_get(db: pydds.Database, n: int, ttl: float | None = None) -> float:
+    await db.set("k", VALUE, ttl=ttl)
     get = db.get
     start = time.perf_counter()
     for _ in range(n):
@@ -44,14 +45,14 @@ async def bench_get(db: pydds.Database, n: int) -> float:
     return rate(n, time.perf_counter() - start)
 
 
-async def bench_set(db: pydds.Database, n: int, keys: int) -> float:
+async def bench_set(db: pydds.Database, n: int, keys: int, ttl: float | None = None) -> float:
     names = [f"s:{i}" for i in range(keys)]
     set_ = db.set
     for name in names:  # the keys exist; this measures replacing a value
-        await set_(name, VALUE)
+        await set_(name, VALUE, ttl=ttl)
     start = time.perf_counter()
     for i in range(n):
-        await set_(names[i % keys], VALUE)
+        await set_(names[i % keys], VALUE, ttl=ttl)
     return rate(n, time.perf_counter() - start)
 
 
@@ -133,6 +134,8 @@ async def main() -> None:
             "set_small_dict_per_s": await bench_set(db, args.ops // 2, 100),
             "set_small_dict_1_key_per_s": await bench_set(db, args.ops // 2, 1),
             "set_small_dict_1000_keys_per_s": await bench_set(db, args.ops // 2, 1000),
+            "get_small_dict_ttl_per_s": await bench_get(db, args.ops, ttl=3600),
+            "set_small_dict_ttl_per_s": await bench_set(db, args.ops // 2, 100, ttl=3600),
         }
     result.update(bench_pycrdt(args.ops // 2))
     result["binding_set_small_dict_1000_docs_per_s"] = bench_binding(args.ops // 2, 1000)
