@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import fnmatch
 import html
 import math
-from collections.abc import Callable, Iterator, Sequence
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .config import DatabaseSettings, check_key, check_seconds
@@ -21,6 +24,10 @@ __all__ = ["Database", "Gate"]
 
 _RAISE: Any = object()
 _NEVER = math.inf
+#: Pulls a batch starts at once (``get_many``, ``set_many``): within ``max_pulls``.
+BATCH_PULLS = 1000
+#: Where a glob pattern's literal prefix ends.
+_WILDCARD = re.compile(r"[*?\[]")
 
 #: A write's acknowledgement level: "local", "majority", "all", or a number of nodes.
 Ack = str | int
@@ -227,14 +234,28 @@ class Database:
         """The keys, sorted (a snapshot: writes while iterating do not disturb it)."""
         return iter(self._keyspace.keys())
 
-    def keys(self, prefix: str = "") -> list[str]:
-        """The keys that start with ``prefix``, sorted.
+    def keys(self, prefix: str = "", *, pattern: str | None = None) -> list[str]:
+        """The keys that start with ``prefix`` and match ``pattern``, sorted.
+
+        ``pattern`` is a shell-style glob (Python's ``fnmatch``, case-sensitive):
+        ``*`` any characters, ``?`` one, ``[abc]`` one of them, ``[!abc]`` one not.
 
         Example::
 
-            db.keys(prefix="user:")   # ['user:1', 'user:2']
+            db.keys(prefix="user:")        # ['user:1', 'user:2']
+            db.keys(pattern="user:?")      # the same
         """
-        return self._keyspace.keys(prefix)
+        if pattern is None:
+            return self._keyspace.keys(prefix)
+        if not isinstance(pattern, str):
+            raise InvalidValue(f"a pattern is a str, not {type(pattern).__name__}")
+        literal = pattern[: m.start()] if (m := _WILDCARD.search(pattern)) else pattern
+        if literal.startswith(prefix):
+            prefix = literal  # the keys a pattern can match start with its literal part
+        elif not prefix.startswith(literal):
+            return []
+        match = re.compile(fnmatch.translate(pattern)).match
+        return [key for key in self._keyspace.keys(prefix) if match(key)]
 
     # -- writes ----------------------------------------------------------------------
 
@@ -391,6 +412,143 @@ class Database:
         self._after_write(keyspace, None)
         await self._node.commit(change, ack)
         return change is not None
+
+    # -- batches -------------------------------------------------------------------------
+
+    async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """The values of the ``keys`` that exist, as a dict in the order given (absent
+        keys are left out). Values not held here are pulled all at once, not one
+        round trip per key.
+
+        Example::
+
+            await db.get_many(["user:1", "user:2", "nope"])   # {'user:1': ..., 'user:2': ...}
+
+        Raises:
+            Unavailable: some value is held elsewhere and no holder answered.
+        """
+        wanted = list(keys) if not isinstance(keys, str) else None
+        if wanted is None:
+            raise InvalidValue("get_many takes an iterable of keys, not one str")
+        keyspace = self._keyspace
+        for key in wanted:
+            check_key(key, keyspace.limits)
+        check = self._gate.read
+        if check is not None:
+            for key in wanted:
+                check(self._name, key)
+        found: dict[str, Any] = {}
+        pull, refresh = [], []
+        for key in wanted:
+            try:
+                value = keyspace.read(key)
+            except KeyNotFound:
+                continue
+            if value is NOT_HELD:
+                pull.append(key)
+            elif value is STALE:
+                refresh.append(key)
+            else:
+                found[key] = value
+        if pull or refresh:
+            await self._fetch(pull, refresh)
+            for key in (*pull, *refresh):
+                with contextlib.suppress(KeyNotFound):  # deleted meanwhile
+                    value = keyspace.read(key, fresh=False)
+                    if value is not NOT_HELD:
+                        found[key] = value
+        return {key: found[key] for key in wanted if key in found}
+
+    async def _fetch(self, pull: list[str], refresh: list[str]) -> None:
+        """Pull the values of ``pull`` and refresh those of ``refresh``, at most
+        ``BATCH_PULLS`` at a time.
+
+        Raises:
+            Unavailable: some value in ``pull`` could not be pulled.
+        """
+        node, name = self._node, self._name
+        jobs = [node.pull(name, k) for k in pull] + [node.refresh(name, k) for k in refresh]
+        failed: list[str] = []
+        for at in range(0, len(jobs), BATCH_PULLS):
+            results = await asyncio.gather(*jobs[at : at + BATCH_PULLS], return_exceptions=True)
+            for i, result in enumerate(results, start=at):
+                if isinstance(result, Unavailable) and i < len(pull):
+                    failed.append(pull[i])
+                elif isinstance(result, BaseException) and not isinstance(result, KeyNotFound):
+                    raise result
+        if failed:
+            raise Unavailable(
+                f"{len(failed)} values could not be pulled (no holder answered), "
+                f"{failed[0]!r} first"
+            )
+
+    async def set_many(
+        self, items: Mapping[str, Any], *, ack: Ack = "local", ttl: float | None = None
+    ) -> None:
+        """Set every key of ``items`` to its value, waiting once for the whole batch:
+        one acknowledgement round, not one per key. Every key and value is checked
+        first: if one is refused, nothing changed.
+
+        Example::
+
+            await db.set_many({"user:1": {"name": "Ada"}, "user:2": {"name": "Bob"}},
+                              ack="majority", ttl=60)
+
+        Raises:
+            InvalidValue, InvalidName: as ``set``; nothing changed.
+            AckTimeout: too few nodes acknowledged the batch in time; it stands.
+        """
+        keyspace = self._writable()
+        if not isinstance(items, Mapping):
+            raise InvalidValue(f"set_many takes a mapping, not {type(items).__name__}")
+        limits = keyspace.limits
+        batch = []
+        for key, value in items.items():
+            check_key(key, limits)
+            values.check(value, limits.max_depth)
+            batch.append((key, value, values.pack(value, limits.max_value_bytes)))
+        if ack != "local":
+            self._node.ack_level(ack)
+        deadline = self._deadline(ttl, False)
+        pull = [key for key, _, _ in batch if key in keyspace and not keyspace.holds(key)]
+        refresh = [key for key, _, _ in batch if keyspace.is_stale(key)]
+        if pull or refresh:
+            with contextlib.suppress(Unavailable):  # offline: the writes merge later
+                await self._fetch(pull, refresh)
+        changes = []
+        refused = None
+        for key, value, packed in batch:
+            try:
+                change = keyspace.set(key, value, packed, deadline)
+            except InvalidValue as exc:  # the key limit: what was set stands, and ships
+                refused = exc
+                break
+            if change is not None:
+                changes.append(change)
+        self._after_write(keyspace, deadline)
+        await self._node.commit_many(changes, ack)
+        if refused is not None:
+            raise refused
+
+    async def delete_many(self, keys: Iterable[str], *, ack: Ack = "local") -> int:
+        """Delete the ``keys``; return how many existed. One acknowledgement round
+        for all, as ``set_many``."""
+        keyspace = self._writable()
+        doomed = list(keys) if not isinstance(keys, str) else None
+        if doomed is None:
+            raise InvalidValue("delete_many takes an iterable of keys, not one str")
+        for key in doomed:
+            check_key(key, keyspace.limits)
+        if ack != "local":
+            self._node.ack_level(ack)
+        changes = []
+        for key in doomed:
+            change = keyspace.delete(key)
+            if change is not None:
+                changes.append(change)
+        self._after_write(keyspace, None)
+        await self._node.commit_many(changes, ack)
+        return len(changes)
 
     # -- time to live ------------------------------------------------------------------
 

@@ -809,6 +809,54 @@ class Node:
         elif waiting is not None:
             await self._wait_ack(waiting, level)
 
+    async def commit_many(self, changes: list[Change], ack: str | int = "local") -> None:
+        """``commit`` of a batch of changes this node just made: one wait for them
+        all (one acknowledgement round, and one store barrier for ``durable``).
+
+        Raises:
+            AckTimeout: too few nodes acknowledged every change in time (they stand).
+            StorageError: ``durable`` and the store could not write them (they stand).
+        """
+        durable, level = (False, "local") if ack == "local" else self.ack_level(ack)
+        peers = self._peers
+        waiting = None
+        if level == "local" or peers is None:
+            for change in changes:
+                self.record(change)
+            if peers is not None and peers.congested:
+                await self.flush()
+        else:
+            waiting = self._record_batch(peers, changes, level)
+        on_disk = None
+        if durable:
+            assert self._store is not None
+            on_disk = asyncio.ensure_future(self._store.barrier())
+        try:
+            if waiting is not None:
+                await self._wait_ack(waiting, level)
+        finally:
+            if on_disk is not None:
+                await on_disk
+
+    def _record_batch(
+        self, peers: Peers, changes: list[Change], level: str | int
+    ) -> asyncio.Future[None] | None:
+        """``record`` of changes made here, shipped under one ack id of ``level``."""
+        for change in changes:
+            for listener in list(self._change_listeners):
+                listener(change)
+        ack_id = peers.changed_many(changes, level)
+        waiting = None
+        if ack_id is not None:
+            waiting = self._acks[ack_id] = asyncio.get_running_loop().create_future()
+            waiting.add_done_callback(functools.partial(self._ack_ended, ack_id))
+        if peers.pending:
+            self._drain()
+        publish = self._bus.publish_change
+        for change in changes:
+            publish(change)
+        return waiting
+
     async def _wait_ack(self, done: asyncio.Future[None], ack: str | int) -> None:
         """Wait (bounded) for a write's acknowledgements.
 

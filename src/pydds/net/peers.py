@@ -209,6 +209,10 @@ class RareOutput:
 class _AckWait:
     needed: int  # acknowledgements still needed from peers
     peers: set[str] = field(default_factory=set)  # who acknowledged
+    #: Writes under this ack id (a batch: ``changed_many``); a peer counts once it
+    #: acknowledged every one of them.
+    writes: int = 1
+    acked: Counter[str] | None = None  # a batch's acknowledgements so far, by peer
 
 
 @dataclass(slots=True)
@@ -752,6 +756,11 @@ class Peers:
             return
         wait = self._acks.get(notice.id)
         if wait is not None and notice.peer not in wait.peers:
+            if wait.writes > 1:  # a batch: the peer has applied it once it acked each
+                acked = wait.acked = wait.acked or Counter()
+                acked[notice.peer] += 1
+                if acked[notice.peer] < wait.writes:
+                    return
             wait.peers.add(notice.peer)
             if len(wait.peers) >= wait.needed:
                 del self._acks[notice.id]
@@ -841,6 +850,21 @@ class Peers:
         ack_id = next(self._ack_ids)
         self._acks[ack_id] = _AckWait(needed)
         self.send(self.replication.changed(change, ack_id))
+        return ack_id
+
+    def changed_many(self, changes: list[Change], ack: str | int) -> int | None:
+        """Changes made on this node in one batch: ship them, under one ack id for
+        all (a peer counts once it acknowledged every one). See ``changed``."""
+        needed = 0 if ack == "local" else self.needed_acks(ack)
+        if needed <= 0 or not changes:
+            for change in changes:
+                self.changed(change)
+            return None
+        ack_id = next(self._ack_ids)
+        self._acks[ack_id] = _AckWait(needed, writes=len(changes))
+        changed = self.replication.changed
+        for change in changes:
+            self.send(changed(change, ack_id))
         return ack_id
 
     def forget_ack(self, ack_id: int) -> None:
