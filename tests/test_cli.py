@@ -506,3 +506,20 @@ async def test_a_ttl_set_from_the_command_line_survives_a_restart(
     assert (await pydds_cmd("expire", "cache", "absent", "5", *node))[0] == 1
     assert (await pydds_cmd("expire", "cache", "kept", "0", *node))[0] == 2
     assert (await pydds_cmd("set", "cache", "kept", "1", "--ttl", "-1", *node))[0] == 2
+
+
+async def test_batch_commands(served: Callable[..., Awaitable[Served]]) -> None:
+    s = await served("--port", "0", "--name", "b1")
+    node = ("--node", s.node)
+    items = '{"user:1": {"name": "Ada"}, "user:2": 2, "other": 3}'
+    assert await pydds_cmd("set-many", "db", items, "--ack", "majority", *node) == (0, "OK\n", "")
+    code, out, _ = await pydds_cmd("get-many", "db", "user:2", "nope", "user:1", *node)
+    assert (code, json.loads(out)) == (0, {"user:2": 2, "user:1": {"name": "Ada"}})
+    assert await pydds_cmd("keys", "db", "--pattern", "user:*", *node) == (
+        0,
+        "user:1\nuser:2\n",
+        "",
+    )
+    assert await pydds_cmd("delete-many", "db", "user:1", "other", "x", *node) == (0, "2\n", "")
+    assert (await pydds_cmd("set-many", "db", "[1]", *node))[0] == 2
+    assert (await pydds_cmd("get-many", "db", *node))[0] == 2  # no keys

@@ -397,3 +397,36 @@ async def test_time_to_live_over_http() -> None:
     finally:
         await api.close()
         await node.close()
+
+
+async def test_batches_over_http(api: TestClient[Any, Any]) -> None:
+    response = await api.post(
+        "/v1/databases/cache/set-many",
+        json={"a/1": 1, "a/2": {"x": 2}, "b": 3},
+        params={"ttl": "60"},
+    )
+    assert await response.json() == {"ok": True, "written": 3}
+    response = await api.post("/v1/databases/cache/get-many", json=["b", "a/1", "nope"])
+    assert await response.json() == {"values": {"b": 3, "a/1": 1}}
+    assert (await (await api.get(key_url("cache", "b") + "/ttl")).json())["ttl"] <= 60
+    keys = await (await api.get("/v1/databases/cache/keys", params={"pattern": "a/?"})).json()
+    assert keys == ["a/1", "a/2"]
+    response = await api.post("/v1/databases/cache/delete-many", json=["a/1", "b", "nope"])
+    assert await response.json() == {"deleted": 2}
+    response = await api.post("/v1/databases/unknown/get-many", json=["a"])
+    assert await response.json() == {"values": {}}
+    response = await api.post("/v1/databases/unknown/delete-many", json=["a"])
+    assert await response.json() == {"deleted": 0}
+    bad = [
+        ("get-many", {"a": 1}),
+        ("get-many", ["a", 5]),
+        ("delete-many", "a"),
+        ("set-many", ["a"]),
+        ("set-many", {"a": 1, "": 2}),
+    ]
+    for route, body in bad:
+        response = await api.post(f"/v1/databases/cache/{route}", json=body)
+        status, code = await error_of(response)
+        assert status == 400, (route, body)
+        assert code in ("invalid_value", "invalid_name"), (route, body)
+    assert await (await api.get("/v1/databases/cache/keys")).json() == ["a/2"]

@@ -7,7 +7,10 @@ Routes (fixed paths)::
     DELETE /v1/cluster/members/{name}            remove a member that is gone
     GET    /v1/databases                         names and settings
     GET    /v1/stats                             event counts, and module statistics
-    GET    /v1/databases/{db}/keys?prefix=P      the directory's keys, a JSON list
+    GET    /v1/databases/{db}/keys?prefix=P&pattern=G   the directory's keys, a JSON list
+    POST   /v1/databases/{db}/get-many           body: a list of keys; the found ones' values
+    POST   /v1/databases/{db}/set-many?ack=A&ttl=S   body: {key: value}; one ack round
+    POST   /v1/databases/{db}/delete-many?ack=A  body: a list of keys; how many existed
     GET    /v1/databases/{db}/keys/{key}         the value
     PUT    /v1/databases/{db}/keys/{key}?ack=A&ttl=S   set (body: any JSON value)
     PATCH  /v1/databases/{db}/keys/{key}?ack=A&ttl=S   merge the body's fields into a dict
@@ -474,7 +477,55 @@ async def stats(request: web.Request) -> web.Response:
 
 async def keys(request: web.Request) -> web.Response:
     db = _existing(request)
-    return web.json_response(db.keys(prefix=request.query.get("prefix", "")))
+    query = request.query
+    return web.json_response(db.keys(query.get("prefix", ""), pattern=query.get("pattern")))
+
+
+async def _key_list(request: web.Request) -> list[str]:
+    """A body that is a JSON list of keys, each checked."""
+    body = await _body(request)
+    if not isinstance(body, list):
+        raise InvalidValue("the body is a JSON list of keys")
+    limits = request.app[NODE].limits
+    return [check_key(key, limits) for key in body]
+
+
+async def get_many(request: web.Request) -> web.Response:
+    """``POST /v1/databases/{db}/get-many`` with a list of keys: ``{"values": {key:
+    value}}`` of those found (a database this node does not know: none)."""
+    name = _database_name(request)
+    authorize(request, "read", name)
+    wanted = await _key_list(request)
+    node = request.app[NODE]
+    if name not in node.databases():
+        return web.json_response({"values": {}})
+    return web.json_response({"values": await node.database(name).get_many(wanted)})
+
+
+async def set_many(request: web.Request) -> web.Response:
+    """``POST /v1/databases/{db}/set-many?ack=A&ttl=S`` with ``{key: value, ...}``:
+    set them all, one acknowledgement round; ``{"ok": true, "written": n}``."""
+    name = _database_name(request)
+    authorize(request, "write", name)
+    ack, ttl = _ack(request), _seconds(request, "ttl")
+    items = await _body(request)
+    if not isinstance(items, dict):
+        raise InvalidValue("the body is a JSON object of keys and their values")
+    await request.app[NODE].database(name).set_many(items, ack=ack, ttl=ttl)
+    return web.json_response({"ok": True, "written": len(items)})
+
+
+async def delete_many(request: web.Request) -> web.Response:
+    """``POST /v1/databases/{db}/delete-many?ack=A`` with a list of keys: delete
+    them; ``{"deleted": n}``, how many existed."""
+    name = _database_name(request)
+    authorize(request, "write", name)
+    ack = _ack(request)
+    doomed = await _key_list(request)
+    node = request.app[NODE]
+    if name not in node.databases():
+        return web.json_response({"deleted": 0})
+    return web.json_response({"deleted": await node.database(name).delete_many(doomed, ack=ack)})
 
 
 async def get_value(request: web.Request) -> web.Response:
@@ -688,6 +739,9 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(db, get_database)
     app.router.add_put(db, put_database)
     app.router.add_get(db + "/keys", keys)
+    app.router.add_post(db + "/get-many", get_many)
+    app.router.add_post(db + "/set-many", set_many)
+    app.router.add_post(db + "/delete-many", delete_many)
     app.router.add_post(key + "/incr", incr)
     app.router.add_post(key + "/expire", expire)
     app.router.add_post(key + "/persist", persist)

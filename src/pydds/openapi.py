@@ -221,6 +221,27 @@ _SCHEMAS: Json = {
         "required": ["value"],
         "properties": {"value": {"type": "integer", "description": "the new total"}},
     },
+    "KeyList": {
+        "type": "array",
+        "items": {"type": "string", "minLength": 1, "maxLength": 1024},
+    },
+    "Values": {
+        "type": "object",
+        "required": ["values"],
+        "properties": {
+            "values": {"type": "object", "description": "each key found, and its value"}
+        },
+    },
+    "WrittenMany": {
+        "type": "object",
+        "required": ["ok", "written"],
+        "properties": {"ok": {"const": True}, "written": {"type": "integer", "minimum": 0}},
+    },
+    "Deleted": {
+        "type": "object",
+        "required": ["deleted"],
+        "properties": {"deleted": {"type": "integer", "minimum": 0}},
+    },
     "Ttl": {
         "type": "object",
         "required": ["key", "ttl"],
@@ -496,7 +517,57 @@ _PATHS: Json = {
                 "200": _json({"type": "array", "items": {"type": "string"}}, "the keys"),
                 **_errors(400, 403, 404),
             },
-            parameters=[_query("prefix", "only keys starting with this", {"type": "string"})],
+            parameters=[
+                _query("prefix", "only keys starting with this", {"type": "string"}),
+                _query(
+                    "pattern",
+                    "only keys matching this shell-style glob: `*`, `?`, `[abc]`, `[!abc]`",
+                    {"type": "string"},
+                ),
+            ],
+        ),
+    },
+    "/v1/databases/{db}/get-many": {
+        "parameters": [_param("db")],
+        "post": _op(
+            "getMany",
+            "The values of the keys found among those listed (values held elsewhere are "
+            "pulled all at once)",
+            "keys",
+            {
+                "200": _json(_schema("Values"), "the values found"),
+                **_errors(400, 403, 413, 503),
+            },
+            requestBody=_body(_schema("KeyList"), "the keys"),
+        ),
+    },
+    "/v1/databases/{db}/set-many": {
+        "parameters": [_param("db")],
+        "post": _op(
+            "setMany",
+            "Set every key of the body to its value, with one acknowledgement round; "
+            "every key and value is checked before anything changes",
+            "keys",
+            {
+                "200": _json(_schema("WrittenMany"), "set"),
+                **_errors(400, 403, 413, 503, 504),
+            },
+            parameters=[_param("ack"), _param("ttl")],
+            requestBody=_body({"type": "object"}, "the keys and their values"),
+        ),
+    },
+    "/v1/databases/{db}/delete-many": {
+        "parameters": [_param("db")],
+        "post": _op(
+            "deleteMany",
+            "Delete the keys listed, with one acknowledgement round",
+            "keys",
+            {
+                "200": _json(_schema("Deleted"), "how many existed"),
+                **_errors(400, 403, 413, 503, 504),
+            },
+            parameters=[_param("ack")],
+            requestBody=_body(_schema("KeyList"), "the keys"),
         ),
     },
     "/v1/databases/{db}/keys/{key}": {

@@ -1,6 +1,6 @@
 """The client commands: ``get``, ``set``, ``update``, ``incr``, ``delete``, ``keys``,
-``ttl``, ``expire``, ``persist``, ``watch``, ``emit`` and ``status``, talking to a
-node over its HTTP API.
+``get-many``, ``set-many``, ``delete-many``, ``ttl``, ``expire``, ``persist``,
+``watch``, ``emit`` and ``status``, talking to a node over its HTTP API.
 
 Exit codes: 0 success; 1 the key (or database) was not found; 2 bad usage (wrong
 options, a value that is not JSON or that the node refuses as invalid); 3 the node
@@ -224,17 +224,67 @@ def persist_command(database: str, key: str, ack: str) -> None:
 @click.command("keys")
 @click.argument("database")
 @click.option("--prefix", default="", help="only keys that start with this")
+@click.option("--pattern", default=None, help="only keys matching this glob ('user:*')")
 @client_options
 @_handled
-def keys_command(database: str, prefix: str) -> None:
+def keys_command(database: str, prefix: str, pattern: str | None) -> None:
     """List the keys of DATABASE, one per line (--json: one JSON list)."""
-    query = {"prefix": prefix} if prefix else None
-    listed = _api().call("GET", f"/v1/databases/{quote(database, safe='')}/keys", None, query)
+    query = {"prefix": prefix} if prefix else {}
+    if pattern is not None:
+        query["pattern"] = pattern
+    listed = _api().call("GET", _database_path(database) + "/keys", None, query or None)
     if option("as_json"):
         _print(listed)
     else:
         for key in listed:
             click.echo(key)
+
+
+def _database_path(database: str) -> str:
+    return f"/v1/databases/{quote(database, safe='')}"
+
+
+@click.command("get-many")
+@click.argument("database")
+@click.argument("keys", nargs=-1, required=True)
+@client_options
+@_handled
+def get_many_command(database: str, keys: tuple[str, ...]) -> None:
+    """Print the values of the KEYS found in DATABASE, as one JSON object."""
+    answer = _api().call("POST", _database_path(database) + "/get-many", list(keys))
+    _print(answer if option("as_json") else answer["values"])
+
+
+@click.command("set-many")
+@click.argument("database")
+@click.argument("items")
+@ack_option
+@ttl_option
+@client_options
+@_handled
+def set_many_command(database: str, items: str, ack: str, ttl: float | None) -> None:
+    """Set each key of ITEMS, a JSON object ('{"k1": 1, "k2": "two"}'), to its
+    value: one acknowledgement round for all."""
+    body = _json_argument(items, "ITEMS")
+    if not isinstance(body, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="ITEMS")
+    _done(_api().call("POST", _database_path(database) + "/set-many", body, _ack_query(ack, ttl)))
+
+
+@click.command("delete-many")
+@click.argument("database")
+@click.argument("keys", nargs=-1, required=True)
+@ack_option
+@client_options
+@_handled
+def delete_many_command(database: str, keys: tuple[str, ...], ack: str) -> None:
+    """Delete the KEYS from DATABASE; print how many existed."""
+    path = _database_path(database) + "/delete-many"
+    answer = _api().call("POST", path, list(keys), _ack_query(ack))
+    if option("as_json"):
+        _print(answer)
+    else:
+        click.echo(answer["deleted"])
 
 
 @click.command("watch")
@@ -372,6 +422,9 @@ COMMANDS = [
     incr_command,
     delete_command,
     keys_command,
+    get_many_command,
+    set_many_command,
+    delete_many_command,
     ttl_command,
     expire_command,
     persist_command,
