@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -89,3 +90,29 @@ def test_a_blocking_client_joins_a_blocking_node() -> None:
 def test_a_node_that_cannot_start_ends_its_thread() -> None:
     with pytest.raises(pydds.InvalidName):
         pydds.sync.Node("bad name")
+
+
+def test_a_cached_plain_function_runs_once_for_many_threads() -> None:
+    with pydds.sync.Node() as node:
+        db = node.database("cache")
+        calls: list[int] = []
+        started = threading.Event()
+        release = threading.Event()
+
+        @db.cached(ttl=60, key="user:{user_id}")
+        def load(user_id: int) -> dict[str, int]:
+            calls.append(user_id)
+            started.set()
+            assert release.wait(10)
+            return {"id": user_id}
+
+        with ThreadPoolExecutor(8) as pool:
+            results = [pool.submit(load, 7) for _ in range(8)]
+            assert started.wait(10)
+            release.set()
+            assert [r.result(10) for r in results] == [{"id": 7}] * 8
+        assert calls == [7]
+        assert threading.current_thread().name == "MainThread"
+        assert db.get("user:7") == {"id": 7}
+        assert load.invalidate(7) is True
+        assert db.invalidate("user:7", "nope") == 0

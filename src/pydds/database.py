@@ -8,8 +8,8 @@ import fnmatch
 import html
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from .config import DatabaseSettings, check_key, check_seconds
 from .crdt import values
@@ -17,6 +17,7 @@ from .errors import InvalidValue, KeyNotFound, NodeClosed, Unavailable
 from .keyspace import KEEP, NOT_HELD, STALE
 
 if TYPE_CHECKING:
+    from .cached import Cached
     from .keyspace import Keyspace
     from .node import Node
 
@@ -24,6 +25,8 @@ __all__ = ["Database", "Gate"]
 
 _RAISE: Any = object()
 _NEVER = math.inf
+P = ParamSpec("P")
+R = TypeVar("R")
 #: Pulls a batch starts at once (``get_many``, ``set_many``): within ``max_pulls``.
 BATCH_PULLS = 1000
 #: Where a glob pattern's literal prefix ends.
@@ -549,6 +552,63 @@ class Database:
         self._after_write(keyspace, None)
         await self._node.commit_many(changes, ack)
         return len(changes)
+
+    # -- cached calls ------------------------------------------------------------------
+
+    def cached(
+        self,
+        *,
+        ttl: float | None = None,
+        key: str | None = None,
+        lease: float = 30.0,
+        stale_while_revalidate: float | None = None,
+    ) -> Callable[[Callable[P, Awaitable[R]]], Cached[P, R]]:
+        """A decorator: the async function's results are kept in this database,
+        each computed once across the cluster however many callers miss it at once
+        (single flight; see ``pydds.cached``).
+
+        Args:
+            ttl: seconds a result lives (None: until invalidated).
+            key: the key of a call, a template of its arguments by name
+                (``"user:{user_id}"``); default: the function's qualified name and
+                its arguments as JSON.
+            lease: seconds a caller computing a result has before another takes
+                over (its node died, or it is that slow).
+            stale_while_revalidate: seconds past ``ttl`` during which the old
+                result is served while one caller computes the new one.
+
+        Example::
+
+            @db.cached(ttl=60, key="user:{user_id}")
+            async def load_user(user_id: int) -> dict:
+                return await fetch_from_the_database(user_id)
+
+            await load_user(7)             # computed once, then read from the cache
+            await load_user.invalidate(7)  # forgotten
+
+        Raises:
+            InvalidValue: a setting is not a positive number of seconds.
+        """
+        from .cached import Cached, check_cached
+
+        check_cached(ttl, lease, stale_while_revalidate)
+
+        def decorate(function: Callable[P, Awaitable[R]]) -> Cached[P, R]:
+            return Cached(
+                self._node,
+                self,
+                function,
+                ttl=ttl,
+                key=key,
+                lease=lease,
+                stale_while_revalidate=stale_while_revalidate,
+            )
+
+        return decorate
+
+    async def invalidate(self, *keys: str, ack: Ack = "local") -> int:
+        """Forget cached results (or any keys): ``delete_many(keys)``."""
+        return await self.delete_many(keys, ack=ack)
 
     # -- time to live ------------------------------------------------------------------
 

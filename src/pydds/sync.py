@@ -25,13 +25,16 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar
 
 from . import node as _node
+from .cached import Flights, Hit, Lease, check_cached, key_maker
 from .client import Client as _AsyncClient
 from .database import Ack
 from .database import Database as _AsyncDatabase
@@ -39,9 +42,12 @@ from .errors import NodeClosed
 from .events import Event, Subscription
 from .net.membership import Member
 
-__all__ = ["Client", "Database", "Events", "Node"]
+__all__ = ["Cached", "Client", "Database", "Events", "Node"]
 
+log = logging.getLogger("pydds")
 T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R")
 _RAISE: Any = object()
 
 
@@ -165,7 +171,8 @@ class Node:
 
     def database(self, name: str, **settings: Any) -> Database:
         """The database ``name`` (``pydds.Node.database``: ``stale_after=``, ``ttl=``)."""
-        return Database(self._loop, self._loop.call(lambda: self._node.database(name, **settings)))
+        database = self._loop.call(lambda: self._node.database(name, **settings))
+        return Database(self._loop, database, self._node)
 
     def databases(self) -> list[str]:
         """The names of the node's databases."""
@@ -250,9 +257,10 @@ class Database:
         db.get_many(["a", "b"])   # {'a': 1, 'b': 2}
     """
 
-    def __init__(self, loop: _Loop, database: _AsyncDatabase) -> None:
+    def __init__(self, loop: _Loop, database: _AsyncDatabase, node: _node.Node) -> None:
         self._loop = loop
         self._db = database
+        self._node = node
 
     def __repr__(self) -> str:
         return self._loop.call(lambda: f"<pydds.sync.Database {self._db!r}>")
@@ -344,3 +352,96 @@ class Database:
     def holds(self, key: str) -> bool:
         """Whether this node holds the value of ``key``."""
         return self._loop.call(lambda: self._db.holds(key))
+
+    def invalidate(self, *keys: str, ack: Ack = "local") -> int:
+        """Forget cached results (or any keys); how many there were."""
+        return self.delete_many(keys, ack=ack)
+
+    def cached(
+        self,
+        *,
+        ttl: float | None = None,
+        key: str | None = None,
+        lease: float = 30.0,
+        stale_while_revalidate: float | None = None,
+    ) -> Callable[[Callable[P, R]], Cached[P, R]]:
+        """``pydds.Database.cached`` for a plain function: it runs in the calling
+        thread, and its results are computed once across threads and the cluster.
+
+        Example::
+
+            @db.cached(ttl=60, key="user:{user_id}")
+            def load_user(user_id: int) -> dict:
+                return fetch_from_the_database(user_id)
+        """
+        check_cached(ttl, lease, stale_while_revalidate)
+
+        def decorate(function: Callable[P, R]) -> Cached[P, R]:
+            flights = self._loop.call(
+                lambda: Flights(
+                    self._node,
+                    self._db,
+                    ttl=ttl,
+                    lease=lease,
+                    stale_while_revalidate=stale_while_revalidate,
+                )
+            )
+            return Cached(self, flights, function, key)
+
+        return decorate
+
+
+class Cached(Generic[P, R]):
+    """A plain function whose results are cached (``pydds.sync.Database.cached``)."""
+
+    def __init__(
+        self, db: Database, flights: Flights, function: Callable[P, R], key: str | None
+    ) -> None:
+        self._db = db
+        self._loop = db._loop
+        self._flights = flights
+        self._function = function
+        self.key = key_maker(function, key, db._db.keyspace.limits.max_key_length)
+        self._refreshing: set[str] = set()
+        self._lock = threading.Lock()
+        functools.update_wrapper(self, function)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        key = self.key(*args, **kwargs)
+        got = self._loop.run(self._flights.begin(key))
+        if isinstance(got, Hit):
+            if self._loop.call(lambda: self._flights.stale(key)):
+                with self._lock:
+                    start = key not in self._refreshing
+                    self._refreshing.add(key)
+                if start:
+                    threading.Thread(
+                        target=self._refresh, args=(key, args, kwargs), daemon=True
+                    ).start()
+            value: R = got.value
+            return value
+        return self._compute(got, args, kwargs)
+
+    def _compute(self, lease: Lease, args: Any, kwargs: Any) -> R:
+        try:
+            value = self._function(*args, **kwargs)
+        except BaseException:
+            self._loop.run(self._flights.abort(lease))
+            raise
+        self._loop.run(self._flights.finish(lease, value))
+        return value
+
+    def _refresh(self, key: str, args: Any, kwargs: Any) -> None:
+        try:
+            got = self._loop.run(self._flights.begin(key, refresh=True))
+            if isinstance(got, Lease):
+                self._compute(got, args, kwargs)
+        except Exception:
+            log.exception("refreshing the cached %s failed", key)
+        finally:
+            with self._lock:
+                self._refreshing.discard(key)
+
+    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
+        """Forget the result of these arguments; whether one was stored."""
+        return self._db.delete(self.key(*args, **kwargs))
