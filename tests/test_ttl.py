@@ -441,3 +441,56 @@ def test_an_entry_without_a_ttl_encodes_as_before() -> None:
 )
 def test_a_malformed_ttl_entry_decodes_to_none(fields: Any) -> None:
     assert Entry.decode(msgpack.packb(fields)) is None
+
+
+async def test_deadlines_of_keys_gone_meanwhile_do_not_break_later_ttls() -> None:
+    """Deletes leave their keys' entries in the expiry heap until it is rebuilt;
+    a rebuild while a key is being created with a TTL must not fail."""
+    node = embedded(FakeClock())
+    db = node.database("d")
+    await db.set_many({f"k{i}": i for i in range(2000)}, ttl=50)
+    await db.delete_many([f"k{i}" for i in range(1900)])
+    for i in range(3):
+        await db.set(f"new{i}", i, ttl=5)
+    assert db.ttl("new2") == pytest.approx(5)
+    assert db.ttl("k1999") == pytest.approx(50)
+    assert await db.expire("k1999", 7) is True
+    await node.close()
+
+
+async def test_a_key_past_its_deadline_does_not_count_for_the_key_limit() -> None:
+    clock = FakeClock()
+    node = embedded(clock, limits=pydds.Limits(max_keys=2))
+    db = node.database("d")
+    await db.set("a", 1, ttl=1)
+    await db.set("b", 1)
+    await clock.advance(2)  # "a" has not lapsed (no timer), and is gone
+    await db.set("c", 1)
+    assert db.keys() == ["b", "c"]
+    await node.close()
+
+
+async def test_concurrent_creations_with_and_without_a_ttl_keep_none() -> None:
+    """Rule 9 for a key both replicas create: no deadline wins over a deadline."""
+    for with_ttl_first in (True, False):
+        a, b = replicas(FakeClock())
+        first, second = (a, b) if with_ttl_first else (b, a)
+        await first.db().set("k", 1, ttl=5)
+        await second.db().set("k", 2)
+        settle(a, b)
+        assert a.directory() == b.directory()
+        assert a.db().ttl("k") is None
+        assert b.db().ttl("k") is None
+
+
+async def test_an_expired_value_leaves_the_holder_table(cluster: Cluster) -> None:
+    a, b = await cluster.pair()
+    await a.database("d").set("k", 1, ttl=2, ack="all")  # b holds it
+    assert b.database("d").holds("k")
+    holders_a = a._peers.replication.holders  # type: ignore[union-attr]
+    holders_b = b._peers.replication.holders  # type: ignore[union-attr]
+    assert ("d", "k", 1) in holders_a
+    await cluster.clock.advance(3)
+    await until(lambda: a.event_counts["expired"] == 1 and b.event_counts["expired"] == 1)
+    assert ("d", "k", 1) not in holders_a
+    assert ("d", "k", 1) not in holders_b

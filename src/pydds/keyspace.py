@@ -235,7 +235,11 @@ class Keyspace:
         heapq.heappush(expiry, (deadline, key, gen))
         if len(expiry) > 2 * len(self._deadlines) + 1024:  # mostly changed deadlines
             keys = self._keys
-            self._expiry = [(d, k, keys[k].gen) for k, d in self._deadlines.items()]
+            self._expiry = [
+                (d, k, kd.gen)
+                for k, d in self._deadlines.items()
+                if (kd := keys.get(k)) is not None
+            ]
             heapq.heapify(self._expiry)
 
     def ttl(self, key: str) -> float | None:
@@ -452,19 +456,20 @@ class Keyspace:
             self._live.touch(kd)
             kd.accessed, kd.stale = self._now(), False
             return kd, None, False
-        if len(self._keys) >= self.limits.max_keys:
-            raise InvalidValue(f"database {self.name!r} has {len(self._keys)} keys, its limit")
+        if len(self._keys) >= self.limits.max_keys and len(self) >= self.limits.max_keys:
+            raise InvalidValue(f"database {self.name!r} has {len(self)} keys, its limit")
         entry = self.directory.get(key)
         gen = 1 if entry is None else entry.gen + 1
-        if deadline is None or deadline == _NEVER:  # KEEP, or no TTL
-            new = Entry(gen)
-        else:
-            new = Entry(gen, False, 1, deadline)
-            self._track(key, gen, deadline)
+        timed = deadline is not None and deadline != _NEVER  # not KEEP, not "no TTL"
+        # A creation's TTL clock is 0, as one without a TTL: concurrent creations
+        # merge by the deadline alone (rule 9: no deadline wins).
+        new = Entry(gen, False, 0, deadline) if timed and deadline is not None else Entry(gen)
         directory_delta = self.directory.put(key, new, LOCAL)
         if self.journal is not None and directory_delta is not None:
             self.journal("", 0, directory_delta)
         kd = self._keys[key] = KeyDoc(gen, accessed=self._now())
+        if timed and deadline is not None:
+            self._track(key, gen, deadline)  # once the key is in ``_keys``
         self._live.touch(kd)
         return kd, directory_delta, True
 
