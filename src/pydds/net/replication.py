@@ -401,8 +401,8 @@ class Replication:
             if directory is None and value is None and kind != "changed" and not asked:
                 continue
             out.append((peer, m.Write(database, key, gen, kind, directory, value, origin, asked)))
-        if event_kind == "deleted":
-            self.holders.drop(value_id)
+        if event_kind == "deleted" or event_kind == "expired":
+            self.holders.drop(value_id)  # that generation is gone (expired: everywhere)
         if directory is not None and not self.is_client:
             out.extend(self._relays(database, key, gen, directory, origin, out))
         return out
