@@ -167,8 +167,8 @@ class Flights:
         claim = flight_key(self._db.name, key)
         with contextlib.suppress(Unavailable):
             await flights.get(claim, None)  # the claims, pulled if held elsewhere
-        if key in self._local:
-            return None  # a caller of this node opened a flight meanwhile
+        if key in self._local or key in self._db:
+            return None  # meanwhile a caller here opened a flight, or the value came
         # From here to the append's own write: one turn of the loop (a blind claim).
         live = _live(flights, claim, node.clock.wall())
         if live:
