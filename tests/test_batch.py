@@ -144,3 +144,15 @@ async def test_keys_by_glob_pattern() -> None:
     with pytest.raises(pydds.InvalidValue):
         db.keys(pattern=5)  # type: ignore[arg-type]
     await node.close()
+
+
+async def test_a_batch_has_at_most_max_batch_keys() -> None:
+    from pydds.database import MAX_BATCH
+
+    async with pydds.Node("solo") as node:
+        db = node.database("d")
+        with pytest.raises(pydds.InvalidValue, match="at most"):
+            await db.set_many({f"k{i}": i for i in range(MAX_BATCH + 1)})
+        with pytest.raises(pydds.InvalidValue, match="at most"):
+            await db.delete_many(f"k{i}" for i in range(MAX_BATCH + 1))
+        assert db.keys() == []

@@ -29,6 +29,9 @@ P = ParamSpec("P")
 R = TypeVar("R")
 #: Pulls a batch starts at once (``get_many``, ``set_many``): within ``max_pulls``.
 BATCH_PULLS = 1000
+#: Keys one ``set_many`` or ``delete_many`` takes at most: a batch's writes are
+#: queued for every peer at once, within ``ClusterSettings.max_pending``.
+MAX_BATCH = 10_000
 #: Where a glob pattern's literal prefix ends.
 _WILDCARD = re.compile(r"[*?\[]")
 
@@ -505,6 +508,8 @@ class Database:
         if not isinstance(items, Mapping):
             raise InvalidValue(f"set_many takes a mapping, not {type(items).__name__}")
         limits = keyspace.limits
+        if len(items) > MAX_BATCH:
+            raise InvalidValue(f"a batch has at most {MAX_BATCH} keys, not {len(items)}")
         batch = []
         for key, value in items.items():
             check_key(key, limits)
@@ -540,6 +545,8 @@ class Database:
         doomed = list(keys) if not isinstance(keys, str) else None
         if doomed is None:
             raise InvalidValue("delete_many takes an iterable of keys, not one str")
+        if len(doomed) > MAX_BATCH:
+            raise InvalidValue(f"a batch has at most {MAX_BATCH} keys, not {len(doomed)}")
         for key in doomed:
             check_key(key, keyspace.limits)
         if ack != "local":

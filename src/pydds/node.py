@@ -826,6 +826,8 @@ class Node:
             if peers is not None and peers.congested:
                 await self.flush()
         else:
+            if peers.congested:  # the batch goes out at once: make room for it first
+                await self.flush()
             waiting = self._record_batch(peers, changes, level)
         on_disk = None
         if durable:
