@@ -29,7 +29,7 @@ import functools
 import logging
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from types import TracebackType
 from typing import Any, Generic, ParamSpec, TypeVar
 
@@ -56,6 +56,9 @@ class _Loop:
 
     def __init__(self, name: str) -> None:
         self.loop = asyncio.new_event_loop()
+        self._lock = threading.Lock()  # calls are handed over, or refused once stopping
+        self._stopping = False
+        self._waiting: set[Future[Any]] = set()  # what calling threads wait for
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -63,8 +66,8 @@ class _Loop:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
 
-    def _check_thread(self) -> None:
-        if self.loop.is_closed():
+    def _check(self) -> None:
+        if self._stopping or self.loop.is_closed():
             raise NodeClosed("the node is closed")
         if threading.current_thread() is self._thread:
             raise RuntimeError(
@@ -72,37 +75,59 @@ class _Loop:
                 "itself: use the async API there"
             )
 
+    def _wait(self, future: Future[T], timeout: float | None) -> T:
+        try:
+            return future.result(timeout)
+        except CancelledError:
+            raise NodeClosed("the node closed during the call") from None
+        finally:
+            with self._lock:
+                self._waiting.discard(future)
+
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run ``coro`` on the loop; block until it is done."""
-        try:
-            self._check_thread()
-        except BaseException:
-            coro.close()  # never to run
-            raise
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        with self._lock:
+            try:
+                self._check()
+            except BaseException:
+                coro.close()  # never to run
+                raise
+            future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+            self._waiting.add(future)
+        return self._wait(future, timeout)
 
     def call(self, function: Callable[[], T]) -> T:
         """Call ``function`` on the loop's thread; block for its result."""
-        self._check_thread()
         future: Future[T] = Future()
 
         def call() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
             try:
                 future.set_result(function())
             except BaseException as exc:  # raised again in the calling thread
                 future.set_exception(exc)
 
-        self.loop.call_soon_threadsafe(call)
-        return future.result()
+        with self._lock:
+            self._check()
+            self.loop.call_soon_threadsafe(call)
+            self._waiting.add(future)
+        return self._wait(future, None)
 
     def stop(self) -> None:
-        """End what still runs on the loop (as ``asyncio.run`` does), then the loop."""
+        """End what still runs on the loop (as ``asyncio.run`` does), then the loop;
+        calls still waiting end with ``NodeClosed``."""
         if self.loop.is_closed() or threading.current_thread() is self._thread:
             return
+        with self._lock:
+            self._stopping = True
         asyncio.run_coroutine_threadsafe(_end_tasks(), self.loop).result()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join()
         self.loop.close()
+        with self._lock:
+            for future in self._waiting:
+                future.cancel()
 
 
 async def _end_tasks() -> None:
@@ -229,7 +254,7 @@ class Events:
         while True:
             try:
                 yield self.get()
-            except StopAsyncIteration:
+            except (StopAsyncIteration, NodeClosed):  # closed: the iteration ends
                 return
 
     def get(self, timeout: float | None = None) -> Event:
