@@ -56,11 +56,11 @@ async def bench_get_many(keys: int) -> dict[str, float]:
         await b.join(a.address)
         db_a, db_b = a.database("bench"), b.database("bench")
         batches = {name: {f"{name}:{i}": VALUE for i in range(keys)} for name in ("many", "one")}
-        for items in batches.values():
-            await db_a.set_many(items)  # b learns the keys, holds no value
-        deadline = time.monotonic() + 30
-        while len(db_b) < 2 * keys and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        async with b.events(database="bench", kinds=["created"]) as created:
+            for items in batches.values():
+                await db_a.set_many(items)  # b learns the keys, holds no value
+            for _ in range(2 * keys):
+                await created.get(timeout=30)
         assert not any(db_b.holds(key) for key in batches["many"])
         start = time.perf_counter()
         got = await db_b.get_many(list(batches["many"]))
