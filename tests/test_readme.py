@@ -83,7 +83,7 @@ PRINTS = {
     ("README.md", 'await cache.set("k", 1, ack="majority")'): ["1"],
     ("docs/api.md", "print(node.databases())"): [re.escape("['cache']")],
     ("docs/api.md", "print(results[0], calls)"): [re.escape("{'id': 7} 1")],
-    ("docs/api.md", "print(db.get(\"user:1\"))"): [
+    ("docs/api.md", 'print(db.get("user:1"))'): [
         re.escape("{'name': 'Ada'}"),
         re.escape("{'user:1': {'name': 'Ada'}}"),
     ],
