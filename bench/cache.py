@@ -10,9 +10,7 @@ over WebSockets on 127.0.0.1 (random ports).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import threading
 import time
 from typing import Any
 
@@ -116,11 +114,9 @@ def main() -> None:
     result.update(pydds.run(bench_get_many(args.keys)))
     get, set_ = pydds.run(bench_async(args.ops // 5))
     result.update({"async_get_us": get, "async_set_us": set_})
-    assert threading.current_thread() is threading.main_thread()
     result.update(bench_sync(args.ops // 5))
     print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
-    asyncio.set_event_loop(None)
     main()

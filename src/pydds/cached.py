@@ -75,6 +75,7 @@ class Hit:
     """A value found (or computed by another caller)."""
 
     value: Any
+    stale: bool = False  # past ``ttl``, within ``stale_while_revalidate``: renew it
 
 
 @dataclass(eq=False, slots=True)
@@ -136,7 +137,7 @@ class Flights:
             if not refresh:
                 value = await self._db.get(key, _MISS)
                 if value is not _MISS:
-                    return Hit(value)
+                    return Hit(value, self.stale(key))
             got = await self._claim(key)
             if got is not None:
                 return got
@@ -339,7 +340,7 @@ class Cached(Generic[P, R]):
         flights = self.flights
         got = await flights.begin(key)
         if isinstance(got, Hit):
-            if key not in self._refreshing and flights.stale(key):
+            if got.stale and key not in self._refreshing:
                 task = asyncio.ensure_future(self._refresh(key, args, kwargs))
                 self._refreshing[key] = task
                 task.add_done_callback(lambda _: self._refreshing.pop(key, None))

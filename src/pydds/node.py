@@ -793,21 +793,10 @@ class Node:
                 self.record(change)
             if peers is not None and peers.congested:
                 await self.flush()
-            if durable:
-                assert self._store is not None
-                await self._store.barrier()
+            await self._settled(None, level, durable)
             return
         waiting = self.record(change, level) if change is not None else None
-        if durable:
-            assert self._store is not None
-            on_disk = asyncio.ensure_future(self._store.barrier())
-            try:
-                if waiting is not None:
-                    await self._wait_ack(waiting, level)
-            finally:
-                await on_disk
-        elif waiting is not None:
-            await self._wait_ack(waiting, level)
+        await self._settled(waiting, level, durable)
 
     async def commit_many(self, changes: list[Change], ack: str | int = "local") -> None:
         """``commit`` of a batch of changes this node just made: one wait for them
@@ -829,6 +818,13 @@ class Node:
             if peers.congested:  # the batch goes out at once: make room for it first
                 await self.flush()
             waiting = self._record_batch(peers, changes, level)
+        await self._settled(waiting, level, durable)
+
+    async def _settled(
+        self, waiting: asyncio.Future[None] | None, level: str | int, durable: bool
+    ) -> None:
+        """Wait as a write's ack level says: for its acknowledgements (``waiting``,
+        None when none are awaited) and, ``durable``, for the store to have it."""
         on_disk = None
         if durable:
             assert self._store is not None
@@ -847,11 +843,7 @@ class Node:
         for change in changes:
             for listener in list(self._change_listeners):
                 listener(change)
-        ack_id = peers.changed_many(changes, level)
-        waiting = None
-        if ack_id is not None:
-            waiting = self._acks[ack_id] = asyncio.get_running_loop().create_future()
-            waiting.add_done_callback(functools.partial(self._ack_ended, ack_id))
+        waiting = self._ack_waiting(peers.changed_many(changes, level))
         if peers.pending:
             self._drain()
         publish = self._bus.publish_change
@@ -1154,10 +1146,9 @@ class Node:
                 for listener in list(self._change_listeners):
                     listener(change)
             if peers is not None:
-                ack_id = peers.changed(change, ack if kind is not None else "local")
-                if ack_id is not None:
-                    waiting = self._acks[ack_id] = asyncio.get_running_loop().create_future()
-                    waiting.add_done_callback(functools.partial(self._ack_ended, ack_id))
+                waiting = self._ack_waiting(
+                    peers.changed(change, ack if kind is not None else "local")
+                )
                 if peers.pending:
                     self._drain()
         if kind is not None:
@@ -1172,6 +1163,14 @@ class Node:
                 self.record(change)
             elif change.kind is not None:
                 publish(change)
+
+    def _ack_waiting(self, ack_id: int | None) -> asyncio.Future[None] | None:
+        """The future done once the write of ``ack_id`` is acknowledged (None: no id)."""
+        if ack_id is None:
+            return None
+        waiting = self._acks[ack_id] = asyncio.get_running_loop().create_future()
+        waiting.add_done_callback(functools.partial(self._ack_ended, ack_id))
+        return waiting
 
     def _ack_ended(self, ack_id: int, _: object) -> None:
         self._acks.pop(ack_id, None)

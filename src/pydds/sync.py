@@ -435,7 +435,7 @@ class Cached(Generic[P, R]):
         key = self.key(*args, **kwargs)
         got = self._loop.run(self._flights.begin(key))
         if isinstance(got, Hit):
-            if self._loop.call(lambda: self._flights.stale(key)):
+            if got.stale:
                 with self._lock:
                     start = key not in self._refreshing
                     self._refreshing.add(key)
