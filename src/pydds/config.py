@@ -10,10 +10,14 @@ import math
 import re
 import warnings
 from dataclasses import dataclass
+from typing import Literal
 
 from .errors import InvalidName, InvalidValue
 
-__all__ = ["DatabaseSettings", "Limits", "check_key", "check_name"]
+__all__ = ["DatabaseSettings", "EvictionPolicy", "Limits", "check_key", "check_name", "parse_bytes"]
+
+#: Which copies go first past ``Limits.max_memory``.
+EvictionPolicy = Literal["lru", "lfu"]
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,127}")
 
@@ -51,6 +55,26 @@ class Limits:
     closes its link."""
     early_bytes: int = 64 * 1024 * 1024
     """Bytes of such updates held per database at most; beyond, the oldest are dropped."""
+    max_memory: int | None = None
+    """Bytes the values held on this node may take (``Node.footprint``, an estimate:
+    directories are not in it); past it, copies are evicted by ``eviction``, but only
+    copies another node holds or this node's store keeps (a read reloads those from
+    disk). None: no limit. See docs/semantics.md, "A memory limit"."""
+    eviction: EvictionPolicy = "lru"
+    """Which copies go first past ``max_memory``: ``"lru"`` (least recently used) or
+    ``"lfu"`` (least frequently used, counts halving every minute)."""
+
+    def __post_init__(self) -> None:
+        if self.max_memory is not None and (
+            isinstance(self.max_memory, bool)
+            or not isinstance(self.max_memory, int)
+            or self.max_memory <= 0
+        ):
+            raise InvalidValue(
+                f"max_memory must be a positive number of bytes or None, not {self.max_memory!r}"
+            )
+        if self.eviction not in ("lru", "lfu"):
+            raise InvalidValue(f"eviction must be 'lru' or 'lfu', not {self.eviction!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +101,46 @@ def check_seconds(what: str, seconds: object) -> float:
     ):
         raise InvalidValue(f"{what} must be a positive number of seconds, not {seconds}")
     return seconds
+
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "k": 1 << 10,
+    "m": 1 << 20,
+    "g": 1 << 30,
+    "t": 1 << 40,
+    "kib": 1 << 10,
+    "mib": 1 << 20,
+    "gib": 1 << 30,
+    "tib": 1 << 40,
+}
+_SIZE = re.compile(r"([0-9]{1,15}(?:\.[0-9]{1,6})?) ?([A-Za-z]{0,3})")
+
+
+def parse_bytes(size: object) -> int:
+    """A number of bytes from an int or a text such as ``"512MiB"``, ``"1.5GB"`` or
+    ``"100m"`` (``k``/``m``/``g``/``t`` and ``KiB``... are powers of 1024, ``kB``,
+    ``MB``... powers of 1000).
+
+    Raises:
+        InvalidValue: not a positive size.
+    """
+    if isinstance(size, int) and not isinstance(size, bool):
+        number = size
+    else:
+        match = _SIZE.fullmatch(size.strip()) if isinstance(size, str) else None
+        unit = _UNITS.get(match.group(2).lower()) if match is not None else None
+        if match is None or unit is None:
+            raise InvalidValue(f"not a size in bytes: {size!r} (examples: 512MiB, 2GB, 1048576)")
+        number = int(float(match.group(1)) * unit)
+    if number <= 0:
+        raise InvalidValue(f"a size must be positive, not {size!r}")
+    return number
 
 
 def warn_renamed(old: str, new: str, *, stacklevel: int = 2) -> None:

@@ -32,6 +32,9 @@ BATCH_PULLS = 1000
 #: Keys one ``set_many`` or ``delete_many`` takes at most: a batch's writes are
 #: queued for every peer at once, within ``ClusterSettings.max_pending``.
 MAX_BATCH = 10_000
+#: Pulls a read makes at most for one value (a node past its memory limit may evict a
+#: copy between its arrival and its read; the read then pulls it again).
+PULL_TRIES = 3
 #: Where a glob pattern's literal prefix ends.
 _WILDCARD = re.compile(r"[*?\[]")
 
@@ -172,8 +175,12 @@ class Database:
         try:
             value = keyspace.read(key)
             if value is NOT_HELD:
-                await self._node.pull(self._name, key)
-                value = keyspace.read(key, fresh=False)
+                for _ in range(PULL_TRIES):  # evicted again before it was read: again
+                    await self._node.pull(self._name, key)
+                    value = keyspace.read(key, fresh=False)
+                    if value is not NOT_HELD:
+                        break
+                self._node.fit_memory()  # the copy taken back may pass the limit
             elif value is STALE:
                 # Refresh from the holders; with none reachable, serve the local copy
                 # and leave it flagged stale (``is_stale``).
@@ -225,8 +232,11 @@ class Database:
         follows what is there. With no holder reachable the write goes ahead on an
         empty copy and merges when the holders are back (offline tolerance)."""
         if key in keyspace and not keyspace.holds(key):
-            with contextlib.suppress(Unavailable):
-                await self._node.pull(self.name, key)
+            for _ in range(PULL_TRIES):  # evicted to disk again meanwhile: again
+                with contextlib.suppress(Unavailable):
+                    await self._node.pull(self.name, key)
+                if keyspace.on_disk(key) is None:
+                    break
         elif keyspace.is_stale(key):
             await self._node.refresh(self.name, key)
 
@@ -456,13 +466,20 @@ class Database:
                 refresh.append(key)
             else:
                 found[key] = value
-        if pull or refresh:
+        for _ in range(PULL_TRIES):  # a copy evicted again before it was read: again
+            if not pull and not refresh:
+                break
             await self._fetch(pull, refresh)
+            again = []
             for key in (*pull, *refresh):
                 with contextlib.suppress(KeyNotFound):  # deleted meanwhile
                     value = keyspace.read(key, fresh=False)
-                    if value is not NOT_HELD:
+                    if value is NOT_HELD:
+                        again.append(key)
+                    else:
                         found[key] = value
+            pull, refresh = again, []
+        self._node.fit_memory()  # the copies taken back may pass the limit
         return {key: found[key] for key in wanted if key in found}
 
     async def _fetch(self, pull: list[str], refresh: list[str]) -> None:

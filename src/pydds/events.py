@@ -39,6 +39,8 @@ class EventKind(StrEnum):
     REACHABLE = "reachable"  # a suspect member is linked again
     STALE = "stale"  # this node's copy of a key went stale (no longer replicated here)
     WARMED = "warmed"  # warm-up after a join finished; payload {"pulled": n, "failed": n}
+    EVICTED = "evicted"  # this node evicted its copy of a key (its memory limit)
+    MEMORY_FULL = "memory_full"  # past its memory limit, nothing could be evicted
 
     def __repr__(self) -> str:
         return repr(self.value)  # 'created', as it compares and prints

@@ -44,11 +44,12 @@ from .collector import bulk_load
 from .config import DatabaseSettings, Limits
 from .crdt import values
 from .crdt.directory import Directory, Entry, EntryChange
-from .crdt.keydoc import LOCAL, MISSING, REMOTE, KeyDoc, LiveDocs
+from .crdt.keydoc import LOCAL, MISSING, ON_DISK, REMOTE, UNTRACKED, KeyDoc, LiveDocs
 from .crdt.sync import update_state_vector
 from .crdt.ydoc import EMPTY_STATE_VECTOR
 from .errors import InvalidValue, KeyNotFound
 from .events import EventKind
+from .memory import Footprint
 
 __all__ = ["KEEP", "NOT_HELD", "STALE", "Journal", "Keyspace"]
 
@@ -100,6 +101,7 @@ class Keyspace:
         live: LiveDocs,
         now: Callable[[], float] = lambda: 0.0,
         wall: Callable[[], float] = time.time,
+        footprint: Footprint | None = None,
     ) -> None:
         self.name = name  # the database's name
         self.settings = settings  # expiry and other per-database settings
@@ -110,6 +112,8 @@ class Keyspace:
         self.dropped_updates = 0  # value deltas dropped: too early with the buffer full
         self._keys: dict[str, KeyDoc] = {}
         self._live = live
+        self._footprint = footprint  # the node's measure of held values (memory limit)
+        self._lfu = footprint is not None and footprint.lfu
         self._now = now  # the node's clock
         self._wall = wall  # the node's time of day: TTL deadlines are on this scale
         self._deadlines: dict[str, float] = {}  # live keys with a time to live
@@ -163,18 +167,83 @@ class Keyspace:
                 kd.stale or (self.settings.stale_after is not None and self._idle(key, kd, now))
             ):
                 return STALE
+            if self._lfu:
+                self._bump(kd, now)
             kd.accessed = now
             return _unpack(packed)
         if fresh and kd.held and (kd.stale or self._idle(key, kd, now)):
             return STALE
-        kd.accessed = now
         if not kd.held:
+            kd.accessed = now
             return NOT_HELD
+        if self._lfu:
+            self._bump(kd, now)
+        kd.accessed = now
         self._live.touch(kd)
         value = kd.read(self.client_id)
+        self._measure(key, kd)  # its packing is cached now, its document maybe live
         # A held document whose writes have not arrived yet (its directory entry came
         # first) reads as None; anti-entropy brings the rest.
         return None if value is MISSING else value
+
+    # -- memory ------------------------------------------------------------------------
+
+    def _measure(self, key: str, kd: KeyDoc) -> None:
+        footprint = self._footprint
+        if footprint is not None:
+            footprint.measure(self.name, key, kd)
+
+    def _bump(self, kd: KeyDoc, now: float) -> None:
+        assert self._footprint is not None
+        self._footprint.bump(kd, now)
+
+    def evict(self, key: str, *, to_disk: bool) -> int | None:
+        """Drop this node's copy of ``key`` (the node made sure another copy stays:
+        a holder elsewhere, or, with ``to_disk``, its store, which a read reloads it
+        from); the copy's generation, None when nothing is held."""
+        kd = self._keys.get(key)
+        if kd is None or not kd.held:
+            return None
+        self._live.discard(kd)
+        if self._footprint is not None:
+            self._footprint.forget(kd)
+        kd.close()
+        kd.stale = False
+        kd.mem_slot = ON_DISK if to_disk else UNTRACKED
+        return kd.gen
+
+    def copy_of(self, key: str) -> bytes | None:
+        """This node's whole copy of ``key`` as one update (None when not held)."""
+        kd = self._keys.get(key)
+        return None if kd is None else kd.encoded()
+
+    def on_disk(self, key: str) -> int | None:
+        """The generation of ``key`` if its copy was evicted to this node's store
+        (a read reloads it: ``reload``); None otherwise."""
+        kd = self._keys.get(key)
+        if kd is None or kd.held or kd.mem_slot != ON_DISK:
+            return None
+        return kd.gen
+
+    def reload(self, key: str, gen: int, state: bytes | None, *, stale: bool) -> bool:
+        """Take back the copy of ``key`` that the store kept (``state``, of ``gen``;
+        None: the store had none). ``stale``: others may have changed it meanwhile
+        (a read then refreshes it). Whether it is held now.
+
+        Raises:
+            InvalidUpdate: the state does not decode.
+        """
+        kd = self._keys.get(key)
+        if kd is None or kd.gen != gen or kd.held or kd.mem_slot != ON_DISK:
+            return kd is not None and kd.held
+        kd.mem_slot = UNTRACKED
+        if state is None:
+            return False
+        update_state_vector(state)  # decodes, or raises before anything changed
+        kd.restore(state)
+        kd.stale, kd.accessed = stale, self._now()
+        self._measure(key, kd)
+        return True
 
     # -- time to live ------------------------------------------------------------------
 
@@ -426,7 +495,9 @@ class Keyspace:
             return EMPTY_STATE_VECTOR
         if kd.live:
             self._live.touch(kd)
-        return kd.state_vector(self.client_id)
+        state_vector = kd.state_vector(self.client_id)
+        self._measure(key, kd)
+        return state_vector
 
     def value_diff(self, key: str, gen: int, state_vector: bytes) -> bytes | None:
         """What a replica of generation ``gen`` at ``state_vector`` lacks; None when
@@ -439,7 +510,9 @@ class Keyspace:
         if kd is None or kd.gen != gen or not kd.held:
             return None
         self._live.touch(kd)
-        return kd.diff(self.client_id, state_vector)
+        diff = kd.diff(self.client_id, state_vector)
+        self._measure(key, kd)
+        return diff
 
     # -- local writes ----------------------------------------------------------------
 
@@ -454,7 +527,10 @@ class Keyspace:
             kd = None
         if kd is not None:
             self._live.touch(kd)
-            kd.accessed, kd.stale = self._now(), False
+            now = self._now()
+            if self._lfu:
+                self._bump(kd, now)
+            kd.accessed, kd.stale = now, False
             return kd, None, False
         if len(self._keys) >= self.limits.max_keys and len(self) >= self.limits.max_keys:
             raise InvalidValue(f"database {self.name!r} has {len(self)} keys, its limit")
@@ -482,6 +558,7 @@ class Keyspace:
         created: bool,
         deadline: float | None,
     ) -> Change | None:
+        self._measure(key, kd)
         if self.journal is not None and delta is not None:
             self.journal(key, kd.gen, delta)
         if (
@@ -558,6 +635,8 @@ class Keyspace:
         if self._deadlines:
             self._deadlines.pop(key, None)
         self._live.discard(kd)
+        if self._footprint is not None:
+            self._footprint.forget(kd)
         kd.close()
 
     # -- changes from elsewhere -------------------------------------------------------
@@ -643,10 +722,12 @@ class Keyspace:
         delta = kd.apply(self.client_id, update)
         if self.journal is not None and delta is not None:
             self.journal(key, gen, delta)
-        if was_held and delta is not None:
-            return [Change(self.name, key, gen, None, delta, origin, EventKind.CHANGED)]
         if not was_held:
             kd.doc(self.client_id)  # an empty answer still makes this node a holder
+        kd.mem_slot = max(kd.mem_slot, UNTRACKED)  # the network's copy: none on disk
+        self._measure(key, kd)
+        if was_held and delta is not None:
+            return [Change(self.name, key, gen, None, delta, origin, EventKind.CHANGED)]
         return []
 
     def _apply_directory(
@@ -743,8 +824,10 @@ class Keyspace:
         if kd is not None and kd.gen == gen:
             self._live.touch(kd)
             delta = kd.apply(self.client_id, update)
-            if self.journal is not None and delta is not None:
-                self.journal(key, gen, delta)
+            if delta is not None:
+                self._measure(key, kd)
+                if self.journal is not None:
+                    self.journal(key, gen, delta)
             return delta
         entry = self.directory.get(key)
         if entry is None or entry.gen < gen:
@@ -782,6 +865,7 @@ class Keyspace:
             applied = kd.apply(self.client_id, update)
             if self.journal is not None and applied is not None:
                 self.journal(key, kd.gen, applied)
+        self._measure(key, kd)
 
     # -- restoring from a store ---------------------------------------------------------
 
@@ -811,7 +895,9 @@ class Keyspace:
                         continue
                     gen, state = states.get(key, (0, None))
                     held = state if gen == entry.gen else None
-                    self._keys[key] = KeyDoc(entry.gen, held, accessed=now)
+                    kd = self._keys[key] = KeyDoc(entry.gen, held, accessed=now)
+                    if held is not None:
+                        self._measure(key, kd)
                     if entry.deadline != _NEVER:
                         self._track(key, entry.gen, entry.deadline)
                     restored += held is not None
@@ -835,8 +921,11 @@ class Keyspace:
 
     def close(self) -> None:
         """Drop every document."""
+        footprint = self._footprint
         for kd in self._keys.values():
             self._live.discard(kd)
+            if footprint is not None:
+                footprint.forget(kd)
             kd.close()
         self._keys.clear()
         self._deadlines.clear()

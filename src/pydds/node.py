@@ -41,16 +41,20 @@ from .database import Database, Gate
 from .errors import (
     AckTimeout,
     Forbidden,
+    InvalidUpdate,
     InvalidValue,
     KeyNotFound,
     LinkClosed,
     MalformedFrame,
     ModuleError,
     NodeClosed,
+    StorageError,
     Unavailable,
 )
 from .events import Event, EventKind, Subscription
+from .eviction import Evictor
 from .keyspace import Keyspace
+from .memory import Footprint
 from .modules.base import Module
 from .modules.host import ModuleHost
 from .net.auth import Credentials
@@ -181,7 +185,13 @@ class Node:
         self._bus = EventBus(self.limits.event_queue, self._keyspaces)
         #: Events this node recorded, by kind (whether or not anyone subscribed).
         self.event_counts: Counter[str] = self._bus.counts
-        self._live = LiveDocs(self.limits.live_docs)
+        #: What the values held here take (``Limits.max_memory`` bounds it).
+        self.footprint = Footprint(self.limits.max_memory, self.limits.eviction)
+        self._live = LiveDocs(self.limits.live_docs, self.footprint.resize)
+        #: Evicts copies past the memory limit; counts evictions and reloads.
+        self.evictor = Evictor(self.footprint, self._keyspaces, self.clock.now)
+        self._evicting = False
+        self._full_logged = -math.inf  # when "nothing to evict" was last logged
         self._databases: dict[str, Database] = {}
         self._change_listeners: list[Callable[[Change], None]] = []
         self._read_listeners: list[Callable[[str, str], None]] = []
@@ -467,6 +477,8 @@ class Node:
                 acked.set_result(None)
         if rare is not None:
             self._carry_out_pulls(rare)
+        if self.footprint.over and not self._pulls:  # a pulled copy waits for its reader
+            self._evict()
 
     def _carry_out_links(self, rare: RareOutput) -> None:
         """What an output holds beyond a write's effects, before them: links to
@@ -759,7 +771,94 @@ class Node:
                 self.publish(Event(EventKind.STALE, name, key, self.name))
                 if peers is not None:
                     peers.release(name, key, gen)
+        self._evict()  # a node that was full tries again
         self._drain()
+
+    # -- the memory limit ----------------------------------------------------------------
+
+    def fit_memory(self) -> None:
+        """Evict copies while past the memory limit (``Limits.max_memory``; see
+        docs/semantics.md): the node does it after every write it records, every
+        batch of a peer's messages, and every read that took a copy back, so that a
+        loop that never yields stays within the limit too."""
+        if self.footprint.over:
+            self._evict()
+
+    def _evict(self) -> None:
+        """Evict copies while past the memory limit (``eviction.py`` says which): an
+        ``evicted`` event for each, peers stop pushing them here, the store keeps
+        those it takes; a ``memory_full`` event when nothing could go. Called once an
+        operation is done, never while one is under way (a copy just reloaded for a
+        write must stay until the write is made)."""
+        evictor = self.evictor
+        if self._evicting or self._closed or not evictor.due():
+            return
+        self._evicting = True
+        try:
+            self._evict_now(evictor)
+        finally:
+            self._evicting = False
+
+    def _evict_now(self, evictor: Evictor) -> None:
+        store, peers = self._store, self._peers
+
+        def elsewhere(database: str, key: str, gen: int) -> bool:
+            return peers is not None and peers.held_elsewhere((database, key, gen), keeper=True)
+
+        can_spill = store is not None and store.can_spill
+        evictions, full = evictor.run(can_spill=can_spill, elsewhere=elsewhere)
+        for eviction in evictions:
+            database, key, gen, state = (
+                eviction.database,
+                eviction.key,
+                eviction.gen,
+                eviction.state,
+            )
+            if state is not None and store is not None:
+                store.spill(database, key, gen, state)
+            if peers is not None:
+                peers.release(database, key, gen)
+            self.publish(Event(EventKind.EVICTED, database, key, self.name))
+        if full:
+            footprint = self.footprint
+            now = self.clock.now()
+            if now - self._full_logged >= 60:
+                self._full_logged = now
+                log.warning(
+                    "node %s holds %d bytes of values, past its limit of %d, and has "
+                    "nothing to evict (no other node or disk has a copy); writes go on",
+                    self.name,
+                    footprint.used,
+                    footprint.limit,
+                )
+            payload = values.pack({"used": footprint.used, "limit": footprint.limit}, 64)
+            self.publish(Event(EventKind.MEMORY_FULL, origin=self.name, packed_payload=payload))
+        if evictions and peers is not None:
+            self._drain()
+
+    async def _reload(self, database: str, key: str, gen: int) -> bool:
+        """Take back from the store a copy this node evicted to it; whether it is
+        held now. With a peer holding the value too, the copy is stale (changes
+        made meanwhile reach it by the pull that follows)."""
+        store, keyspace = self._store, self._keyspaces[database]
+        if store is None:
+            return False
+        try:
+            loaded = await store.load_value(database, key)
+        except StorageError as exc:
+            log.error("cannot reload %r of %r from disk: %s", key, database, exc)
+            loaded = None
+        state = loaded[1] if loaded is not None and loaded[0] == gen else None
+        peers = self._peers
+        stale = peers is not None and peers.held_elsewhere((database, key, gen))
+        try:
+            held = keyspace.reload(key, gen, state, stale=stale)
+        except InvalidUpdate:
+            log.error("the copy of %r of %r on disk does not load; it is pulled", key, database)
+            held = False
+        if held:
+            self.evictor.reloaded["disk"] += 1
+        return held
 
     def ack_level(self, ack: object) -> tuple[bool, str | int]:
         """A write's ack level, checked before the write is made: (durable, level)
@@ -880,6 +979,7 @@ class Node:
         self._store = store
         for name, db in self._databases.items():
             db._keyspace.journal = store.journal(name)
+        self._evict()  # what was restored may be past the memory limit
 
     async def refresh(self, database: str, key: str) -> bool:
         """Refresh a stale or missing copy from its holders; True if it is current
@@ -931,6 +1031,20 @@ class Node:
             Unavailable: no peer holds it, or none answered in time.
             KeyNotFound: the key is absent.
         """
+        keyspace = self._keyspaces.get(database)
+        on_disk = keyspace.on_disk(key) if keyspace is not None else None
+        if on_disk is not None and await self._reload(database, key, on_disk):
+            if not keyspace or not keyspace.is_stale(key):
+                return
+            with contextlib.suppress(Unavailable):  # the copy from disk will do
+                await self._pull_from_peers(database, key)
+                self.evictor.reloaded["peer"] += 1
+            return
+        await self._pull_from_peers(database, key)
+        if keyspace is not None and keyspace.holds(key):
+            self.evictor.reloaded["peer"] += 1
+
+    async def _pull_from_peers(self, database: str, key: str) -> None:
         peers = self._peers
         if peers is None:
             raise Unavailable(f"{key!r} of {database!r} is not held here and no peer is linked")
@@ -1068,6 +1182,7 @@ class Node:
                 live=self._live,
                 now=self.clock.now,
                 wall=self.clock.wall,
+                footprint=self.footprint,
             )
             if self._store is not None:
                 keyspace.journal = self._store.journal(name)
@@ -1153,6 +1268,8 @@ class Node:
                     self._drain()
         if kind is not None:
             self._bus.publish_change(change)
+        if self.footprint.over:
+            self._evict()
         return waiting
 
     def _record_all(self, changes: list[Change]) -> None:

@@ -26,6 +26,8 @@ Each setting comes from, in this order of precedence: a command-line option, a
     tls_cert = "node.pem"
     tls_key = "node-key.pem"
     tls_ca = "ca.pem"
+    max_memory = "512MiB"       # bytes the values held here may take (then: eviction)
+    eviction = "lru"            # or "lfu": which copies go first past max_memory
     http_idle_timeout = 15      # seconds a connection may go without a request
     http_header_timeout = 10    # seconds a request's line and headers may take
 
@@ -52,8 +54,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import check_name, warn_renamed
-from .errors import InvalidName
+from .config import EvictionPolicy, check_name, parse_bytes, warn_renamed
+from .errors import InvalidName, InvalidValue
 from .net.ws import normalize
 
 __all__ = ["ConfigError", "ServeConfig", "load_config"]
@@ -109,6 +111,10 @@ class ServeConfig:
     #: key goes stale on this node (``node.database(name, stale_after=seconds)`` at
     #: start). Not a time to live: nothing is deleted.
     stale_after: tuple[tuple[str, float], ...] = ()
+    #: Bytes the values held on this node may take (``Limits.max_memory``); None: no
+    #: limit. Past it, copies held elsewhere or on disk are evicted.
+    max_memory: int | None = None
+    eviction: EvictionPolicy = "lru"  # "lru" or "lfu": which copies go first past max_memory
     #: Seconds an HTTP connection may go without a request (from its opening or its
     #: last answer) before it is closed.
     http_idle_timeout: float = 15.0
@@ -199,6 +205,11 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         return _expiry(value, source)
     if name in _SECONDS:
         return _seconds(value, f"{name} in {source}")
+    if name == "max_memory":
+        try:
+            return parse_bytes(value)
+        except InvalidValue as exc:
+            raise ConfigError(f"max_memory in {source}: {exc}") from None
     if name in _LISTS:
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
@@ -229,6 +240,8 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         raise ConfigError(f"{name} in {source}: no file {value}")
     if name == "log_format" and value not in LOG_FORMATS:
         raise ConfigError(f"log_format in {source} must be 'text' or 'json', not {value!r}")
+    if name == "eviction" and value not in ("lru", "lfu"):
+        raise ConfigError(f"eviction in {source} must be 'lru' or 'lfu', not {value!r}")
     if name == "loop" and value not in LOOPS:
         raise ConfigError(f"loop in {source} must be auto, uvloop or asyncio, not {value!r}")
     if name == "log_level" and not isinstance(logging.getLevelName(value.upper()), int):

@@ -372,8 +372,10 @@ class SqliteStore:
 
     # -- writing -------------------------------------------------------------------------
 
-    def append(self, rows: Iterable[Row]) -> None:
-        """Append ``rows`` in one transaction, on disk when this returns.
+    def append(self, rows: Iterable[Row], states: Iterable[Row] = ()) -> None:
+        """Append ``rows`` to the log, and put ``states`` (whole copies of values:
+        evicted from memory) in their keys' states, in one transaction, on disk when
+        this returns. A state of a generation older than the one stored is ignored.
 
         Raises:
             StorageError: the disk is full or failing; nothing was written.
@@ -383,6 +385,15 @@ class SqliteStore:
             self._db.executemany(
                 "INSERT INTO log (db, key, gen, data, crc) VALUES (?, ?, ?, ?, ?)",
                 [(db, key, gen, data, checksum(db, key, gen, data)) for db, key, gen, data in rows],
+            )
+            self._db.executemany(
+                "INSERT INTO state VALUES (?, ?, ?, ?, ?) ON CONFLICT (db, key) DO UPDATE"
+                " SET gen = excluded.gen, data = excluded.data, crc = excluded.crc"
+                " WHERE excluded.gen >= state.gen",
+                [
+                    (db, key, gen, data, checksum(db, key, gen, data))
+                    for db, key, gen, data in states
+                ],
             )
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -472,6 +483,23 @@ class SqliteStore:
             return None
 
     # -- reading -------------------------------------------------------------------------
+
+    def load_value(self, name: str, key: str) -> tuple[int, bytes] | None:
+        """The state row of one key (a copy spilled there, or the log folded into
+        it): (generation, update); None if there is none or it fails its checksum.
+
+        Raises:
+            StorageError: the file cannot be read.
+        """
+        try:
+            row = self._db.execute(
+                "SELECT gen, data, crc FROM state WHERE db = ? AND key = ?", (name, key)
+            ).fetchone()
+        except _READ_ERRORS as exc:
+            raise StorageError(f"cannot read {self.path}: {exc}") from None
+        if row is None or _good((name, key, *row)) is None or not row[1]:
+            return None
+        return row[0], row[1]
 
     def load(self) -> Loaded:
         """Everything the store holds, folded per key, checksums verified."""

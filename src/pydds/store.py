@@ -25,3 +25,22 @@ class Store(Protocol):
             StorageError: it could not be written.
         """
         ...
+
+    @property
+    def can_spill(self) -> bool:
+        """Whether ``spill`` takes copies now (the disk is writing, its queue short)."""
+        ...
+
+    def spill(self, database: str, key: str, gen: int, state: bytes) -> None:
+        """Keep the whole copy (``state``, of generation ``gen``) of a value the node
+        evicts from memory, for ``load_value`` to give back; never dropped, even
+        while the disk fails (so the node spills only while ``can_spill``)."""
+        ...
+
+    def load_value(self, database: str, key: str) -> Awaitable[tuple[int, bytes] | None]:
+        """The copy of a value the store keeps: (generation, state); None if none.
+
+        Raises:
+            StorageError: it could not be read.
+        """
+        ...

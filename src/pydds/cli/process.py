@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..collector import tune_gc
+from ..config import Limits
 from ..errors import ModuleError, PyddsError
 from ..logs import configure_logging
 from ..loops import resolve_loop, run
@@ -66,6 +67,7 @@ async def serve(
         transport=transport,
         modules=modules,
         credentials=credentials_of(config),
+        limits=Limits(max_memory=config.max_memory, eviction=config.eviction),
     )
     for database, seconds in config.stale_after:
         node.database(database, stale_after=seconds)

@@ -45,6 +45,19 @@ __all__ = ["serve_command"]
 )
 @click.option("--expire", multiple=True, metavar="DB=SECONDS", help="deprecated: --stale-after")
 @click.option(
+    "--max-memory",
+    default=None,
+    metavar="SIZE",
+    help="bytes the values held here may take, e.g. 512MiB; past it, copies held"
+    " elsewhere or on disk are evicted  [default: no limit]",
+)
+@click.option(
+    "--eviction",
+    default=None,
+    type=click.Choice(["lru", "lfu"]),
+    help="which copies go first past --max-memory  [default: lru]",
+)
+@click.option(
     "--loop",
     default=None,
     type=click.Choice(["auto", "uvloop", "asyncio"]),

@@ -17,6 +17,12 @@ When the disk is full or failing, commits fail: durable writes raise
 and are tried again every ``retry`` seconds. The queue is bounded
 (``max_pending`` updates); past it the oldest are dropped and counted
 (``dropped``); a restart then re-syncs them from peers.
+
+A node with a memory limit evicts copies to the store (``spill``): the whole state
+of a value goes into its ``state`` row with the next commit, and a read loads it
+back from there (``load_value``). A spilled copy may be the last one in the
+cluster, so spills are never dropped: the node spills only while ``can_spill`` (the
+last commit worked, nothing was ever dropped, fewer than ``MAX_SPILLS`` wait).
 """
 
 from __future__ import annotations
@@ -39,6 +45,10 @@ if TYPE_CHECKING:
 __all__ = ["Persistence"]
 
 log = logging.getLogger("pydds.persist")
+
+#: Evicted copies waiting for the disk at most; the node evicts to disk no more
+#: meanwhile (copies held elsewhere may still go).
+MAX_SPILLS = 10_000
 
 
 def _number(value: Any, name: str, kind: type[int] | type[float]) -> Any:
@@ -98,6 +108,10 @@ class Persistence(Module):
         self._store: SqliteStore | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._pending: list[Row] = []
+        #: Copies evicted from memory, not on disk yet: never dropped (``can_spill``
+        #: says no once there are ``MAX_SPILLS``), read back by ``load_value``.
+        self._spills: dict[tuple[str, str], tuple[int, bytes]] = {}
+        self._failing = False  # the last write failed
         self._seq = 0  # updates journaled so far
         self._done = 0  # updates journaled and then written (or dropped)
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
@@ -131,8 +145,8 @@ class Persistence(Module):
             stored = {(name, key) for name, values in loaded.values.items() for key in values}
             self._count_lost(keyspaces, stored)
         log.info("restored %d values from %s", self.restored, self._store.path)
-        node.attach_store(self)
         self._writer = loop.create_task(self._write_forever(), name="pydds persistence")
+        node.attach_store(self)
 
     def _count_lost(self, keyspaces: dict[str, Keyspace], stored: set[tuple[str, str]]) -> None:
         """Count the keys lost to damage and say what was lost (a warning).
@@ -247,10 +261,15 @@ class Persistence(Module):
             "compactions": self.compactions,
             "restored": self.restored,
             "pending": len(self._pending),
+            "spills_pending": len(self._spills),
         }
 
     def journal(self, database: str) -> Journal:
         def journal(key: str, gen: int, update: bytes) -> None:
+            if not update and self._spills:  # that generation is gone: so is its copy
+                spilled = self._spills.get((database, key))
+                if spilled is not None and spilled[0] <= gen:
+                    del self._spills[(database, key)]
             self._pending.append((database, key, gen, update))
             self._seq += 1
             if len(self._pending) > self.max_pending:
@@ -261,6 +280,31 @@ class Persistence(Module):
                 self._wake.set()
 
         return journal
+
+    @property
+    def can_spill(self) -> bool:
+        return (
+            self._writer is not None
+            and not self._closing
+            and not self._failing
+            and not self.dropped
+            and len(self._spills) < MAX_SPILLS
+        )
+
+    def spill(self, database: str, key: str, gen: int, state: bytes) -> None:
+        self._spills[(database, key)] = (gen, state)
+        if not self._wake.is_set():
+            self._wake.set()
+
+    async def load_value(self, database: str, key: str) -> tuple[int, bytes] | None:
+        spilled = self._spills.get((database, key))
+        if spilled is not None:
+            return spilled
+        assert self._store is not None
+        store = self._store
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, store.load_value, database, key
+        )
 
     def barrier(self) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -281,13 +325,15 @@ class Persistence(Module):
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._pending:
+            while self._pending or self._spills:
                 batch, self._pending = self._pending, []
+                spills = [(db, key, gen, state) for (db, key), (gen, state) in self._spills.items()]
                 upto = self._seq
                 try:
-                    await loop.run_in_executor(executor, store.append, batch)
+                    await loop.run_in_executor(executor, store.append, batch, spills)
                 except StorageError as exc:
                     self.failures += 1
+                    self._failing = True
                     log.error("%s (%d updates wait to be written)", exc, len(batch))
                     self._pending[:0] = batch
                     self._fail_waiters(upto, exc)
@@ -295,6 +341,10 @@ class Persistence(Module):
                         return
                     await asyncio.sleep(self.retry)
                     continue
+                self._failing = False
+                for db, key, _, state in spills:  # on disk: unless spilled again since
+                    if self._spills.get((db, key), (0, b""))[1] is state:
+                        del self._spills[(db, key)]
                 self.commits += 1
                 self.written += len(batch)
                 self._since_compaction += len(batch)

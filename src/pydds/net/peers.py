@@ -925,6 +925,19 @@ class Peers:
         holds it any more (each lapses it by its own clock)."""
         self.replication.holders.drop(value_id)
 
+    def held_elsewhere(self, value_id: ValueId, *, keeper: bool = False) -> bool:
+        """Whether a linked node (no client) holds ``value_id``. With ``keeper``:
+        one whose name sorts before this node's, so that this copy may be evicted.
+        Of the nodes holding a value, the one whose name sorts first never evicts
+        it but to its disk, so every value keeps a copy however many evict at once
+        (each seeing the others as holders)."""
+        holders = self.replication.holders[value_id]
+        if not holders:
+            return False
+        clients = self.replication.clients
+        name = self.name
+        return any(h not in clients and (not keeper or h < name) for h in holders)
+
     def release(self, database: str, key: str, gen: int) -> None:
         """This node's copy of a value went stale: peers stop pushing it."""
         self.send(self.replication.release(database, key, gen))
