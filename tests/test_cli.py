@@ -523,3 +523,45 @@ async def test_batch_commands(served: Callable[..., Awaitable[Served]]) -> None:
     assert await pydds_cmd("delete-many", "db", "user:1", "other", "x", *node) == (0, "2\n", "")
     assert (await pydds_cmd("set-many", "db", "[1]", *node))[0] == 2
     assert (await pydds_cmd("get-many", "db", *node))[0] == 2  # no keys
+
+
+async def test_a_node_with_a_memory_limit_evicts_to_disk_and_reads_everything_back(
+    served: Callable[..., Awaitable[Served]], tmp_path: Path
+) -> None:
+    args = ("--port", "0", "--name", "m1", "--data-dir", str(tmp_path), "--max-memory", "256KiB")
+    persisted = {"PYDDS_MEMORY": ""}
+    values = {
+        f"user:{i}": {"name": f"u{i}", "age": i, "tags": ["a", "b"], "x": 1.5, "ok": True}
+        for i in range(2000)
+    }
+    s = await served(*args, env=persisted)
+    async with aiohttp.ClientSession() as session:
+        for start in range(0, 2000, 500):
+            batch = dict(list(values.items())[start : start + 500])
+            url = f"{s.http}/v1/databases/users/set-many"
+            async with session.post(url, json=batch) as response:
+                assert response.status == 200
+        async with session.get(f"{s.http}/v1/stats") as response:
+            memory = (await response.json())["memory"]
+        assert memory["limit"] == 256 << 10
+        assert memory["used"] <= 256 << 10
+        assert memory["evicted"]["disk"] > 1000
+        async with session.get(f"{s.http}/metrics") as response:
+            text = await response.text()
+        assert 'pydds_evictions_total{to="disk"}' in text
+        assert "pydds_memory_limit_bytes 262144.0" in text
+    code, out, _ = await pydds_cmd("status", "--node", s.node)
+    assert code == 0
+    assert "limit 262144 bytes, lru" in out
+    assert await stop(s) == 0
+
+    s = await served(*args, env=persisted)  # a real restart: every value comes back
+    async with aiohttp.ClientSession() as session:
+        url = f"{s.http}/v1/databases/users/get-many"
+        async with session.post(url, json=list(values)) as response:
+            assert response.status == 200
+            assert (await response.json())["values"] == values
+        async with session.get(f"{s.http}/v1/stats") as response:
+            memory = (await response.json())["memory"]
+        assert memory["used"] <= 256 << 10
+        assert memory["reloaded"]["disk"] > 0

@@ -159,3 +159,22 @@ def test_connection_timeouts_and_ipv6_addresses() -> None:
     for options in ({"join": ("::1:7400",)}, {"advertise": "::1:7400"}, {"host": "[nope]"}):
         with pytest.raises(ConfigError, match=r"\[::1\]|IPv6"):
             load_config(options, {})
+
+
+def test_the_memory_limit_from_each_source(tmp_path: Path) -> None:
+    file = tmp_path / "pydds.toml"
+    file.write_text('max_memory = "1GiB"\neviction = "lfu"\n')
+    assert load_config({}, {}, str(file)).max_memory == 1 << 30
+    assert load_config({}, {}, str(file)).eviction == "lfu"
+    file.write_text("max_memory = 1048576\n")
+    assert load_config({}, {}, str(file)).max_memory == 1 << 20
+    env = {"PYDDS_MAX_MEMORY": "100MB", "PYDDS_EVICTION": "lfu"}
+    assert load_config({}, env).max_memory == 100_000_000
+    config = load_config({"max_memory": "512MiB", "eviction": "lru"}, env)
+    assert (config.max_memory, config.eviction) == (512 << 20, "lru")
+    assert load_config({}, {}).max_memory is None
+    for bad in ("lots", "-5MiB", "0"):
+        with pytest.raises(ConfigError, match="max_memory"):
+            load_config({"max_memory": bad}, {})
+    with pytest.raises(ConfigError, match="eviction"):
+        load_config({}, {"PYDDS_EVICTION": "random"})

@@ -27,6 +27,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from .keyspace import Keyspace
 from .memory import Footprint
@@ -74,6 +75,19 @@ class Evictor:
         self.full = 0  # runs that found nothing to evict
         self._retry_at = -math.inf  # a full node tries again from then on...
         self._retry_used = 0  # ...or once it holds this much
+
+    def snapshot(self) -> dict[str, Any]:
+        """The memory figures, JSON-ready (``GET /v1/stats`` lists them as ``memory``)."""
+        footprint = self.footprint
+        return {
+            "used": footprint.used,
+            "limit": footprint.limit,
+            "policy": footprint.policy,
+            "held": len(footprint),
+            "evicted": {"disk": self.evicted["disk"], "peer": self.evicted["peer"]},
+            "reloaded": {"disk": self.reloaded["disk"], "peer": self.reloaded["peer"]},
+            "full": self.full,
+        }
 
     def due(self) -> bool:
         """Whether ``run`` has work: over the limit, and not waiting after a full run."""

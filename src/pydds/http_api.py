@@ -471,7 +471,11 @@ async def stats(request: web.Request) -> web.Response:
         if snapshot is not None:
             modules[module.name] = snapshot()
     return web.json_response(
-        {"events": dict(sorted(node.event_counts.items())), "modules": modules}
+        {
+            "events": dict(sorted(node.event_counts.items())),
+            "memory": node.evictor.snapshot(),
+            "modules": modules,
+        }
     )
 
 

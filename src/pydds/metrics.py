@@ -83,6 +83,30 @@ class NodeCollector(Collector):
             stale.add_metric([name], stale_count)
         yield from (keys, held, stale)
 
+        footprint, evictor = node.footprint, node.evictor
+        yield GaugeMetricFamily(
+            "pydds_memory_used_bytes",
+            "Bytes the values held here take (estimated).",
+            footprint.used,
+        )
+        if footprint.limit is not None:
+            yield GaugeMetricFamily(
+                "pydds_memory_limit_bytes", "The memory limit (max_memory).", footprint.limit
+            )
+        evictions = CounterMetricFamily(
+            "pydds_evictions", "Copies evicted, by where the other copy is.", None, ["to"]
+        )
+        reloads = CounterMetricFamily(
+            "pydds_reloads", "Reads that took a copy back, by source.", None, ["source"]
+        )
+        for where in ("disk", "peer"):
+            evictions.add_metric([where], evictor.evicted[where])
+            reloads.add_metric([where], evictor.reloaded[where])
+        yield from (evictions, reloads)
+        yield CounterMetricFamily(
+            "pydds_memory_full", "Times nothing could be evicted past the limit.", evictor.full
+        )
+
         events = CounterMetricFamily(
             "pydds_events", "Events this node recorded, by kind.", None, ["kind"]
         )

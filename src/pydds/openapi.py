@@ -53,6 +53,8 @@ KINDS = [
     "reachable",
     "stale",
     "warmed",
+    "evicted",
+    "memory_full",
 ]
 _KINDS_PATTERN = "(" + "|".join(KINDS) + ")"
 
@@ -203,10 +205,38 @@ _SCHEMAS: Json = {
                 "description": "events by kind",
                 "additionalProperties": {"type": "integer", "minimum": 0},
             },
+            "memory": _schema("Memory"),
             "modules": {
                 "type": "object",
                 "description": "the snapshot of each module that has one (statistics)",
             },
+        },
+    },
+    "Memory": {
+        "type": "object",
+        "description": "the values held here, the memory limit, and evictions",
+        "required": ["used", "limit", "policy", "held", "evicted", "reloaded", "full"],
+        "properties": {
+            "used": {"type": "integer", "minimum": 0, "description": "bytes (an estimate)"},
+            "limit": {"type": ["integer", "null"], "description": "max_memory; null: none"},
+            "policy": {"type": "string", "enum": ["lru", "lfu"]},
+            "held": {"type": "integer", "minimum": 0, "description": "values held here"},
+            "evicted": _schema("Sources"),
+            "reloaded": _schema("Sources"),
+            "full": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "times nothing could be evicted past the limit",
+            },
+        },
+    },
+    "Sources": {
+        "type": "object",
+        "description": "copies by where the other copy was: this node's disk, a peer",
+        "required": ["disk", "peer"],
+        "properties": {
+            "disk": {"type": "integer", "minimum": 0},
+            "peer": {"type": "integer", "minimum": 0},
         },
     },
     "Value": {"description": "any JSON value (NaN and infinities are not JSON)"},

@@ -375,6 +375,16 @@ def status_command() -> None:
         for d in databases
     ]
     click.echo(_table(rows))
+    memory = stats.get("memory")
+    if memory:
+        limit = "no limit" if memory["limit"] is None else f"limit {memory['limit']} bytes"
+        evicted, reloaded = memory["evicted"], memory["reloaded"]
+        click.echo(
+            f"\nmemory: {memory['used']} bytes held in {memory['held']} values ({limit},"
+            f" {memory['policy']}); evicted {evicted['disk']} to disk, {evicted['peer']}"
+            f" held elsewhere; reloaded {reloaded['disk']} from disk, {reloaded['peer']}"
+            f" from peers; full {memory['full']} times"
+        )
     statistics = stats.get("modules", {}).get("stats")
     if statistics:
         for title, name in (("READS", "hot_reads"), ("WRITES", "hot_writes")):
