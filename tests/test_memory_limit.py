@@ -13,6 +13,7 @@ import pytest
 import pydds
 from pydds.config import parse_bytes
 from pydds.crdt.keydoc import ON_DISK, KeyDoc
+from pydds.eviction import LIVE_FLOOR
 from pydds.memory import ENTRY, Footprint
 from pydds.modules.persist import Persistence
 from pydds.storage import SqliteStore
@@ -172,6 +173,20 @@ async def test_without_another_copy_nothing_is_evicted_and_writes_go_on() -> Non
         assert all(db.holds(f"k{i}") for i in range(200))
         assert await db.get("k0") == value(0)
         full.close()
+
+
+async def test_live_documents_are_suspended_before_any_copy_goes() -> None:
+    limits = pydds.Limits(max_memory=300_000)  # 200 live documents take 700 KB
+    async with pydds.Node("solo", limits=limits) as node:
+        db = node.database("db")
+        for i in range(200):
+            await db.set(f"k{i}", value(i))
+        assert node.footprint.used <= 300_000
+        assert node.evictor.full == 0
+        assert sum(node.evictor.evicted.values()) == 0
+        assert all(db.holds(f"k{i}") for i in range(200))
+        assert LIVE_FLOOR <= len(node._live) < 100  # the rest kept encoded
+        audit(node)
 
 
 async def test_a_store_takes_the_evicted_copies_and_reads_reload_them(tmp_path: Path) -> None:

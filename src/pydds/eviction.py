@@ -2,7 +2,10 @@
 
 Theory of operation
 -------------------
-Past ``Limits.max_memory`` (``Footprint.over``), ``Evictor.run`` takes candidates from
+Past ``Limits.max_memory`` (``Footprint.over``), ``Evictor.run`` first suspends live
+documents, least recently used first (a live ``YDoc`` takes about 3.4 KB, its
+encoded state a few hundred bytes: the copy stays, only an edit loads it again),
+down to ``LIVE_FLOOR`` of them. Then it takes candidates from
 ``Footprint.sample`` (the policy's first choice first) and evicts the first that may
 go, until the held values fit again or ``MAX_EVICTIONS`` went in one run. A copy may
 go when another copy stays:
@@ -29,10 +32,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .crdt.keydoc import LiveDocs
 from .keyspace import Keyspace
 from .memory import Footprint
 
-__all__ = ["MAX_EVICTIONS", "MISSES", "RETRY", "Eviction", "Evictor"]
+__all__ = ["LIVE_FLOOR", "MAX_EVICTIONS", "MISSES", "RETRY", "Eviction", "Evictor"]
 
 #: Copies one run evicts at most (the rest at the next write or timer tick).
 MAX_EVICTIONS = 10_000
@@ -40,6 +44,8 @@ MAX_EVICTIONS = 10_000
 MISSES = 8
 #: Seconds a full node waits before it tries again (unless its values grew).
 RETRY = 1.0
+#: Live documents a node past its limit keeps (the ones edited most recently).
+LIVE_FLOOR = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +72,10 @@ class Evictor:
         footprint: Footprint,
         keyspaces: Mapping[str, Keyspace],
         now: Callable[[], float],
+        live: LiveDocs | None = None,
     ) -> None:
         self.footprint = footprint
+        self._live = live
         self._keyspaces = keyspaces
         self._now = now
         self.evicted: Counter[str] = Counter()  # by where the other copy is: disk, peer
@@ -105,6 +113,9 @@ class Evictor:
         footprint, keyspaces = self.footprint, self._keyspaces
         now = self._now()
         out: list[Eviction] = []
+        live = self._live
+        while footprint.over and live is not None and len(live) > LIVE_FLOOR:
+            live.suspend_oldest()
         misses = 0
         while footprint.over and misses < MISSES and len(out) < MAX_EVICTIONS:
             for database, key, kd in footprint.sample(now):

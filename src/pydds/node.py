@@ -189,7 +189,7 @@ class Node:
         self.footprint = Footprint(self.limits.max_memory, self.limits.eviction)
         self._live = LiveDocs(self.limits.live_docs, self.footprint.resize)
         #: Evicts copies past the memory limit; counts evictions and reloads.
-        self.evictor = Evictor(self.footprint, self._keyspaces, self.clock.now)
+        self.evictor = Evictor(self.footprint, self._keyspaces, self.clock.now, self._live)
         self._evicting = False
         self._full_logged = -math.inf  # when "nothing to evict" was last logged
         self._databases: dict[str, Database] = {}

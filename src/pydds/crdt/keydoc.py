@@ -800,6 +800,17 @@ class LiveDocs:
             if self.suspended is not None:
                 self.suspended(oldest)
 
+    def suspend_oldest(self) -> bool:
+        """Suspend the least recently used live document (memory is short); whether
+        there was one."""
+        if not self._docs:
+            return False
+        oldest, _ = self._docs.popitem(last=False)
+        oldest.suspend()
+        if self.suspended is not None:
+            self.suspended(oldest)
+        return True
+
     def discard(self, keydoc: KeyDoc) -> None:
         """Forget ``keydoc`` (it was closed)."""
         self._docs.pop(keydoc, None)
