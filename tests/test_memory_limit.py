@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+import pycrdt
 import pytest
 
 import pydds
@@ -18,6 +19,7 @@ from pydds.memory import ENTRY, Footprint
 from pydds.modules.persist import Persistence
 from pydds.storage import SqliteStore
 
+from .helpers import Replica
 from .memcluster import Cluster, names, until
 
 VALUE = {"name": "user", "email": "user@example.com", "age": 42, "score": 3.5, "tags": ["a"]}
@@ -318,7 +320,7 @@ async def test_a_failing_disk_takes_no_evicted_copy(tmp_path: Path) -> None:
             await db.set(f"k{i}", {"pad": "x" * 400, "i": i})
         with pytest.raises(pydds.StorageError):
             await store.barrier()
-        assert not store.can_spill
+        assert store.spill_room == 0
         spilled = node.evictor.evicted["disk"]
         for i in range(400, 500):
             await db.set(f"k{i}", {"pad": "x" * 400, "i": i})
@@ -331,15 +333,31 @@ async def test_a_failing_disk_takes_no_evicted_copy(tmp_path: Path) -> None:
 # -- the store's part -------------------------------------------------------------------
 
 
-def test_a_spilled_state_is_read_back_and_an_older_one_ignored(tmp_path: Path) -> None:
+def _update(**fields: int) -> bytes:
+    doc = pycrdt.Doc()
+    root = doc.get("value", type=pycrdt.Map)
+    for name, number in fields.items():
+        root[name] = number
+    return bytes(doc.get_update())
+
+
+def _fields(update: bytes) -> dict[str, Any]:
+    doc = pycrdt.Doc()
+    doc.apply_update(update)
+    return dict(doc.get("value", type=pycrdt.Map).to_py() or {})
+
+
+def test_spilled_states_merge_and_an_older_one_is_ignored(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path)
     try:
-        store.append([], [("db", "k", 2, b"two")])
-        assert store.load_value("db", "k") == (2, b"two")
-        store.append([], [("db", "k", 1, b"one")])  # an older generation: ignored
-        assert store.load_value("db", "k") == (2, b"two")
-        store.append([("db", "k", 3, b"")], [("db", "j", 1, b"jay")])
-        assert store.load_value("db", "j") == (1, b"jay")
+        store.append([], [("db", "k", 2, _update(a=1))])
+        assert store.load_value("db", "k") is not None
+        store.append([], [("db", "k", 2, _update(b=2))])  # a partial copy: merged
+        gen, state = store.load_value("db", "k") or (0, b"")
+        assert (gen, _fields(state)) == (2, {"a": 1, "b": 2})
+        store.append([], [("db", "k", 1, _update(c=3))])  # an older generation: ignored
+        assert _fields((store.load_value("db", "k") or (0, b""))[1]) == {"a": 1, "b": 2}
+        store.append([("db", "k", 3, b"")], [("db", "j", 1, _update(j=1))])
         assert store.load_value("db", "nope") is None
         store.compact()
         assert store.load_value("db", "k") is None  # the tombstone folded it away
@@ -354,3 +372,80 @@ def test_keydocs_marked_on_disk_are_not_held() -> None:
     kd.mem_slot = ON_DISK
     assert not kd.held
     assert kd.footprint() == 0
+
+
+async def test_a_client_evicts_what_its_gateway_holds(cluster: Cluster) -> None:
+    gateway = await cluster.start("z")  # its name sorts after the client's
+    client = pydds.Client(
+        "c",
+        join=["mem://z"],
+        transport=cluster.network.transport(),
+        clock=cluster.clock,
+        limits=pydds.Limits(max_memory=20_000),
+    )
+    cluster.nodes.append(client)
+    await client.start()
+    db = client.database("db")
+    for i in range(100):
+        await db.set(f"k{i}", value(i))  # a gateway holds what its clients write
+    await until(lambda: len(gateway.database("db")) == 100)
+    await until(lambda: client.footprint.used <= 20_000)
+    assert client.evictor.evicted["peer"] > 0
+    for i in range(100):
+        assert await db.get(f"k{i}") == value(i)
+
+
+@pytest.mark.parametrize("to_disk", [True, False])
+async def test_a_change_that_reaches_an_evicted_copy_makes_it_stale(to_disk: bool) -> None:
+    """A peer pushes a delta before it hears that this node evicted its copy: the
+    copy it makes is partial, so it is stale (completed before it is read), and a
+    copy on disk is merged into it (``on_disk``) rather than lost."""
+    first, second = Replica("r1"), Replica("r2")
+    await first.db().set("k", value(1))
+    second.receive(first.take())
+    await second.db().get("k", None)  # r2 holds k (the whole value came with it)
+    keyspace = second.db().keyspace
+    assert keyspace.holds("k")
+    whole = keyspace.copy_of("k")
+    gen = keyspace.evict("k", to_disk=to_disk)
+    assert gen == 1
+    await first.db().update("k", {"age": 99})
+    second.receive(first.take())  # r1 still pushes the delta to r2
+    assert keyspace.holds("k")
+    assert keyspace.is_stale("k")  # a read refreshes it first
+    assert keyspace.read("k") is pydds.keyspace.STALE
+    if to_disk:
+        assert keyspace.on_disk("k") == 1  # the disk copy is merged in first
+        assert keyspace.reload("k", 1, whole, stale=False)
+        assert keyspace.on_disk("k") is None
+        assert keyspace.read("k") == {**value(1), "age": 99}
+    else:
+        assert keyspace.on_disk("k") is None  # the holders complete it (a pull)
+
+
+async def test_a_node_answers_a_pull_from_its_disk(cluster: Cluster, tmp_path: Path) -> None:
+    a = cluster.node(
+        "a", modules=[Persistence(str(tmp_path))], limits=pydds.Limits(max_memory=30_000)
+    )
+    await a.start()
+    b = await cluster.start("b", ["mem://a"])
+    await until(lambda: len(names(a)) == 2 and len(names(b)) == 2)
+    for i in range(200):
+        await a.database("db").set(f"k{i}", value(i))
+    await until(lambda: len(b.database("db")) == 200)
+    on_disk = [k for k in a.database("db") if a.database("db").keyspace.on_disk(k) is not None]
+    assert on_disk
+    assert await b.database("db").get(on_disk[0]) == value(int(on_disk[0][1:]))
+
+
+async def test_a_restored_copy_answers_anti_entropy_without_going_live(tmp_path: Path) -> None:
+    async with pydds.Node("solo", modules=[Persistence(str(tmp_path))]) as node:
+        for i in range(50):
+            await node.database("db").set(f"k{i}", value(i))
+    async with pydds.Node("solo", modules=[Persistence(str(tmp_path))]) as node:
+        keyspace = node.database("db").keyspace
+        used = node.footprint.used
+        keyspace.held_hashes()  # what anti-entropy reads of every held value
+        assert not any(kd.live for kd in keyspace._keys.values())
+        assert node.footprint.used == used
+        audit(node)

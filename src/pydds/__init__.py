@@ -45,7 +45,9 @@ if _typing.TYPE_CHECKING:
         WrongType,
     )
     from .events import Event, EventKind, Subscription
+    from .eviction import Evictor
     from .loops import run
+    from .memory import Footprint
     from .modules import EventFilter, Module
     from .net.auth import ClientToken, Credentials
     from .net.membership import Member
@@ -70,7 +72,9 @@ _WHERE = {
     "Event": ".events",
     "EventFilter": ".modules",
     "EventKind": ".events",
+    "Evictor": ".eviction",
     "FakeClock": ".clock",
+    "Footprint": ".memory",
     "Forbidden": ".errors",
     "InvalidName": ".errors",
     "InvalidUpdate": ".errors",
@@ -113,7 +117,9 @@ __all__ = [
     "Event",
     "EventFilter",
     "EventKind",
+    "Evictor",
     "FakeClock",
+    "Footprint",
     "Forbidden",
     "InvalidName",
     "InvalidUpdate",

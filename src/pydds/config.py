@@ -29,6 +29,7 @@ class Limits:
     Example::
 
         node = pydds.Node(limits=pydds.Limits(max_value_bytes=1 << 20))
+        cache = pydds.Node(limits=pydds.Limits(max_memory=512 << 20, eviction="lfu"))
     """
 
     max_depth: int = 64

@@ -180,6 +180,10 @@ class Database:
                     value = keyspace.read(key, fresh=False)
                     if value is not NOT_HELD:
                         break
+                else:
+                    raise Unavailable(
+                        f"{key!r} of {self._name!r} was evicted again each time it was pulled"
+                    )
                 self._node.fit_memory()  # the copy taken back may pass the limit
             elif value is STALE:
                 # Refresh from the holders; with none reachable, serve the local copy
@@ -232,10 +236,12 @@ class Database:
         follows what is there. With no holder reachable the write goes ahead on an
         empty copy and merges when the holders are back (offline tolerance)."""
         if key in keyspace and not keyspace.holds(key):
-            for _ in range(PULL_TRIES):  # evicted to disk again meanwhile: again
-                with contextlib.suppress(Unavailable):
+            for _ in range(PULL_TRIES):  # evicted again before the write: again
+                try:
                     await self._node.pull(self.name, key)
-                if keyspace.on_disk(key) is None:
+                except Unavailable:
+                    break
+                if keyspace.holds(key) or key not in keyspace:
                     break
         elif keyspace.is_stale(key):
             await self._node.refresh(self.name, key)

@@ -105,11 +105,12 @@ class Evictor:
         return footprint.used >= self._retry_used or self._now() >= self._retry_at
 
     def run(
-        self, *, can_spill: bool, elsewhere: Callable[[str, str, int], bool]
+        self, *, spill_room: int, elsewhere: Callable[[str, str, int], bool]
     ) -> tuple[list[Eviction], bool]:
         """Evict until the held values fit (or ``MAX_EVICTIONS``); the evictions, and
-        whether the node is full (nothing could go). ``elsewhere(database, key,
-        gen)``: a keeper node holds that copy."""
+        whether the node is full (nothing could go). ``spill_room``: copies the
+        store takes now (``Store.spill_room``); ``elsewhere(database, key, gen)``: a
+        keeper node holds that copy."""
         footprint, keyspaces = self.footprint, self._keyspaces
         now = self._now()
         out: list[Eviction] = []
@@ -120,9 +121,10 @@ class Evictor:
         while footprint.over and misses < MISSES and len(out) < MAX_EVICTIONS:
             for database, key, kd in footprint.sample(now):
                 keyspace = keyspaces[database]
-                if keyspace.pinned(key):
-                    continue
-                if can_spill:
+                if keyspace.pinned(key) or keyspace.on_disk(key) is not None:
+                    continue  # pinned, or partial (its disk copy is merged in first)
+                if spill_room > 0:
+                    spill_room -= 1
                     state = keyspace.copy_of(key)
                 elif elsewhere(database, key, kd.gen):
                     state = None

@@ -44,7 +44,16 @@ from .collector import bulk_load
 from .config import DatabaseSettings, Limits
 from .crdt import values
 from .crdt.directory import Directory, Entry, EntryChange
-from .crdt.keydoc import LOCAL, MISSING, ON_DISK, REMOTE, UNTRACKED, KeyDoc, LiveDocs
+from .crdt.keydoc import (
+    EVICTED,
+    LOCAL,
+    MISSING,
+    ON_DISK,
+    REMOTE,
+    UNTRACKED,
+    KeyDoc,
+    LiveDocs,
+)
 from .crdt.sync import update_state_vector
 from .crdt.ydoc import EMPTY_STATE_VECTOR
 from .errors import InvalidValue, KeyNotFound
@@ -114,6 +123,9 @@ class Keyspace:
         self._live = live
         self._footprint = footprint  # the node's measure of held values (memory limit)
         self._lfu = footprint is not None and footprint.lfu
+        #: Keys whose copy here is partial (changes that came after it was evicted to
+        #: disk): the copy on disk is merged in before the next read or write.
+        self._behind: set[str] = set()
         self._now = now  # the node's clock
         self._wall = wall  # the node's time of day: TTL deadlines are on this scale
         self._deadlines: dict[str, float] = {}  # live keys with a time to live
@@ -209,7 +221,7 @@ class Keyspace:
             self._footprint.forget(kd)
         kd.close()
         kd.stale = False
-        kd.mem_slot = ON_DISK if to_disk else UNTRACKED
+        kd.mem_slot = ON_DISK if to_disk else EVICTED
         return kd.gen
 
     def copy_of(self, key: str) -> bytes | None:
@@ -218,12 +230,15 @@ class Keyspace:
         return None if kd is None else kd.encoded()
 
     def on_disk(self, key: str) -> int | None:
-        """The generation of ``key`` if its copy was evicted to this node's store
-        (a read reloads it: ``reload``); None otherwise."""
+        """The generation of ``key`` if its copy, or part of it, is in this node's
+        store only (evicted there: a read or a write reloads it first, ``reload``);
+        None otherwise."""
         kd = self._keys.get(key)
-        if kd is None or kd.held or kd.mem_slot != ON_DISK:
+        if kd is None:
             return None
-        return kd.gen
+        if (not kd.held and kd.mem_slot == ON_DISK) or (self._behind and key in self._behind):
+            return kd.gen
+        return None
 
     def reload(self, key: str, gen: int, state: bytes | None, *, stale: bool) -> bool:
         """Take back the copy of ``key`` that the store kept (``state``, of ``gen``;
@@ -234,13 +249,19 @@ class Keyspace:
             InvalidUpdate: the state does not decode.
         """
         kd = self._keys.get(key)
-        if kd is None or kd.gen != gen or kd.held or kd.mem_slot != ON_DISK:
+        if kd is None or kd.gen != gen or self.on_disk(key) is None:
             return kd is not None and kd.held
-        kd.mem_slot = UNTRACKED
-        if state is None:
-            return False
-        update_state_vector(state)  # decodes, or raises before anything changed
-        kd.restore(state)
+        if state is not None:
+            update_state_vector(state)  # decodes, or raises before anything changed
+        self._behind.discard(key)
+        if not kd.held:
+            kd.mem_slot = UNTRACKED
+            if state is None:
+                return False  # nothing on disk after all: it is pulled
+            kd.restore(state)
+        elif state is not None:  # a partial copy: the one on disk merges into it
+            self._live.touch(kd)
+            kd.apply(self.client_id, state)
         kd.stale, kd.accessed = stale, self._now()
         self._measure(key, kd)
         return True
@@ -634,6 +655,8 @@ class Keyspace:
         del self._keys[key]
         if self._deadlines:
             self._deadlines.pop(key, None)
+        if self._behind:
+            self._behind.discard(key)
         self._live.discard(kd)
         if self._footprint is not None:
             self._footprint.forget(kd)
@@ -822,12 +845,19 @@ class Keyspace:
             # held document decodes an update whole before it applies any of it).
             update_state_vector(update)
         if kd is not None and kd.gen == gen:
+            evicted = not kd.held and kd.mem_slot in (ON_DISK, EVICTED)
             self._live.touch(kd)
             delta = kd.apply(self.client_id, update)
-            if delta is not None:
-                self._measure(key, kd)
-                if self.journal is not None:
-                    self.journal(key, gen, delta)
+            if evicted:
+                # A change sent before the sender heard that this node evicted its
+                # copy: it makes a partial copy, stale, completed from the disk or
+                # the holders before it is read (``on_disk``, ``read``).
+                if kd.mem_slot == ON_DISK:
+                    self._behind.add(key)
+                kd.stale = True
+            self._measure(key, kd)
+            if self.journal is not None and delta is not None:
+                self.journal(key, gen, delta)
             return delta
         entry = self.directory.get(key)
         if entry is None or entry.gen < gen:
@@ -928,6 +958,7 @@ class Keyspace:
                 footprint.forget(kd)
             kd.close()
         self._keys.clear()
+        self._behind.clear()
         self._deadlines.clear()
         self._expiry.clear()
         self._early.clear()

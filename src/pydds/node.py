@@ -554,7 +554,7 @@ class Node:
             self._drain()
 
     async def _pull_for(self, notice: PullFor) -> None:
-        """Pull a value a client asked for, then answer the client."""
+        """Pull (or reload from disk) a value a peer asked for, then answer it."""
         message = notice.message
         with contextlib.suppress(Unavailable, KeyNotFound):
             await self.pull(message.database, message.key)
@@ -805,8 +805,8 @@ class Node:
         def elsewhere(database: str, key: str, gen: int) -> bool:
             return peers is not None and peers.held_elsewhere((database, key, gen), keeper=True)
 
-        can_spill = store is not None and store.can_spill
-        evictions, full = evictor.run(can_spill=can_spill, elsewhere=elsewhere)
+        room = store.spill_room if store is not None else 0
+        evictions, full = evictor.run(spill_room=room, elsewhere=elsewhere)
         for eviction in evictions:
             database, key, gen, state = (
                 eviction.database,
@@ -845,9 +845,9 @@ class Node:
             return False
         try:
             loaded = await store.load_value(database, key)
-        except StorageError as exc:
+        except StorageError as exc:  # the copy stays on disk, marked so: a later try
             log.error("cannot reload %r of %r from disk: %s", key, database, exc)
-            loaded = None
+            raise Unavailable(f"{key!r} of {database!r} is on a disk that fails") from None
         state = loaded[1] if loaded is not None and loaded[0] == gen else None
         peers = self._peers
         stale = peers is not None and peers.held_elsewhere((database, key, gen))

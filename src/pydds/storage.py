@@ -386,20 +386,34 @@ class SqliteStore:
                 "INSERT INTO log (db, key, gen, data, crc) VALUES (?, ?, ?, ?, ?)",
                 [(db, key, gen, data, checksum(db, key, gen, data)) for db, key, gen, data in rows],
             )
-            self._db.executemany(
-                "INSERT INTO state VALUES (?, ?, ?, ?, ?) ON CONFLICT (db, key) DO UPDATE"
-                " SET gen = excluded.gen, data = excluded.data, crc = excluded.crc"
-                " WHERE excluded.gen >= state.gen",
-                [
-                    (db, key, gen, data, checksum(db, key, gen, data))
-                    for db, key, gen, data in states
-                ],
-            )
+            self._put_states(states)
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
             raise StorageError(f"cannot write to {self.path}: {exc}") from None
+
+    def _put_states(self, states: Iterable[Row]) -> None:
+        """Put whole copies into their keys' states, inside a transaction: one of the
+        generation stored merges with it, one of a newer replaces it, one of an
+        older is ignored."""
+        db = self._db
+        for name, key, gen, data in states:
+            row = db.execute(
+                "SELECT gen, data, crc FROM state WHERE db = ? AND key = ?", (name, key)
+            ).fetchone()
+            if row is not None and _good((name, key, *row)) is not None:
+                if row[0] > gen:
+                    continue
+                if row[0] == gen and row[1]:
+                    try:
+                        data = fold_updates([row[1], data])
+                    except Exception:  # pycrdt's errors (and pyo3 panics): the new one
+                        log.error("the stored state of %r in %r does not decode", key, name)
+            db.execute(
+                "INSERT OR REPLACE INTO state VALUES (?, ?, ?, ?, ?)",
+                (name, key, gen, data, checksum(name, key, gen, data)),
+            )
 
     def log_size(self) -> int:
         """Rows in the log (not yet compacted)."""

@@ -27,14 +27,16 @@ class Store(Protocol):
         ...
 
     @property
-    def can_spill(self) -> bool:
-        """Whether ``spill`` takes copies now (the disk is writing, its queue short)."""
+    def spill_room(self) -> int:
+        """How many copies ``spill`` takes now (0 while the disk fails, or its queue
+        of copies is full)."""
         ...
 
     def spill(self, database: str, key: str, gen: int, state: bytes) -> None:
         """Keep the whole copy (``state``, of generation ``gen``) of a value the node
         evicts from memory, for ``load_value`` to give back; never dropped, even
-        while the disk fails (so the node spills only while ``can_spill``)."""
+        while the disk fails (so the node spills only within ``spill_room``). A copy
+        of a generation the store has merges with it."""
         ...
 
     def load_value(self, database: str, key: str) -> Awaitable[tuple[int, bytes] | None]:

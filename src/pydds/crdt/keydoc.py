@@ -75,11 +75,12 @@ import msgpack
 
 from ..errors import InvalidValue, PathNotFound, WrongType
 from . import values
-from .sync import value_hash
+from .sync import update_state_vector, value_hash
 from .ydoc import ARRAY_TYPE, MAP_TYPE, YArray, YDoc, YTxn
 
 __all__ = [
     "BYTES_COST",
+    "EVICTED",
     "LIVE_COST",
     "LOCAL",
     "MISSING",
@@ -115,10 +116,14 @@ _OVERLAY, _APPENDED, _APPENDS = "o", "m", "a"
 #: ``bytes`` object takes beside its data (header, allocator rounding).
 LIVE_COST = 3400
 BYTES_COST = 40
+STATE_VECTOR_COST = 8  # an idle document's state vector, counted whether cached or not
 #: ``KeyDoc.mem_slot`` of a document no footprint tracks, and of one whose copy was
 #: evicted to this node's store (a read reloads it from there).
 UNTRACKED = -1
 ON_DISK = -2
+#: ``KeyDoc.mem_slot`` of a document whose copy was evicted because another node
+#: holds it (a delta that arrives before that node heard of it makes a stale copy).
+EVICTED = -3
 
 
 def _current(doc: YDoc, txn: YTxn) -> tuple[str | None, Any, int]:
@@ -228,10 +233,8 @@ class KeyDoc:
         size = 0 if self.packed is None else BYTES_COST + len(self.packed)
         if self._doc is not None:
             return size + LIVE_COST
-        if self._state is not None:
-            size += BYTES_COST + len(self._state)
-            if self._state_vector is not None:
-                size += BYTES_COST + len(self._state_vector)
+        if self._state is not None:  # and its state vector, once asked (a few bytes)
+            size += 2 * BYTES_COST + len(self._state) + STATE_VECTOR_COST
         return size
 
     def doc(self, client_id: int) -> YDoc:
@@ -461,7 +464,9 @@ class KeyDoc:
 
     def state_vector(self, client_id: int) -> bytes:
         """The document's state vector (sync step 1), without loading an idle one."""
-        if self._doc is None and self._state_vector is not None:
+        if self._doc is None and self._state is not None:
+            if self._state_vector is None:  # without loading it (a restored copy)
+                self._state_vector = update_state_vector(self._state)
             return self._state_vector
         return self.doc(client_id).state_vector()
 

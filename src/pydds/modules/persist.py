@@ -21,8 +21,9 @@ and are tried again every ``retry`` seconds. The queue is bounded
 A node with a memory limit evicts copies to the store (``spill``): the whole state
 of a value goes into its ``state`` row with the next commit, and a read loads it
 back from there (``load_value``). A spilled copy may be the last one in the
-cluster, so spills are never dropped: the node spills only while ``can_spill`` (the
-last commit worked, nothing was ever dropped, fewer than ``MAX_SPILLS`` wait).
+cluster, so spills are never dropped: the node spills only within ``spill_room`` (the
+last commit worked, nothing was ever dropped, fewer than ``MAX_SPILLS`` copies and
+``MAX_SPILL_BYTES`` wait). A spill merges with the state row of its generation.
 """
 
 from __future__ import annotations
@@ -46,9 +47,10 @@ __all__ = ["Persistence"]
 
 log = logging.getLogger("pydds.persist")
 
-#: Evicted copies waiting for the disk at most; the node evicts to disk no more
-#: meanwhile (copies held elsewhere may still go).
+#: Evicted copies waiting for the disk at most, and their bytes; the node evicts to
+#: disk no more meanwhile (copies held elsewhere may still go).
 MAX_SPILLS = 10_000
+MAX_SPILL_BYTES = 64 << 20
 
 
 def _number(value: Any, name: str, kind: type[int] | type[float]) -> Any:
@@ -112,6 +114,7 @@ class Persistence(Module):
         #: says no once there are ``MAX_SPILLS``), read back by ``load_value``.
         self._spills: dict[tuple[str, str], tuple[int, bytes]] = {}
         self._failing = False  # the last write failed
+        self._spill_bytes = 0  # bytes of those copies
         self._seq = 0  # updates journaled so far
         self._done = 0  # updates journaled and then written (or dropped)
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
@@ -234,6 +237,12 @@ class Persistence(Module):
         self._wake.set()
         if self._writer is not None:
             await self._writer
+        if self._spills:
+            log.error(
+                "%d values evicted from memory were not written (the disk failed): this "
+                "node has lost its copies of them (other nodes may hold them)",
+                len(self._spills),
+            )
         if self._pending:
             log.error(
                 "%d updates were not written (the disk failed); peers re-sync them after a restart",
@@ -270,6 +279,7 @@ class Persistence(Module):
                 spilled = self._spills.get((database, key))
                 if spilled is not None and spilled[0] <= gen:
                     del self._spills[(database, key)]
+                    self._spill_bytes -= len(spilled[1])
             self._pending.append((database, key, gen, update))
             self._seq += 1
             if len(self._pending) > self.max_pending:
@@ -282,17 +292,19 @@ class Persistence(Module):
         return journal
 
     @property
-    def can_spill(self) -> bool:
-        return (
-            self._writer is not None
-            and not self._closing
-            and not self._failing
-            and not self.dropped
-            and len(self._spills) < MAX_SPILLS
-        )
+    def spill_room(self) -> int:
+        if self._writer is None or self._closing or self._failing or self.dropped:
+            return 0
+        if self._spill_bytes >= MAX_SPILL_BYTES:
+            return 0
+        return max(0, MAX_SPILLS - len(self._spills))
 
     def spill(self, database: str, key: str, gen: int, state: bytes) -> None:
+        old = self._spills.get((database, key))
+        if old is not None:
+            self._spill_bytes -= len(old[1])
         self._spills[(database, key)] = (gen, state)
+        self._spill_bytes += len(state)
         if not self._wake.is_set():
             self._wake.set()
 
@@ -345,6 +357,7 @@ class Persistence(Module):
                 for db, key, _, state in spills:  # on disk: unless spilled again since
                     if self._spills.get((db, key), (0, b""))[1] is state:
                         del self._spills[(db, key)]
+                        self._spill_bytes -= len(state)
                 self.commits += 1
                 self.written += len(batch)
                 self._since_compaction += len(batch)

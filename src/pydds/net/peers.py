@@ -930,12 +930,15 @@ class Peers:
         one whose name sorts before this node's, so that this copy may be evicted.
         Of the nodes holding a value, the one whose name sorts first never evicts
         it but to its disk, so every value keeps a copy however many evict at once
-        (each seeing the others as holders)."""
+        (each seeing the others as holders). A client's gateway is always a keeper:
+        a client's copy is never counted as one."""
         holders = self.replication.holders[value_id]
         if not holders:
             return False
         clients = self.replication.clients
         name = self.name
+        if self.role == "client":
+            keeper = False
         return any(h not in clients and (not keeper or h < name) for h in holders)
 
     def release(self, database: str, key: str, gen: int) -> None:

@@ -115,9 +115,11 @@ class CustomReceived:
 
 @dataclass(frozen=True, slots=True)
 class PullFor:
-    """A client pulled a value its gateway does not hold: pull it, then answer."""
+    """A peer pulled a value this node must take first (a client's gateway pulls
+    it from the cluster; a node reloads a copy it evicted to disk): take it, then
+    answer."""
 
-    client: str
+    client: str  # the peer that asked (a client, or a node)
     message: m.ValuePull
 
 
@@ -394,6 +396,8 @@ class Replication:
             if grants and peer in grants and not grants[peer].allows("read", database):
                 continue  # a client whose token does not reach this database
             value = delta if peer in holders or self.is_client else None
+            if value is not None and self.is_client and peer not in holders:
+                self.holders.add(value_id, peer)  # the gateway holds what its client writes
             asked = 0 if clients and peer in clients else ack
             if value is None and whole is not None and asked:
                 value = whole  # all of it: the node holds it from now on
@@ -660,6 +664,8 @@ class Replication:
         ks = self._keyspace(msg.database)
         if from_client and msg.key in ks and not ks.holds(msg.key):
             return (), (PullFor(peer, msg),)  # the gateway pulls it first
+        if ks.on_disk(msg.key) == msg.gen:
+            return (), (PullFor(peer, msg),)  # evicted to disk here: reloaded first
         return (self.answer_pull(peer, msg),), ()
 
     def _on_holding(self, peer: str, msg: m.Holding, from_client: bool) -> Handled:
