@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import functools
 from collections import Counter, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from time import time
 from typing import Any
 
 from .changes import Change
+from .crdt import values
 from .errors import InvalidValue, Unavailable
+from .eventlog import EventLog, Record
 from .events import Event, EventKind, Subscription, change_event
 from .keyspace import NOT_HELD, Keyspace
 
@@ -18,6 +20,10 @@ __all__ = ["RECENT_EVENTS", "EventBus"]
 
 #: Events kept for display (``recent``).
 RECENT_EVENTS = 20
+#: Logged records a replaying subscription takes from the log at a time.
+REPLAY_BATCH = 1000
+#: Events a subscriber gets that are its own, never logged.
+_UNLOGGED = frozenset({EventKind.OVERFLOW, EventKind.GAP})
 
 #: A change's kind -> its event kind (a keyspace's changes carry the kind itself).
 _KIND = {str(kind): kind for kind in EventKind}
@@ -46,9 +52,12 @@ class EventBus:
         events.ready(10)[0].name   # 'ping'
     """
 
-    def __init__(self, event_queue: int, keyspaces: Mapping[str, Keyspace]) -> None:
+    def __init__(
+        self, event_queue: int, keyspaces: Mapping[str, Keyspace], log: EventLog | None = None
+    ) -> None:
         self.event_queue = event_queue  # a subscription's bound unless it says otherwise
         self._keyspaces = keyspaces  # the node's, by database name: events read values
+        self.log = log  # every event recorded, by offset (None: no log)
         #: Events recorded, by kind (whether or not anyone subscribed).
         self.counts: Counter[str] = Counter()
         self.subscriptions: list[Subscription] = []
@@ -66,14 +75,21 @@ class EventBus:
         kinds: Iterable[str] | None = None,
         names: Iterable[str] | None = None,
         maxsize: int | None = None,
+        since: int | None = None,
+        origin: str = "",
     ) -> Subscription:
-        """A new subscription (see ``Node.events``); ``overflow`` always passes.
+        """A new subscription (see ``Node.events``); ``overflow`` and ``gap`` always
+        pass. With ``since``, the logged events after that offset come first.
 
         Raises:
-            InvalidValue: an unknown kind, or ``maxsize`` < 1.
+            InvalidValue: an unknown kind, ``maxsize`` < 1, or ``since`` < 0.
         """
         if kinds is not None:
-            kinds = [*kinds, EventKind.OVERFLOW]
+            kinds = [*kinds, EventKind.OVERFLOW, EventKind.GAP]
+        if since is not None and (
+            isinstance(since, bool) or not isinstance(since, int) or since < 0
+        ):
+            raise InvalidValue(f"since is an offset (an int >= 0), not {since!r}")
         try:
             subscription = Subscription(
                 self.subscriptions.remove,
@@ -85,12 +101,81 @@ class EventBus:
             )
         except ValueError as exc:
             raise InvalidValue(str(exc)) from None
+        log = self.log
+        if since is not None and log is None:
+            raise InvalidValue("this node keeps no event log (Limits.event_log=0): no since")
+        if since is not None and log is not None and since < log.next - 1:
+            subscription._replay = self._replayer(subscription, since, log.next, origin)
         self.subscriptions.append(subscription)
         return subscription
 
+    def _replayer(
+        self, subscription: Subscription, since: int, upto: int, origin: str
+    ) -> Callable[[], list[Event]]:
+        """The batches of logged events after ``since`` and before ``upto`` (the first
+        live one) that ``subscription`` wants, with a ``gap`` event for each range
+        the log no longer holds, in offset order."""
+        log = self.log
+        assert log is not None
+        cursor = since
+
+        def batch() -> list[Event]:
+            nonlocal cursor
+            out: list[Event] = []
+            while not out and cursor < upto - 1:
+                records = [r for r in log.after(cursor, REPLAY_BATCH) if r[0] < upto]
+                complete = len(records) < REPLAY_BATCH  # nothing more before ``upto``
+                reach = upto - 1 if complete else records[-1][0]
+                gaps = [(a, min(b, reach)) for a, b in log.gaps_after(cursor) if a <= reach]
+                for record in records:
+                    while gaps and gaps[0][0] < record[0]:
+                        out.append(self._gap(*gaps.pop(0), origin))
+                    event = self._event(subscription, record)
+                    if event is not None:
+                        out.append(event)
+                out.extend(self._gap(a, b, origin) for a, b in gaps)
+                cursor = reach
+            return out
+
+        return batch
+
+    @staticmethod
+    def _gap(first: int, last: int, origin: str) -> Event:
+        payload = values.pack({"from": first, "to": last}, 64)
+        return Event(EventKind.GAP, origin=origin, packed_payload=payload, offset=last)
+
+    def _event(self, subscription: Subscription, record: Record) -> Event | None:
+        """The event of a logged record, if ``subscription`` wants it."""
+        offset, kind, database, key, origin, delta, name, member, when, payload = record
+        if database is not None and key is not None and name is None:
+            if not subscription.wants(kind, database, key):
+                return None
+            keyspace = self._keyspaces.get(database)
+            loader = (
+                functools.partial(_event_value, keyspace, key) if keyspace is not None else None
+            )
+            return Event(kind, database, key, origin, delta, None, None, when, None, loader, offset)
+        event = Event(kind, database, key, origin, delta, name, member, when, payload, None, offset)
+        return event if subscription.matches(event) else None
+
     def publish(self, event: Event) -> None:
-        """Record ``event`` and deliver it to every subscription it matches."""
+        """Record ``event`` (it gets its offset) and deliver it to every subscription
+        it matches."""
         self.counts[event.kind] += 1
+        log = self.log
+        if log is not None and event.kind not in _UNLOGGED:
+            offset = log.append(
+                event.kind,
+                event.database,
+                event.key,
+                event.origin,
+                event.delta,
+                event.name,
+                event.member,
+                event.time,
+                event.packed_payload,
+            )
+            event = Event._make((*event[:10], offset))
         self._recent.append(event)
         for subscription in self.subscriptions:
             if subscription.matches(event):
@@ -104,14 +189,19 @@ class EventBus:
         if kind.__class__ is not EventKind:  # keyspaces give EventKinds; others a str
             kind = _KIND[kind]
         self.counts[kind] += 1
+        when = time()
+        log = self.log
+        offset = 0
+        if log is not None:
+            offset = log.append(kind, database, key, origin, value, None, None, when, None)
         event = None  # made for the first subscription that wants it
         for subscription in self.subscriptions:
             if subscription.wants(kind, database, key):
                 if event is None:
                     loader = functools.partial(_event_value, self._keyspaces[database], key)
-                    event = change_event(kind, database, key, origin, value, loader)
+                    event = change_event(kind, database, key, origin, value, loader, offset, when)
                 subscription.push(event)
-        self._recent.append(event if event is not None else (kind, database, key, origin, time()))
+        self._recent.append(event if event is not None else (kind, database, key, origin, when))
 
     def recent(self) -> list[Event]:
         """The last events recorded (at most ``RECENT_EVENTS``), oldest first."""

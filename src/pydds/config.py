@@ -56,6 +56,15 @@ class Limits:
     closes its link."""
     early_bytes: int = 64 * 1024 * 1024
     """Bytes of such updates held per database at most; beyond, the oldest are dropped."""
+    event_log: int = 1_000_000
+    """Events the node's event log keeps at most (``Node.events(since=...)`` replays
+    them); past it, the oldest go (a replay from before them starts with a ``gap``).
+    0: no log (events have no offsets, ``since`` is refused)."""
+    event_log_bytes: int = 64 * 1024 * 1024
+    """Bytes the event log keeps at most (each event counts 160 bytes, its delta and
+    its payload)."""
+    event_log_age: float = 3600.0
+    """Seconds an event stays in the log at most."""
     max_memory: int | None = None
     """Bytes the values held on this node may take (``Node.footprint``, an estimate:
     directories are not in it); past it, copies are evicted by ``eviction``, but only

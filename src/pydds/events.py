@@ -39,6 +39,7 @@ class EventKind(StrEnum):
     REACHABLE = "reachable"  # a suspect member is linked again
     STALE = "stale"  # this node's copy of a key went stale (no longer replicated here)
     WARMED = "warmed"  # warm-up after a join finished; payload {"pulled": n, "failed": n}
+    GAP = "gap"  # a replay (``since``) reached offsets the log no longer holds: {"from", "to"}
     EVICTED = "evicted"  # this node evicted its copy of a key (its memory limit)
     MEMORY_FULL = "memory_full"  # past its memory limit, nothing could be evicted
 
@@ -61,11 +62,12 @@ class _EventFields(NamedTuple):
     time: float = 0.0  # when this node recorded it (Unix seconds)
     packed_payload: bytes | None = None  # the payload, packed
     loader: Loader | None = None  # reads the key's value now (``value()``)
+    offset: int = 0  # its place in this node's event log (0: not logged, as ``overflow``)
 
 
 _tuple_new = tuple.__new__
 _now = time.time
-_COMPARED = slice(0, 9)  # every field but the loader
+_COMPARED = slice(0, 9)  # every field but the loader and the offset
 
 
 class Event(_EventFields):
@@ -96,10 +98,23 @@ class Event(_EventFields):
         time: float | None = None,
         packed_payload: bytes | None = None,
         loader: Loader | None = None,
+        offset: int = 0,
     ) -> Event:
         """``time`` defaults to now."""
         stamp = _now() if time is None else time
-        fields = (kind, database, key, origin, delta, name, member, stamp, packed_payload, loader)
+        fields = (
+            kind,
+            database,
+            key,
+            origin,
+            delta,
+            name,
+            member,
+            stamp,
+            packed_payload,
+            loader,
+            offset,
+        )
         event: Event = _tuple_new(cls, fields)
         return event
 
@@ -107,7 +122,7 @@ class Event(_EventFields):
         return (
             f"Event(kind={self.kind!r}, database={self.database!r}, key={self.key!r}, "
             f"origin={self.origin!r}, name={self.name!r}, member={self.member!r}, "
-            f"time={self.time!r})"
+            f"time={self.time!r}, offset={self.offset!r})"
         )
 
     def __eq__(self, other: object) -> bool:
@@ -148,11 +163,30 @@ class Event(_EventFields):
 
 
 def change_event(
-    kind: EventKind, database: str, key: str, origin: str, delta: bytes | None, loader: Loader
+    kind: EventKind,
+    database: str,
+    key: str,
+    origin: str,
+    delta: bytes | None,
+    loader: Loader,
+    offset: int = 0,
+    when: float | None = None,
 ) -> Event:
     """``Event(kind, database, key, origin, delta, loader=loader)`` made the short way
     (a node makes one per change it applies: half the time of the keyword call)."""
-    fields = (kind, database, key, origin, delta, None, None, _now(), None, loader)
+    fields = (
+        kind,
+        database,
+        key,
+        origin,
+        delta,
+        None,
+        None,
+        _now() if when is None else when,
+        None,
+        loader,
+        offset,
+    )
     event: Event = _tuple_new(Event, fields)
     return event
 
@@ -173,6 +207,7 @@ class Subscription:
         kinds: Iterable[str] | None = None,
         names: Iterable[str] | None = None,
         maxsize: int = 10_000,
+        replay: Callable[[], list[Event]] | None = None,
     ) -> None:
         if maxsize < 1:
             raise ValueError("maxsize must be at least 1")
@@ -187,6 +222,10 @@ class Subscription:
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
         self._detach = detach
+        #: The logged events to deliver first (``since``), a batch a call; an empty
+        #: batch: the replay has caught up with the live events queued meanwhile.
+        self._replay = replay
+        self._replayed: deque[Event] = deque()
 
     def matches(self, event: Event) -> bool:
         """Whether ``event`` passes this subscription's filter."""
@@ -254,6 +293,15 @@ class Subscription:
         if self._unreported:
             n, self._unreported = self._unreported, 0
             return Event(EventKind.OVERFLOW, packed_payload=values.pack({"dropped": n}, 64))
+        if self._replay is not None:
+            while not self._replayed:
+                batch = self._replay()
+                if not batch:
+                    self._replay = None
+                    break
+                self._replayed.extend(batch)
+            if self._replayed:
+                return self._replayed.popleft()
         if self._queue:
             return self._queue.popleft()
         return None
@@ -275,7 +323,7 @@ class Subscription:
 
     async def __anext__(self) -> Event:
         while True:
-            if self._queue and not self._unreported:  # the common case, without a call
+            if self._queue and not self._unreported and self._replay is None:  # the common case
                 return self._queue.popleft()
             event = self._next_ready()
             if event is not None:

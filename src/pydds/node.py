@@ -51,6 +51,7 @@ from .errors import (
     StorageError,
     Unavailable,
 )
+from .eventlog import EventLog
 from .events import Event, EventKind, Subscription
 from .eviction import Evictor
 from .keyspace import Keyspace
@@ -182,7 +183,14 @@ class Node:
         self.client_id = secrets.randbelow(_CLIENT_ID_LIMIT - 1) + 1
         self.handler_errors = 0  # exceptions raised by custom-event handlers
         self._keyspaces: dict[str, Keyspace] = {}  # the databases' keyspaces, by name
-        self._bus = EventBus(self.limits.event_queue, self._keyspaces)
+        limits = self.limits
+        #: Every event this node records, by offset (``events(since=...)``).
+        self.event_log: EventLog | None = None
+        if limits.event_log > 0:
+            self.event_log = EventLog(
+                count=limits.event_log, size=limits.event_log_bytes, age=limits.event_log_age
+            )
+        self._bus = EventBus(limits.event_queue, self._keyspaces, self.event_log)
         #: Events this node recorded, by kind (whether or not anyone subscribed).
         self.event_counts: Counter[str] = self._bus.counts
         #: What the values held here take (``Limits.max_memory`` bounds it).
@@ -772,6 +780,8 @@ class Node:
                 if peers is not None:
                     peers.release(name, key, gen)
         self._evict()  # a node that was full tries again
+        if self.event_log is not None:
+            self.event_log.trim()  # events older than the log's age
         self._drain()
 
     # -- the memory limit ----------------------------------------------------------------
@@ -1213,6 +1223,7 @@ class Node:
         kinds: Iterable[str] | None = None,
         names: Iterable[str] | None = None,
         maxsize: int | None = None,
+        since: int | None = None,
     ) -> Subscription:
         """Subscribe to events, as an async iterator (use it with ``async with``).
 
@@ -1225,6 +1236,10 @@ class Node:
             names: only custom events with these names.
             maxsize: the queue's bound (default ``limits.event_queue``); when full,
                 the oldest event is dropped and an ``overflow`` event reports it.
+            since: an offset (``Event.offset``; 0: everything the log holds): the
+                logged events after it come first, then the live ones, with no gap
+                and no duplicate at the seam. Offsets the log no longer holds make
+                one ``gap`` event, ``{"from": first, "to": last}``, in their place.
 
         Example::
 
@@ -1235,7 +1250,13 @@ class Node:
         if self._closed:
             raise NodeClosed(f"node {self.name!r} is closed")
         return self._bus.subscribe(
-            database=database, prefix=prefix, kinds=kinds, names=names, maxsize=maxsize
+            database=database,
+            prefix=prefix,
+            kinds=kinds,
+            names=names,
+            maxsize=maxsize,
+            since=since,
+            origin=self.name,
         )
 
     def publish(self, event: Event) -> None:
