@@ -221,6 +221,46 @@ async def test_custom_events_over_http(api: TestClient[Any, Any]) -> None:
     response.close()
 
 
+async def read_ids(response: aiohttp.ClientResponse, n: int) -> list[tuple[int, dict[str, Any]]]:
+    """The next ``n`` events of a stream with their ``id:`` lines."""
+    out: list[tuple[int, dict[str, Any]]] = []
+    ident = 0
+    async with asyncio.timeout(5):
+        while len(out) < n:
+            line = (await response.content.readline()).decode().rstrip("\n")
+            if line.startswith("id: "):
+                ident = int(line[4:])
+            elif line.startswith("data: "):
+                out.append((ident, json.loads(line[6:])))
+    return out
+
+
+async def test_a_stream_resumes_after_its_last_event_id(api: TestClient[Any, Any]) -> None:
+    for i in range(5):
+        await api.put(key_url("cache", f"k{i}"), json=i)
+    response = await api.get("/v1/events", params={"since": "0", "database": "cache"})
+    events = await read_ids(response, 5)
+    assert [e["key"] for _, e in events] == [f"k{i}" for i in range(5)]
+    assert all(ident == e["offset"] for ident, e in events)
+    response.close()
+    # A reconnect names the last event it had: the stream resumes right after it,
+    # the live events following the replayed ones.
+    last = events[2][0]
+    response = await api.get(
+        "/v1/events", params={"since": "0"}, headers={"Last-Event-ID": str(last)}
+    )
+    await api.put(key_url("cache", "k5"), json=5)
+    assert [e["key"] for _, e in await read_ids(response, 3)] == ["k3", "k4", "k5"]
+    response.close()
+    for bad in ("-1", "1.5", "x", "9" * 19, "\u0661"):  # the last: an Arabic-Indic one
+        assert await error_of(await api.get("/v1/events", params={"since": bad})) == (
+            400,
+            "invalid_value",
+        )
+    bad_header = await api.get("/v1/events", headers={"Last-Event-ID": "nope"})
+    assert await error_of(bad_header) == (400, "invalid_value")
+
+
 async def test_event_stream_rejects_unknown_kinds(api: TestClient[Any, Any]) -> None:
     response = await api.get("/v1/events", params={"kinds": "created,exploded"})
     assert await error_of(response) == (400, "invalid_value")

@@ -356,6 +356,8 @@ def test_an_event_stream_answers_as_described(open_node: str) -> None:
             body={"name": "Ada"},
         )
         assert case.call_and_validate(base_url=open_node, checks=CHECKS).status_code == 201
+        ident = next(lines)
+        assert ident.startswith("id: ")  # the event's offset
         assert next(lines) == "event: created"
         data = next(lines)
     assert data.startswith("data: ")
@@ -363,6 +365,7 @@ def test_an_event_stream_answers_as_described(open_node: str) -> None:
     _event_validator().validate(event)
     assert event["key"] == "k/1"
     assert event["value"] == {"name": "Ada"}
+    assert event["offset"] == int(ident.removeprefix("id: "))
     # A bad filter is an error as described, before any stream.
     case = _case(DESCRIBED, "GET", "/v1/events", query={"kinds": "created,bogus"})
     response = case.call_and_validate(base_url=open_node, checks=CHECKS, timeout=TIMEOUT)

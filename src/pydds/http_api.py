@@ -20,8 +20,9 @@ Routes (fixed paths)::
     POST   /v1/databases/{db}/keys/{key}/expire?seconds=S&ack=A   give the key a TTL
     POST   /v1/databases/{db}/keys/{key}/persist?ack=A   drop the key's TTL
     POST   /v1/events/{name}                     emit a custom event (body: the payload)
-    GET    /v1/events?database=D&prefix=P&kinds=a,b&names=n&values=1
+    GET    /v1/events?database=D&prefix=P&kinds=a,b&names=n&values=1&since=N
                                                  Server-Sent Events, one per event
+                                                 (id: its offset; Last-Event-ID resumes)
 
 Every error is JSON, ``{"error": code, "message": text}``, with a stable code:
 400 ``bad_json`` (the body), ``bad_request`` (the rest of the request),
@@ -621,6 +622,8 @@ def event_json(event: Event, *, with_value: bool = False) -> dict[str, Any]:
     when this node holds it.
     """
     out: dict[str, Any] = {"kind": event.kind.value, "time": event.time}
+    if event.offset:
+        out["offset"] = event.offset
     if event.database is not None:
         out["database"] = event.database
         out["key"] = event.key
@@ -641,7 +644,27 @@ def event_json(event: Event, *, with_value: bool = False) -> dict[str, Any]:
 
 def _sse(event: Event, with_value: bool) -> bytes:
     data = json.dumps(event_json(event, with_value=with_value), separators=(",", ":"))
+    if event.offset:  # a reconnect with Last-Event-ID resumes after it
+        return f"id: {event.offset}\nevent: {event.kind.value}\ndata: {data}\n\n".encode()
     return f"event: {event.kind.value}\ndata: {data}\n\n".encode()
+
+
+#: An offset: ASCII digits, at most 18 of them (Event.offset stays below 2**63).
+_OFFSET = re.compile(r"[0-9]{1,18}")
+
+
+def _since(request: web.Request) -> int | None:
+    """Where the stream starts: ``Last-Event-ID`` (a browser's reconnect), else the
+    ``since`` parameter; None: live events only."""
+    raw = request.headers.get("Last-Event-ID")
+    what = "Last-Event-ID"
+    if raw is None or not raw.strip():
+        raw, what = request.query.get("since"), "since"
+    if raw is None:
+        return None
+    if _OFFSET.fullmatch(raw.strip()) is None:
+        raise InvalidValue(f"{what} must be an event offset in ASCII digits, not {raw[:40]!r}")
+    return int(raw.strip())
 
 
 def _listed(request: web.Request, name: str) -> list[str] | None:
@@ -673,21 +696,25 @@ def _event_filters(
 
 
 async def events(request: web.Request) -> web.StreamResponse:
-    """``GET /v1/events``: a Server-Sent Events stream (``event:`` the kind,
-    ``data:`` the JSON object), with a comment every ``KEEPALIVE`` seconds while
-    idle. The stream's queue is bounded: a slow reader loses the oldest events and
-    receives an ``overflow`` event saying how many."""
+    """``GET /v1/events``: a Server-Sent Events stream (``id:`` the event's offset,
+    ``event:`` the kind, ``data:`` the JSON object), with a comment every
+    ``KEEPALIVE`` seconds while idle. ``?since=N`` or a ``Last-Event-ID`` header
+    replays the logged events after offset ``N`` first. The stream's queue is
+    bounded: a slow reader loses the oldest events and receives an ``overflow``
+    event saying how many."""
     node = request.app[NODE]
     query = request.query
     grant: Grant = request[GRANT]
     database, names, kinds = _event_filters(request)
     # A token scoped to databases sees the events of one of them, named.
     authorize(request, "read", database or ("" if grant.databases else None))
+    since = _since(request)
     subscription = node.events(
         database=database,
         prefix=query.get("prefix") or None,
         kinds=kinds,
         names=names,
+        since=since,
     )
     with_value = query.get("values", "") in ("1", "true", "yes")
     response = web.StreamResponse(

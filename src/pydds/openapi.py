@@ -297,14 +297,23 @@ _SCHEMAS: Json = {
         "description": "the data of one Server-Sent Event (its `event:` is the kind)",
         "required": ["kind", "time"],
         "properties": {
-            "kind": {"enum": [*KINDS, "overflow"]},
+            "kind": {"enum": [*KINDS, "overflow", "gap"]},
             "time": {"type": "number", "description": "seconds since the epoch"},
+            "offset": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "its place in the node's event log (also the SSE `id:`); "
+                "none on overflow",
+            },
             "database": {"type": "string"},
             "key": {"type": "string"},
             "origin": {"type": "string", "description": "the node the change came from"},
             "name": {"type": "string", "description": "a custom event's name"},
             "member": {"type": "string", "description": "a member event's node"},
-            "payload": {"description": "a custom event's payload; overflow: {dropped: n}"},
+            "payload": {
+                "description": "a custom event's payload; overflow: {dropped: n}; gap: "
+                "{from: offset, to: offset}, the offsets the log no longer holds"
+            },
             "value": {"description": "with values=1: the value, when this node holds it"},
         },
     },
@@ -731,10 +740,10 @@ _PATHS: Json = {
             "events",
             {
                 "200": {
-                    "description": "`text/event-stream`: each event is `event: KIND` and "
-                    "`data: ` an Event object (components/schemas/Event); a comment "
-                    "`: keepalive` every 15 s while idle; a reader too slow loses the "
-                    "oldest events and then receives one `overflow` event",
+                    "description": "`text/event-stream`: each event is `id: OFFSET`, "
+                    "`event: KIND` and `data: ` an Event object (components/schemas/Event); "
+                    "a comment `: keepalive` every 15 s while idle; a reader too slow loses "
+                    "the oldest events and then receives one `overflow` event",
                     "content": {"text/event-stream": {"schema": {"type": "string"}}},
                 },
                 **_errors(400, 403, 503),
@@ -758,6 +767,19 @@ _PATHS: Json = {
                     "this node holds it",
                     {"type": "string", "enum": ["1", "true", "yes", "0", "false", "no"]},
                 ),
+                _query(
+                    "since",
+                    "an offset: the logged events after it come first (0: all the log "
+                    "holds), then the live ones; offsets no longer held make a `gap` event",
+                    {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                ),
+                {
+                    "name": "Last-Event-ID",
+                    "in": "header",
+                    "description": "as `since` (a browser's EventSource sends it when it "
+                    "reconnects); it wins over `since`",
+                    "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                },
             ],
         )
     },

@@ -294,6 +294,13 @@ def delete_many_command(database: str, keys: tuple[str, ...], ack: str) -> None:
 @click.option("--names", default=None, help="only custom events of these names")
 @click.option("--values", "with_values", is_flag=True, help="include values that are held")
 @click.option("--count", type=click.IntRange(min=1), default=None, help="stop after N events")
+@click.option(
+    "--since",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="OFFSET",
+    help="first the logged events after this offset (0: all the log holds)",
+)
 @client_options
 @_handled
 def watch_command(
@@ -303,10 +310,14 @@ def watch_command(
     names: str | None,
     with_values: bool,
     count: int | None,
+    since: int | None,
 ) -> None:
-    """Print events as they happen, one JSON object per line (Ctrl-C stops)."""
+    """Print events as they happen, one JSON object per line (Ctrl-C stops); each
+    has its offset, for a later --since."""
     query = {"database": database, "prefix": prefix, "kinds": kinds, "names": names}
     query_strings = {k: v for k, v in query.items() if v}
+    if since is not None:
+        query_strings["since"] = str(since)
     if with_values:
         query_strings["values"] = "1"
     seen = 0
