@@ -565,3 +565,52 @@ async def test_a_node_with_a_memory_limit_evicts_to_disk_and_reads_everything_ba
             memory = (await response.json())["memory"]
         assert memory["used"] <= 256 << 10
         assert memory["reloaded"]["disk"] > 0
+
+
+async def test_an_sse_consumer_cut_off_and_a_node_killed_misses_no_event(
+    served: Callable[..., Awaitable[Served]], tmp_path: Path
+) -> None:
+    """A 20,000-event stream read over a connection cut every 300 events, each
+    reconnect naming the last event's id, and the node SIGKILLed and restarted
+    halfway: every event arrives once, in order."""
+    args = ("--port", "0", "--name", "e1", "--data-dir", str(tmp_path))
+    persisted = {"PYDDS_MEMORY": ""}
+    s = await served(*args, env=persisted)
+    keys = [f"k{i:05d}" for i in range(20_000)]
+    got: list[str] = []
+    last: str | None = None
+
+    async def consume(http: str, until: int) -> None:
+        nonlocal last
+        async with aiohttp.ClientSession() as session:
+            while len(got) < until:
+                headers = {"Last-Event-ID": last} if last else {}
+                url = f"{http}/v1/events"
+                params = {"since": "0", "database": "users", "kinds": "created"}
+                async with session.get(url, params=params, headers=headers) as response:
+                    assert response.status == 200
+                    read = 0
+                    async with asyncio.timeout(30):
+                        while read < 300 and len(got) < until:
+                            line = (await response.content.readline()).decode().rstrip("\n")
+                            if line.startswith("id: "):
+                                last = line[4:]
+                            elif line.startswith("data: "):
+                                event = json.loads(line[6:])
+                                assert event["kind"] == "created", event  # no gap
+                                got.append(event["key"])
+                                read += 1
+                # leaving the block cuts the connection
+
+    async with aiohttp.ClientSession() as session:
+        for start in range(0, 20_000, 1000):
+            batch = {key: 1 for key in keys[start : start + 1000]}
+            url = f"{s.http}/v1/databases/users/set-many"
+            async with session.post(url, json=batch, params={"ack": "durable"}) as response:
+                assert response.status == 200  # its events are on disk with it
+    await consume(s.http, 10_000)
+    os.killpg(s.proc.pid, signal.SIGKILL)
+    await s.proc.wait()
+    s = await served(*args, env=persisted)
+    await consume(s.http, 20_000)
+    assert got == keys

@@ -29,13 +29,19 @@ last commit worked, nothing was ever dropped, fewer than ``MAX_SPILLS`` copies a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgpack
+
 from ..errors import InvalidUpdate, StorageError
+from ..eventfile import EventFile
+from ..eventlog import EventLog, Record
+from ..events import EventKind
 from ..keyspace import Journal, Keyspace
 from ..storage import Loaded, Row, SqliteStore, merge
 from .base import Module
@@ -47,6 +53,8 @@ __all__ = ["Persistence"]
 
 log = logging.getLogger("pydds.persist")
 
+#: Offsets the node's event log moves past before the disk's copy is trimmed to it.
+EVENTS_TRIM = 10_000
 #: Evicted copies waiting for the disk at most, and their bytes; the node evicts to
 #: disk no more meanwhile (copies held elsewhere may still go).
 MAX_SPILLS = 10_000
@@ -122,6 +130,12 @@ class Persistence(Module):
         self._writer: asyncio.Task[None] | None = None
         self._since_compaction = 0
         self._closing = False
+        self._events: list[tuple[int, bytes]] = []  # logged events, for the disk
+        self._events_trimmed = 0  # the disk's event log holds nothing up to here
+        self._log: EventLog | None = None
+        self._event_file: EventFile | None = None
+        self.events_written = 0  # events of the node's log written
+        self.events_dropped = 0  # events dropped from a full queue (not replayed after a restart)
 
     # -- life ---------------------------------------------------------------------------
 
@@ -148,6 +162,16 @@ class Persistence(Module):
             stored = {(name, key) for name, values in loaded.values.items() for key in values}
             self._count_lost(keyspaces, stored)
         log.info("restored %d values from %s", self.restored, self._store.path)
+        event_log = node.event_log
+        if event_log is not None:
+            self._event_file = await loop.run_in_executor(self._executor, EventFile, self.path)
+            events, last = await loop.run_in_executor(
+                self._executor, self._event_file.load, event_log.count
+            )
+            event_log.load(_decoded(events), last)
+            self._events_trimmed = event_log.horizon
+            self._log = event_log
+            event_log.journal = self._journal_event
         self._writer = loop.create_task(self._write_forever(), name="pydds persistence")
         node.attach_store(self)
 
@@ -250,6 +274,8 @@ class Persistence(Module):
             )
         if self._store is not None and self._executor is not None:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._store.close)
+        if self._event_file is not None and self._executor is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._event_file.close)
         if self._executor is not None:
             self._executor.shutdown(wait=False)
         for _, waiter in self._waiters:
@@ -271,6 +297,8 @@ class Persistence(Module):
             "restored": self.restored,
             "pending": len(self._pending),
             "spills_pending": len(self._spills),
+            "events_written": self.events_written,
+            "events_dropped": self.events_dropped,
         }
 
     def journal(self, database: str) -> Journal:
@@ -318,6 +346,36 @@ class Persistence(Module):
             self._executor, store.load_value, database, key
         )
 
+    def _append(self, batch: list[Row], spills: list[Row], events: list[tuple[int, bytes]]) -> None:
+        """Write a group commit (in the store's thread): the data, then its events."""
+        assert self._store is not None
+        if batch or spills:
+            self._store.append(batch, spills)
+        if events and self._event_file is not None:
+            try:
+                self._event_file.append(events)
+            except StorageError as exc:  # derived: the data went in; a replay has a gap
+                log.error("%s (%d events of the log are not on disk)", exc, len(events))
+                self.events_dropped += len(events)
+
+    def _trim_events(self, horizon: int) -> None:
+        if self._event_file is not None:
+            self._event_file.trim(horizon)
+
+    def _journal_event(self, record: Record) -> None:
+        """Queue an event of the node's log for the disk (bounded: ``max_pending``),
+        without its delta: the data's own rows have it, and a replayed event reads
+        the value as it is now."""
+        offset, kind, database, key, origin, _, name, member, when, payload = record
+        fields = [kind.value, database, key, origin, None, name, member, when, payload]
+        self._events.append((offset, msgpack.packb(fields, use_bin_type=True)))
+        if len(self._events) > self.max_pending:
+            drop = len(self._events) - self.max_pending
+            del self._events[:drop]
+            self.events_dropped += drop
+        if not self._wake.is_set():
+            self._wake.set()
+
     def barrier(self) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self._done >= self._seq:
@@ -337,17 +395,22 @@ class Persistence(Module):
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._pending or self._spills:
+            while self._pending or self._spills or self._events:
                 batch, self._pending = self._pending, []
+                events, self._events = self._events, []
+                if events and self._log is not None and events[0][0] <= self._log.horizon:
+                    horizon = self._log.horizon  # trimmed from the log before the disk had them
+                    events = [event for event in events if event[0] > horizon]
                 spills = [(db, key, gen, state) for (db, key), (gen, state) in self._spills.items()]
                 upto = self._seq
                 try:
-                    await loop.run_in_executor(executor, store.append, batch, spills)
+                    await loop.run_in_executor(executor, self._append, batch, spills, events)
                 except StorageError as exc:
                     self.failures += 1
                     self._failing = True
                     log.error("%s (%d updates wait to be written)", exc, len(batch))
                     self._pending[:0] = batch
+                    self._events[:0] = events
                     self._fail_waiters(upto, exc)
                     if self._closing:
                         return
@@ -359,12 +422,18 @@ class Persistence(Module):
                         del self._spills[(db, key)]
                         self._spill_bytes -= len(state)
                 self.commits += 1
+                self.events_written += len(events)
                 self.written += len(batch)
                 self._since_compaction += len(batch)
                 self._done = upto
                 self._release_waiters()
             if self._closing:
                 return
+            horizon = self._log.horizon if self._log is not None else 0
+            if horizon - self._events_trimmed >= EVENTS_TRIM:  # what the log dropped
+                with contextlib.suppress(StorageError):  # tried again after the next
+                    await loop.run_in_executor(executor, self._trim_events, horizon)
+                    self._events_trimmed = horizon
             if self._since_compaction >= self.compact_at:
                 self._since_compaction = 0
                 await self._compact(loop, executor, store)
@@ -387,7 +456,8 @@ class Persistence(Module):
                 return
 
     async def compact(self) -> int:
-        """Fold the whole log into the states now; return the rows folded.
+        """Fold the whole log into the states now, and drop the events the node's
+        event log no longer holds; return the rows folded.
 
         Raises:
             StorageError: the disk is full or failing.
@@ -395,6 +465,10 @@ class Persistence(Module):
         assert self._store is not None
         assert self._executor is not None
         loop, total = asyncio.get_running_loop(), 0
+        if self._log is not None:
+            horizon = self._log.horizon
+            await loop.run_in_executor(self._executor, self._trim_events, horizon)
+            self._events_trimmed = horizon
         while folded := await loop.run_in_executor(self._executor, self._store.compact):
             total += folded
             self.compactions += 1
@@ -413,3 +487,20 @@ class Persistence(Module):
             _, future = waiters.popleft()
             if not future.done():
                 future.set_exception(StorageError(str(exc)))
+
+
+def _decoded(events: list[tuple[int, bytes]]) -> list[Record]:
+    """The records of the events the store kept (one that does not decode is left
+    out: it falls in no hole, as a replay cannot tell)."""
+    out: list[Record] = []
+    for offset, data in events:
+        try:
+            kind, database, key, origin, delta, name, member, when, payload = msgpack.unpackb(
+                data, raw=False
+            )
+            out.append(
+                (offset, EventKind(kind), database, key, origin, delta, name, member, when, payload)
+            )
+        except (ValueError, TypeError, msgpack.UnpackException):
+            log.error("a stored event (offset %d) does not decode; it is left out", offset)
+    return out
