@@ -22,6 +22,7 @@ __all__ = ["RECENT_EVENTS", "EventBus"]
 RECENT_EVENTS = 20
 #: Logged records a replaying subscription takes from the log at a time.
 REPLAY_BATCH = 1000
+_tuple_new = tuple.__new__
 #: Events a subscriber gets that are its own, never logged.
 _UNLOGGED = frozenset({EventKind.OVERFLOW, EventKind.GAP})
 
@@ -161,21 +162,13 @@ class EventBus:
     def publish(self, event: Event) -> None:
         """Record ``event`` (it gets its offset) and deliver it to every subscription
         it matches."""
-        self.counts[event.kind] += 1
+        kind, database, key, origin, delta, name, member, when, payload, loader, _ = event
+        self.counts[kind] += 1
         log = self.log
-        if log is not None and event.kind not in _UNLOGGED:
-            offset = log.append(
-                event.kind,
-                event.database,
-                event.key,
-                event.origin,
-                event.delta,
-                event.name,
-                event.member,
-                event.time,
-                event.packed_payload,
-            )
-            event = Event._make((*event[:10], offset))
+        if log is not None and kind not in _UNLOGGED:
+            offset = log.append(kind, database, key, origin, delta, name, member, when, payload)
+            fields = (kind, database, key, origin, delta, name, member, when, payload, loader)
+            event = _tuple_new(Event, (*fields, offset))
         self._recent.append(event)
         for subscription in self.subscriptions:
             if subscription.matches(event):
