@@ -151,9 +151,7 @@ class EventLog:
         self._members.append(member)
         self._times.append(when)
         self._payloads.append(payload)
-        self._bytes += (
-            RECORD_COST + (len(delta) if delta else 0) + (len(payload) if payload else 0)
-        )
+        self._bytes += RECORD_COST + (len(delta) if delta else 0) + (len(payload) if payload else 0)
         if self.journal is not None:
             self.journal((offset, kind, database, key, origin, delta, name, member, when, payload))
         if len(self) > self.count or self._bytes > self.size:
