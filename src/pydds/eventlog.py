@@ -140,18 +140,7 @@ class EventLog:
         """Log an event; its offset."""
         offset = self.next
         self.next = offset + 1
-        # As ``_put``, inline: once per event the node records.
-        self._offsets.append(offset)
-        self._kinds.append(kind)
-        self._databases.append(database)
-        self._keys.append(key)
-        self._origins.append(origin)
-        self._deltas.append(delta)
-        self._names.append(name)
-        self._members.append(member)
-        self._times.append(when)
-        self._payloads.append(payload)
-        self._bytes += RECORD_COST + (len(delta) if delta else 0) + (len(payload) if payload else 0)
+        self._put(offset, kind, database, key, origin, delta, name, member, when, payload)
         if self.journal is not None:
             self.journal((offset, kind, database, key, origin, delta, name, member, when, payload))
         if len(self) > self.count or self._bytes > self.size:
