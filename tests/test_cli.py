@@ -85,6 +85,9 @@ async def test_the_readme_run_command_serves_and_stops_cleanly_on_sigterm(
                 "expire": 300,
                 "ttl": None,
                 "keys": 1,
+                "held": 1,
+                "stale": 0,
+                "pins": [],
             }
     assert await stop(s) == 0
 
@@ -140,9 +143,8 @@ async def test_two_processes_and_the_client_commands(
     code, out, _ = await pydds_cmd("status", "--json", node=second.node)
     status = json.loads(out)
     assert sorted(m["name"] for m in status["members"]) == ["p1", "p2"]
-    assert status["databases"] == [
-        {"name": "db", "stale_after": None, "expire": None, "ttl": None, "keys": 1}
-    ]
+    db = {"name": "db", "stale_after": None, "expire": None, "ttl": None, "keys": 1}
+    assert status["databases"] == [{**db, "held": 1, "stale": 0, "pins": []}]
     code, out, _ = await pydds_cmd("status", node=second.node)
     assert code == 0
     assert "MEMBER" in out

@@ -54,11 +54,8 @@ async def test_health_cluster_and_databases(api: TestClient[Any, Any]) -> None:
     assert cluster["node"] == {"name": "h1", "address": None, "role": "node"}
     assert [m["name"] for m in cluster["members"]] == ["h1"]
     listing = await (await api.get("/v1/databases")).json()
-    assert listing == {
-        "databases": [
-            {"name": "cache", "stale_after": None, "expire": None, "ttl": None, "keys": 1}
-        ]
-    }
+    cache = {"name": "cache", "stale_after": None, "expire": None, "ttl": None, "keys": 1}
+    assert listing == {"databases": [{**cache, "held": 1, "stale": 0, "pins": []}]}
 
 
 async def test_a_database_s_staleness_time(api: TestClient[Any, Any]) -> None:
@@ -67,10 +64,11 @@ async def test_a_database_s_staleness_time(api: TestClient[Any, Any]) -> None:
     assert response.status == 200
     assert "Deprecation" not in response.headers
     sessions = {"name": "sessions", "stale_after": 60, "expire": 60, "ttl": None, "keys": 0}
+    sessions |= {"held": 0, "stale": 0, "pins": []}
     assert await response.json() == sessions
     await api.put(key_url("sessions", "s1"), json=1)
     got = await (await api.get("/v1/databases/sessions")).json()
-    assert got == {**sessions, "keys": 1}
+    assert got == {**sessions, "keys": 1, "held": 1}
     response = await api.put("/v1/databases/sessions", json={"stale_after": None})
     assert (await response.json())["stale_after"] is None
     bad_bodies: list[object] = [{"stale_after": -1}, {"stale_after": "soon"}, {"ttl": 0}, [60]]
@@ -470,3 +468,99 @@ async def test_batches_over_http(api: TestClient[Any, Any]) -> None:
         assert status == 400, (route, body)
         assert code in ("invalid_value", "invalid_name"), (route, body)
     assert await (await api.get("/v1/databases/cache/keys")).json() == ["a/2"]
+
+
+async def test_keys_are_paged_by_after_and_limit(api: TestClient[Any, Any]) -> None:
+    await api.post("/v1/databases/db/set-many", json={f"k{i:02}": i for i in range(25)})
+    url = "/v1/databases/db/keys"
+    pages, after = [], None
+    for _ in range(5):  # 25 keys, 10 a page: three pages, the last short
+        query = {"prefix": "k", "limit": "10"} | ({"after": after} if after else {})
+        page = await (await api.get(url, params=query)).json()
+        if not page:
+            break
+        pages.append(page)
+        after = page[-1]
+    assert [len(p) for p in pages] == [10, 10, 5]
+    assert sum(pages, []) == [f"k{i:02}" for i in range(25)]
+    got = await (await api.get(url, params={"pattern": "k?5", "after": "k05"})).json()
+    assert got == ["k15"]  # and k25 does not exist
+    for bad in ("0", "-1", "1.5", "x", "10001", "١"):
+        response = await api.get(url, params={"limit": bad})
+        assert await error_of(response) == (400, "invalid_value"), bad
+    assert await error_of(await api.get(url + "?after=%FF")) == (400, "invalid_name")
+
+
+async def test_a_token_says_what_it_may_do(api: TestClient[Any, Any]) -> None:
+    got = await (await api.get("/v1/token")).json()
+    assert got == {
+        "token": None,
+        "rights": ["emit", "read", "write"],
+        "databases": None,
+        "credentials": False,
+    }
+    reader = pydds.ClientToken("reader", "reader-secret-012345", rights={"read"}, databases={"a"})
+    node = pydds.Node("sec", credentials=pydds.Credentials(secrets=["s" * 20], tokens=[reader]))
+    secured = await serve(node)
+    try:
+        assert (await secured.get("/v1/token")).status == 401
+        bearer = {"Authorization": "Bearer reader.reader-secret-012345"}
+        got = await (await secured.get("/v1/token", headers=bearer)).json()
+        assert got == {
+            "token": "reader",
+            "rights": ["read"],
+            "databases": ["a"],
+            "credentials": True,
+        }
+        wrong = {"Authorization": "Bearer reader.not-its-secret-0000"}
+        assert await error_of(await secured.get("/v1/token", headers=wrong)) == (
+            401,
+            "unauthorized",
+        )
+    finally:
+        await secured.close()
+
+
+async def test_the_cluster_lists_links_and_clients_and_a_key_its_holders(
+    pair: tuple[MemoryNetwork, pydds.Node, pydds.Node],
+) -> None:
+    network, a, b = pair
+    client = pydds.Client("cl", join=["mem://a"], transport=network.transport(), cluster=FAST)
+    await client.start()
+    api = await serve(a)
+    try:
+        seen = a.events(database="db")
+        await b.database("db").set("k", {"v": 1})
+        await seen.get(timeout=5)
+        info = await (await api.get(key_url("db", "k") + "/info")).json()
+        assert info == {
+            "key": "k",
+            "generation": info["generation"],
+            "held": False,  # lazy: a knows the key, b holds the value
+            "stale": False,
+            "pinned": False,
+            "holders": ["b"],
+            "ttl": None,
+        }
+        assert await a.database("db").get("k") == {"v": 1}  # a pull: now a holds it too
+        info = await (await api.get(key_url("db", "k") + "/info")).json()
+        assert (info["held"], info["holders"]) == (True, ["b"])
+        assert await error_of(await api.get(key_url("db", "nope") + "/info")) == (
+            404,
+            "not_found",
+        )
+        cluster = await (await api.get("/v1/cluster")).json()
+        members = {m["name"]: m for m in cluster["members"]}
+        assert members["a"]["link"] is None  # itself
+        assert members["b"]["state"] == "alive"
+        assert members["b"]["link"]["bytes_in"] > 0
+        assert members["b"]["link"]["messages_out"] > 0
+        assert [c["name"] for c in cluster["clients"]] == ["cl"]
+        assert cluster["clients"][0]["link"]["bytes_out"] > 0
+        stats = await (await api.get("/v1/stats")).json()
+        assert stats["traffic"]["bytes_in"] >= members["b"]["link"]["bytes_in"]
+        listing = await (await api.get("/v1/databases/db")).json()
+        assert (listing["keys"], listing["held"], listing["stale"]) == (1, 1, 0)
+    finally:
+        await api.close()
+        await client.close()

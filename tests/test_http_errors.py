@@ -108,6 +108,9 @@ async def test_bodies_too_deep_or_out_of_range_are_400s(api: TestClient[Any, Any
         "expire": None,
         "ttl": None,
         "keys": 1,
+        "held": 1,
+        "stale": 0,
+        "pins": [],
     }
 
 
@@ -180,6 +183,7 @@ ROUTES: list[tuple[str, Callable[[str, str], str]]] = [
     ("PATCH", lambda db, key: key_url(db, key)),
     ("DELETE", lambda db, key: key_url(db, key)),
     ("POST", lambda db, key: key_url(db, key) + "/incr"),
+    ("GET", lambda db, key: key_url(db, key) + "/info"),
     ("GET", lambda db, key: f"/v1/databases/{quote(db, safe='')}"),
     ("PUT", lambda db, key: f"/v1/databases/{quote(db, safe='')}"),
     ("GET", lambda db, key: f"/v1/databases/{quote(db, safe='')}/keys"),
@@ -206,12 +210,12 @@ async def test_a_bad_key_gets_one_answer_whether_its_database_exists(
 ) -> None:
     assert (await api.put(key_url("db", "k"), json=1)).status == 201
     for db in ("db", "nodb"):  # the second one this node does not know
-        for method, url in ROUTES[:5]:
+        for method, url in ROUTES[:6]:
             response = await api.request(method, url(db, key), json={"a": 1})
             assert await error_of(response) == (400, "invalid_name"), (method, db)
-    assert await (await api.get("/v1/databases")).json() == {
-        "databases": [{"name": "db", "stale_after": None, "expire": None, "ttl": None, "keys": 1}]
-    }
+    only = {"name": "db", "stale_after": None, "expire": None, "ttl": None, "keys": 1}
+    only |= {"held": 1, "stale": 0, "pins": []}
+    assert await (await api.get("/v1/databases")).json() == {"databases": [only]}
 
 
 async def test_a_key_with_a_newline_is_addressable(api: TestClient[Any, Any]) -> None:

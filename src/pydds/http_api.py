@@ -3,11 +3,13 @@
 Routes (fixed paths)::
 
     GET    /healthz                              200 {"status": "ok", ...}
-    GET    /v1/cluster                           this node and its members
+    GET    /v1/token                             what the request's token may do
+    GET    /v1/cluster                           this node, its members and clients
     DELETE /v1/cluster/members/{name}            remove a member that is gone
     GET    /v1/databases                         names and settings
     GET    /v1/stats                             event counts, and module statistics
-    GET    /v1/databases/{db}/keys?prefix=P&pattern=G   the directory's keys, a JSON list
+    GET    /v1/databases/{db}/keys?prefix=P&pattern=G&after=K&limit=N
+                                                 the directory's keys, a JSON list
     POST   /v1/databases/{db}/get-many           body: a list of keys; the found ones' values
     POST   /v1/databases/{db}/set-many?ack=A&ttl=S   body: {key: value}; one ack round
     POST   /v1/databases/{db}/delete-many?ack=A  body: a list of keys; how many existed
@@ -17,6 +19,7 @@ Routes (fixed paths)::
     DELETE /v1/databases/{db}/keys/{key}?ack=A   delete
     POST   /v1/databases/{db}/keys/{key}/incr?amount=N&ack=A&ttl=S   add to a counter
     GET    /v1/databases/{db}/keys/{key}/ttl     {"key": k, "ttl": seconds left or null}
+    GET    /v1/databases/{db}/keys/{key}/info    held here, stale, pinned, its holders
     POST   /v1/databases/{db}/keys/{key}/expire?seconds=S&ack=A   give the key a TTL
     POST   /v1/databases/{db}/keys/{key}/persist?ack=A   drop the key's TTL
     POST   /v1/events/{name}                     emit a custom event (body: the payload)
@@ -68,6 +71,7 @@ from .errors import (
 )
 from .events import Event, EventKind, Subscription
 from .net.auth import OPEN_NODE, Grant
+from .net.peers import Traffic
 from .net.ws import LINK_PATH
 from .node import Node
 
@@ -246,7 +250,7 @@ def _strictly_decodes(raw: str) -> bool:
 
 
 #: Query parameters that are names or keys (a bad one is ``invalid_name``).
-_NAME_PARAMETERS = frozenset({"database", "names", "prefix"})
+_NAME_PARAMETERS = frozenset({"after", "database", "names", "prefix"})
 
 
 def _check_encoding(request: web.Request) -> None:
@@ -343,12 +347,23 @@ def _known(request: web.Request, name: str) -> Database:
     return node.database(name)
 
 
-def _member(member: Any) -> dict[str, Any]:
+def _member(member: Any, traffic: dict[str, Traffic]) -> dict[str, Any]:
+    link = traffic.get(member.name)
     return {
         "name": member.name,
         "address": member.address,
         "role": member.role,
         "state": member.state,
+        "link": None if link is None else _traffic_json(link),
+    }
+
+
+def _traffic_json(traffic: Traffic) -> dict[str, int]:
+    return {
+        "bytes_in": traffic.bytes_in,
+        "bytes_out": traffic.bytes_out,
+        "messages_in": traffic.messages_in,
+        "messages_out": traffic.messages_out,
     }
 
 
@@ -364,13 +379,39 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "node": node.name, "version": __version__})
 
 
+async def token(request: web.Request) -> web.Response:
+    """``GET /v1/token``: what the request's bearer token may do, ``{"token": id or
+    null, "rights": [...], "databases": [...] or null (every database),
+    "credentials": bool}``. On a node with credentials it needs a valid token as any
+    route does (a 401 says the token is not one), so it is how a caller checks one."""
+    grant: Grant = request[GRANT]
+    databases = None if grant.databases is None else sorted(grant.databases)
+    return web.json_response(
+        {
+            "token": grant.token,
+            "rights": sorted(grant.rights),
+            "databases": databases,
+            "credentials": request.app[NODE].credentials.enabled,
+        }
+    )
+
+
 async def cluster(request: web.Request) -> web.Response:
+    """``GET /v1/cluster``: this node, every member as it sees them (with what the
+    link to each carried since it opened, or null when there is none), and the
+    clients linked here."""
     authorize(request, "read")
     node = request.app[NODE]
+    traffic = node.traffic()
     return web.json_response(
         {
             "node": {"name": node.name, "address": node.address, "role": node.role},
-            "members": [_member(m) for m in node.members()],
+            "members": [_member(m, traffic) for m in node.members()],
+            "clients": [
+                {"name": name, "link": _traffic_json(traffic[name])}
+                for name in node.clients()
+                if name in traffic
+            ],
         }
     )
 
@@ -407,12 +448,16 @@ async def databases(request: web.Request) -> web.Response:
 def _database_json(db: Database) -> dict[str, Any]:
     # "expire" is the former name of "stale_after", kept for older callers.
     stale_after = db.stale_after
+    keys, held, stale = db.keyspace.counts()
     return {
         "name": db.name,
         "stale_after": stale_after,
         "expire": stale_after,
         "ttl": db.default_ttl,
-        "keys": len(db),
+        "keys": keys,
+        "held": held,
+        "stale": stale,
+        "pins": db.pins(),
     }
 
 
@@ -475,15 +520,35 @@ async def stats(request: web.Request) -> web.Response:
         {
             "events": dict(sorted(node.event_counts.items())),
             "memory": node.evictor.snapshot(),
+            "traffic": _traffic_json(node.traffic_total()),
             "modules": modules,
         }
     )
 
 
+#: Keys a page may ask for at most (``limit``).
+MAX_PAGE = 10_000
+
+
 async def keys(request: web.Request) -> web.Response:
+    """``GET /v1/databases/{db}/keys?prefix=P&pattern=G&after=K&limit=N``: the keys,
+    sorted; with ``after``, those after it; with ``limit`` (1 to ``MAX_PAGE``), the
+    first N (a page: give its last key as ``after`` for the next)."""
     db = _existing(request)
     query = request.query
-    return web.json_response(db.keys(query.get("prefix", ""), pattern=query.get("pattern")))
+    limit = None
+    if "limit" in query:
+        raw = query["limit"]
+        if not _LIMIT.fullmatch(raw) or not 1 <= int(raw) <= MAX_PAGE:
+            raise InvalidValue(f"limit is a number from 1 to {MAX_PAGE}, not {raw[:40]!r}")
+        limit = int(raw)
+    after = query.get("after")
+    return web.json_response(
+        db.keys(query.get("prefix", ""), pattern=query.get("pattern"), after=after, limit=limit)
+    )
+
+
+_LIMIT = re.compile(r"[0-9]{1,6}")
 
 
 async def _key_list(request: web.Request) -> list[str]:
@@ -582,6 +647,27 @@ async def get_ttl(request: web.Request) -> web.Response:
     the seconds left before the key expires (null: it has no TTL); 404 if absent."""
     db, key = _existing_key(request)
     return web.json_response({"key": key, "ttl": db.ttl(key)})
+
+
+async def key_info(request: web.Request) -> web.Response:
+    """``GET /v1/databases/{db}/keys/{key}/info``: where the key's value is, without
+    reading it: ``{"key", "generation", "held" (here), "stale", "pinned", "holders"
+    (the peers this node knows to hold it), "ttl"}``; 404 if absent."""
+    db, key = _existing_key(request)
+    if key not in db:
+        raise KeyNotFound(f"key {key!r} is not in database {db.name!r}")
+    keyspace = db.keyspace
+    return web.json_response(
+        {
+            "key": key,
+            "generation": keyspace.generation(key),
+            "held": keyspace.holds(key),
+            "stale": keyspace.is_stale(key),
+            "pinned": keyspace.pinned(key),
+            "holders": request.app[NODE].holders(db.name, key),
+            "ttl": db.ttl(key),
+        }
+    )
 
 
 async def expire(request: web.Request) -> web.Response:
@@ -763,6 +849,7 @@ def add_routes(app: web.Application) -> None:
     db = "/v1/databases/{db:[^{}/]*}"
     key = db + "/keys/{key:[\\s\\S]*}"
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/v1/token", token)
     app.router.add_get("/v1/cluster", cluster)
     app.router.add_delete("/v1/cluster/members/{name}", remove_member)
     app.router.add_get("/v1/databases", databases)
@@ -777,6 +864,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post(key + "/expire", expire)
     app.router.add_post(key + "/persist", persist)
     app.router.add_get(key + "/ttl", get_ttl)  # before the value's route, which it would match
+    app.router.add_get(key + "/info", key_info)
     app.router.add_get(key, get_value)
     app.router.add_put(key, put_value)
     app.router.add_patch(key, patch_value)

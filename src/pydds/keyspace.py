@@ -36,7 +36,7 @@ import contextlib
 import heapq
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .changes import Change, make
@@ -154,13 +154,31 @@ class Keyspace:
             return False
         return not (self._deadlines and isinstance(key, str) and self._lapsing(key))
 
-    def keys(self, prefix: str = "") -> list[str]:
-        """The live keys starting with ``prefix``, sorted."""
-        keys = self._keys if not prefix else (k for k in self._keys if k.startswith(prefix))
-        if not self.due():
-            return sorted(keys)
-        now, deadlines = self._wall(), self._deadlines
-        return sorted(k for k in keys if deadlines.get(k, _NEVER) > now)
+    def keys(
+        self,
+        prefix: str = "",
+        *,
+        match: Callable[[str], object] | None = None,
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> list[str]:
+        """The live keys starting with ``prefix`` (and that ``match`` accepts),
+        sorted; with ``after``, only those sorting after it; with ``limit``, the
+        first ``limit`` of them (one pass, no sort of the rest: a page of a large
+        directory costs a scan of it, not a sort)."""
+        keys: Iterable[str] = self._keys
+        if prefix:
+            keys = (k for k in keys if k.startswith(prefix))
+        if after is not None:
+            keys = (k for k in keys if k > after)
+        if match is not None:
+            keys = filter(match, keys)
+        if self.due():
+            now, deadlines = self._wall(), self._deadlines
+            keys = (k for k in keys if deadlines.get(k, _NEVER) > now)
+        if limit is not None:
+            return heapq.nsmallest(limit, keys)
+        return sorted(keys)
 
     def read(self, key: str, *, fresh: bool = True) -> Any:
         """The value of ``key`` as fresh objects; ``NOT_HELD`` when this node has no

@@ -256,6 +256,22 @@ class Node:
             return {}
         return {peer: replace(t) for peer, t in self._peers.traffic().items()}
 
+    def clients(self) -> list[str]:
+        """The clients linked to this node (it is their gateway), sorted."""
+        if self._peers is None:
+            return []
+        return sorted(peer for peer, link in self._peers.links.items() if link.is_client)
+
+    def holders(self, database: str, key: str) -> list[str]:
+        """The peers this node knows to hold the value of ``key`` in ``database``
+        (its current generation), sorted; this node is not listed (``holds``)."""
+        if self._peers is None or database not in self._databases:
+            return []
+        gen = self._databases[database].keyspace.generation(key)
+        if gen is None:
+            return []
+        return sorted(self._peers.replication.holders[(database, key, gen)])
+
     def traffic_total(self) -> Traffic:
         """What every link carried since the node started (a copy)."""
         return replace(self._peers.totals) if self._peers is not None else Traffic()

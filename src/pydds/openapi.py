@@ -115,12 +115,75 @@ _SCHEMAS: Json = {
     },
     "Member": {
         "type": "object",
-        "required": ["name", "address", "role", "state"],
+        "required": ["name", "address", "role", "state", "link"],
         "properties": {
             "name": {"type": "string"},
             "address": {"type": ["string", "null"], "description": "where it accepts links"},
             "role": {"type": "string"},
             "state": {"enum": ["self", "alive", "suspect", "joining"]},
+            "link": {
+                "oneOf": [_schema("Traffic"), {"type": "null"}],
+                "description": "what the link to it carried since it opened; null: no link",
+            },
+        },
+    },
+    "Traffic": {
+        "type": "object",
+        "required": ["bytes_in", "bytes_out", "messages_in", "messages_out"],
+        "properties": {
+            name: {"type": "integer", "minimum": 0}
+            for name in ("bytes_in", "bytes_out", "messages_in", "messages_out")
+        },
+    },
+    "Client": {
+        "type": "object",
+        "required": ["name", "link"],
+        "properties": {"name": {"type": "string"}, "link": _schema("Traffic")},
+    },
+    "Token": {
+        "type": "object",
+        "required": ["token", "rights", "databases", "credentials"],
+        "properties": {
+            "token": {
+                "type": ["string", "null"],
+                "description": "the token's id; null: a cluster secret, or a node without "
+                "credentials",
+            },
+            "rights": {
+                "type": "array",
+                "items": {"enum": ["read", "write", "emit"]},
+                "description": "what it may do",
+            },
+            "databases": {
+                "type": ["array", "null"],
+                "items": {"type": "string"},
+                "description": "the databases it reaches; null: every database",
+            },
+            "credentials": {
+                "type": "boolean",
+                "description": "whether the node asks for a bearer token",
+            },
+        },
+    },
+    "KeyInfo": {
+        "type": "object",
+        "required": ["key", "generation", "held", "stale", "pinned", "holders", "ttl"],
+        "properties": {
+            "key": {"type": "string"},
+            "generation": {"type": "integer", "minimum": 0},
+            "held": {"type": "boolean", "description": "whether this node holds its value"},
+            "stale": {"type": "boolean", "description": "whether this node's copy is stale"},
+            "pinned": {"type": "boolean"},
+            "holders": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "the peers this node knows to hold its value",
+            },
+            "ttl": {
+                "type": ["number", "null"],
+                "minimum": 0,
+                "description": "seconds left before the key expires; null: it has no TTL",
+            },
         },
     },
     "Cluster": {
@@ -140,6 +203,11 @@ _SCHEMAS: Json = {
                 "type": "array",
                 "description": "every member as this node sees it, this node first",
                 "items": _schema("Member"),
+            },
+            "clients": {
+                "type": "array",
+                "description": "the clients linked to this node",
+                "items": _schema("Client"),
             },
         },
     },
@@ -163,13 +231,20 @@ _SCHEMAS: Json = {
     },
     "Database": {
         "type": "object",
-        "required": ["name", "stale_after", "expire", "ttl", "keys"],
+        "required": ["name", "stale_after", "expire", "ttl", "keys", "held", "stale", "pins"],
         "properties": {
             "name": _schema("Name"),
             "stale_after": _schema("StaleAfter"),
             "expire": _schema("Expire"),
             "ttl": _schema("DefaultTtl"),
             "keys": {"type": "integer", "minimum": 0},
+            "held": {"type": "integer", "minimum": 0, "description": "values held here"},
+            "stale": {"type": "integer", "minimum": 0, "description": "held values gone stale"},
+            "pins": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "the pinned prefixes",
+            },
         },
     },
     "Databases": {
@@ -206,6 +281,10 @@ _SCHEMAS: Json = {
                 "additionalProperties": {"type": "integer", "minimum": 0},
             },
             "memory": _schema("Memory"),
+            "traffic": {
+                **_schema("Traffic"),
+                "description": "what every link carried since the node started",
+            },
             "modules": {
                 "type": "object",
                 "description": "the snapshot of each module that has one (statistics)",
@@ -498,6 +577,14 @@ _PATHS: Json = {
             {"200": _json(_schema("Cluster"), "this node and its members"), **_errors(403)},
         )
     },
+    "/v1/token": {
+        "get": _op(
+            "token",
+            "What the request's bearer token may do (a 401: it is not a valid token)",
+            "node",
+            {"200": _json(_schema("Token"), "its rights and databases"), **_errors()},
+        )
+    },
     "/v1/cluster/members/{name}": {
         "parameters": [_param("member")],
         "delete": _op(
@@ -562,6 +649,12 @@ _PATHS: Json = {
                     "pattern",
                     "only keys matching this shell-style glob: `*`, `?`, `[abc]`, `[!abc]`",
                     {"type": "string"},
+                ),
+                _query("after", "only keys sorting after this one (paging)", {"type": "string"}),
+                _query(
+                    "limit",
+                    "at most this many keys: the first of them (a page)",
+                    {"type": "string", "pattern": "^[0-9]{1,6}$"},
                 ),
             ],
         ),
@@ -678,6 +771,15 @@ _PATHS: Json = {
             "The seconds left before the key expires",
             "keys",
             {"200": _json(_schema("Ttl"), "its time to live"), **_errors(400, 403, 404)},
+        ),
+    },
+    "/v1/databases/{db}/keys/{key}/info": {
+        "parameters": _KEY_PARAMS,
+        "get": _op(
+            "getKeyInfo",
+            "Where the key's value is, without reading it: held here, stale, pinned, holders",
+            "keys",
+            {"200": _json(_schema("KeyInfo"), "the key's place"), **_errors(400, 403, 404)},
         ),
     },
     "/v1/databases/{db}/keys/{key}/expire": {
