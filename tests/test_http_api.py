@@ -482,10 +482,10 @@ async def test_keys_are_paged_by_after_and_limit(api: TestClient[Any, Any]) -> N
         pages.append(page)
         after = page[-1]
     assert [len(p) for p in pages] == [10, 10, 5]
-    assert sum(pages, []) == [f"k{i:02}" for i in range(25)]
+    assert [k for page in pages for k in page] == [f"k{i:02}" for i in range(25)]
     got = await (await api.get(url, params={"pattern": "k?5", "after": "k05"})).json()
     assert got == ["k15"]  # and k25 does not exist
-    for bad in ("0", "-1", "1.5", "x", "10001", "١"):
+    for bad in ("0", "-1", "1.5", "x", "10001", "\u0661"):  # the last: an Arabic-Indic 1
         response = await api.get(url, params={"limit": bad})
         assert await error_of(response) == (400, "invalid_value"), bad
     assert await error_of(await api.get(url + "?after=%FF")) == (400, "invalid_name")

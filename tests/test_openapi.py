@@ -35,6 +35,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 import pydds
+from pydds.dashboard import PATHS as DASHBOARD_PATHS
 from pydds.net.ws import LINK_PATH, WebSocketTransport
 from pydds.openapi import OPENAPI_PATH, document, render
 from pydds.server import make_app
@@ -203,8 +204,11 @@ async def test_every_route_of_a_node_is_described_and_nothing_else() -> None:
         for method in item
         if method != "parameters"
     }
-    # The link route, a WebSocket upgrade to pydds's own protocol, is not described.
-    assert described == routes - {("get", LINK_PATH)}
+    # The link route, a WebSocket upgrade to pydds's own protocol, is not described,
+    # nor are the dashboard's page and files.
+    dashboard = {("get", path) for path in DASHBOARD_PATHS}
+    assert dashboard <= routes
+    assert described == routes - {("get", LINK_PATH)} - dashboard
 
 
 def test_the_error_codes_are_the_ones_docs_http_md_names() -> None:

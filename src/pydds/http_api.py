@@ -131,9 +131,11 @@ def error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": code, "message": message}, status=status)
 
 
-#: Paths served without a bearer token: health, and links (which authenticate
-#: themselves by challenge-response).
-_UNGUARDED = frozenset({"/healthz", LINK_PATH})
+#: Paths served without a bearer token: health, links (which authenticate
+#: themselves by challenge-response), and the dashboard's static page, which holds
+#: no data (it asks this API with the token its user gives it).
+_UNGUARDED = frozenset({"/healthz", LINK_PATH, "/", "/ui"})
+_UNGUARDED_PREFIX = "/ui/"
 
 #: The grant of the request's bearer token (all rights when the node is open).
 GRANT = web.RequestKey("pydds.grant", Grant)
@@ -141,12 +143,14 @@ GRANT = web.RequestKey("pydds.grant", Grant)
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """With credentials configured, every route but ``/healthz`` and the link route
-    needs a bearer token: a client token (``ID.SECRET``, scoped) or a cluster secret
-    (everything). A link proves itself by challenge-response once it is open (no
-    secret on the wire), so its upgrade request carries no token."""
+    """With credentials configured, every route but ``/healthz``, the link route and
+    the dashboard's files needs a bearer token: a client token (``ID.SECRET``,
+    scoped) or a cluster secret (everything). A link proves itself by
+    challenge-response once it is open (no secret on the wire), so its upgrade
+    request carries no token."""
     credentials = request.app[NODE].credentials
-    if not credentials.enabled or request.path in _UNGUARDED:
+    path = request.path
+    if not credentials.enabled or path in _UNGUARDED or path.startswith(_UNGUARDED_PREFIX):
         request[GRANT] = OPEN_NODE
         return await handler(request)
     grant = credentials.bearer(request.headers.get("Authorization"))

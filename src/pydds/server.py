@@ -1,9 +1,10 @@
 """The aiohttp application of a node process (``pydds serve``).
 
 One factory builds the app: the JSON HTTP API (``http_api.py``), ``GET /metrics``
-(``metrics.py``) and, once the node listens, the link route ``/v1/link`` for peers
-and clients, all on one port. The node's life is the app's ``cleanup_ctx``: it is
-started before the first request and closed when the app shuts down.
+(``metrics.py``), the dashboard at ``/ui/`` (``dashboard.py``) and, once the node
+listens, the link route ``/v1/link`` for peers and clients, all on one port. The
+node's life is the app's ``cleanup_ctx``: it is started before the first request
+and closed when the app shuts down.
 
 ``NodeRunner`` serves the app as ``web.AppRunner`` does, with two changes in how
 aiohttp reads requests, before any route or middleware sees them:
@@ -32,6 +33,7 @@ from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
 
+from .dashboard import add_dashboard
 from .http_api import NODE, add_routes, auth_middleware, error, error_middleware
 from .metrics import metrics_handler, registry_for
 from .node import Node
@@ -79,6 +81,7 @@ def make_app(node: Node) -> web.Application:
 
     app.cleanup_ctx.append(node_life)
     add_routes(app)
+    add_dashboard(app)
     app.router.add_get("/metrics", metrics_handler(registry_for(node)))
     app.router.add_get(OPENAPI_PATH, openapi_handler)
     return app
