@@ -178,15 +178,42 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         driver.quit()
 
 
+#: A program with a ``pydds.Client`` linked to the node given: it says "linked" on
+#: stdout, then stays until it is stopped.
+CLIENT = """
+import asyncio, sys, pydds
+async def main():
+    async with pydds.Client("web-1", join=[sys.argv[1]]) as client:
+        await client.database("clients").set("web-1", "up", ack=1)  # via its gateway
+        print("linked", flush=True)
+        await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
 @pytest.fixture(scope="module")
 def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Process, Process]]:
+    """Two ``pydds serve`` processes, and a client program linked to the first."""
     folder = tmp_path_factory.mktemp("nodes")
     first = Process(folder, "alpha")
     try:
         second = Process(folder, "beta", "--join", first.address)
         try:
             until(lambda: len(alive(first)) == 2 and len(alive(second)) == 2, 20)
-            yield first, second
+            client = subprocess.Popen(
+                [sys.executable, "-c", CLIENT, first.address],
+                stdout=subprocess.PIPE,
+                start_new_session=True,
+            )
+            try:
+                assert client.stdout is not None
+                ready, _, _ = select.select([client.stdout], [], [], 20)
+                assert ready, "the client program did not link within 20 s"
+                assert client.stdout.readline() == b"linked\n"
+                yield first, second
+            finally:
+                os.killpg(client.pid, signal.SIGKILL)
+                client.wait()
         finally:
             second.stop()
     finally:
@@ -242,6 +269,15 @@ def click_key(driver: Any, key: str) -> None:
     raise AssertionError(f"no item {key!r} in the key list")
 
 
+def stream(driver: Any, element_id: str) -> str | None:
+    """The state of the event stream behind ``element_id`` (``#events``, ``#keys``):
+    "open" once the node subscribed it, "closed", "down"."""
+    got: str | None = driver.execute_script(
+        "return document.getElementById(arguments[0]).dataset.stream;", element_id
+    )
+    return got
+
+
 def key_url(node: Process, db: str, key: str) -> str:
     return f"{node.url}/v1/databases/{quote(db, safe='')}/keys/{quote(key, safe='')}"
 
@@ -268,6 +304,8 @@ def test_the_cluster_view_lists_both_members_with_no_console_errors(
     # The link to beta carried bytes, both ways.
     beta = next(t for t in texts(browser, "#members tbody tr") if t.startswith("beta"))
     assert " B" in beta or " kB" in beta
+    until(lambda: texts(browser, "#clients tbody tr td:first-child") == ["web-1"])
+    assert by_id(browser, "no-clients").is_displayed() is False
     assert "alpha" in by_id(browser, "node").text
     assert by_id(browser, "connection").text == "connected"
     assert by_id(browser, "sign-out").is_displayed() is False  # no credentials here
@@ -284,6 +322,7 @@ def test_a_key_written_through_the_api_shows_live_and_opens_as_json(
     load(browser, first.url + "/ui/#databases/cache")
     until(lambda: texts(browser, "#keys li") == ["user:0", "user:1", "user:2"])
     assert "cache" in texts(browser, "#databases tbody tr td:first-child")
+    until(lambda: stream(browser, "keys") == "open")
     # Written on the other node: the directory reaches this one, the page shows it.
     value = {"name": "Ada", "langs": ["en", "fr"], "note": "<b>not bold</b>"}
     assert requests.put(key_url(second, "cache", "user:9"), json=value, timeout=5).ok
@@ -316,7 +355,8 @@ def test_a_key_written_through_the_api_shows_live_and_opens_as_json(
     by_id(browser, "previous").click()
     until(lambda: texts(browser, "#keys li")[:1] == ["page:050"])
     # The table of databases follows, as the page polls.
-    until(lambda: texts(browser, "#databases tbody tr td:nth-child(2)") == ["124"])
+    cache_row = '#databases tbody tr[data-name="cache"] td:nth-child(2)'
+    until(lambda: texts(browser, cache_row) == ["124"])
     screenshot(browser, "databases", tmp_path)
     assert console_errors(browser) == []
 
@@ -381,8 +421,7 @@ def test_the_event_list_grows_pauses_and_the_charts_draw(
             url = f"{second.url}/v1/events/deploy"
             assert requests.post(url, json={"version": i}, timeout=5).status_code == 202
 
-    time.sleep(0.5)  # the stream opens: nothing to await from outside the page
-    until(lambda: by_id(browser, "event-count").text or True)
+    until(lambda: stream(browser, "events") == "open")
     emit(3, 0)
     until(lambda: len([r for r in rows() if "deploy" in r]) == 3)
     assert '{"version":2}' in rows()[0]  # newest first
@@ -397,7 +436,23 @@ def test_the_event_list_grows_pauses_and_the_charts_draw(
     assert len(rows()) == shown
     by_id(browser, "pause").click()
     until(lambda: len(rows()) == shown + 4)
-    # A filter: only custom events.
+    # Filters: a database and a key prefix, then only custom events.
+    by_id(browser, "filter-database").send_keys("cache")
+    by_id(browser, "filter-prefix").send_keys("in:")
+    filtered = "?database=cache&prefix=in%3A"
+
+    def opened_filtered() -> bool:
+        query = browser.execute_script("return document.getElementById('events').dataset.query")
+        return stream(browser, "events") == "open" and query == filtered
+
+    until(opened_filtered)
+    requests.put(key_url(first, "other", "in:1"), json=1, timeout=5)
+    requests.put(key_url(first, "cache", "out:1"), json=1, timeout=5)
+    requests.put(key_url(first, "cache", "in:1"), json=1, timeout=5)
+    until(lambda: "in:1" in rows()[0])
+    assert not any("out:1" in r or "other" in r for r in rows())
+    by_id(browser, "filter-database").clear()
+    by_id(browser, "filter-prefix").clear()
     for box in browser.find_elements("css selector", "#filter-kinds input"):
         if box.get_attribute("value") != "custom":
             box.click()

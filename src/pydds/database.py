@@ -270,8 +270,8 @@ class Database:
         ``*`` any characters, ``?`` one, ``[abc]`` one of them, ``[!abc]`` one not.
         ``after`` and ``limit`` page through them: the first ``limit`` keys that
         sort after ``after`` (give the last key of a page to get the next). A page
-        costs one pass over the directory (about 0.1 s for a million keys), not a
-        sort of it.
+        costs one pass over the directory, not a sort of it: 30-70 ms for a million
+        keys on a 2-core VM, where the whole sorted list takes 0.5 s.
 
         Example::
 

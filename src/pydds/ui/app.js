@@ -100,6 +100,8 @@
 
   // Server-Sent Events over fetch (EventSource sends no Authorization header). It
   // reconnects after a drop, resuming after the last event it had (Last-Event-ID).
+  // onError(null) says the stream is open: the node has subscribed it (it does so
+  // before it answers), so no event from then on is missed.
   function subscribe(params, onEvent, onError) {
     const controller = new AbortController();
     let lastId = null;
@@ -380,6 +382,7 @@
     const browser = state.browser;
     if (browser.stream) browser.stream();
     browser.stream = null;
+    $("keys").dataset.stream = "closed";
     browser.db = null;
     browser.selected = null;
     $("browser").hidden = true;
@@ -407,7 +410,7 @@
       if (event.kind !== "changed" && event.key.startsWith(browser.prefix) && !pending) {
         pending = setTimeout(() => { pending = null; loadKeys(); }, 100);
       }
-    }, () => {});
+    }, (err) => { $("keys").dataset.stream = err ? "down" : "open"; });
   }
 
   async function loadKeys() {
@@ -722,12 +725,15 @@
       showCount();
     }, (err) => {
       $("stream-error").textContent = err ? "The event stream stopped: " + err.message : "";
+      $("events").dataset.stream = err ? "down" : "open";
+      $("events").dataset.query = url("v1/events", params).search; // what it was opened for
     });
   }
 
   function stopLive() {
     if (state.live.stream) state.live.stream();
     state.live.stream = null;
+    $("events").dataset.stream = "closed";
   }
 
   function restartLive() {
