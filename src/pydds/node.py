@@ -161,6 +161,9 @@ class Node:
         self._listen = listen
         self._advertise = advertise
         self._join = list(join)
+        #: Members remembered from the last run (``remember_members``), dialed once
+        #: the node listens.
+        self._remembered: tuple[tuple[str, str], ...] = ()
         self._transport = transport
         self._cluster_settings = cluster or ClusterSettings()
         self._peers: Peers | None = None  # made when the node first links
@@ -323,6 +326,9 @@ class Node:
             raise
         if self._listen is not None and self.address is None:
             await self._listen_at(self._listen, self._advertise)
+        if self._remembered:
+            self._network().learn(self._remembered, self.clock.now())
+            self._drain()
         for address in self._join:
             try:
                 await self.join(address)
@@ -335,6 +341,20 @@ class Node:
                 )
                 self._network().redial(address, self.clock.now())
                 self._drain()
+
+    def remember_members(self, members: Iterable[tuple[str, str]]) -> None:
+        """Members (name, address) this node knew when it last ran: once it listens,
+        each is a member (``joining``), dialed in the background as one a peer listed
+        would be, until it links or has been unreachable for ``dead_after``. The
+        persistence module calls this at start, from what it kept
+        (``pydds-members.json``), so that a restarted node finds its cluster even
+        without a ``join``. A client ignores them."""
+        if self.role != "node":
+            return
+        self._remembered = tuple((name, address) for name, address in members)
+        if self._started and self.address is not None:
+            self._network().learn(self._remembered, self.clock.now())
+            self._drain()
 
     async def _find_gateway(self) -> None:
         """A client links to the first node of ``join`` that answers; the others are

@@ -18,6 +18,10 @@ and are tried again every ``retry`` seconds. The queue is bounded
 (``max_pending`` updates); past it the oldest are dropped and counted
 (``dropped``); a restart then re-syncs them from peers.
 
+The members the node knows are kept too (``pydds-members.json``, ``memberfile.py``),
+written when one joins or leaves and when the node stops: a restarted node dials
+them as well as its ``join``.
+
 A node with a memory limit evicts copies to the store (``spill``): the whole state
 of a value goes into its ``state`` row with the next commit, and a read loads it
 back from there (``load_value``). A spilled copy may be the last one in the
@@ -41,10 +45,11 @@ import msgpack
 from ..errors import InvalidUpdate, StorageError
 from ..eventfile import EventFile
 from ..eventlog import EventLog, Record
-from ..events import EventKind
+from ..events import Event, EventKind
 from ..keyspace import Journal, Keyspace
+from ..memberfile import load_members, save_members
 from ..storage import Loaded, Row, SqliteStore, merge
-from .base import Module
+from .base import EventFilter, Module
 
 if TYPE_CHECKING:
     from ..node import Node
@@ -93,6 +98,7 @@ class Persistence(Module):
     """
 
     name = "persist"
+    events = EventFilter(kinds=[EventKind.JOINED, EventKind.LEFT])  # the member list
     start_timeout = 300.0  # a large store takes a while to restore
     stop_timeout = 30.0
 
@@ -134,6 +140,7 @@ class Persistence(Module):
         self._events_trimmed = 0  # the disk's event log holds nothing up to here
         self._log: EventLog | None = None
         self._event_file: EventFile | None = None
+        self._node: Node | None = None
         self.events_written = 0  # events of the node's log written
         self.events_dropped = 0  # events dropped from a full queue (not replayed after a restart)
 
@@ -172,8 +179,27 @@ class Persistence(Module):
             self._events_trimmed = event_log.horizon
             self._log = event_log
             event_log.journal = self._journal_event
+        remembered = await loop.run_in_executor(self._executor, load_members, self.path)
+        node.remember_members(remembered)
+        self._node = node
         self._writer = loop.create_task(self._write_forever(), name="pydds persistence")
         node.attach_store(self)
+
+    async def on_event(self, event: Event) -> None:
+        """A member joined or left: the member list on disk follows."""
+        await self._save_members()
+
+    async def _save_members(self) -> None:
+        node, executor = self._node, self._executor
+        if node is None or executor is None:
+            return
+        members = [(m.name, m.address) for m in node.members()[1:] if m.address is not None]
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                executor, save_members, self.path, members
+            )
+        except OSError as exc:
+            log.warning("the member list could not be written: %s", exc)
 
     def _count_lost(self, keyspaces: dict[str, Keyspace], stored: set[tuple[str, str]]) -> None:
         """Count the keys lost to damage and say what was lost (a warning).
@@ -256,7 +282,8 @@ class Persistence(Module):
         return prepared
 
     async def stop(self) -> None:
-        """Write what is queued, then close the store."""
+        """Write what is queued and the member list, then close the store."""
+        await self._save_members()  # before the node leaves: whom to dial next time
         self._closing = True
         self._wake.set()
         if self._writer is not None:

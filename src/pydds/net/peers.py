@@ -638,6 +638,20 @@ class Peers:
         for name in gone:
             self._rare.members.append(("left", name))
 
+    def learn(self, members: tuple[tuple[str, str], ...], now: float) -> None:
+        """Members (name, address) listed by a peer, or remembered from this node's
+        last run: each new one is a member (``joining``) and, on a node, dialed until
+        it links or has been unreachable for ``dead_after``."""
+        learned = self.membership.learn(members, now)
+        if learned:
+            self._members_changed()
+            expiry = self.membership.next_expiry()
+            if expiry is not None:
+                self._deadline(expiry)
+        if self.role == "node":  # a client only remembers gateways to move to
+            for _, address in learned:
+                self.redial(address, now)
+
     def _members_changed(self) -> None:
         """The member table changed: replication relays to members it has no link to."""
         self.replication.members = frozenset(m.name for m in self.membership.members()[1:])
@@ -698,15 +712,7 @@ class Peers:
         assert hello is not None
         peer = hello.name
         if isinstance(message, m.Members) and hello.role == "node":
-            learned = self.membership.learn(message.members, now)
-            if learned:
-                self._members_changed()
-                expiry = self.membership.next_expiry()
-                if expiry is not None:
-                    self._deadline(expiry)
-            if self.role == "node":  # a client only remembers gateways to move to
-                for _, address in learned:
-                    self.redial(address, now)
+            self.learn(message.members, now)
             return True
         if isinstance(message, m.Leave) and hello.role == "node":
             self._left(peer, message.name)

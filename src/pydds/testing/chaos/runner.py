@@ -42,11 +42,13 @@ async def run(plan: Plan, workdir: str | None = None) -> Report:
     try:
         for name in names:
             nodes[name] = NodeProcess(name, data, [], plan.compact_at)
+        started: list[NodeProcess] = []
         for node in nodes.values():
-            # Every node names the others (the first one too: it dials them once they
-            # are up), as a deployment should: a node started again after it left is
-            # dialed by no one, and joins only what its own list names.
-            node.join = [f"127.0.0.1:{n.proxy_port}" for n in nodes.values() if n is not node]
+            # As the README starts a cluster: the first node with no join, each other
+            # joining those before it. A node that left and starts again is dialed by
+            # no one: it finds the cluster through the members its store remembers.
+            node.join = [f"127.0.0.1:{n.proxy_port}" for n in started]
+            started.append(node)
         for node in nodes.values():
             await net.proxy(node)
             await node.start(net.owners)
