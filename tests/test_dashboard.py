@@ -12,8 +12,10 @@ them), else into the test's temporary folder.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -82,6 +84,18 @@ async def test_the_page_is_served_with_its_files_and_a_strict_policy() -> None:
         await api.close()
 
 
+async def raw_get(client: TestClient[Any, Any], path: str) -> int:
+    """The status of ``GET path`` sent as written (an HTTP client would resolve its
+    dot segments first)."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        status_line = await asyncio.wait_for(reader.readline(), 10)
+        return int(status_line.split()[1])
+    finally:
+        writer.close()
+
+
 async def test_the_page_needs_no_token_and_the_api_still_does() -> None:
     credentials = pydds.Credentials(secrets=[SECRET])
     api = await serve_app(pydds.Node("ui", credentials=credentials))
@@ -91,6 +105,18 @@ async def test_the_page_needs_no_token_and_the_api_still_does() -> None:
         assert (await api.get("/", allow_redirects=False)).status == 302
         for path in ("/v1/token", "/v1/cluster", "/v1/databases", "/uix"):
             assert (await api.get(path)).status == 401, path
+        # No spelling of a path through the page's reaches the API without a token.
+        for path in (
+            "/ui/../v1/cluster",
+            "/ui/%2E%2E/v1/cluster",
+            "/ui%2F..%2Fv1%2Fcluster",
+            "/ui/..;/v1/cluster",
+            "/ui/../metrics",
+            "/ui//../v1/databases",
+            "/ui/%2e%2e%2fv1%2fcluster",
+            "http://x/ui/../v1/cluster",
+        ):
+            assert await raw_get(api, path) in (400, 401, 404), path
         bearer = {"Authorization": "Bearer " + SECRET}
         token = await (await api.get("/v1/token", headers=bearer)).json()
         assert token["credentials"] is True
@@ -259,14 +285,15 @@ def texts(driver: Any, css: str) -> list[str]:
 
 
 def click_key(driver: Any, key: str) -> None:
-    """Click the key browser's item ``key`` (found and clicked at once)."""
-    from selenium.webdriver.common.by import By
-
-    for item in driver.find_elements(By.CSS_SELECTOR, "#keys li"):
-        if item.get_attribute("data-key") == key:
-            item.click()
-            return
-    raise AssertionError(f"no item {key!r} in the key list")
+    """Click the key browser's item ``key`` (found and clicked in one step: the list
+    is drawn again as keys change)."""
+    clicked = driver.execute_script(
+        "const item = [...document.querySelectorAll('#keys li')]"
+        ".find(e => e.dataset.key === arguments[0]);"
+        "if (item) item.click(); return Boolean(item);",
+        key,
+    )
+    assert clicked, f"no item {key!r} in the key list"
 
 
 def stream(driver: Any, element_id: str) -> str | None:
@@ -289,8 +316,7 @@ def test_the_cluster_view_lists_both_members_with_no_console_errors(
     browser.get_log("browser")  # what earlier pages said is not this page's
     browser.get(first.url + "/")  # redirected to /ui/
     assert browser.current_url == first.url + "/ui/"
-    rows = until(lambda: len(texts(browser, "#members tbody tr")) == 2)
-    assert rows
+    until(lambda: len(texts(browser, "#members tbody tr")) == 2)
     states = dict(
         zip(
             texts(browser, "#members tbody tr td:first-child"),
@@ -301,9 +327,12 @@ def test_the_cluster_view_lists_both_members_with_no_console_errors(
     assert states == {"alpha": "self", "beta": "alive"}
     addresses = texts(browser, "#members tbody tr td:nth-child(4)")
     assert "ws://" + second.address in addresses
-    # The link to beta carried bytes, both ways.
-    beta = next(t for t in texts(browser, "#members tbody tr") if t.startswith("beta"))
-    assert " B" in beta or " kB" in beta
+    # The link to beta carried bytes, both ways; the page shows how many.
+    beta = '#members tbody tr[data-name="beta"] td'
+    cells = texts(browser, beta)
+    for shown in cells[4:6]:  # bytes in, bytes out: "126 B", "1.20 kB"
+        assert re.fullmatch(r"[0-9.]+ k?B", shown), cells
+        assert shown != "0 B", cells
     until(lambda: texts(browser, "#clients tbody tr td:first-child") == ["web-1"])
     assert by_id(browser, "no-clients").is_displayed() is False
     assert "alpha" in by_id(browser, "node").text
@@ -406,6 +435,61 @@ def test_an_edit_and_a_delete_made_in_the_page_are_read_back_through_the_api(
     assert console_errors(browser) == []
 
 
+#: Keys a URL makes hard: dot segments, a slash, a percent, a newline, non-ASCII.
+AWKWARD = [".", "..", "a/b", "../v1", "100%", "line\nbreak", "clé", "?q=1#x"]
+
+
+def test_keys_with_awkward_names_open_edit_and_delete(
+    browser: Any, two_nodes: tuple[Process, Process]
+) -> None:
+    first, second = two_nodes
+    values = {key: {"key": key, "n": i} for i, key in enumerate(AWKWARD)}
+    requests.post(f"{first.url}/v1/databases/odd/set-many", json=values, timeout=5)
+    load(browser, first.url + "/ui/#databases/odd")
+
+    def listed() -> list[str]:
+        got: list[str] = browser.execute_script(
+            "return [...document.querySelectorAll('#keys li')].map(e => e.dataset.key);"
+        )
+        return got
+
+    def text_of(element_id: str) -> str:
+        got: str = browser.execute_script(
+            "return document.getElementById(arguments[0]).textContent;", element_id
+        )
+        return got
+
+    until(lambda: listed() == sorted(AWKWARD))
+    for key in AWKWARD:
+        click_key(browser, key)
+        until(lambda key=key: text_of("detail-key") == key and text_of("detail-value"))
+        assert json.loads(text_of("detail-value")) == values[key], key
+    # "." is written and deleted through the batch routes: read back through the API.
+    click_key(browser, ".")
+    until(lambda: json.loads(by_id(browser, "detail-value").text or "null") == values["."])
+    by_id(browser, "edit").click()
+    by_id(browser, "editor-text").clear()
+    by_id(browser, "editor-text").send_keys('"dot"')
+    by_id(browser, "save").click()
+    until(lambda: by_id(browser, "confirm").is_displayed())
+    by_id(browser, "confirm-ok").click()
+    many = f"{second.url}/v1/databases/odd/get-many"
+    until(lambda: requests.post(many, json=["."], timeout=5).json() == {"values": {".": "dot"}})
+    by_id(browser, "delete").click()
+    until(lambda: by_id(browser, "confirm").is_displayed())
+    by_id(browser, "confirm-ok").click()
+    until(lambda: requests.post(many, json=["."], timeout=5).json() == {"values": {}})
+    until(lambda: "." not in listed())
+    # A database this node does not know, and an address that does not decode.
+    load(browser, first.url + "/ui/#databases/nowhere")
+    until(lambda: "no database nowhere" in by_id(browser, "browser-error").text)
+    load(browser, first.url + "/ui/#databases/%E0%A4%A")
+    until(lambda: by_id(browser, "view-databases").is_displayed())
+    assert by_id(browser, "browser").is_displayed() is False
+    errors = console_errors(browser)
+    assert all("nowhere" in e and "404" in e for e in errors), errors
+
+
 def test_the_event_list_grows_pauses_and_the_charts_draw(
     browser: Any, two_nodes: tuple[Process, Process], tmp_path: Path
 ) -> None:
@@ -456,6 +540,8 @@ def test_the_event_list_grows_pauses_and_the_charts_draw(
     for box in browser.find_elements("css selector", "#filter-kinds input"):
         if box.get_attribute("value") != "custom":
             box.click()
+    filtered = "?kinds=custom"
+    until(opened_filtered)  # the stream opened again, for custom events alone
     requests.put(key_url(first, "cache", "filtered:out"), json=1, timeout=5)
     emit(1, 99)
     until(lambda: '{"version":99}' in rows()[0])

@@ -17,6 +17,8 @@ from importlib import resources
 
 from aiohttp import web
 
+from .http_api import PUBLIC_ROUTE
+
 __all__ = ["PATHS", "UI_PATH", "add_dashboard"]
 
 #: Where the page is.
@@ -66,7 +68,7 @@ def add_dashboard(app: web.Application) -> None:
             raise web.HTTPNotFound(text=f"the dashboard has no file {name[:100]!r}")
         return answer(name)
 
-    app.router.add_get("/", redirect)
-    app.router.add_get("/ui", redirect)
-    app.router.add_get(UI_PATH, index)
-    app.router.add_get(UI_PATH + "{file}", file)
+    app.router.add_get("/", redirect, name=PUBLIC_ROUTE + "root")
+    app.router.add_get("/ui", redirect, name=PUBLIC_ROUTE + "ui")
+    app.router.add_get(UI_PATH, index, name=PUBLIC_ROUTE + "page")
+    app.router.add_get(UI_PATH + "{file}", file, name=PUBLIC_ROUTE + "file")

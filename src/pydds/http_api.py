@@ -78,6 +78,7 @@ from .node import Node
 __all__ = [
     "GRANT",
     "NODE",
+    "PUBLIC_ROUTE",
     "add_routes",
     "auth_middleware",
     "authorize",
@@ -131,11 +132,13 @@ def error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": code, "message": message}, status=status)
 
 
-#: Paths served without a bearer token: health, links (which authenticate
-#: themselves by challenge-response), and the dashboard's static page, which holds
-#: no data (it asks this API with the token its user gives it).
-_UNGUARDED = frozenset({"/healthz", LINK_PATH, "/", "/ui"})
-_UNGUARDED_PREFIX = "/ui/"
+#: Paths served without a bearer token: health, and links (which authenticate
+#: themselves by challenge-response).
+_UNGUARDED = frozenset({"/healthz", LINK_PATH})
+#: Routes named so are served without a bearer token too: the dashboard's files,
+#: which hold no data (the page asks this API with the token its user gives it).
+#: By route, not by path, so that no path spelling reaches any other route.
+PUBLIC_ROUTE = "public_"
 
 #: The grant of the request's bearer token (all rights when the node is open).
 GRANT = web.RequestKey("pydds.grant", Grant)
@@ -149,8 +152,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     challenge-response once it is open (no secret on the wire), so its upgrade
     request carries no token."""
     credentials = request.app[NODE].credentials
-    path = request.path
-    if not credentials.enabled or path in _UNGUARDED or path.startswith(_UNGUARDED_PREFIX):
+    route = request.match_info.route.name or ""
+    if not credentials.enabled or request.path in _UNGUARDED or route.startswith(PUBLIC_ROUTE):
         request[GRANT] = OPEN_NODE
         return await handler(request)
     grant = credentials.bearer(request.headers.get("Authorization"))

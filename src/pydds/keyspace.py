@@ -466,7 +466,8 @@ class Keyspace:
         """How many keys there are, how many values are held here, how many are stale.
 
         Beyond ``EXACT_COUNTS`` keys, held and stale are those of the last complete
-        sweep pass (seconds old), so that a metrics scrape does not hold the loop.
+        sweep pass (seconds old), or of the first count until a pass completes, so
+        that a metrics scrape (or the dashboard, every second) does not hold the loop.
         """
         if len(self._keys) > EXACT_COUNTS and self._counted is not None:
             return len(self), *self._counted
@@ -477,6 +478,8 @@ class Keyspace:
                 held += 1
                 if kd.stale or self._idle(key, kd, now):
                     stale += 1
+        if len(self._keys) > EXACT_COUNTS:  # until the first sweep pass: counted once
+            self._counted = (held, stale)
         return len(self), held, stale
 
     def needs_hold(self, key: str) -> bool:

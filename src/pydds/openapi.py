@@ -188,7 +188,7 @@ _SCHEMAS: Json = {
     },
     "Cluster": {
         "type": "object",
-        "required": ["node", "members"],
+        "required": ["node", "members", "clients"],
         "properties": {
             "node": {
                 "type": "object",
@@ -654,7 +654,7 @@ _PATHS: Json = {
                 _query(
                     "limit",
                     "at most this many keys: the first of them (a page)",
-                    {"type": "string", "pattern": "^[0-9]{1,6}$"},
+                    {"type": "integer", "minimum": 1, "maximum": 10_000},
                 ),
             ],
         ),

@@ -8,6 +8,8 @@
 
 (() => {
   const POLL_MS = 1000; // statistics for the charts, and the view on screen
+  const REQUEST_MS = 10000; // a request the node has not answered by then has failed
+  const RETRY_MS = 2000; // the first wait before reaching for the node again
   const HISTORY = 300; // samples the charts keep: five minutes at one a second
   const EVENT_ROWS = 200; // rows the event table keeps
   const PAUSED_EVENTS = 1000; // events kept while paused (the oldest go first)
@@ -29,9 +31,14 @@
     samples: [], // {t, changes, events, bytesIn, bytesOut, memory, limit, evicted}
     members: new Map(), // name -> last member object seen, for "left"
     left: [], // {name, address, role, at}
-    lastTraffic: new Map(), // peer -> {t, bytes_in, bytes_out}
-    browser: { db: null, prefix: "", cursors: [null], keys: [], selected: null, stream: null },
+    lastTraffic: new Map(), // peer linked now -> {t, bytes_in, bytes_out}
+    browser: {
+      db: null, prefix: "", cursors: [null], keys: [], selected: null, stream: null,
+      editing: null, // the key the editor's text belongs to
+      keysAsked: 0, detailAsked: 0, // the latest requests: older answers are dropped
+    },
     live: { stream: null, paused: false, held: [], count: 0 },
+    polling: false,
     timer: null,
   };
 
@@ -45,12 +52,12 @@
 
   // -- the API ----------------------------------------------------------------------
 
-  // A key or a database name as one path segment ("." and ".." as escapes, which a
-  // URL would otherwise resolve away).
-  function segment(text) {
-    const encoded = encodeURIComponent(text);
-    return encoded === "." || encoded === ".." ? encoded.replaceAll(".", "%2E") : encoded;
-  }
+  // A key or a database name as one path segment. "." and ".." cannot be one in a
+  // browser: its URL parser resolves them as dot segments, escaped as %2E or not, so
+  // such keys are read, written and deleted through the batch routes (dotted).
+  const segment = (text) => encodeURIComponent(text);
+  const dotted = (key) => key === "." || key === "..";
+  const sleep = (ms) => new Promise((done) => setTimeout(done, ms));
 
   function url(path, params) {
     const out = new URL(path, base);
@@ -68,8 +75,10 @@
     return out;
   }
 
-  async function api(path, { method = "GET", params, body, signal } = {}) {
-    const init = { method, headers: headers(), cache: "no-store", signal };
+  async function api(path, { method = "GET", params, body } = {}) {
+    const init = {
+      method, headers: headers(), cache: "no-store", signal: AbortSignal.timeout(REQUEST_MS),
+    };
     if (body !== undefined) {
       init.headers["Content-Type"] = "application/json";
       init.body = body;
@@ -99,15 +108,19 @@
   const keyPath = (db, key) => dbPath(db) + "/keys/" + segment(key);
 
   // Server-Sent Events over fetch (EventSource sends no Authorization header). It
-  // reconnects after a drop, resuming after the last event it had (Last-Event-ID).
-  // onError(null) says the stream is open: the node has subscribed it (it does so
-  // before it answers), so no event from then on is missed.
-  function subscribe(params, onEvent, onError) {
+  // reconnects after a drop (waiting longer each time, up to 30 s), resuming after
+  // the last event it had (Last-Event-ID). onState(null) says the stream is open:
+  // the node has subscribed it (it does so before it answers), so no event from
+  // then on is missed; onState(error) that it is not. A refusal (4xx) is not asked
+  // again: it would be refused again.
+  function subscribe(params, onEvent, onState) {
     const controller = new AbortController();
     let lastId = null;
     let stopped = false;
+    let delay = 1000;
     const run = async () => {
       while (!stopped) {
+        let reader = null;
         try {
           const extra = lastId ? { "Last-Event-ID": lastId } : {};
           const response = await fetch(url("v1/events", params), {
@@ -115,13 +128,16 @@
           });
           if (!response.ok) {
             const data = await response.json().catch(() => null);
-            if (response.status === 401) signOut("The node refused the token.");
             if (response.status === 400 && lastId) { lastId = null; continue; } // no log
-            throw new ApiError(response.status, data ? data.error : "http_error",
+            const err = new ApiError(response.status, data ? data.error : "http_error",
               data ? data.message : response.statusText);
+            if (response.status === 401) signOut("The node refused the token.");
+            if (response.status < 500) { onState(err); return; }
+            throw err;
           }
-          onError(null);
-          const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+          onState(null);
+          delay = 1000;
+          reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
           let buffer = "";
           for (;;) {
             const { value, done } = await reader.read();
@@ -139,11 +155,15 @@
               if (data.length) onEvent(JSON.parse(data.join("\n")));
             }
           }
+          throw new Error("the node ended the stream");
         } catch (err) {
           if (stopped || err.name === "AbortError") return;
-          onError(err);
+          onState(err);
+        } finally {
+          if (reader) reader.cancel().catch(() => {}); // its connection goes back
         }
-        if (!stopped) await new Promise((done) => setTimeout(done, 1000));
+        await sleep(delay);
+        delay = Math.min(delay * 2, 30000);
       }
     };
     run();
@@ -235,36 +255,58 @@
       section.hidden = section.id !== "view-" + name;
     }
     if (name === "databases") {
-      const db = rest.length ? decodeURIComponent(rest.join("/")) : null;
+      let db = null;
+      try {
+        db = rest.length ? decodeURIComponent(rest.join("/")) : null;
+      } catch (err) {
+        db = null; // a bad escape in the address: no database
+      }
       if (db !== state.browser.db) openBrowser(db);
+    } else {
+      closeBrowser(); // its stream goes too: nothing on screen follows it
     }
     if (name === "live") startLive();
     else stopLive();
     refresh();
   }
 
-  function refresh() {
-    if (state.view === "cluster") refreshCluster();
-    else if (state.view === "databases") refreshDatabases();
+  async function refresh() {
+    if (state.view === "cluster") await refreshCluster();
+    else if (state.view === "databases") await refreshDatabases();
     else if (state.view === "live") drawCharts();
   }
 
+  // One poll at a time: the next starts POLL_MS after the last one ended, so a node
+  // slow to answer is never asked more than once at a time.
   function startPolling() {
-    if (state.timer !== null) return;
+    if (state.polling) return;
+    state.polling = true;
     const tick = async () => {
+      if (!state.polling) return;
       await sample();
-      refresh();
+      await refresh();
+      if (state.polling) state.timer = setTimeout(tick, POLL_MS);
     };
     tick();
-    state.timer = setInterval(tick, POLL_MS);
   }
 
+  // Signed out: nothing the last token could see stays on the page.
   function stopAll() {
-    if (state.timer !== null) clearInterval(state.timer);
-    state.timer = null;
+    state.polling = false;
+    clearTimeout(state.timer);
     stopLive();
     closeBrowser();
     state.grant = null;
+    state.samples = [];
+    state.members = new Map();
+    state.left = [];
+    state.lastTraffic = new Map();
+    state.live.held = [];
+    state.live.count = 0;
+    for (const id of ["members", "clients", "databases", "events"]) {
+      $(id).tBodies[0].replaceChildren();
+    }
+    $("event-count").textContent = "";
   }
 
   function connection(ok, text) {
@@ -322,6 +364,10 @@
       linkCells(row, client.name, client.link, now, false);
     }
     $("no-clients").hidden = cluster.clients.length > 0;
+    const linked = new Set([...cluster.members, ...cluster.clients].map((peer) => peer.name));
+    for (const peer of [...state.lastTraffic.keys()]) {
+      if (!linked.has(peer)) state.lastTraffic.delete(peer); // gone: forgotten
+    }
   }
 
   function linkCells(row, peer, link, now, withRates) {
@@ -385,6 +431,11 @@
     $("keys").dataset.stream = "closed";
     browser.db = null;
     browser.selected = null;
+    browser.editing = null;
+    browser.keysAsked += 1; // answers to requests made so far are dropped
+    browser.detailAsked += 1;
+    $("keys").replaceChildren();
+    $("browser-error").textContent = "";
     $("browser").hidden = true;
     $("detail").hidden = true;
   }
@@ -403,30 +454,40 @@
     // Keys created, changed or deleted show at once: the page, and the open key.
     let pending = null;
     browser.stream = subscribe({ database: db, kinds: CHANGE_KINDS.join(",") }, (event) => {
+      if (typeof event.key !== "string") return; // overflow, gap: no key
       if (event.key === browser.selected) {
         if (event.kind === "changed") loadDetail(event.key);
         else if (event.kind !== "created") keyGone(event.kind);
       }
       if (event.kind !== "changed" && event.key.startsWith(browser.prefix) && !pending) {
-        pending = setTimeout(() => { pending = null; loadKeys(); }, 100);
+        pending = setTimeout(() => { pending = null; loadKeys(); }, 50);
       }
-    }, (err) => { $("keys").dataset.stream = err ? "down" : "open"; });
+    }, (err) => {
+      $("keys").dataset.stream = err ? "down" : "open";
+      if (err && err.status) $("browser-error").textContent = "Live updates stopped: " + err.message;
+    });
   }
 
   async function loadKeys() {
     const browser = state.browser;
     const db = browser.db;
+    const asked = ++browser.keysAsked;
     const after = browser.cursors[browser.cursors.length - 1];
+    $("next").disabled = true; // until this page is in: a cursor is pushed once
     let page;
     try {
       page = await api(dbPath(db) + "/keys", {
         params: { prefix: browser.prefix, after, limit: PAGE + 1 },
       });
     } catch (err) {
-      $("detail-error").textContent = err.message;
+      if (asked !== browser.keysAsked) return;
+      $("browser-error").textContent = err.status === 404
+        ? `This node has no database ${db}.` : "The keys could not be read: " + err.message;
+      $("keys").replaceChildren();
       return;
     }
-    if (db !== browser.db) return; // another database was opened meanwhile
+    if (asked !== browser.keysAsked) return; // a later page, prefix or database was asked
+    $("browser-error").textContent = "";
     const more = page.length > PAGE;
     browser.keys = page.slice(0, PAGE);
     const list = $("keys");
@@ -451,27 +512,45 @@
       item.classList.toggle("selected", item.dataset.key === key);
     }
     $("editor").hidden = true;
+    state.browser.editing = null;
     loadDetail(key);
   }
 
+  async function readValue(db, key) {
+    if (!dotted(key)) return api(keyPath(db, key));
+    const got = await api(dbPath(db) + "/get-many", {
+      method: "POST", body: JSON.stringify([key]),
+    });
+    if (!Object.hasOwn(got.values, key)) throw new ApiError(404, "not_found", "no such key");
+    return got.values[key];
+  }
+
   async function loadDetail(key) {
-    const db = state.browser.db;
+    const browser = state.browser;
+    const db = browser.db;
+    const asked = ++browser.detailAsked;
     $("detail").hidden = false;
     $("detail-key").textContent = key;
     $("detail-error").textContent = "";
-    let info;
+    if (browser.editing !== key) {
+      // Nothing of another key stays to be edited while this one loads.
+      $("detail-value").textContent = "";
+      delete $("detail-value").dataset.key;
+      $("detail-actions").hidden = true;
+    }
+    let info = null;
     let value;
     try {
-      info = await api(keyPath(db, key) + "/info");
-      value = await api(keyPath(db, key));
+      if (!dotted(key)) info = await api(keyPath(db, key) + "/info");
+      value = await readValue(db, key);
     } catch (err) {
-      if (key !== state.browser.selected) return;
+      if (asked !== browser.detailAsked) return;
       keyGone("deleted");
       if (err.status !== 404) $("detail-error").textContent = err.message;
       return;
     }
-    if (key !== state.browser.selected || db !== state.browser.db) return;
-    const facts = [
+    if (asked !== browser.detailAsked) return; // another key, or a newer read of it
+    const facts = info === null ? [["where", "not shown for a key named . or .."]] : [
       ["held here", info.held ? (info.stale ? "yes, stale" : "yes") : "no (read from a holder)"],
       ["holders", info.holders.length ? info.holders.join(", ") : "none known but this node"],
       ["generation", info.generation],
@@ -489,14 +568,17 @@
     }
     $("detail-value").textContent = JSON.stringify(value, null, 2);
     $("detail-value").dataset.json = JSON.stringify(value);
-    $("detail-actions").hidden = !mayWrite(db) || !$("editor").hidden;
+    $("detail-value").dataset.key = key;
+    $("detail-actions").hidden = !mayWrite(db) || browser.editing === key;
   }
 
   function keyGone(how) {
     $("detail-info").replaceChildren();
     $("detail-value").textContent = "";
+    delete $("detail-value").dataset.key;
     $("detail-actions").hidden = true;
     $("editor").hidden = true;
+    state.browser.editing = null;
     $("detail-error").textContent = how === "expired" ? "This key expired." : "This key was deleted.";
   }
 
@@ -512,8 +594,11 @@
   }
 
   function startEdit() {
-    const value = JSON.parse($("detail-value").dataset.json || "null");
-    $("editor-text").value = JSON.stringify(value, null, 2);
+    const shown = $("detail-value");
+    const key = state.browser.selected;
+    if (shown.dataset.key !== key) return; // its value is not in yet
+    state.browser.editing = key;
+    $("editor-text").value = JSON.stringify(JSON.parse(shown.dataset.json), null, 2);
     $("editor-error").textContent = "";
     $("editor").hidden = false;
     $("detail-actions").hidden = true;
@@ -522,7 +607,8 @@
 
   async function save(event) {
     event.preventDefault();
-    const { db, selected: key } = state.browser;
+    const { db, editing: key } = state.browser;
+    if (key === null) return;
     let text = $("editor-text").value;
     try {
       text = JSON.stringify(JSON.parse(text));
@@ -532,26 +618,40 @@
     }
     if (!(await confirmAction(`Write this value to ${key} in ${db}?`, "Write"))) return;
     try {
-      await api(keyPath(db, key), { method: "PUT", body: text });
+      if (dotted(key)) {
+        const body = "{" + JSON.stringify(key) + ":" + text + "}";
+        await api(dbPath(db) + "/set-many", { method: "POST", body });
+      } else {
+        await api(keyPath(db, key), { method: "PUT", body: text });
+      }
     } catch (err) {
       $("editor-error").textContent = err.message;
       return;
     }
     $("editor").hidden = true;
-    loadDetail(key);
+    state.browser.editing = null;
+    if (state.browser.selected === key) loadDetail(key);
   }
 
   async function remove() {
     const { db, selected: key } = state.browser;
+    if (key === null) return;
     if (!(await confirmAction(`Delete ${key} from ${db}, on every node?`, "Delete"))) return;
     try {
-      await api(keyPath(db, key), { method: "DELETE" });
+      if (dotted(key)) {
+        const body = JSON.stringify([key]);
+        await api(dbPath(db) + "/delete-many", { method: "POST", body });
+      } else {
+        await api(keyPath(db, key), { method: "DELETE" });
+      }
     } catch (err) {
       $("detail-error").textContent = err.message;
       return;
     }
-    state.browser.selected = null;
-    $("detail").hidden = true;
+    if (state.browser.selected === key) {
+      state.browser.selected = null;
+      $("detail").hidden = true;
+    }
     loadKeys();
   }
 
@@ -789,7 +889,8 @@
     });
     $("next").addEventListener("click", () => {
       const { keys, cursors } = state.browser;
-      if (keys.length) cursors.push(keys[keys.length - 1]);
+      if (!keys.length || $("next").disabled) return;
+      cursors.push(keys[keys.length - 1]);
       loadKeys();
     });
     $("previous").addEventListener("click", () => {
@@ -801,6 +902,7 @@
     $("editor").addEventListener("submit", save);
     $("cancel").addEventListener("click", () => {
       $("editor").hidden = true;
+      state.browser.editing = null;
       $("detail-actions").hidden = !mayWrite(state.browser.db);
     });
     const kinds = $("filter-kinds");
@@ -824,25 +926,31 @@
     $("pause").addEventListener("click", togglePause);
   }
 
-  async function start() {
-    wire();
+  // Reach the node, then ask what the token may do. Only a 401 forgets the token:
+  // a node restarting or out of reach is asked again, waiting longer each time.
+  async function connect(wait) {
     try {
-      const health = await fetch(url("healthz"), { cache: "no-store" });
+      const health = await fetch(url("healthz"), {
+        cache: "no-store", signal: AbortSignal.timeout(REQUEST_MS),
+      });
       const body = await health.json();
       $("node").textContent = `node ${body.node}` + (body.version ? `, pydds ${body.version}` : "");
-    } catch (err) {
-      connection(false, "unreachable");
-    }
-    try {
       state.grant = await api("v1/token");
     } catch (err) {
-      state.token = null;
-      sessionStorage.removeItem(TOKEN_KEY);
-      showLogin(err.status === 401 ? "" : err.message);
+      if (err.status === 401) {
+        state.token = null;
+        sessionStorage.removeItem(TOKEN_KEY);
+        showLogin("");
+        return;
+      }
+      connection(false, "unreachable, trying again");
+      await sleep(wait);
+      connect(Math.min(wait * 2, 30000));
       return;
     }
     open();
   }
 
-  start();
+  wire();
+  connect(RETRY_MS);
 })();
