@@ -342,6 +342,33 @@ def test_the_cluster_view_lists_both_members_with_no_console_errors(
     assert console_errors(browser) == []
 
 
+def test_members_that_crash_or_leave_show_as_suspect_and_left(
+    browser: Any, two_nodes: tuple[Process, Process], tmp_path: Path
+) -> None:
+    first, second = two_nodes
+    crashing = Process(tmp_path, "delta", "--join", first.address)
+    leaving = Process(tmp_path, "epsilon", "--join", first.address)
+    try:
+        load(browser, first.url + "/ui/#cluster")
+
+        def state_of(name: str) -> str | None:
+            got = texts(browser, f'#members tbody tr[data-name="{name}"] td:nth-child(2)')
+            return got[0] if got else None
+
+        until(lambda: state_of("delta") == "alive" and state_of("epsilon") == "alive", 20)
+        os.killpg(crashing.proc.pid, signal.SIGKILL)  # no goodbye: its link just closes
+        leaving.stop()  # SIGTERM: it says it leaves
+        until(lambda: state_of("delta") == "suspect" and state_of("epsilon") == "left")
+        assert state_of("alpha") == "self"
+        url = f"{first.url}/v1/cluster/members/delta"  # an operator removes the crashed one
+        assert requests.delete(url, timeout=5).ok
+        until(lambda: state_of("delta") == "left")
+        assert console_errors(browser) == []
+    finally:
+        crashing.stop()
+        leaving.stop()
+
+
 def test_a_key_written_through_the_api_shows_live_and_opens_as_json(
     browser: Any, two_nodes: tuple[Process, Process], tmp_path: Path
 ) -> None:
