@@ -236,3 +236,99 @@ async def test_a_peer_not_up_yet_is_said_plainly(
     assert "not up yet" in warning
     assert "retried in the background" in warning
     assert "ssl:" not in warning
+
+
+def _port_free_on(hosts: list[str]) -> int:
+    """A port free on each of ``hosts`` (loopback addresses) at once."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind((hosts[0], 0))
+            port: int = probe.getsockname()[1]
+        try:
+            for host in hosts[1:]:
+                with socket.socket() as other:
+                    other.bind((host, port))
+        except OSError:
+            continue
+        return port
+    raise AssertionError("no port free on all of them")
+
+
+async def test_a_name_of_several_addresses_is_tried_address_by_address(
+    nodes: list[pydds.Node], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "pydds.test" stands for three addresses on one port, as a Kubernetes headless
+    # service's name stands for its pods: b itself first, then nobody, then a.
+    hosts = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+    port = _port_free_on(hosts)
+    loop = asyncio.get_running_loop()
+    real = loop.getaddrinfo
+    asked: list[str] = []
+    order = ["127.0.0.2", "127.0.0.3", "127.0.0.1"]
+
+    async def getaddrinfo(host: object, *args: object, **kwargs: object) -> object:
+        if host == "pydds.test":
+            asked.append(host)
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)) for ip in order]
+        return await real(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
+    a = pydds.Node("a", listen=f"127.0.0.1:{port}")
+    nodes.append(a)
+    await a.start()
+    b = pydds.Node("b", listen=f"127.0.0.2:{port}", join=[f"pydds.test:{port}"])
+    nodes.append(b)
+    await b.start()  # not itself, not the address nobody listens at: a
+    assert alive(b) == ["a", "b"]
+    assert asked == ["pydds.test"]
+    # A redial resolves the name again: c, started later, finds them through it too.
+    order = ["127.0.0.3", "127.0.0.1", "127.0.0.2"]
+    c = pydds.Node("c", listen=f"127.0.0.3:{port}", join=[f"pydds.test:{port}"])
+    nodes.append(c)
+    await c.start()
+    await until(lambda: all(alive(n) == ["a", "b", "c"] for n in (a, b, c)), a, b, c)
+    alone = pydds.Node("x", listen=f"127.0.0.3:{_port_free_on(hosts)}")
+    nodes.append(alone)
+    await alone.start()
+    with pytest.raises(pydds.LinkClosed, match="own address"):
+        await alone.join(alone.address or "")
+
+
+async def test_a_tls_peer_found_through_a_name_is_verified_against_the_name(
+    nodes: list[pydds.Node], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ssl
+
+    import trustme
+
+    from pydds.net.ws import WebSocketTransport
+
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("pydds.test").configure_cert(server)  # the name, not 127.0.0.1
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    loop = asyncio.get_running_loop()
+    real = loop.getaddrinfo
+
+    async def getaddrinfo(host: object, *args: object, **kwargs: object) -> object:
+        if host == "pydds.test":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+        return await real(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
+    tls = functools.partial(WebSocketTransport, server_ssl=server, client_ssl=client)
+    a = pydds.Node("a", listen="127.0.0.1:0", transport=tls())
+    nodes.append(a)
+    await a.start()
+    assert a.address is not None
+    port = int(a.address.rsplit(":", 1)[1])
+    b = pydds.Node("b", listen="127.0.0.1:0", join=[f"pydds.test:{port}"], transport=tls())
+    nodes.append(b)
+    await b.start()  # dialed at 127.0.0.1, its certificate checked for pydds.test
+    assert alive(b) == ["a", "b"]
+    c = pydds.Node("c", listen="127.0.0.1:0", transport=tls())
+    nodes.append(c)
+    await c.start()
+    with pytest.raises(pydds.LinkClosed, match="certificate"):
+        await c.join(a.address)  # by its IP address: the certificate does not name it

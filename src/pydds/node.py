@@ -417,13 +417,33 @@ class Node:
 
         Writes made while alone merge on join. Waits (bounded: ``join_timeout``)
         until the link is open and the peer has accepted this node. Joining a node
-        this one is linked to already returns at once.
+        this one is linked to already returns at once. A host name that stands for
+        several addresses (a DNS round robin, a Kubernetes headless service) is
+        resolved on every call and tried address by address, this node's own left
+        out, until one joins.
 
         Raises:
-            LinkClosed: the node could not be reached in time (also an OSError).
+            LinkClosed: no node could be reached there in time (also an OSError).
         """
         if self._closed:
             raise NodeClosed(f"node {self.name!r} is closed")
+        self._network()
+        assert self._transport is not None
+        failures = []
+        for candidate in await self._transport.resolve(address):
+            if candidate.partition("#")[0] == self.address:  # (a TLS name after "#")
+                continue  # this node itself, among the others
+            try:
+                await self._join_one(candidate)
+                return
+            except LinkClosed as exc:
+                failures.append(str(exc))
+        if not failures:
+            raise LinkClosed(f"{address} is this node's own address")
+        raise LinkClosed("; ".join(failures))
+
+    async def _join_one(self, address: str) -> None:
+        """``join`` the one node at ``address``."""
         peers = self._network()
         assert self._transport is not None
         link = await self._transport.connect(address)

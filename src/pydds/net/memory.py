@@ -130,6 +130,9 @@ class MemoryTransport:
         self.address = address
         return address
 
+    async def resolve(self, address: str) -> list[str]:
+        return [address]
+
     async def connect(self, address: str) -> Link:
         return await self.network._connect(self.address, address)
 

@@ -47,6 +47,13 @@ class Transport(Protocol):
         """Accept links at ``address``; return the address peers should dial."""
         ...
 
+    async def resolve(self, address: str) -> list[str]:
+        """The addresses to dial for ``address``, one after another: one for each
+        network address its host name stands for (a DNS round robin, a Kubernetes
+        headless service), in the resolver's order; ``address`` alone when it names
+        one place (or does not resolve: ``connect`` then says why)."""
+        ...
+
     async def connect(self, address: str) -> Link:
         """Open a link to ``address``.
 

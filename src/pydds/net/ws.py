@@ -2,11 +2,16 @@
 
 A node listening at ``ws://host:port`` serves links at the path ``/v1/link``; each
 WebSocket binary message is one frame. Addresses are ``host:port``, ``ws://host:port``
-or ``wss://host:port``.
+or ``wss://host:port``. ``resolve`` turns a host name into one address per IP
+address (``wss://10.0.0.5:7400#pydds.internal`` over TLS: the certificate is
+checked against the name after ``#``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
+import socket
 import ssl
 from collections.abc import Callable
 from urllib.parse import urlsplit
@@ -131,17 +136,55 @@ class WebSocketTransport:
         self.bound = f"{scheme}://{host}:{port}"
         return self.bound
 
+    def _scheme(self) -> str:
+        # A node set up for TLS dials a bare host:port over TLS (as it serves).
+        tls = self.client_ssl is not None or self.server_ssl is not None
+        return "wss" if tls else "ws"
+
+    async def resolve(self, address: str) -> list[str]:
+        try:
+            url = normalize(address, self._scheme())
+        except ValueError:
+            return [address]  # connect says what is wrong with it
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+        assert host is not None
+        try:
+            ipaddress.ip_address(host)
+            return [url]  # one place already
+        except ValueError:
+            pass
+        try:
+            found = await asyncio.get_running_loop().getaddrinfo(
+                host, port, type=socket.SOCK_STREAM
+            )
+        except OSError:
+            return [url]  # connect says why
+        # Over TLS the name follows a "#": the peer is dialed at the IP address and
+        # its certificate checked against the name (``connect``).
+        name = f"#{host}" if parts.scheme == "wss" else ""
+        out: list[str] = []
+        for family, _, _, _, sockaddr in found:
+            ip = str(sockaddr[0])
+            netloc = f"[{ip}]:{port}" if family == socket.AF_INET6 else f"{ip}:{port}"
+            candidate = f"{parts.scheme}://{netloc}{name}"
+            if candidate not in out:
+                out.append(candidate)
+        return out or [url]
+
     async def connect(self, address: str) -> Link:
         if self._client is None:
             self._client = aiohttp.ClientSession()
         try:
-            # A node set up for TLS dials a bare host:port over TLS (as it serves).
-            tls = self.client_ssl is not None or self.server_ssl is not None
-            url = normalize(address, "wss" if tls else "ws")
+            address, _, tls_name = address.partition("#")  # from ``resolve``: the name
+            url = normalize(address, self._scheme())
+            tls = url.startswith("wss://")
+            name = tls_name if tls and tls_name else None  # verify the name, not the IP
             ws = await self._client.ws_connect(
                 url + LINK_PATH,
                 max_msg_size=self.max_frame_bytes,
-                ssl=self.client_ssl if url.startswith("wss://") and self.client_ssl else True,
+                ssl=self.client_ssl if tls and self.client_ssl else True,
+                server_hostname=name,
             )
         except aiohttp.ClientConnectorError as exc:
             raise LinkClosed(f"cannot link to {address}: {_unreachable(exc)}") from None
