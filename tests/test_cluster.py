@@ -725,7 +725,10 @@ async def test_a_new_key_reaches_members_the_writer_has_no_link_to(cluster: Clus
     assert "k" not in b.database("db")
 
 
-@pytest.mark.parametrize("message", [m.Leave("a"), m.Relay(("b",), "db", "k", 1, b"\0\0", "x")])
+@pytest.mark.parametrize(
+    "message",
+    [m.Leave("a"), m.Relay(("b",), "db", "k", 1, b"\0\0", "x"), m.Reach(("b",))],
+)
 async def test_a_client_cannot_say_who_left_or_relay(cluster: Cluster, message: Any) -> None:
     a, _b = await cluster.pair()
     rogue = await cluster.network.transport().connect("mem://a")
@@ -761,3 +764,38 @@ async def test_an_operator_removes_a_crashed_member_everywhere(cluster: Cluster)
     assert a._peers.redialing == []  # nobody dials c
     back = await cluster.start("c", ["mem://b"])  # a removed node simply joins again
     await until(lambda: all(len(names(n)) == 3 for n in (a, b, back)))
+
+
+def states(node: pydds.Node) -> dict[str, str]:
+    return {m.name: str(m.state) for m in node.members()}
+
+
+async def test_a_link_cut_between_two_nodes_makes_neither_call_the_other_down(
+    cluster: Cluster,
+) -> None:
+    settings = pydds.ClusterSettings(dead_after=20.0)
+    a = cluster.node("a", cluster=settings)
+    b = cluster.node("b", ["mem://a"], cluster=settings)
+    c = cluster.node("c", ["mem://a"], cluster=settings)
+    for node in (a, b, c):
+        await node.start()
+    await until(lambda: all(len(names(n)) == 3 for n in (a, b, c)))
+    events = a.events(kinds=["unreachable", "left"])
+    await cluster.network.partition(["mem://a"], ["mem://b"])  # only a-b; c reaches both
+    await until(lambda: states(a)["b"] == "indirect" and states(b)["a"] == "indirect")
+    assert states(c) == {"c": "self", "a": "alive", "b": "alive"}
+    # No one is suspect, so dead_after never runs out: still three members everywhere.
+    await cluster.clock.advance(settings.dead_after + 10, step=0.5)
+    assert states(a) == {"a": "self", "b": "indirect", "c": "alive"}
+    assert states(b) == {"b": "self", "a": "indirect", "c": "alive"}
+    assert len(events) == 0, [(e.kind, e.member) for e in events.ready(20)]
+    await b.database("db").set("k", 1)
+    await until(lambda: "k" in a.database("db"))  # relayed by c
+    # c goes: now nothing reaches b from a, and b is suspect there.
+    await cluster.crash(c)
+    await until(lambda: states(a).get("b") == "suspect")
+    got = await events.get(timeout=5)
+    assert (got.kind, got.member) in (("unreachable", "b"), ("unreachable", "c"))
+    cluster.network.heal()
+    await cluster.clock.advance(2, step=0.5)  # the redial's backoff
+    await until(lambda: states(a).get("b") == "alive" and states(b).get("a") == "alive")

@@ -345,7 +345,7 @@ def test_the_cluster_view_lists_both_members_with_no_console_errors(
 def test_members_that_crash_or_leave_show_as_suspect_and_left(
     browser: Any, two_nodes: tuple[Process, Process], tmp_path: Path
 ) -> None:
-    first, second = two_nodes
+    first, _second = two_nodes
     crashing = Process(tmp_path, "delta", "--join", first.address)
     leaving = Process(tmp_path, "epsilon", "--join", first.address)
     try:

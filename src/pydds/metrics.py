@@ -7,7 +7,8 @@ the write path pays only for plain integer counters. Metrics (all prefixed
 ==============================  =======  ==========================================
 name                            type     labels
 ==============================  =======  ==========================================
-members                         gauge    state (self, alive, suspect, joining)
+members                         gauge    state (self, alive, indirect, suspect,
+                                         joining)
 links                           gauge
 keys                            gauge    database
 held_keys                       gauge    database (values held here, stale or not)

@@ -120,7 +120,7 @@ _SCHEMAS: Json = {
             "name": {"type": "string"},
             "address": {"type": ["string", "null"], "description": "where it accepts links"},
             "role": {"type": "string"},
-            "state": {"enum": ["self", "alive", "suspect", "joining"]},
+            "state": {"enum": ["self", "alive", "indirect", "suspect", "joining"]},
             "link": {
                 "oneOf": [_schema("Traffic"), {"type": "null"}],
                 "description": "what the link to it carried since it opened; null: no link",

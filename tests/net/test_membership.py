@@ -93,12 +93,15 @@ def test_a_client_keeps_the_members_it_learned() -> None:
 
 
 def put(table: Membership, state: MemberState | None) -> None:
-    """Make ``b`` a member in ``state`` (or no member), at time 0."""
+    """Make ``b`` a member in ``state`` (or no member), at time 0. For ``indirect``,
+    node ``c`` (linked here) says it has a link to ``b``."""
     if state is MemberState.JOINING:
         table.learn((("b", "mem://b"),), 0.0)
     elif state is not None:
         table.linked("b", "mem://b")
-        if state is MemberState.SUSPECT:
+        if state is MemberState.INDIRECT:
+            table.reached("c", ["b"], 0.0)
+        if state in (MemberState.SUSPECT, MemberState.INDIRECT):
             table.unlinked("b", 0.0)
 
 
@@ -111,11 +114,15 @@ def change(table: Membership, what: MemberChange, now: float) -> None:
         table.unlinked("b", now)
     elif what is MemberChange.TIMED_OUT:
         table.expire(now)
+    elif what is MemberChange.REACHED:
+        table.reached("c", ["b"], now)
+    elif what is MemberChange.UNREACHED:
+        table.reached("c", [], now)
     else:
         table.remove("b")
 
 
-STATES = [None, MemberState.JOINING, MemberState.ALIVE, MemberState.SUSPECT]
+STATES = [None, MemberState.JOINING, MemberState.ALIVE, MemberState.SUSPECT, MemberState.INDIRECT]
 
 
 @pytest.mark.parametrize("before", STATES)
@@ -142,3 +149,29 @@ def test_a_member_linked_again_is_timed_from_its_new_suspicion() -> None:
     table.unlinked("b", 4.0)
     assert table.expire(8.9) == []
     assert table.expire(9.0) == ["b"]
+
+
+def test_a_member_another_node_reaches_is_indirect_and_never_times_out() -> None:
+    table = Membership("a", "mem://a", dead_after=5.0)
+    for name in ("b", "c"):
+        table.linked(name, f"mem://{name}")
+    table.reached("c", ["a", "b"], 0.0)
+    assert table.unlinked("b", 1.0) == [("b", MemberState.INDIRECT)]  # c still reaches b
+    assert table.expire(100.0) == []  # never suspect: dead_after does not run
+    assert table.reached("c", ["a"], 100.0) == [("b", MemberState.SUSPECT)]  # c lost b
+    assert table.expire(104.0) == []
+    assert table.expire(105.0) == ["b"]  # suspect for dead_after, from then
+    assert states(table) == {"a": "self", "c": "alive"}
+
+
+def test_what_a_node_reached_counts_no_more_once_its_link_closes() -> None:
+    table = Membership("a", "mem://a", dead_after=5.0)
+    for name in ("b", "c"):
+        table.linked(name, f"mem://{name}")
+    table.reached("c", ["b"], 0.0)
+    table.unlinked("b", 0.0)
+    assert states(table)["b"] == "indirect"
+    moved = table.unlinked("c", 1.0)  # c's report goes with its link
+    assert sorted(moved) == [("b", MemberState.SUSPECT), ("c", MemberState.SUSPECT)]
+    table.linked("b", "mem://b")
+    assert states(table)["b"] == "alive"

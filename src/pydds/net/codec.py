@@ -206,6 +206,7 @@ _SCHEMA: dict[int, tuple[type, tuple[Field, ...]]] = {
     23: (m.HoldingDigest, (_name, _buckets, _bytes)),
     24: (m.HoldingAsk, (_name, _buckets, _wanted)),
     25: (m.HoldingBuckets, (_name, _buckets, _wanted, _bucket_values)),
+    26: (m.Reach, (_names,)),
 }
 _CODES = {cls: code for code, (cls, _) in _SCHEMA.items()}
 for _cls, _checks in _SCHEMA.values():

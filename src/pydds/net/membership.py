@@ -3,11 +3,19 @@
 Theory of operation
 -------------------
 Members are nodes (clients never appear). A member is ``alive`` while a link to it is
-open; when its link closes (silence past the session timeout, or an error) it is
-``suspect``, and the node keeps dialing it with backoff. A member suspect (or
-learned and never linked) for longer than ``dead_after`` is removed: it has left. A
-node that closes says so (``Leave``) and is removed at once, as one an operator
-removes. Every change of state is one line of ``TRANSITIONS``. Member lists travel in
+open. When its link closes (silence past the session timeout, or an error) the node
+keeps dialing it with backoff, and asks the others, as SWIM's indirect probes do:
+each node tells its node peers which nodes it has a link to (``Reach``, sent when
+that changes), and a member that a node linked here reaches is ``indirect``, alive
+though not linked here. Only a member that no node linked here reaches is
+``suspect``; one suspect (or learned and never linked) for longer than
+``dead_after`` is removed: it has left. So a link that fails between two nodes
+while both reach a third makes neither call the other down.
+
+Suspicion stays with the node that has it: it is never sent, so there is nothing
+for the suspected node to refute, and no incarnation numbers are needed. A node
+that closes says so (``Leave``) and is removed at once, as one an operator removes.
+Every change of state is one line of ``TRANSITIONS``. Member lists travel in
 ``Members`` messages at link open; a member learned that way is dialed. The full mesh
 is one policy over this table; a partial view (HyParView) would choose fewer links
 to keep.
@@ -15,6 +23,7 @@ to keep.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -27,7 +36,8 @@ class MemberState(StrEnum):
 
     SELF = "self"  # this node
     ALIVE = "alive"  # a link to it is open
-    SUSPECT = "suspect"  # its link closed; it is dialed again
+    SUSPECT = "suspect"  # no link here, and no node linked here reaches it; dialed again
+    INDIRECT = "indirect"  # no link here, but a node linked here has one; dialed again
     JOINING = "joining"  # known from a peer's list, never linked yet
 
     def __repr__(self) -> str:
@@ -41,6 +51,8 @@ class MemberChange(StrEnum):
     LINKED = "linked"  # a link to it opened
     UNLINKED = "unlinked"  # its link closed
     TIMED_OUT = "timed_out"  # suspect or joining for ``dead_after``
+    REACHED = "reached"  # a node linked here says it has a link to it (``Reach``)
+    UNREACHED = "unreached"  # no node linked here says so any more
     LEFT = "left"  # it said it leaves (``Leave``), or an operator removed it
 
 
@@ -58,9 +70,13 @@ TRANSITIONS: dict[tuple[MemberState | None, MemberChange], MemberState | None] =
     (_S.JOINING, _C.UNLINKED): _S.SUSPECT,  # a link that closed before it counted
     (_S.JOINING, _C.TIMED_OUT): None,
     (_S.SUSPECT, _C.TIMED_OUT): None,
+    (_S.SUSPECT, _C.REACHED): _S.INDIRECT,
+    (_S.INDIRECT, _C.UNREACHED): _S.SUSPECT,
+    (_S.INDIRECT, _C.LINKED): _S.ALIVE,
     (_S.JOINING, _C.LEFT): None,
     (_S.ALIVE, _C.LEFT): None,
     (_S.SUSPECT, _C.LEFT): None,
+    (_S.INDIRECT, _C.LEFT): None,
 }
 #: States timed by ``dead_after``: how long a member may stay in them.
 _TIMED = frozenset({_S.JOINING, _S.SUSPECT})
@@ -90,6 +106,8 @@ class Membership:
         self.dials = dials
         self._members: dict[str, Member] = {}
         self._suspect_since: dict[str, float] = {}
+        #: What each node linked here reaches (its last ``Reach``), by its name.
+        self._reports: dict[str, frozenset[str]] = {}
 
     def members(self) -> list[Member]:
         """Every member, this node first, then by name."""
@@ -137,9 +155,42 @@ class Membership:
         self._move(name, MemberChange.LINKED, 0.0, address, readdress=True)
         return new
 
-    def unlinked(self, name: str, now: float) -> None:
-        """The link to ``name`` closed: suspect it."""
+    def unlinked(self, name: str, now: float) -> list[tuple[str, MemberState]]:
+        """The link to ``name`` closed: it is suspect, or indirect if a node linked
+        here reaches it; what it reported reaching counts no more. Return the members
+        whose state changed by that, and their states now (``name`` first)."""
         self._move(name, MemberChange.UNLINKED, now)
+        self._reports.pop(name, None)
+        moved = self._settle(now)
+        member = self._members.get(name)
+        if member is not None and all(n != name for n, _ in moved):
+            moved.insert(0, (name, member.state))
+        return moved
+
+    def reached(
+        self, reporter: str, linked: Iterable[str], now: float
+    ) -> list[tuple[str, MemberState]]:
+        """Node ``reporter``, linked here, has links to ``linked`` now (``Reach``).
+        Return the members whose state changed by that, and their states now."""
+        self._reports[reporter] = frozenset(linked)
+        return self._settle(now)
+
+    def _reached(self, name: str) -> bool:
+        return any(name in linked for linked in self._reports.values())
+
+    def _settle(self, now: float) -> list[tuple[str, MemberState]]:
+        """Suspect and indirect members as the reports say: REACHED, UNREACHED."""
+        moved = []
+        for name, member in list(self._members.items()):
+            if member.state is MemberState.SUSPECT and self._reached(name):
+                change = MemberChange.REACHED
+            elif member.state is MemberState.INDIRECT and not self._reached(name):
+                change = MemberChange.UNREACHED
+            else:
+                continue
+            self._move(name, change, now)
+            moved.append((name, self._members[name].state))
+        return moved
 
     def learn(self, pairs: tuple[tuple[str, str], ...], now: float) -> list[tuple[str, str]]:
         """Members a peer listed; return the new ones, to dial. One never linked
@@ -162,6 +213,7 @@ class Membership:
     def remove(self, name: str) -> bool:
         """Drop member ``name`` (it left, or an operator removed it); return whether
         it was a member."""
+        self._reports.pop(name, None)
         return self._move(name, MemberChange.LEFT, 0.0)
 
     def next_expiry(self) -> float | None:

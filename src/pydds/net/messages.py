@@ -30,6 +30,7 @@ __all__ = [
     "Ping",
     "Pong",
     "Proof",
+    "Reach",
     "Relay",
     "Release",
     "ValueDiff",
@@ -211,6 +212,15 @@ class Members:
 
 
 @dataclass(slots=True)
+class Reach:
+    """The nodes the sender has an open link to now; sent to its node peers each time
+    that changes. A member that this node has no link to is alive while a node linked
+    here reaches it (SWIM's indirect probe: the links are the probes)."""
+
+    linked: tuple[str, ...]
+
+
+@dataclass(slots=True)
 class Leave:
     """Node ``name`` leaves the cluster: drop it at once (no suspicion, no redial,
     no longer counted). The leaving node says it to its peers as it closes; each
@@ -271,6 +281,7 @@ Message = (
     | ValueMissing
     | Release
     | Members
+    | Reach
     | Leave
     | Relay
     | Custom

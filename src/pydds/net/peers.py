@@ -272,6 +272,8 @@ class Peers:
         self.links: dict[str, PeerLink] = {}  # open links by peer name
         self.serving: set[PeerLink] = set()  # every link being served, open or opening
         self._redials: dict[str, _Redial] = {}  # by address
+        #: Members an ``unreachable`` event was made for, and no ``reachable`` since.
+        self._said_unreachable: set[str] = set()
         self._search: _GatewaySearch | None = None
         self._ack_ids = itertools.count(1)
         self._acks: dict[int, _AckWait] = {}
@@ -417,10 +419,12 @@ class Peers:
         self._members_changed()
         if before is None or before.state is MemberState.JOINING:
             self._rare.members.append(("joined", peer))
-        elif before.state is MemberState.SUSPECT:
+        elif peer in self._said_unreachable:
             self._rare.members.append(("reachable", peer))
+        self._said_unreachable.discard(peer)
         if self.role == "node":  # a client joins no one into the cluster
             link.session.send([m.Members(self.membership.listing())])
+            self._send_reach()
         self.send(self.replication.opened(peer))
         self._rare.linked = True
         return True
@@ -474,13 +478,14 @@ class Peers:
             return  # a client's gateway forgets it: clients are never members
         if self.role == "node" and self.membership.get(peer) is None:
             return  # it left: dropped already, nothing to redial
-        self.membership.unlinked(peer, now)
+        moved = self.membership.unlinked(peer, now)
         expiry = self.membership.next_expiry()
         if expiry is not None:
             self._deadline(expiry)
         if self.closing:
             return
-        self._rare.members.append(("unreachable", peer))
+        self._member_moves(moved)
+        self._send_reach()
         address = hello.address
         if address is None:
             return
@@ -652,9 +657,30 @@ class Peers:
             for _, address in learned:
                 self.redial(address, now)
 
+    def _member_moves(self, moved: list[tuple[str, MemberState]]) -> None:
+        """Events of members whose state changed: ``unreachable`` for one that is
+        suspect now (no node linked here reaches it), ``reachable`` for one that a
+        node linked here reaches again (an indirect member was never unreachable)."""
+        for name, state in moved:
+            if state is MemberState.SUSPECT:
+                self._rare.members.append(("unreachable", name))
+            elif state is MemberState.INDIRECT and name in self._said_unreachable:
+                self._rare.members.append(("reachable", name))
+            if state is MemberState.SUSPECT:
+                self._said_unreachable.add(name)
+            else:
+                self._said_unreachable.discard(name)
+
+    def _send_reach(self) -> None:
+        """Tell every node linked here which nodes this one has links to now."""
+        nodes = sorted(peer for peer, link in self.links.items() if not link.is_client)
+        reach = m.Reach(tuple(nodes))
+        self.send([(peer, reach) for peer in nodes])  # wakes each link's writer
+
     def _members_changed(self) -> None:
         """The member table changed: replication relays to members it has no link to."""
         self.replication.members = frozenset(m.name for m in self.membership.members()[1:])
+        self._said_unreachable &= self.replication.members  # removed ones are forgotten
 
     def remove_member(self, name: str) -> bool:
         """An operator removes node ``name`` (one that crashed, or is gone for good):
@@ -713,6 +739,12 @@ class Peers:
         peer = hello.name
         if isinstance(message, m.Members) and hello.role == "node":
             self.learn(message.members, now)
+            return True
+        if isinstance(message, m.Reach) and hello.role == "node":
+            self._member_moves(self.membership.reached(peer, message.linked, now))
+            expiry = self.membership.next_expiry()
+            if expiry is not None:
+                self._deadline(expiry)
             return True
         if isinstance(message, m.Leave) and hello.role == "node":
             self._left(peer, message.name)

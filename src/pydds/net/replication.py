@@ -224,7 +224,7 @@ def _wanted(buckets: int, wanted: tuple[int, ...]) -> frozenset[int]:
 
 
 #: Messages a client never sends: it joins no one into the cluster and relays nothing.
-_FROM_NODES_ONLY = frozenset({m.Members, m.Leave, m.Relay})
+_FROM_NODES_ONLY = frozenset({m.Members, m.Leave, m.Relay, m.Reach})
 
 
 class Replication:
