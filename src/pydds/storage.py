@@ -597,7 +597,12 @@ class _Found:
         self.extra: list[Row] = []  # more states of a key read from pages (the log folds them)
         self.direct: set[tuple[str, str]] = set()  # keys whose state was read from a page
         self.bad: set[tuple[str, object]] = set()  # rows that failed, by table and id
-        self.unnamed = 0  # rows that failed and say nothing of what they were
+        self.unnamed = 0  # log rows that failed and say nothing of what they were
+        #: Cells of the state table that failed and do not say whose state they held.
+        #: Not counted as rows lost: the table holds one state per key, a page may be
+        #: an older copy of one whose newer copy read, and a key whose state is gone
+        #: and not in the log is counted lost by key (``lost_keys``).
+        self.unnamed_states = 0
         #: damaged log cells whose ids do not read, between the ids of the cells
         #: beside them on their page: (id before, id after, how many cells)
         self.gaps: list[tuple[int, int, int]] = []
@@ -645,7 +650,10 @@ class _Found:
         if row is None:
             db, key = (fields[0], fields[1]) if len(fields) == 5 else (None, None)
             named = isinstance(db, str) and isinstance(key, str)
-            self._failed(("state", (db, key)) if named else None, fields)
+            if named:
+                self._failed(("state", (db, key)), fields)
+            else:
+                self.unnamed_states += 1
             return
         name = (row[0], row[1])
         known = self.state.get(name)
