@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 import pydds
 from pydds.eventfile import EVENTS_FILE
 from pydds.eventlog import EventLog
 from pydds.events import EventKind
 from pydds.modules.persist import Persistence
+from pydds.net.memory import MemoryNetwork
+from pydds.server import make_app
 
 
 def ready(subscription: pydds.Subscription) -> list[pydds.Event]:
@@ -184,3 +188,80 @@ async def test_a_damaged_events_file_is_set_aside_and_the_data_stays(tmp_path: P
         assert any(name.startswith(f"{EVENTS_FILE}.damaged-") for name in names)
         await node.database("db").set("j", 2, ack="durable")
         assert [e.key for e in ready(node.events(since=0))] == ["j"]
+
+
+async def test_changes_since_names_what_to_read_again() -> None:
+    async with pydds.Node("solo") as node:
+        db, other = node.database("db"), node.database("other")
+        await db.set_many({"a": 1, "b": 2, "c": 3})
+        events = node.events()
+        await db.set("seen", 0)
+        seen = ready(events)[-1].offset
+        await db.set("a", 10)  # changed
+        await db.set("b", {"x": 1})
+        await db.delete("c")  # deleted: read again, it is found absent
+        await db.set("d", 4)  # created
+        await other.set("a", 99)  # another database
+        await node.emit("ping", None)
+        got = db.changes_since(seen)
+        assert got == pydds.ChangedKeys(["a", "b", "c", "d"], True, node.event_log.next - 1)
+        assert db.changes_since(got.offset) == pydds.ChangedKeys([], True, got.offset)
+        assert other.changes_since(seen).keys == ["a"]
+        assert db.changes_since(0) == pydds.ChangedKeys(["a", "b", "d", "seen"], True, got.offset)
+        for bad in (-1, True, 1.5, "1", got.offset + 1):
+            with pytest.raises(pydds.InvalidValue):
+                db.changes_since(bad)  # type: ignore[arg-type]
+
+
+async def test_changes_since_an_offset_the_log_dropped_is_every_key() -> None:
+    async with pydds.Node("solo", limits=pydds.Limits(event_log=5)) as node:
+        db = node.database("db")
+        events = node.events()
+        await db.set("first", 1)
+        first = ready(events)[-1].offset
+        for i in range(10):  # the log keeps 5: first's offset is gone
+            await db.set(f"k{i}", i)
+        node.event_log.trim()
+        got = db.changes_since(first)
+        assert got.complete is False
+        assert got.keys == db.keys()  # everything, since what changed is not known
+    async with pydds.Node("nolog", limits=pydds.Limits(event_log=0)) as node:
+        with pytest.raises(pydds.InvalidValue, match="no event log"):
+            node.database("db").changes_since(0)
+
+
+async def test_changes_from_peers_are_changes_here() -> None:
+    network = MemoryNetwork()
+    a = pydds.Node("a", listen="mem://a", transport=network.transport())
+    b = pydds.Node("b", listen="mem://b", join=["mem://a"], transport=network.transport())
+    async with a, b:
+        events = b.events(database="db")
+        await b.database("db").set("mine", 1)
+        seen = (await events.get(timeout=5)).offset
+        await a.database("db").set("theirs", 2)
+        assert (await events.get(timeout=5)).key == "theirs"
+        assert b.database("db").changes_since(seen).keys == ["theirs"]
+
+
+async def test_changes_over_http() -> None:
+    node = pydds.Node("h")
+    client: TestClient[Any, Any] = TestClient(TestServer(make_app(node)))
+    await client.start_server()
+    try:
+        await client.put("/v1/databases/db/keys/a", json=1)
+        offset = node.event_log.next - 1
+        await client.put("/v1/databases/db/keys/b", json=2)
+        response = await client.get("/v1/databases/db/changes", params={"since": str(offset)})
+        assert await response.json() == {
+            "keys": ["b"],
+            "complete": True,
+            "offset": node.event_log.next - 1,
+        }
+        for query in ("", "?since=", "?since=-1", "?since=x", f"?since={offset + 10**6}"):
+            response = await client.get("/v1/databases/db/changes" + query)
+            assert response.status == 400, query
+            assert (await response.json())["error"] == "invalid_value"
+        response = await client.get("/v1/databases/nodb/changes?since=0")
+        assert response.status == 404
+    finally:
+        await client.close()

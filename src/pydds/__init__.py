@@ -25,7 +25,7 @@ if _typing.TYPE_CHECKING:
     from .clock import Clock, FakeClock, RealClock
     from .collector import tune_gc
     from .config import DatabaseSettings, Limits
-    from .database import Database
+    from .database import ChangedKeys, Database
     from .errors import (
         AckTimeout,
         Forbidden,
@@ -62,6 +62,7 @@ __version__ = "0.1.0"
 _WHERE = {
     "AckTimeout": ".errors",
     "Change": ".changes",
+    "ChangedKeys": ".database",
     "Client": ".client",
     "ClientToken": ".net.auth",
     "Clock": ".clock",
@@ -107,6 +108,7 @@ _WHERE = {
 __all__ = [
     "AckTimeout",
     "Change",
+    "ChangedKeys",
     "Client",
     "ClientToken",
     "Clock",

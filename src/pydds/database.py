@@ -9,11 +9,13 @@ import html
 import math
 import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from .config import DatabaseSettings, check_key, check_seconds
 from .crdt import values
 from .errors import InvalidValue, KeyNotFound, NodeClosed, Unavailable
+from .events import EventKind
 from .keyspace import KEEP, NOT_HELD, STALE
 
 if TYPE_CHECKING:
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
     from .keyspace import Keyspace
     from .node import Node
 
-__all__ = ["Database", "Gate"]
+__all__ = ["ChangedKeys", "Database", "Gate"]
 
 _RAISE: Any = object()
 _NEVER = math.inf
@@ -40,6 +42,26 @@ _WILDCARD = re.compile(r"[*?\[]")
 
 #: A write's acknowledgement level: "local", "majority", "all", or a number of nodes.
 Ack = str | int
+
+
+#: The events that say a key's value changed (what ``changes_since`` looks for).
+_CHANGES = frozenset({EventKind.CREATED, EventKind.CHANGED, EventKind.DELETED, EventKind.EXPIRED})
+
+
+@dataclass(frozen=True, slots=True)
+class ChangedKeys:
+    """What a consumer must read again (``Database.changes_since``).
+
+    ``keys``: the keys that changed after the offset (created, changed, deleted or
+    expired: read again, a deleted one is found absent), sorted; when not
+    ``complete``, every key of the database, since the log no longer says what
+    changed. ``offset``: the last offset this node's log had given when asked, to
+    go on from (``node.events(since=offset)``).
+    """
+
+    keys: list[str]
+    complete: bool
+    offset: int
 
 
 class Gate:
@@ -297,6 +319,50 @@ class Database:
             return []
         match = re.compile(fnmatch.translate(pattern)).match
         return self._keyspace.keys(prefix, match=match, after=after, limit=limit)
+
+    def changes_since(self, offset: int) -> ChangedKeys:
+        """The keys to read again for a consumer that has this node's events up to
+        ``offset`` (``Event.offset``): those that changed since, by this node's event
+        log, whoever wrote them (changes from peers, caught up after a partition,
+        are events here too). When the log no longer reaches back to ``offset``
+        (trimmed, or a restart without persistence), every key: the answer says it
+        is not ``complete``. Offset 0: every key, complete (nothing was seen).
+
+        Example::
+
+            seen = 0
+            async with node.events(database="cache") as events:
+                ...                             # seen = event.offset as they come
+            # disconnected for a while, then:
+            again = db.changes_since(seen)
+            for key in again.keys:
+                value = await db.get(key) if key in db else None
+            # and go on with node.events(database="cache", since=again.offset)
+
+        One pass over the log after ``offset`` (at most ``Limits.event_log``
+        records), on the event loop.
+
+        Raises:
+            InvalidValue: ``offset`` is not an int of at least 0, or is beyond this
+                node's log (an offset of another node's), or the node keeps no log
+                (``Limits.event_log`` of 0).
+        """
+        log = self._node.event_log
+        if log is None:
+            raise InvalidValue("this node keeps no event log (Limits.event_log is 0)")
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise InvalidValue(f"an offset is an int of at least 0, not {offset!r}")
+        upto = log.next - 1
+        if offset > upto:
+            raise InvalidValue(
+                f"offset {offset} is beyond this node's log (its last is {upto}): "
+                "an offset of another node's?"
+            )
+        if offset == 0:
+            return ChangedKeys(self.keys(), True, upto)
+        if log.gaps_after(offset):
+            return ChangedKeys(self.keys(), False, upto)
+        return ChangedKeys(sorted(log.keys_after(offset, self.name, _CHANGES)), True, upto)
 
     # -- writes ----------------------------------------------------------------------
 

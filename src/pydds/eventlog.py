@@ -242,6 +242,18 @@ class EventLog:
         out.extend((max(first, offset + 1), last) for first, last in self.holes if last > offset)
         return out
 
+    def keys_after(self, offset: int, database: str, kinds: frozenset[EventKind]) -> set[str]:
+        """The keys of ``database`` with a record of one of ``kinds`` after ``offset``
+        (one pass over the columns from there, no record made)."""
+        low = bisect.bisect_right(self._offsets, offset, self._head)
+        databases, keys, found = self._databases, self._keys, self._kinds
+        out: set[str] = set()
+        for i in range(low, len(databases)):
+            key = keys[i]
+            if key is not None and databases[i] == database and found[i] in kinds:
+                out.add(key)
+        return out
+
     def after(self, offset: int, limit: int = 1000) -> list[Record]:
         """Up to ``limit`` records after ``offset``, oldest first."""
         offsets = self._offsets

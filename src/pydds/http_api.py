@@ -10,6 +10,7 @@ Routes (fixed paths)::
     GET    /v1/stats                             event counts, and module statistics
     GET    /v1/databases/{db}/keys?prefix=P&pattern=G&after=K&limit=N
                                                  the directory's keys, a JSON list
+    GET    /v1/databases/{db}/changes?since=N    the keys to read again after offset N
     POST   /v1/databases/{db}/get-many           body: a list of keys; the found ones' values
     POST   /v1/databases/{db}/set-many?ack=A&ttl=S   body: {key: value}; one ack round
     POST   /v1/databases/{db}/delete-many?ack=A  body: a list of keys; how many existed
@@ -558,6 +559,18 @@ async def keys(request: web.Request) -> web.Response:
 _LIMIT = re.compile(r"[0-9]{1,6}")
 
 
+async def changes(request: web.Request) -> web.Response:
+    """``GET /v1/databases/{db}/changes?since=N``: the keys to read again for a
+    consumer that has this node's events up to offset N (``Database.changes_since``):
+    ``{"keys": [...], "complete": bool, "offset": the log's last offset}``."""
+    db = _existing(request)
+    raw = request.query.get("since")
+    if raw is None or not _OFFSET.fullmatch(raw):
+        raise InvalidValue("changes needs since=N, an offset in ASCII digits")
+    got = db.changes_since(int(raw))
+    return web.json_response({"keys": got.keys, "complete": got.complete, "offset": got.offset})
+
+
 async def _key_list(request: web.Request) -> list[str]:
     """A body that is a JSON list of keys, each checked."""
     body = await _body(request)
@@ -864,6 +877,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(db, get_database)
     app.router.add_put(db, put_database)
     app.router.add_get(db + "/keys", keys)
+    app.router.add_get(db + "/changes", changes)
     app.router.add_post(db + "/get-many", get_many)
     app.router.add_post(db + "/set-many", set_many)
     app.router.add_post(db + "/delete-many", delete_many)

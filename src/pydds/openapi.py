@@ -165,6 +165,27 @@ _SCHEMAS: Json = {
             },
         },
     },
+    "ChangedKeys": {
+        "type": "object",
+        "required": ["keys", "complete", "offset"],
+        "properties": {
+            "keys": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "the keys that changed after the offset, sorted; every key "
+                "when not complete",
+            },
+            "complete": {
+                "type": "boolean",
+                "description": "whether the log still holds every offset after it",
+            },
+            "offset": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "the last offset of this node's log when asked: go on from it",
+            },
+        },
+    },
     "KeyInfo": {
         "type": "object",
         "required": ["key", "generation", "held", "stale", "pinned", "holders", "ttl"],
@@ -656,6 +677,30 @@ _PATHS: Json = {
                     "at most this many keys: the first of them (a page)",
                     {"type": "integer", "minimum": 1, "maximum": 10_000},
                 ),
+            ],
+        ),
+    },
+    "/v1/databases/{db}/changes": {
+        "parameters": [_param("db")],
+        "get": _op(
+            "changesSince",
+            "The keys to read again for a consumer that has this node's events up to an "
+            "offset: those changed since, or every key when the log no longer reaches it",
+            "keys",
+            {
+                "200": _json(_schema("ChangedKeys"), "what to read again"),
+                **_errors(400, 403, 404),
+            },
+            parameters=[
+                {
+                    **_query(
+                        "since",
+                        "an event's offset (its SSE id)",
+                        {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                    ),
+                    "required": True,
+                    "example": "0",
+                }
             ],
         ),
     },
