@@ -780,6 +780,7 @@ async def test_a_link_cut_between_two_nodes_makes_neither_call_the_other_down(
     for node in (a, b, c):
         await node.start()
     await until(lambda: all(len(names(n)) == 3 for n in (a, b, c)))
+    await cluster.clock.advance(1.5, step=0.5)  # every node's Reach has gone out
     events = a.events(kinds=["unreachable", "left"])
     await cluster.network.partition(["mem://a"], ["mem://b"])  # only a-b; c reaches both
     await until(lambda: states(a)["b"] == "indirect" and states(b)["a"] == "indirect")
@@ -799,3 +800,28 @@ async def test_a_link_cut_between_two_nodes_makes_neither_call_the_other_down(
     cluster.network.heal()
     await cluster.clock.advance(2, step=0.5)  # the redial's backoff
     await until(lambda: states(a).get("b") == "alive" and states(b).get("a") == "alive")
+
+
+async def test_a_node_whose_links_change_often_says_so_once_a_second(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pydds.net.peers import REACH_EVERY, Peers
+
+    sent: list[tuple[str, float]] = []
+    send = Peers._send_reach
+
+    def counted(self: Peers, now: float) -> None:
+        sent.append((self.name, now))
+        send(self, now)
+
+    monkeypatch.setattr(Peers, "_send_reach", counted)
+    a = await cluster.start("a")
+    others = [await cluster.start(f"n{i}", ["mem://a"]) for i in range(6)]
+    await until(lambda: all(len(names(n)) == 7 for n in (a, *others)))
+    # Six links opened on a within the same instant: one Reach at once, the rest wait.
+    assert [t for name, t in sent if name == "a"] == [0.0]
+    await cluster.clock.advance(REACH_EVERY + 0.5, step=0.25)
+    at_a = [t for name, t in sent if name == "a"]
+    assert len(at_a) == 2  # the changes in between, in one
+    assert at_a[1] - at_a[0] >= REACH_EVERY
+    assert all(len([t for name, t in sent if name == n.name]) <= 2 for n in others)

@@ -60,6 +60,10 @@ log = logging.getLogger("pydds.cluster")
 #: Messages queued on one link after which local writes yield to the link writers.
 FLUSH_AT = 1000
 #: Seconds between two attempts to reach a lost peer: at first, and at most.
+#: Seconds between two ``Reach`` messages of a node at most: the link changes in
+#: between go in the next one (a cluster forming, each node's links changing n
+#: times, would otherwise send n messages of n names on each of n links: n**3).
+REACH_EVERY = 1.0
 MIN_BACKOFF = 0.1
 MAX_BACKOFF = 1.0
 #: Clients' acknowledged writes a gateway tracks at most (the oldest are forgotten).
@@ -274,6 +278,8 @@ class Peers:
         self._redials: dict[str, _Redial] = {}  # by address
         #: Members an ``unreachable`` event was made for, and no ``reachable`` since.
         self._said_unreachable: set[str] = set()
+        self._reach_sent = -NEVER  # when this node last sent its ``Reach``
+        self._reach_due = NEVER  # when it sends the next (NEVER: nothing changed)
         self._search: _GatewaySearch | None = None
         self._ack_ids = itertools.count(1)
         self._acks: dict[int, _AckWait] = {}
@@ -424,7 +430,7 @@ class Peers:
         self._said_unreachable.discard(peer)
         if self.role == "node":  # a client joins no one into the cluster
             link.session.send([m.Members(self.membership.listing())])
-            self._send_reach()
+            self._reach_changed(now)
         self.send(self.replication.opened(peer))
         self._rare.linked = True
         return True
@@ -485,7 +491,7 @@ class Peers:
         if self.closing:
             return
         self._member_moves(moved)
-        self._send_reach()
+        self._reach_changed(now)
         address = hello.address
         if address is None:
             return
@@ -621,6 +627,9 @@ class Peers:
             deadline = min(deadline, expiry)
         if not self.closing:
             deadline = min(deadline, self._due_dials(now))
+            if self._reach_due <= now:
+                self._send_reach(now)
+            deadline = min(deadline, self._reach_due)
         return deadline
 
     # -- members ---------------------------------------------------------------------
@@ -671,8 +680,18 @@ class Peers:
             else:
                 self._said_unreachable.discard(name)
 
-    def _send_reach(self) -> None:
+    def _reach_changed(self, now: float) -> None:
+        """The nodes linked here changed: say so now, or, if this node said it less
+        than ``REACH_EVERY`` ago, once that is over (with every change till then)."""
+        if now - self._reach_sent >= REACH_EVERY:
+            self._send_reach(now)
+        elif self._reach_due == NEVER:
+            self._reach_due = self._reach_sent + REACH_EVERY
+            self._deadline(self._reach_due)
+
+    def _send_reach(self, now: float) -> None:
         """Tell every node linked here which nodes this one has links to now."""
+        self._reach_sent, self._reach_due = now, NEVER
         nodes = sorted(peer for peer, link in self.links.items() if not link.is_client)
         reach = m.Reach(tuple(nodes))
         self.send([(peer, reach) for peer in nodes])  # wakes each link's writer
