@@ -326,7 +326,9 @@ class Database:
         log, whoever wrote them (changes from peers, caught up after a partition,
         are events here too). When the log no longer reaches back to ``offset``
         (trimmed, or a restart without persistence), every key: the answer says it
-        is not ``complete``. Offset 0: every key, complete (nothing was seen).
+        is not ``complete``: a consumer then *replaces* what it keeps with what it
+        reads (a key deleted meanwhile is not listed). Offset 0: every key, complete
+        (nothing was seen).
 
         Example::
 
@@ -343,9 +345,8 @@ class Database:
         records), on the event loop.
 
         Raises:
-            InvalidValue: ``offset`` is not an int of at least 0, or is beyond this
-                node's log (an offset of another node's), or the node keeps no log
-                (``Limits.event_log`` of 0).
+            InvalidValue: ``offset`` is not an int of at least 0, or the node keeps
+                no log (``Limits.event_log`` of 0).
         """
         log = self._node.event_log
         if log is None:
@@ -353,14 +354,11 @@ class Database:
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise InvalidValue(f"an offset is an int of at least 0, not {offset!r}")
         upto = log.next - 1
-        if offset > upto:
-            raise InvalidValue(
-                f"offset {offset} is beyond this node's log (its last is {upto}): "
-                "an offset of another node's?"
-            )
         if offset == 0:
             return ChangedKeys(self.keys(), True, upto)
-        if log.gaps_after(offset):
+        if offset > upto or log.gaps_after(offset):
+            # Beyond the log: an offset of another node's, or of this one before a
+            # restart without persistence and a clock set back. Nothing vouches.
             return ChangedKeys(self.keys(), False, upto)
         return ChangedKeys(sorted(log.keys_after(offset, self.name, _CHANGES)), True, upto)
 
