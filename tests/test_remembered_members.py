@@ -4,6 +4,7 @@ again on the same data."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -119,9 +120,13 @@ async def test_a_remembered_member_that_never_comes_back_is_dropped_after_dead_a
         event = await left.get(timeout=5)
         assert event.member == "gone"
         assert states(a) == {"a": "self"}
+        for _ in range(500):  # the persistence thread writes it (bounded: 5 s)
+            if load_members(tmp_path / "a") == []:
+                break
+            await asyncio.sleep(0.01)
+        assert load_members(tmp_path / "a") == []  # the file followed the left event
     finally:
         await a.close()
-    assert load_members(tmp_path / "a") == []  # and the file followed
 
 
 async def test_a_restarted_first_node_process_rejoins_its_cluster(
@@ -152,3 +157,16 @@ async def test_a_restarted_first_node_process_rejoins_its_cluster(
             "p2",
             "p3",
         ]
+
+
+async def test_a_remembered_member_that_did_not_answer_is_not_written_back(
+    tmp_path: Path,
+) -> None:
+    network, clock = MemoryNetwork(), FakeClock()
+    (tmp_path / "a").mkdir()
+    save_members(tmp_path / "a", [("gone", "mem://gone")])
+    a = node(network, "a", tmp_path, clock)
+    await a.start()
+    assert states(a) == {"a": "self", "gone": "joining"}  # counted this run
+    await a.close()
+    assert load_members(tmp_path / "a") == []  # forgotten by the next

@@ -35,8 +35,8 @@ class EventKind(StrEnum):
     OVERFLOW = "overflow"  # this subscriber's queue overflowed; payload {"dropped": n}
     JOINED = "joined"  # a node joined the cluster (``member`` says which)
     LEFT = "left"  # a node left the cluster (it closed, or was unreachable for too long)
-    UNREACHABLE = "unreachable"  # no link to a member, and no node linked here reaches it
-    REACHABLE = "reachable"  # a suspect member is linked again, or reached through another
+    UNREACHABLE = "unreachable"  # the link to a member closed (it is indirect or suspect)
+    REACHABLE = "reachable"  # an indirect or suspect member is linked again
     STALE = "stale"  # this node's copy of a key went stale (no longer replicated here)
     WARMED = "warmed"  # warm-up after a join finished; payload {"pulled": n, "failed": n}
     GAP = "gap"  # a replay (``since``) reached offsets the log no longer holds: {"from", "to"}

@@ -430,8 +430,11 @@ class Node:
         self._network()
         assert self._transport is not None
         failures = []
-        for candidate in await self._transport.resolve(address):
-            if candidate.partition("#")[0] == self.address:  # (a TLS name after "#")
+        resolve = getattr(self._transport, "resolve", None)  # a transport without one: as is
+        candidates = [address] if resolve is None else await resolve(address)
+        own = {self.address, getattr(self._transport, "bound", None)}
+        for candidate in candidates:
+            if candidate.partition("#")[0] in own:  # (a TLS name after "#")
                 continue  # this node itself, among the others
             try:
                 await self._join_one(candidate)
@@ -1082,7 +1085,7 @@ class Node:
 
         A removed node that is alive joins again as soon as it links to a member.
         """
-        if self._peers is None or not self._peers.remove_member(name):
+        if self._peers is None or not self._peers.remove_member(name, self.clock.now()):
             return False
         self._drain()
         return True

@@ -119,6 +119,9 @@ class Recovery:
     missing_keys: int = 0
     complete: bool = True  # every page of the damaged file was read
     unread_pages: int = 0  # pages damaged, cut off or of no known kind (then more is lost)
+    #: damaged cells of the state table that do not say whose state they held (not
+    #: rows lost: a key they cost shows among ``missing_keys``)
+    unnamed_states: int = 0
     #: (database, key) of the rows that failed their checksum
     damaged_keys: set[tuple[str, str]] = field(default_factory=set)
 
@@ -303,6 +306,7 @@ class SqliteStore:
             recovered_keys=found.keys(),
             complete=found.complete,
             unread_pages=found.unread_pages,
+            unnamed_states=found.unnamed_states,
             damaged_keys=found.damaged_keys,
         )
         log.warning(
@@ -601,7 +605,7 @@ class _Found:
         #: Cells of the state table that failed and do not say whose state they held.
         #: Not counted as rows lost: the table holds one state per key, a page may be
         #: an older copy of one whose newer copy read, and a key whose state is gone
-        #: and not in the log is counted lost by key (``lost_keys``).
+        #: and not in the log has no value after the restore (``missing_keys``).
         self.unnamed_states = 0
         #: damaged log cells whose ids do not read, between the ids of the cells
         #: beside them on their page: (id before, id after, how many cells)

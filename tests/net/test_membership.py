@@ -79,8 +79,8 @@ def test_remove_drops_a_member_at_once() -> None:
     table = Membership("a", "mem://a", dead_after=5.0)
     table.linked("b", "mem://b")
     table.unlinked("b", 0.0)
-    assert table.remove("b") is True
-    assert table.remove("b") is False
+    assert table.remove("b") == []  # a member, and nobody else moved
+    assert table.remove("b") is None  # no member
     assert table.expire(10.0) == []  # no suspicion left behind
     assert states(table) == {"a": "self"}
 
@@ -175,3 +175,28 @@ def test_what_a_node_reached_counts_no_more_once_its_link_closes() -> None:
     assert sorted(moved) == [("b", MemberState.SUSPECT), ("c", MemberState.SUSPECT)]
     table.linked("b", "mem://b")
     assert states(table)["b"] == "alive"
+
+
+def test_a_member_only_a_departed_node_reached_is_suspect_and_timed() -> None:
+    table = Membership("a", "mem://a", dead_after=5.0)
+    for name in ("b", "c"):
+        table.linked(name, f"mem://{name}")
+    table.reached("c", ["b"], 0.0)
+    table.unlinked("b", 0.0)
+    assert states(table)["b"] == "indirect"
+    assert table.remove("c", 10.0) == [("b", MemberState.SUSPECT)]  # c left: no one reaches b
+    assert table.expire(14.0) == []
+    assert table.expire(15.0) == ["b"]
+
+
+def test_a_joining_member_takes_the_address_a_peer_knows_better() -> None:
+    table = Membership("a", "mem://a", dead_after=5.0)
+    assert table.learn((("b", "mem://b-old"),), 0.0) == [("b", "mem://b-old")]  # remembered
+    assert table.learn((("b", "mem://b-old"),), 1.0) == []  # nothing new
+    assert table.learn((("b", "mem://b-new"),), 2.0) == [("b", "mem://b-new")]  # dial that
+    member = table.get("b")
+    assert member is not None
+    assert (member.state, member.address) == ("joining", "mem://b-new")
+    assert table.listing() == (("a", "mem://a"),)  # never linked: not passed on
+    table.linked("b", "mem://b-new")
+    assert table.listing() == (("a", "mem://a"), ("b", "mem://b-new"))

@@ -48,6 +48,7 @@ from ..eventlog import EventLog, Record
 from ..events import Event, EventKind
 from ..keyspace import Journal, Keyspace
 from ..memberfile import load_members, save_members
+from ..net.membership import MemberState
 from ..storage import Loaded, Row, SqliteStore, merge
 from .base import EventFilter, Module
 
@@ -193,7 +194,14 @@ class Persistence(Module):
         node, executor = self._node, self._executor
         if node is None or executor is None:
             return
-        members = [(m.name, m.address) for m in node.members()[1:] if m.address is not None]
+        # Members that linked here (alive, indirect, suspect): one never linked, as a
+        # remembered one that did not answer, is not written back, so the list forgets
+        # nodes gone for good after one run.
+        members = [
+            (m.name, m.address)
+            for m in node.members()[1:]
+            if m.address is not None and m.state is not MemberState.JOINING
+        ]
         try:
             await asyncio.get_running_loop().run_in_executor(
                 executor, save_members, self.path, members
@@ -236,7 +244,7 @@ class Persistence(Module):
             if name in directory_damaged and not keyspaces[name].holds(key)
         }
         recovery.lost_keys += len(lost)
-        if recovery.lost_rows or not recovery.complete:
+        if recovery.lost_rows or recovery.unnamed_states or not recovery.complete:
             recovery.missing_keys = len(unheld - lost)
         if recovery.damaged and not recovery.recovered and not recovery.complete:
             what = "nothing could be read from it: every key it held is lost"

@@ -62,6 +62,7 @@ _S, _C = MemberState, MemberChange
 #: changes nothing.
 TRANSITIONS: dict[tuple[MemberState | None, MemberChange], MemberState | None] = {
     (None, _C.LEARNED): _S.JOINING,
+    (_S.JOINING, _C.LEARNED): _S.JOINING,  # a peer knows its address better: dial that
     (None, _C.LINKED): _S.ALIVE,
     (_S.JOINING, _C.LINKED): _S.ALIVE,
     (_S.SUSPECT, _C.LINKED): _S.ALIVE,
@@ -197,6 +198,9 @@ class Membership:
         within ``dead_after`` is removed as a suspect would be (when ``dials``)."""
         out = []
         for name, address in pairs:
+            known = self._members.get(name)
+            if known is not None and known.address == address:
+                continue  # nothing new
             if name != self.name and self._move(
                 name, MemberChange.LEARNED, now, address, readdress=True
             ):
@@ -204,17 +208,26 @@ class Membership:
         return out
 
     def listing(self) -> tuple[tuple[str, str], ...]:
-        """This node and the members it knows an address of, for a ``Members`` message."""
-        pairs = [(m.name, m.address) for m in self._members.values() if m.address is not None]
+        """This node and the members it knows an address of, for a ``Members`` message:
+        those it has linked to (a member it only heard of, or remembered from its last
+        run, is not passed on: one removed meanwhile would come back everywhere)."""
+        pairs = [
+            (m.name, m.address)
+            for m in self._members.values()
+            if m.address is not None and m.state is not MemberState.JOINING
+        ]
         if self.address is not None:
             pairs.append((self.name, self.address))
         return tuple(sorted(pairs))
 
-    def remove(self, name: str) -> bool:
-        """Drop member ``name`` (it left, or an operator removed it); return whether
-        it was a member."""
+    def remove(self, name: str, now: float = 0.0) -> list[tuple[str, MemberState]] | None:
+        """Drop member ``name`` (it left, or an operator removed it): None if it was
+        no member, else the members whose state changed by it (what it reached
+        counts no more), and their states now."""
         self._reports.pop(name, None)
-        return self._move(name, MemberChange.LEFT, 0.0)
+        if not self._move(name, MemberChange.LEFT, now):
+            return None
+        return self._settle(now)
 
     def next_expiry(self) -> float | None:
         """When the next member would be removed by ``expire`` (None: none would)."""

@@ -276,8 +276,6 @@ class Peers:
         self.links: dict[str, PeerLink] = {}  # open links by peer name
         self.serving: set[PeerLink] = set()  # every link being served, open or opening
         self._redials: dict[str, _Redial] = {}  # by address
-        #: Members an ``unreachable`` event was made for, and no ``reachable`` since.
-        self._said_unreachable: set[str] = set()
         self._reach_sent = -NEVER  # when this node last sent its ``Reach``
         self._reach_due = NEVER  # when it sends the next (NEVER: nothing changed)
         self._search: _GatewaySearch | None = None
@@ -425,9 +423,8 @@ class Peers:
         self._members_changed()
         if before is None or before.state is MemberState.JOINING:
             self._rare.members.append(("joined", peer))
-        elif peer in self._said_unreachable:
+        elif before.state in (MemberState.SUSPECT, MemberState.INDIRECT):
             self._rare.members.append(("reachable", peer))
-        self._said_unreachable.discard(peer)
         if self.role == "node":  # a client joins no one into the cluster
             link.session.send([m.Members(self.membership.listing())])
             self._reach_changed(now)
@@ -482,16 +479,17 @@ class Peers:
         hello = session.peer
         if hello is None or hello.role == "client":
             return  # a client's gateway forgets it: clients are never members
+        if self.role == "node" and not self.closing:
+            self._reach_changed(now)  # the nodes linked here changed
         if self.role == "node" and self.membership.get(peer) is None:
             return  # it left: dropped already, nothing to redial
-        moved = self.membership.unlinked(peer, now)
+        self.membership.unlinked(peer, now)  # suspect, or indirect
         expiry = self.membership.next_expiry()
         if expiry is not None:
             self._deadline(expiry)
         if self.closing:
             return
-        self._member_moves(moved)
-        self._reach_changed(now)
+        self._rare.members.append(("unreachable", peer))  # its link here is gone
         address = hello.address
         if address is None:
             return
@@ -666,19 +664,11 @@ class Peers:
             for _, address in learned:
                 self.redial(address, now)
 
-    def _member_moves(self, moved: list[tuple[str, MemberState]]) -> None:
-        """Events of members whose state changed: ``unreachable`` for one that is
-        suspect now (no node linked here reaches it), ``reachable`` for one that a
-        node linked here reaches again (an indirect member was never unreachable)."""
-        for name, state in moved:
-            if state is MemberState.SUSPECT:
-                self._rare.members.append(("unreachable", name))
-            elif state is MemberState.INDIRECT and name in self._said_unreachable:
-                self._rare.members.append(("reachable", name))
-            if state is MemberState.SUSPECT:
-                self._said_unreachable.add(name)
-            else:
-                self._said_unreachable.discard(name)
+    def _after_removal(self) -> None:
+        """A member was removed: those only it reached may be suspect now, timed."""
+        expiry = self.membership.next_expiry()
+        if expiry is not None:
+            self._deadline(expiry)
 
     def _reach_changed(self, now: float) -> None:
         """The nodes linked here changed: say so now, or, if this node said it less
@@ -699,16 +689,16 @@ class Peers:
     def _members_changed(self) -> None:
         """The member table changed: replication relays to members it has no link to."""
         self.replication.members = frozenset(m.name for m in self.membership.members()[1:])
-        self._said_unreachable &= self.replication.members  # removed ones are forgotten
 
-    def remove_member(self, name: str) -> bool:
+    def remove_member(self, name: str, now: float) -> bool:
         """An operator removes node ``name`` (one that crashed, or is gone for good):
         drop it now (a ``left`` event), count it no more for acknowledgements, dial
         it no more, cut a link to it if there is one, and tell the nodes linked here
         (``Leave``, passed on once). Return whether it was a member. A removed node
         that is alive simply joins again when it links to a member."""
-        if name == self.name or not self.membership.remove(name):
+        if name == self.name or self.membership.remove(name, now) is None:
             return False
+        self._after_removal()
         self._members_changed()
         self._rare.members.append(("left", name))
         link = self.links.get(name)
@@ -725,7 +715,7 @@ class Peers:
             )
         return True
 
-    def _left(self, sender: str, name: str) -> None:
+    def _left(self, sender: str, name: str, now: float) -> None:
         """Node ``name`` leaves the cluster, as ``sender`` says (``name`` itself, or a
         node it told): drop it now (a ``left`` event), count it no more, dial it no
         more, and pass the news on once to the other nodes linked here."""
@@ -735,8 +725,9 @@ class Peers:
             linked = self.links.get(name)
             if linked is not None and not linked.session.closed:
                 return  # linked here: its own Leave, or its link closing, tells
-        if not self.membership.remove(name):
+        if self.membership.remove(name, now) is None:
             return  # not a member (dropped already): passed on no further
+        self._after_removal()
         self._members_changed()
         self._rare.members.append(("left", name))
         if self.role == "node":
@@ -760,13 +751,13 @@ class Peers:
             self.learn(message.members, now)
             return True
         if isinstance(message, m.Reach) and hello.role == "node":
-            self._member_moves(self.membership.reached(peer, message.linked, now))
+            self.membership.reached(peer, message.linked, now)
             expiry = self.membership.next_expiry()
             if expiry is not None:
                 self._deadline(expiry)
             return True
         if isinstance(message, m.Leave) and hello.role == "node":
-            self._left(peer, message.name)
+            self._left(peer, message.name, now)
             return True
         try:
             sends, notices = self.replication.handle(peer, message)
