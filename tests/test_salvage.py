@@ -446,7 +446,11 @@ async def test_a_damaged_frame_that_holds_the_last_copy_of_its_page(
     assert len(first.held) + first.recovery.lost_keys == SMALL
     assert any(f"{first.recovery.lost_keys} keys lost" in w for w in first.warnings)
     assert any(f"{first.recovery.lost_rows} rows lost" in w for w in first.warnings)
-    assert first.recovery.lost_rows <= first.recovery.lost_keys * 2  # two rows a key
+    # Two rows a key. Beyond that, at most the cells the 64 bytes hit: a damaged cell
+    # at the edge of its page whose id does not read has no neighbours to bound it,
+    # so it is counted lost (an upper bound: the log's newest rows could be there),
+    # even when every row turns out to have been found elsewhere (then no key is).
+    assert first.recovery.lost_rows <= first.recovery.lost_keys * 2 + 2
 
 
 async def test_a_wal_cut_short_loses_its_last_commits_only(
