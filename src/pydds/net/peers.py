@@ -484,9 +484,7 @@ class Peers:
         if self.role == "node" and self.membership.get(peer) is None:
             return  # it left: dropped already, nothing to redial
         self.membership.unlinked(peer, now)  # suspect, or indirect
-        expiry = self.membership.next_expiry()
-        if expiry is not None:
-            self._deadline(expiry)
+        self._time_suspects()
         if self.closing:
             return
         self._rare.members.append(("unreachable", peer))  # its link here is gone
@@ -657,15 +655,14 @@ class Peers:
         learned = self.membership.learn(members, now)
         if learned:
             self._members_changed()
-            expiry = self.membership.next_expiry()
-            if expiry is not None:
-                self._deadline(expiry)
+            self._time_suspects()
         if self.role == "node":  # a client only remembers gateways to move to
             for _, address in learned:
                 self.redial(address, now)
 
-    def _after_removal(self) -> None:
-        """A member was removed: those only it reached may be suspect now, timed."""
+    def _time_suspects(self) -> None:
+        """Wake when the next suspect member is due to be removed (after a change of
+        the table: a member learned, unlinked, unreached, or removed)."""
         expiry = self.membership.next_expiry()
         if expiry is not None:
             self._deadline(expiry)
@@ -698,7 +695,7 @@ class Peers:
         that is alive simply joins again when it links to a member."""
         if name == self.name or self.membership.remove(name, now) is None:
             return False
-        self._after_removal()
+        self._time_suspects()
         self._members_changed()
         self._rare.members.append(("left", name))
         link = self.links.get(name)
@@ -727,7 +724,7 @@ class Peers:
                 return  # linked here: its own Leave, or its link closing, tells
         if self.membership.remove(name, now) is None:
             return  # not a member (dropped already): passed on no further
-        self._after_removal()
+        self._time_suspects()
         self._members_changed()
         self._rare.members.append(("left", name))
         if self.role == "node":
@@ -752,9 +749,7 @@ class Peers:
             return True
         if isinstance(message, m.Reach) and hello.role == "node":
             self.membership.reached(peer, message.linked, now)
-            expiry = self.membership.next_expiry()
-            if expiry is not None:
-                self._deadline(expiry)
+            self._time_suspects()
             return True
         if isinstance(message, m.Leave) and hello.role == "node":
             self._left(peer, message.name, now)
