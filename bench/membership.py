@@ -24,32 +24,16 @@ import contextlib
 import json
 import os
 import random
-import signal
-import socket
 import statistics
-import sys
 import time
 from typing import Any
 
 import aiohttp
 
+from processes import rss, serve, stop
+
 #: Clock ticks a second, for /proc/PID/stat.
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def rss(pid: int) -> int:
-    """The resident set of process ``pid``, in bytes."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -57,38 +41,6 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-async def serve(name: str, *args: str) -> tuple[asyncio.subprocess.Process, str]:
-    """A ``pydds serve`` process in its own process group; its host:port."""
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "pydds",
-        "serve",
-        "--name",
-        name,
-        "--port",
-        str(port),
-        "--memory",
-        "--log-level",
-        "warning",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        start_new_session=True,
-    )
-    assert proc.stdout is not None
-    line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
-    if "serving on" not in line:
-        raise RuntimeError(f"{name} did not start: {line!r}")
-    return proc, f"127.0.0.1:{port}"
-
-
-def stop(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
 
 
 async def alive(session: aiohttp.ClientSession, node: str) -> int:
@@ -102,11 +54,11 @@ async def run(nodes: int, writes: int, keys: int, idle: float) -> dict[str, Any]
     addresses: list[str] = []
     began = time.monotonic()
     try:
-        first, seed = await serve("m00")
+        first, seed = await serve("m00", "--memory")
         procs.append(first)
         addresses.append(seed)
         started = await asyncio.gather(
-            *(serve(f"m{i:02}", "--join", seed) for i in range(1, nodes))
+            *(serve(f"m{i:02}", "--memory", "--join", seed) for i in range(1, nodes))
         )
         for proc, address in started:
             procs.append(proc)

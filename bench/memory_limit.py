@@ -20,12 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
-import signal
-import socket
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,25 +28,11 @@ from typing import Any
 
 import aiohttp
 
+from processes import rss, serve, stop
 from pydds.config import parse_bytes
 
 HERE = Path(__file__).resolve().parent
 BATCH = 1000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def rss(pid: int) -> int:
-    """The resident set of process ``pid``, in bytes."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 def value(i: int) -> dict[str, Any]:
@@ -62,37 +43,6 @@ def value(i: int) -> dict[str, Any]:
         "score": i / 7,
         "active": i % 2 == 0,
     }
-
-
-async def serve(name: str, *args: str) -> tuple[asyncio.subprocess.Process, str]:
-    """A ``pydds serve`` process in its own process group; its HTTP address."""
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "pydds",
-        "serve",
-        "--name",
-        name,
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        start_new_session=True,
-    )
-    assert proc.stdout is not None
-    line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
-    if "serving on" not in line:
-        raise RuntimeError(f"{name} did not start: {line!r}")
-    return proc, f"http://127.0.0.1:{port}"
-
-
-def stop(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
 
 
 async def until_members(session: aiohttp.ClientSession, http: str, count: int) -> None:
@@ -107,14 +57,16 @@ async def until_members(session: aiohttp.ClientSession, http: str, count: int) -
 
 async def run(values: int, limit: int, disk: bool) -> dict[str, Any]:
     data = tempfile.mkdtemp(prefix="pydds-bench-")
-    a, a_http = await serve("a", "--memory")
+    a, a_address = await serve("a", "--memory")
+    a_http = f"http://{a_address}"
     procs = [a]
     try:
-        join = a_http.removeprefix("http://")
+        join = a_address
         b, _ = await serve("b", "--memory", "--join", join)
         procs.append(b)
         store = ("--data-dir", data) if disk else ("--memory",)
-        c, c_http = await serve("c", "--join", join, "--max-memory", str(limit), *store)
+        c, c_address = await serve("c", "--join", join, "--max-memory", str(limit), *store)
+        c_http = f"http://{c_address}"
         procs.append(c)
         async with aiohttp.ClientSession() as session:
             await until_members(session, c_http, 3)
