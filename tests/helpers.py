@@ -8,10 +8,13 @@ import contextlib
 import itertools
 import os
 import re
+import select
 import signal
 import ssl
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -212,3 +215,42 @@ async def until_member(
                 ):
                     return
                 await asyncio.sleep(0.05)  # another process: nothing to await here
+
+
+class ServeProcess:
+    """A ``pydds serve`` process on a free port, in its own process group, for tests
+    that are not async; what it logs goes to ``log``. ``url``: its http address,
+    ``address``: its host:port."""
+
+    def __init__(self, *args: str, log: Path) -> None:
+        self.log = log
+        with log.open("wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "pydds", "serve", "--port", "0", *args],
+                stdout=subprocess.PIPE,
+                stderr=err,
+                env={**os.environ, "PYDDS_MEMORY": "1"},
+                start_new_session=True,
+            )
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], 20)
+        line = self.proc.stdout.readline().decode() if ready else ""
+        match = re.search(r"serving on (http://127\.0\.0\.1:\d+)", line)
+        if match is None:
+            self.stop()
+            raise AssertionError(f"pydds serve did not start: {line!r} {log.read_text()}")
+        self.url = match.group(1)
+        self.address = self.url.removeprefix("http://")
+
+    def stop(self) -> int:
+        """SIGTERM to its process group, SIGKILL if it has not stopped within 20 s."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+        return self.proc.returncode

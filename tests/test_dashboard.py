@@ -34,6 +34,8 @@ from aiohttp.test_utils import TestClient, TestServer
 import pydds
 from pydds.server import make_app
 
+from .helpers import ServeProcess
+
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 SECRET = "a-cluster-secret-of-16-bytes-or-more"
@@ -128,36 +130,13 @@ async def test_the_page_needs_no_token_and_the_api_still_does() -> None:
 # -- node processes and a browser -------------------------------------------------------
 
 
-class Process:
-    """A ``pydds serve`` process in its own process group."""
+def node_process(folder: Path, name: str, *args: str) -> ServeProcess:
+    """``pydds serve`` as node ``name``, logging into ``folder``."""
+    return ServeProcess("--name", name, *args, log=folder / f"{name}.log")
 
-    def __init__(self, folder: Path, name: str, *args: str) -> None:
-        self.log = folder / f"{name}.log"
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pydds", "serve", "--name", name, "--port", "0", *args],
-                stdout=subprocess.PIPE,
-                stderr=log,
-                env={**os.environ, "PYDDS_MEMORY": "1"},
-                start_new_session=True,
-            )
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], 20)
-        line = self.proc.stdout.readline().decode() if ready else ""
-        if "serving on http://127.0.0.1:" not in line:
-            self.stop()
-            raise AssertionError(f"{name} did not start: {line!r} {self.log.read_text()}")
-        self.url = line.split("serving on ", 1)[1].split()[0]
-        self.address = self.url.removeprefix("http://")
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+#: The cluster of the browser tests: two node processes.
+Pair = tuple[ServeProcess, ServeProcess]
 
 
 def until(check: Callable[[], Any], timeout: float = WAIT) -> Any:
@@ -218,12 +197,12 @@ asyncio.run(main())
 
 
 @pytest.fixture(scope="module")
-def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Process, Process]]:
+def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     """Two ``pydds serve`` processes, and a client program linked to the first."""
     folder = tmp_path_factory.mktemp("nodes")
-    first = Process(folder, "alpha")
+    first = node_process(folder, "alpha")
     try:
-        second = Process(folder, "beta", "--join", first.address)
+        second = node_process(folder, "beta", "--join", first.address)
         try:
             until(lambda: len(alive(first)) == 2 and len(alive(second)) == 2, 20)
             client = subprocess.Popen(
@@ -246,7 +225,7 @@ def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proces
         first.stop()
 
 
-def alive(node: Process, headers: dict[str, str] | None = None) -> list[str]:
+def alive(node: ServeProcess, headers: dict[str, str] | None = None) -> list[str]:
     members = requests.get(node.url + "/v1/cluster", headers=headers, timeout=5).json()
     return [m["name"] for m in members["members"] if m["state"] in ("self", "alive")]
 
@@ -305,12 +284,12 @@ def stream(driver: Any, element_id: str) -> str | None:
     return got
 
 
-def key_url(node: Process, db: str, key: str) -> str:
+def key_url(node: ServeProcess, db: str, key: str) -> str:
     return f"{node.url}/v1/databases/{quote(db, safe='')}/keys/{quote(key, safe='')}"
 
 
 def test_the_cluster_view_lists_both_members_with_no_console_errors(
-    browser: Any, two_nodes: tuple[Process, Process], tmp_path: Path
+    browser: Any, two_nodes: Pair, tmp_path: Path
 ) -> None:
     first, second = two_nodes
     browser.get_log("browser")  # what earlier pages said is not this page's
@@ -343,11 +322,11 @@ def test_the_cluster_view_lists_both_members_with_no_console_errors(
 
 
 def test_members_that_crash_or_leave_show_as_suspect_and_left(
-    browser: Any, two_nodes: tuple[Process, Process], tmp_path: Path
+    browser: Any, two_nodes: Pair, tmp_path: Path
 ) -> None:
     first, _second = two_nodes
-    crashing = Process(tmp_path, "delta", "--join", first.address)
-    leaving = Process(tmp_path, "epsilon", "--join", first.address)
+    crashing = node_process(tmp_path, "delta", "--join", first.address)
+    leaving = node_process(tmp_path, "epsilon", "--join", first.address)
     try:
         load(browser, first.url + "/ui/#cluster")
 
@@ -370,7 +349,7 @@ def test_members_that_crash_or_leave_show_as_suspect_and_left(
 
 
 def test_a_key_written_through_the_api_shows_live_and_opens_as_json(
-    browser: Any, two_nodes: tuple[Process, Process], tmp_path: Path
+    browser: Any, two_nodes: Pair, tmp_path: Path
 ) -> None:
     first, second = two_nodes
     for i in range(3):
@@ -418,7 +397,7 @@ def test_a_key_written_through_the_api_shows_live_and_opens_as_json(
 
 
 def test_an_edit_and_a_delete_made_in_the_page_are_read_back_through_the_api(
-    browser: Any, two_nodes: tuple[Process, Process]
+    browser: Any, two_nodes: Pair
 ) -> None:
     first, second = two_nodes
     requests.put(key_url(first, "cache", "edit:me"), json={"v": 1}, timeout=5)
@@ -466,9 +445,7 @@ def test_an_edit_and_a_delete_made_in_the_page_are_read_back_through_the_api(
 AWKWARD = [".", "..", "a/b", "../v1", "100%", "line\nbreak", "clé", "?q=1#x"]
 
 
-def test_keys_with_awkward_names_open_edit_and_delete(
-    browser: Any, two_nodes: tuple[Process, Process]
-) -> None:
+def test_keys_with_awkward_names_open_edit_and_delete(browser: Any, two_nodes: Pair) -> None:
     first, second = two_nodes
     values = {key: {"key": key, "n": i} for i, key in enumerate(AWKWARD)}
     requests.post(f"{first.url}/v1/databases/odd/set-many", json=values, timeout=5)
@@ -518,7 +495,7 @@ def test_keys_with_awkward_names_open_edit_and_delete(
 
 
 def test_the_event_list_grows_pauses_and_the_charts_draw(
-    browser: Any, two_nodes: tuple[Process, Process], tmp_path: Path
+    browser: Any, two_nodes: Pair, tmp_path: Path
 ) -> None:
     first, second = two_nodes
     load(browser, first.url + "/ui/#live")
@@ -596,10 +573,10 @@ def test_the_event_list_grows_pauses_and_the_charts_draw(
 
 
 @pytest.fixture(scope="module")
-def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     folder = tmp_path_factory.mktemp("secured")
     tokens = [arg for spec in TOKENS for arg in ("--token", spec)]
-    node = Process(folder, "gamma", "--secret", SECRET, *tokens)
+    node = node_process(folder, "gamma", "--secret", SECRET, *tokens)
     try:
         yield node
     finally:
@@ -607,7 +584,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
 
 
 def test_with_credentials_the_page_asks_for_a_token_and_follows_its_rights(
-    browser: Any, secured: Process, tmp_path: Path
+    browser: Any, secured: ServeProcess, tmp_path: Path
 ) -> None:
     writer = {"Authorization": "Bearer " + WRITER}
     requests.put(key_url(secured, "cache", "k"), json={"v": 1}, headers=writer, timeout=5)

@@ -10,12 +10,7 @@ checked one by one below.
 from __future__ import annotations
 
 import json
-import os
 import re
-import select
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +34,8 @@ from pydds.dashboard import PATHS as DASHBOARD_PATHS
 from pydds.net.ws import LINK_PATH, WebSocketTransport
 from pydds.openapi import OPENAPI_PATH, document, render
 from pydds.server import make_app
+
+from .helpers import ServeProcess
 
 DOCS_COPY = Path(__file__).resolve().parent.parent / "docs" / "openapi.json"
 
@@ -73,47 +70,10 @@ TIMEOUT = 10.0  # seconds, for every request and every read
 # -- pydds serve processes --------------------------------------------------------------
 
 
-class Serve:
-    """A ``pydds serve`` process on a free port, in its own process group; what it
-    logs goes to ``log``."""
-
-    def __init__(self, *args: str, log: Path) -> None:
-        self.log = log
-        with log.open("wb") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pydds", "serve", "--port", "0", *args],
-                stdout=subprocess.PIPE,
-                stderr=err,
-                env={**os.environ, "PYDDS_MEMORY": "1"},
-                start_new_session=True,
-            )
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], 20)
-        line = self.proc.stdout.readline().decode() if ready else ""
-        match = re.search(r"serving on (http://127\.0\.0\.1:\d+)", line)
-        if match is None:
-            self.stop()
-            raise AssertionError(f"pydds serve did not start: {line!r} {log.read_text()}")
-        self.url = match.group(1)
-
-    def stop(self) -> int:
-        """SIGTERM to its process group, SIGKILL if it has not stopped within 20 s."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
-        return self.proc.returncode
-
-
 def _serve(
     tmp_path_factory: pytest.TempPathFactory, *args: str, clean_log: bool = True
 ) -> Iterator[str]:
-    serve = Serve(*args, log=tmp_path_factory.mktemp("serve") / "stderr")
+    serve = ServeProcess(*args, log=tmp_path_factory.mktemp("serve") / "stderr")
     try:
         yield serve.url
     finally:
