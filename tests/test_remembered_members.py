@@ -105,14 +105,20 @@ async def test_a_node_that_left_finds_its_cluster_again_without_a_join(tmp_path:
             await n.close()
 
 
-async def test_a_remembered_member_that_never_comes_back_is_dropped_after_dead_after(
-    tmp_path: Path,
-) -> None:
+async def remembering_one_gone(tmp_path: Path) -> tuple[pydds.Node, FakeClock]:
+    """Node a, started on data that remembers a member ``gone`` nobody runs."""
     network, clock = MemoryNetwork(), FakeClock()
     (tmp_path / "a").mkdir()
     save_members(tmp_path / "a", [("gone", "mem://gone")])
     a = node(network, "a", tmp_path, clock)
     await a.start()
+    return a, clock
+
+
+async def test_a_remembered_member_that_never_comes_back_is_dropped_after_dead_after(
+    tmp_path: Path,
+) -> None:
+    a, clock = await remembering_one_gone(tmp_path)
     try:
         assert states(a) == {"a": "self", "gone": "joining"}  # it counts, as before
         left = a.events(kinds=["left"])
@@ -162,11 +168,7 @@ async def test_a_restarted_first_node_process_rejoins_its_cluster(
 async def test_a_remembered_member_that_did_not_answer_is_not_written_back(
     tmp_path: Path,
 ) -> None:
-    network, clock = MemoryNetwork(), FakeClock()
-    (tmp_path / "a").mkdir()
-    save_members(tmp_path / "a", [("gone", "mem://gone")])
-    a = node(network, "a", tmp_path, clock)
-    await a.start()
+    a, _ = await remembering_one_gone(tmp_path)
     assert states(a) == {"a": "self", "gone": "joining"}  # counted this run
     await a.close()
     assert load_members(tmp_path / "a") == []  # forgotten by the next

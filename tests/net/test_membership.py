@@ -164,13 +164,20 @@ def test_a_member_another_node_reaches_is_indirect_and_never_times_out() -> None
     assert states(table) == {"a": "self", "c": "alive"}
 
 
-def test_what_a_node_reached_counts_no_more_once_its_link_closes() -> None:
+def b_through_c() -> Membership:
+    """a, linked to b and c, its link to b closed at time 0: b is indirect (c has a
+    link to it)."""
     table = Membership("a", "mem://a", dead_after=5.0)
     for name in ("b", "c"):
         table.linked(name, f"mem://{name}")
     table.reached("c", ["b"], 0.0)
     table.unlinked("b", 0.0)
     assert states(table)["b"] == "indirect"
+    return table
+
+
+def test_what_a_node_reached_counts_no_more_once_its_link_closes() -> None:
+    table = b_through_c()
     moved = table.unlinked("c", 1.0)  # c's report goes with its link
     assert sorted(moved) == [("b", MemberState.SUSPECT), ("c", MemberState.SUSPECT)]
     table.linked("b", "mem://b")
@@ -178,12 +185,7 @@ def test_what_a_node_reached_counts_no_more_once_its_link_closes() -> None:
 
 
 def test_a_member_only_a_departed_node_reached_is_suspect_and_timed() -> None:
-    table = Membership("a", "mem://a", dead_after=5.0)
-    for name in ("b", "c"):
-        table.linked(name, f"mem://{name}")
-    table.reached("c", ["b"], 0.0)
-    table.unlinked("b", 0.0)
-    assert states(table)["b"] == "indirect"
+    table = b_through_c()
     assert table.remove("c", 10.0) == [("b", MemberState.SUSPECT)]  # c left: no one reaches b
     assert table.expire(14.0) == []
     assert table.expire(15.0) == ["b"]
