@@ -43,6 +43,7 @@ Numbers in the query are ASCII digits only. A database name or a key in the path
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import re
@@ -367,12 +368,7 @@ def _member(member: Any, traffic: dict[str, Traffic]) -> dict[str, Any]:
 
 
 def _traffic_json(traffic: Traffic) -> dict[str, int]:
-    return {
-        "bytes_in": traffic.bytes_in,
-        "bytes_out": traffic.bytes_out,
-        "messages_in": traffic.messages_in,
-        "messages_out": traffic.messages_out,
-    }
+    return dataclasses.asdict(traffic)  # bytes_in, bytes_out, messages_in, messages_out
 
 
 # -- routes ---------------------------------------------------------------------------
@@ -547,16 +543,13 @@ async def keys(request: web.Request) -> web.Response:
     limit = None
     if "limit" in query:
         raw = query["limit"]
-        if not _LIMIT.fullmatch(raw) or not 1 <= int(raw) <= MAX_PAGE:
+        if not _COUNT.fullmatch(raw) or not 1 <= int(raw) <= MAX_PAGE:
             raise InvalidValue(f"limit is a number from 1 to {MAX_PAGE}, not {raw[:40]!r}")
         limit = int(raw)
     after = query.get("after")
     return web.json_response(
         db.keys(query.get("prefix", ""), pattern=query.get("pattern"), after=after, limit=limit)
     )
-
-
-_LIMIT = re.compile(r"[0-9]{1,6}")
 
 
 async def changes(request: web.Request) -> web.Response:

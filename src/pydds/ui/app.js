@@ -318,12 +318,8 @@
   // -- cluster ----------------------------------------------------------------------
 
   async function refreshCluster() {
-    let cluster;
-    try {
-      cluster = await api("v1/cluster");
-    } catch (err) {
-      return;
-    }
+    const cluster = await api("v1/cluster").catch(() => null); // the next poll retries
+    if (cluster === null) return;
     const now = Date.now() / 1000;
     const seen = new Set(cluster.members.map((m) => m.name));
     for (const [name, member] of state.members) {
@@ -396,12 +392,8 @@
   // -- databases and the key browser -------------------------------------------------
 
   async function refreshDatabases() {
-    let listing;
-    try {
-      listing = await api("v1/databases");
-    } catch (err) {
-      return;
-    }
+    const listing = await api("v1/databases").catch(() => null); // the next poll retries
+    if (listing === null) return;
     const body = $("databases").tBodies[0];
     body.replaceChildren();
     for (const db of listing.databases) {
