@@ -58,7 +58,6 @@ async def until_members(session: aiohttp.ClientSession, http: str, count: int) -
 async def run(values: int, limit: int, disk: bool) -> dict[str, Any]:
     data = tempfile.mkdtemp(prefix="pydds-bench-")
     a, a_address = await serve("a", "--memory")
-    a_http = f"http://{a_address}"
     procs = [a]
     try:
         join = a_address
