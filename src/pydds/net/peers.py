@@ -55,6 +55,9 @@ from .session import Session, State
 
 __all__ = ["ClusterSettings", "Output", "PeerLink", "Peers", "RareOutput", "Traffic", "Warmup"]
 
+#: The member states that count as reached (for ``in_touch``).
+_REACHED = frozenset({MemberState.SELF, MemberState.ALIVE, MemberState.INDIRECT})
+
 log = logging.getLogger("pydds.cluster")
 
 #: Messages queued on one link after which local writes yield to the link writers.
@@ -416,6 +419,9 @@ class Peers:
             # As on a first link: the peer's members, which also tell a peer that
             # dialed this link that it was accepted (its join waits for that).
             link.session.send([m.Members(self.membership.listing())])
+            # What was queued on the closed link is lost with it (a sync step of
+            # either end, a write): the new link syncs again, at once.
+            self.send(self.replication.resync(peer))
             return True
         self.links[peer] = link
         before = self.membership.get(peer)
@@ -638,6 +644,16 @@ class Peers:
     def alone(self) -> bool:
         """Whether this node knows no other member (it is the whole cluster)."""
         return len(self.membership.members()) == 1
+
+    @property
+    def in_touch(self) -> bool:
+        """Whether this end reaches a majority of the members, itself included (a
+        client: whether it links to a node)."""
+        if self.role == "client":
+            return any(not link.is_client for link in self.links.values())
+        members = self.membership.members()
+        reached = sum(1 for m in members if m.state in _REACHED)
+        return 2 * reached > len(members)
 
     def expire_members(self, now: float) -> None:
         """Remove the members unreachable for longer than ``dead_after`` (a ``left``
