@@ -52,20 +52,16 @@ async def test_a_value_delta_for_an_old_generation_is_dropped() -> None:
     assert await b.db().get("k") == "gen 2"
 
 
-async def test_a_malformed_directory_entry_is_ignored_and_repaired() -> None:
-    from pydds.crdt.ydoc import YDoc
+async def test_a_malformed_directory_entry_refuses_the_update_whole() -> None:
+    import msgpack
 
     _, b = await shared()
-    # Another program writes a non-pydds entry over "k" in a copy of the directory.
-    forged = YDoc(999, "keys", b.db()._keyspace.directory.doc.diff())
-    txn = forged.begin(1)
-    forged.root.insert(txn, "k", "not an entry")
-    delta = forged.end(txn)
-    assert delta is not None
-    b.node.apply_change(Change("db", "k", 1, delta, None, "evil"))
+    # Another program writes a non-pydds entry over "k", beside a good one.
+    delta = msgpack.packb({"k": "not an entry", "other": [1, False]})
+    with pytest.raises(pydds.InvalidUpdate, match="malformed directory entry"):
+        b.node.apply_change(Change("db", "k", 1, delta, None, "evil"))
     assert await b.db().get("k") == {"x": 1}
-    repairs = b.take()
-    assert repairs  # b wrote its entry again
+    assert "other" not in b.db()
     assert b.directory()["k"].gen == 1
 
 

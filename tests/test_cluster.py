@@ -11,6 +11,7 @@ import pytest
 import pydds
 from pydds import keyspace
 from pydds.clock import FakeClock
+from pydds.crdt.directory import encode_update
 from pydds.net import messages as m
 from pydds.net.codec import PROTOCOL, encode_frame
 
@@ -190,7 +191,7 @@ async def test_bad_data_from_a_peer_closes_that_link_and_changes_nothing(
     a = await cluster.start("a")
     await a.database("db").set("k", 1)
     evil = await cluster.network.transport().connect("mem://a")
-    garbage = m.DirectoryStep2("db", b"\x01\x02garbage")
+    garbage = m.DirectoryStep2("db", b"\x01\x02garbage", (0,))
     await evil.send(encode_frame([m.Hello("evil", "node", None, PROTOCOL), m.Proof(b""), garbage]))
     received = await asyncio.wait_for(drain(evil), 1)
     assert isinstance(received[-1], m.Close)
@@ -207,7 +208,7 @@ async def test_a_bad_directory_step2_changes_nothing_known_or_not(cluster: Clust
     a.database("empty")  # a directory that would adopt an update whole
     for database in ("empty", "unknown"):
         evil = await cluster.network.transport().connect("mem://a")
-        garbage = m.DirectoryStep2(database, b"\x01\x02garbage")
+        garbage = m.DirectoryStep2(database, b"\x01\x02garbage", (0,))
         hello = m.Hello(f"evil-{database}", "node", None, PROTOCOL)
         await evil.send(encode_frame([hello, m.Proof(b""), garbage]))
         received = await asyncio.wait_for(drain(evil), 1)
@@ -608,9 +609,9 @@ async def test_a_bulk_directory_pauses_the_collector_and_always_resumes_it(
     # A whole directory (a join) is applied with the cyclic collector paused; it
     # runs again afterwards, also when the update is refused.
     source, target = pydds.Node("s"), pydds.Node("t")
-    for i in range(4000):
+    for i in range(6000):
         await source.database("db").set(f"key:{i}", i)
-    update = source.database("db")._keyspace.directory.doc.diff()
+    update = encode_update(source.database("db")._keyspace.directory.entries().items())
     assert len(update) >= keyspace.BULK_BYTES
     ks = target.database("db")._keyspace
     collecting: list[bool] = []  # whether the collector could run, at each key made
@@ -622,9 +623,9 @@ async def test_a_bulk_directory_pauses_the_collector_and_always_resumes_it(
 
     monkeypatch.setattr(keyspace, "KeyDoc", watched)
     changes = ks.apply_directory(update, "s")
-    assert collecting == [False] * 4000
-    assert len(changes) == 4000
-    assert len(ks) == 4000
+    assert collecting == [False] * 6000
+    assert len(changes) == 6000
+    assert len(ks) == 6000
     assert gc.isenabled()
     with pytest.raises(pydds.InvalidUpdate):
         target.database("other")._keyspace.apply_directory(b"\xff" * len(update), "s")
@@ -727,7 +728,7 @@ async def test_a_new_key_reaches_members_the_writer_has_no_link_to(cluster: Clus
 
 @pytest.mark.parametrize(
     "message",
-    [m.Leave("a"), m.Relay(("b",), "db", "k", 1, b"\0\0", "x"), m.Reach(("b",))],
+    [m.Leave("a"), m.Relay(("b",), "db", "k", 1, b"\x80", "x"), m.Reach(("b",))],
 )
 async def test_a_client_cannot_say_who_left_or_relay(cluster: Cluster, message: Any) -> None:
     a, _b = await cluster.pair()

@@ -8,6 +8,7 @@ import pytest
 
 import pydds
 from pydds import collector
+from pydds.crdt.directory import encode_update
 
 
 @pytest.fixture(autouse=True)
@@ -91,16 +92,17 @@ def test_bulk_loads_pause_the_collector_and_are_frozen_once_tuned() -> None:
 def test_a_joined_directory_is_frozen_in_a_tuned_process() -> None:
     async def join() -> int:
         async with pydds.Node("s") as source, pydds.Node("t") as target:
-            for i in range(4000):
+            for i in range(6000):
                 await source.database("db").set(f"key:{i}", i)
-            update = source.database("db")._keyspace.directory.doc.diff()
+            directory = source.database("db")._keyspace.directory
+            update = encode_update(directory.entries().items())
             pydds.tune_gc()
             frozen = gc.get_freeze_count()
             target.database("db")._keyspace.apply_directory(update, "s")
-            assert len(target.database("db")) == 4000
+            assert len(target.database("db")) == 6000
             return gc.get_freeze_count() - frozen
 
-    assert pydds.run(join(), loop="asyncio") >= 4000  # a KeyDoc per key at least
+    assert pydds.run(join(), loop="asyncio") >= 6000  # a KeyDoc per key at least
 
 
 def test_the_threshold_is_positive() -> None:

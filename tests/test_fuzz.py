@@ -67,7 +67,7 @@ sessions = st.lists(
             m.Ping(1),
             m.Pong(1),
             m.Close("bye"),
-            m.DirectoryStep1("db", b"\x00"),
+            m.DirectoryStep1("db", 16, bytes(128)),
             m.Write("db", "k", 1, "changed", None, None, "p"),
         ]
     ),

@@ -307,25 +307,21 @@ async def test_a_clients_ack_is_a_protocol_violation_and_counts_for_nothing(
 async def test_a_clients_directory_updates_pass_the_checks_of_its_writes(
     cluster: Cluster,
 ) -> None:
-    from pydds.crdt.directory import Directory, Entry
+    from pydds.crdt.directory import Entry, encode_update
 
     a = cluster.node("a", credentials=NODES, limits=pydds.Limits(max_keys=100))
     await a.start()
     await a.database("cache").set("there", 1)
-    own = client_id_for(WEB, "forger")
 
     def entries(*keys: str) -> bytes:
-        made = Directory(own)
-        for key in keys:
-            made.put(key, Entry(1), 0)
-        return made.doc.diff(b"\x00")
+        return encode_update((key, Entry(1)) for key in keys)
 
     for update, refusal in (
         (entries(*(f"k{i}" for i in range(101))), "more than 100 keys"),
-        (entries("ok", ""), "a key must have 1 to 1024 characters"),
+        (entries("ok", ""), "a malformed directory entry for ''"),
         (entries("x" * 5000), "a key must have 1 to 1024 characters"),
     ):
-        out = await forged_client(cluster, WEB, [m.DirectoryStep2("cache", update)])
+        out = await forged_client(cluster, WEB, [m.DirectoryStep2("cache", update, (0,))])
         assert isinstance(out[-1], m.Close)
         assert refusal in out[-1].reason
     # A write's directory delta writes its own key's entry only.
@@ -337,7 +333,9 @@ async def test_a_clients_directory_updates_pass_the_checks_of_its_writes(
     assert list(a.database("cache")._keyspace.directory.entries()) == ["there"]
     # Within the checks, a client's offline writes still sync.
     update = entries("offline")
-    out = await forged_client(cluster, WEB, [m.DirectoryStep2("cache", update)], [m.Close("bye")])
+    out = await forged_client(
+        cluster, WEB, [m.DirectoryStep2("cache", update, ())], [m.Close("bye")]
+    )
     assert not any(isinstance(x, m.Close) for x in out)
     assert sorted(a.database("cache").keys()) == ["offline", "there"]
 
@@ -593,7 +591,7 @@ async def test_peers_cannot_exceed_the_limits_and_other_links_go_on(cluster: Clu
     assert isinstance(out[-1], m.Close)
     assert "full" in out[-1].reason
     # ...and so is one that would make a database beyond the node's limit.
-    out = await forged_client(cluster, READER, [m.DirectoryStep1("another", b"\x00")])
+    out = await forged_client(cluster, READER, [m.DirectoryStep1("another", 16, bytes(128))])
     assert isinstance(out[-1], m.Close)
     assert "databases, its limit" in out[-1].reason
     assert a.databases() == ["cache"]

@@ -422,7 +422,10 @@ def test_an_entry_without_a_ttl_encodes_as_before() -> None:
     assert msgpack.unpackb(persisted.encode()) == [3, False, 4, None]
     assert Entry.decode(persisted.encode()) == persisted
     assert Entry(3, False, 1, 10.0) < Entry(3, False, 1, 20.0) < Entry(3, False, 1)
-    assert Entry(3, False, 1) < Entry(3, False, 2, 1.0) < Entry(3, True) < Entry(4)
+    assert Entry(3, False, 1) < Entry(3, False, 2, 1.0) < Entry(3, True, 0, 1.0) < Entry(4)
+    deleted = Entry(3, True, 0, 1.7e9)  # a delete says when it was
+    assert msgpack.unpackb(deleted.encode()) == [3, True, 0, 1.7e9]
+    assert Entry.decode(msgpack.packb([3, True])) == Entry(3, True, 0, 0.0)  # undated: oldest
 
 
 @pytest.mark.parametrize(

@@ -65,6 +65,11 @@ class Limits:
     its payload)."""
     event_log_age: float = 3600.0
     """Seconds an event stays in the log at most."""
+    tombstone_horizon: float = 6 * 3600.0
+    """Seconds a deleted or expired key's entry (its tombstone) is kept; then every
+    node forgets it (memory, store, what a joining node receives). A node cut off from
+    the cluster for more than half of this rejoins with the cluster's directory (see
+    docs/semantics.md, "Deleted keys"). Every node of a cluster should have the same."""
     max_memory: int | None = None
     """Bytes the values held on this node may take (``Node.footprint``, an estimate:
     directories are not in it); past it, copies are evicted by ``eviction``, but only
@@ -75,6 +80,7 @@ class Limits:
     ``"lfu"`` (least frequently used, counts halving every minute)."""
 
     def __post_init__(self) -> None:
+        check_seconds("tombstone_horizon", self.tombstone_horizon)
         if self.max_memory is not None and (
             isinstance(self.max_memory, bool)
             or not isinstance(self.max_memory, int)

@@ -43,13 +43,11 @@ from .changes import Change, make
 from .collector import bulk_load
 from .config import DatabaseSettings, Limits
 from .crdt import values
-from .crdt.directory import Directory, Entry, EntryChange
+from .crdt.directory import Directory, Entry, EntryChange, decode_update, encode_update
 from .crdt.keydoc import (
     EVICTED,
-    LOCAL,
     MISSING,
     ON_DISK,
-    REMOTE,
     UNTRACKED,
     KeyDoc,
     LiveDocs,
@@ -80,6 +78,9 @@ LAPSE_CHUNK = 10_000
 #: A write's ``deadline`` that leaves the key's time to live as it is.
 KEEP: float | None = None
 _NEVER = math.inf
+#: Seconds between two walks of a directory for tombstones to prune, at most.
+PRUNE_EVERY = 60.0
+NO_ENTRIES = encode_update(())  # a directory update of nothing
 
 
 _unpack = values.unpack
@@ -117,7 +118,7 @@ class Keyspace:
         self.client_id = client_id  # the Yjs client id of this node's writes
         self.node_name = node_name  # the origin of this node's changes
         self.limits = limits
-        self.directory = Directory(client_id)
+        self.directory = Directory()
         self.dropped_updates = 0  # value deltas dropped: too early with the buffer full
         self._keys: dict[str, KeyDoc] = {}
         self._live = live
@@ -132,6 +133,17 @@ class Keyspace:
         self._expiry: list[tuple[float, str, int]] = []  # heap: (deadline, key, gen)
         self.lapsed: list[Change] = []  # writes' lapses, for ``take_lapsed``
         self._early: dict[tuple[str, int], list[bytes]] = {}
+        self._prune_at = -math.inf  # when ``prune`` may walk the directory next
+        #: Whether this node is in touch with its cluster (linked to a majority of its
+        #: members, or alone): the node sets it. Out of touch, nothing is pruned, and
+        #: the keys whose entries this node writes are kept in ``_offline``.
+        self.in_touch: Callable[[], bool] = lambda: True
+        self.touched_at = wall()  # when this node was last in touch (wall clock)
+        self.pruned = -math.inf  # tombstones of keys gone before this are forgotten here
+        self._offline: set[str] = set()
+        #: The node reconciling this directory with (``behind``), and the keys it sent.
+        self.fresh_from: str | None = None
+        self.fresh_seen: set[str] = set()
         self._early_count = 0
         self._early_bytes = 0
         self._pins: set[str] = set()  # key prefixes that never go stale here
@@ -378,9 +390,7 @@ class Keyspace:
         """Write a TTL change of a live key's entry; the directory delta."""
         entry = self.directory.get(key)
         clock = entry.ttl_clock + 1 if entry is not None and entry.gen == gen else 1
-        delta = self.directory.put(key, Entry(gen, False, clock, deadline), LOCAL)
-        if self.journal is not None and delta is not None:
-            self.journal("", 0, delta)
+        delta = self._put(key, Entry(gen, False, clock, deadline))
         self._track(key, gen, deadline)
         return delta
 
@@ -461,6 +471,77 @@ class Keyspace:
             self._counted = (held, stale)
             self._pass, self._pass_at = [], 0
         return out
+
+    def _put(self, key: str, entry: Entry) -> bytes:
+        """Write an entry of this node's; the delta (journaled)."""
+        delta = self.directory.put(key, entry)
+        if self.journal is not None:
+            self.journal("", 0, delta)
+        if not self.in_touch():
+            self._offline.add(key)
+        return delta
+
+    # -- tombstones, and coming back after them ------------------------------------------
+
+    def touch(self) -> None:
+        """This node is in touch with its cluster, and reconciled: what it wrote out of
+        touch has been sent."""
+        self.touched_at = self._wall()
+        self._offline.clear()
+
+    def behind(self, pruned: float) -> bool:
+        """Whether this directory must be reconciled with a node that has forgotten
+        the tombstones of keys gone before ``pruned``: this node was last in touch
+        before then, so it may hold keys deleted meanwhile whose deletes are gone."""
+        return self.touched_at < pruned and len(self.directory) > 0
+
+    def offline_entries(self) -> list[tuple[str, Entry]]:
+        """The entries this node wrote while out of touch."""
+        entries = self.directory.entries()
+        return [(key, entries[key]) for key in self._offline if key in entries]
+
+    def reconcile(self, origin: str) -> list[Change]:
+        """The whole directory of ``origin``, a node in touch, has arrived (its keys
+        are ``fresh_seen``): drop every entry here that it lacks, but those this node
+        wrote out of touch. Those keys were deleted and pruned while this node was
+        away; their ``deleted`` changes. The store forgets them too (each as a
+        tombstone gone since ever, pruned as it is folded)."""
+        seen, offline, out = self.fresh_seen, self._offline, []
+        gone = [k for k in self.directory.entries() if k not in seen and k not in offline]
+        forgotten = []
+        for key in gone:
+            entry = self.directory.get(key)
+            assert entry is not None
+            kd = self._keys.get(key)
+            if kd is not None:
+                self._close(key, kd)
+                out.append(Change(self.name, key, kd.gen, None, None, origin, EventKind.DELETED))
+            self.directory.forget(key)
+            forgotten.append((key, Entry(entry.gen, True, 0, 0.0)))
+        if forgotten and self.journal is not None:
+            self.journal("", 0, encode_update(forgotten))
+        self.fresh_from, self.fresh_seen = None, set()
+        self.touch()
+        return out
+
+    def prune(self) -> int:
+        """Forget the tombstones (deleted or expired entries) older than
+        ``Limits.tombstone_horizon``, at most once every ``PRUNE_EVERY`` seconds and
+        only when one may be that old; how many were forgotten."""
+        now = self._now()
+        if now < self._prune_at or not self.in_touch() or self.fresh_from is not None:
+            return 0
+        self._prune_at = now + PRUNE_EVERY
+        return self._prune_now(self.directory, self._wall())
+
+    def _prune_now(self, directory: Directory, wall: float) -> int:
+        before = wall - self.limits.tombstone_horizon
+        pruned = directory.prune(before)
+        if pruned:
+            self.pruned = max(self.pruned, before)
+            if self.journal is not None:  # the store's row is folded again without them
+                self.journal("", 0, NO_ENTRIES)
+        return len(pruned)
 
     def counts(self) -> tuple[int, int, int]:
         """How many keys there are, how many values are held here, how many are stale.
@@ -582,9 +663,7 @@ class Keyspace:
         # A creation's TTL clock is 0, as one without a TTL: concurrent creations
         # merge by the deadline alone (rule 9: no deadline wins).
         new = Entry(gen, False, 0, deadline) if timed and deadline is not None else Entry(gen)
-        directory_delta = self.directory.put(key, new, LOCAL)
-        if self.journal is not None and directory_delta is not None:
-            self.journal("", 0, directory_delta)
+        directory_delta = self._put(key, new)
         kd = self._keys[key] = KeyDoc(gen, accessed=self._now())
         if timed and deadline is not None:
             self._track(key, gen, deadline)  # once the key is in ``_keys``
@@ -665,9 +744,7 @@ class Keyspace:
         if kd is None:
             return None
         self._close(key, kd)
-        delta = self.directory.put(key, Entry(kd.gen, True), LOCAL)
-        if self.journal is not None and delta is not None:
-            self.journal("", 0, delta)
+        delta = self._put(key, Entry(kd.gen, True, 0, self._wall()))
         return Change(self.name, key, kd.gen, delta, None, self.node_name, EventKind.DELETED)
 
     def _close(self, key: str, kd: KeyDoc) -> None:
@@ -780,14 +857,22 @@ class Keyspace:
         """Apply a directory update: the keys it created (their changes come last),
         and into ``out`` the deletions and repairs it made on the way."""
         pending: dict[str, EventKind] = {}
-        if update is not None and self.directory.untouched:
+        if update is None:
+            return pending
+        if self.directory.untouched:
             return self._adopt_directory(update)
-        if update is not None:
-            delta, changed = self.directory.apply(update, REMOTE)
-            if self.journal is not None and delta is not None:
-                self.journal("", 0, delta)
-            for entry_change in changed:
-                self._reconcile(entry_change, pending, origin, out)
+        entries = decode_update(update)
+        if self.fresh_from is not None:
+            self.fresh_seen.update(entries)  # not to be dropped by ``reconcile``
+        horizon = self._wall() - self.limits.tombstone_horizon
+        known = self.directory.entries()
+        for key in [k for k, e in entries.items() if e.gone_before(horizon) and k not in known]:
+            del entries[key]  # pruned here already: not brought back
+        delta, changed = self.directory.merge(entries)
+        if self.journal is not None and delta is not None:
+            self.journal("", 0, delta)
+        for entry_change in changed:
+            self._reconcile(entry_change, pending, origin, out)
         return pending
 
     def _adopt_directory(self, update: bytes) -> dict[str, EventKind]:
@@ -797,12 +882,13 @@ class Keyspace:
         Raises:
             InvalidUpdate: the update does not decode (nothing changed).
         """
-        fresh = Directory(self.client_id, update)
+        fresh = Directory(update)
         self.directory.close()
         self.directory = fresh
         if self.journal is not None:
             self.journal("", 0, update)
         now, wall, pending = self._now(), self._wall(), {}
+        self._prune_now(fresh, wall)
         for key, entry in fresh.entries().items():
             if entry.deleted or entry.deadline <= wall:
                 continue
@@ -823,17 +909,7 @@ class Keyspace:
     def _reconcile(
         self, c: EntryChange, pending: dict[str, EventKind], origin: str, out: list[Change]
     ) -> None:
-        old, new = c.old, c.new
-        if old is not None and (new is None or new < old):
-            # The entry went backwards: write the greater one again.
-            delta = self.directory.put(c.key, old, LOCAL)
-            if self.journal is not None and delta is not None:
-                self.journal("", 0, delta)
-            out.append(Change(self.name, c.key, old.gen, delta, None, self.node_name, None))
-            return
-        if new is None:
-            return
-        key = c.key
+        new, key = c.new, c.key
         kd = self._keys.get(key)
         gone = new.deleted
         if not gone and new.deadline != _NEVER:
@@ -937,10 +1013,11 @@ class Keyspace:
                 if self._keys or self.directory.entries():
                     return self._restore_into_live(directory, states)
                 if directory is not None:
-                    fresh = Directory(self.client_id, directory)  # InvalidUpdate if bad
+                    fresh = Directory(directory)  # InvalidUpdate if bad
                     self.directory.close()
                     self.directory = fresh
                 now, wall, restored = self._now(), self._wall(), 0
+                self._prune_now(self.directory, wall)
                 for key, entry in self.directory.entries().items():
                     if entry.deleted or entry.deadline <= wall:
                         continue

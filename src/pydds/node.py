@@ -342,6 +342,14 @@ class Node:
                 self._network().redial(address, self.clock.now())
                 self._drain()
 
+    def in_touch(self) -> bool:
+        """Whether this node is in touch with its cluster: it reaches (links to, or
+        through a node it links to) a majority of its members, itself included, or it
+        is alone and remembers no members. Only a node in touch prunes tombstones."""
+        if self._peers is None:
+            return not self._remembered
+        return self._peers.in_touch
+
     def remember_members(self, members: Iterable[tuple[str, str]]) -> None:
         """Members (name, address) this node knew when it last ran: once it listens,
         each is a member (``joining``), dialed in the background as one a peer listed
@@ -833,8 +841,13 @@ class Node:
         peers = self._peers
         if peers is not None:
             peers.expire_members(self.clock.now())
+        in_touch = self.in_touch()
         for name, db in self._databases.items():
-            for key, gen in db.keyspace.sweep():
+            keyspace = db.keyspace
+            if in_touch and (peers is None or peers.alone):
+                keyspace.touch()  # alone, it is the whole cluster
+            keyspace.prune()
+            for key, gen in keyspace.sweep():
                 self.publish(Event(EventKind.STALE, name, key, self.name))
                 if peers is not None:
                     peers.release(name, key, gen)
@@ -1253,6 +1266,7 @@ class Node:
                 wall=self.clock.wall,
                 footprint=self.footprint,
             )
+            keyspace.in_touch = self.in_touch
             if self._store is not None:
                 keyspace.journal = self._store.journal(name)
             db = self._databases[name] = Database(self, keyspace, self._gate)

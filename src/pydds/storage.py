@@ -31,6 +31,7 @@ import contextlib
 import fcntl
 import itertools
 import logging
+import math
 import mmap
 import os
 import shutil
@@ -45,6 +46,7 @@ from typing import IO
 
 from pycrdt import merge_updates
 
+from .crdt import directory as directories
 from .crdt.ydoc import YDoc
 from .errors import StorageError
 
@@ -205,6 +207,9 @@ class SqliteStore:
         self.directory = Path(directory)
         self.path = self.directory / FILE_NAME
         self.recovery = Recovery()
+        #: Tombstones of a directory gone before this wall-clock time are dropped when
+        #: its row is folded (the persistence module sets it from the node's horizon).
+        self.prune_before: Callable[[], float] = lambda: -math.inf
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._lock: IO[bytes] | None = (self.directory / f"{FILE_NAME}.lock").open("ab")
@@ -491,10 +496,13 @@ class SqliteStore:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def _fold_state(self, name: str, key: str, fold: _Fold) -> bytes | None:
-        """The one update of a fold; None when nothing is left (or it does not decode)."""
+        """The one update of a fold; None when nothing is left (or it does not decode).
+        A directory's drops the tombstones gone before ``prune_before()``."""
         if not fold.updates:
             return None  # deleted: the older rows of the log are folded already
         try:
+            if not key:
+                return directories.merge_updates(fold.updates, prune_before=self.prune_before())
             return fold_updates(fold.updates)
         except Exception:  # pycrdt raises its own errors (and pyo3 panics) on bad bytes
             log.error("dropped the updates of %r in %r: they do not decode", key, name)

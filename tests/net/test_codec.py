@@ -14,8 +14,8 @@ from pydds.net.codec import decode_frame, encode_frame
 ONE_OF_EACH: list[m.Message] = [
     m.Hello("n1", "node", "ws://127.0.0.1:7400", 1),
     m.Hello("c1", "client", None, 1),
-    m.DirectoryStep1("cache", b"\x00"),
-    m.DirectoryStep2("cache", b"\x00\x00"),
+    m.DirectoryStep1("cache", 16, bytes(128)),
+    m.DirectoryStep2("cache", b"\x80", (0, 15)),
     m.Write("cache", "user:1", 1, "created", b"\x01\x02", b"\x03", "n1"),
     m.Write("cache", "ключ/../x", 2**63 - 1, "changed", None, None, "n2"),
     m.Write("cache", "k", 3, "", b"\x01", None, "n2"),

@@ -5,12 +5,20 @@ from __future__ import annotations
 import pytest
 
 import pydds
+from pydds.crdt.directory import encode_update
 from pydds.net import messages as m
 from pydds.net.replication import Replication
 
 
 def replication(node: pydds.Node) -> Replication:
     return Replication(node.name, lambda db: node.database(db)._keyspace, node.databases)
+
+
+def step1_of(node: pydds.Node, database: str) -> m.DirectoryStep1:
+    """The sync step 1 ``node`` would send for ``database``."""
+    directory = node.database(database)._keyspace.directory
+    buckets = directory.bucket_count()
+    return m.DirectoryStep1(database, buckets, directory.digests(buckets))
 
 
 async def a_writes_to_b(
@@ -31,25 +39,36 @@ async def a_writes_to_b(
     return a, b, ra, rb
 
 
-async def test_a_step1_from_a_peer_ahead_is_answered_and_asked_back() -> None:
+async def test_step1s_both_ways_bring_each_end_what_it_lacks() -> None:
     a, b = pydds.Node("a"), pydds.Node("b")
     await a.database("db").set("k", 1)
-    b.database("db")  # b has the database, empty: it must still ask for a's part
+    await b.database("db").set("j", 2)
+    ra, rb = replication(a), replication(b)
+    (to_b,) = ra.opened("b")
+    (to_a,) = rb.opened("a")
+    for sender, receiver, name, step1 in ((ra, rb, "a", to_b), (rb, ra, "b", to_a)):
+        sends, _ = receiver.handle(name, step1[1])
+        assert [type(message) for _, message in sends] == [m.DirectoryStep2]
+        assert sends[0][1].complete  # type: ignore[union-attr]
+        sender.handle("ba".replace(name, ""), sends[0][1])
+    assert "k" in b.database("db")
+    assert "j" in a.database("db")
+    # Once even, a step 1 is answered with nothing: the exchange ends.
+    sends, _ = rb.handle("a", step1_of(a, "db"))
+    assert sends == []
+
+
+async def test_a_step1_for_a_database_this_node_lacks_is_asked_back() -> None:
+    a, b = pydds.Node("a"), pydds.Node("b")
+    await a.database("db").set("k", 1)
     ra, rb = replication(a), replication(b)
     ra.opened("b")
-    rb.opened("a")
-    step1 = m.DirectoryStep1("db", a.database("db")._keyspace.directory.doc.state_vector())
-    sends, _ = rb.handle("a", step1)
-    kinds = [type(message) for _, message in sends]
-    assert kinds == [m.DirectoryStep2, m.DirectoryStep1]
+    rb.opened("a")  # b has no database: it sent no step 1
+    sends, _ = rb.handle("a", step1_of(a, "db"))
+    assert [type(message) for _, message in sends] == [m.DirectoryStep2, m.DirectoryStep1]
     answer, _ = ra.handle("b", sends[1][1])
-    assert isinstance(answer[0][1], m.DirectoryStep2)
     rb.handle("a", answer[0][1])
     assert "k" in b.database("db")
-    # Once even, a step 1 is answered with a step 2 only: the exchange ends.
-    step1 = m.DirectoryStep1("db", a.database("db")._keyspace.directory.doc.state_vector())
-    sends, _ = rb.handle("a", step1)
-    assert [type(message) for _, message in sends] == [m.DirectoryStep2]
 
 
 async def test_a_pull_answer_registers_holders_both_ways() -> None:
@@ -85,13 +104,13 @@ async def test_a_value_that_does_not_decode_changes_nothing_wherever_it_would_go
     (answer,), _ = ra.handle("b", pulls[0][1])
     rb.handle("a", answer[1])
     assert ks.read("held") == {"v": 1}
-    before = (ks.directory.doc.state_vector(), ks.value_state_vector("held"), len(ks))
+    before = (dict(ks.directory.entries()), ks.value_state_vector("held"), len(ks))
     garbage = b"\x01\x02\xff\xff\xff\xff\xff\xff\xff\xff\x7f"
     for key, gen in (("held", 1), ("unread", 1), ("held", 2), ("new", 1)):
         bad = m.Write("db", key, gen, "changed", None, garbage, "a", 0)
         with pytest.raises(pydds.ProtocolError, match=r"does not decode|cannot apply"):
             rb.handle("a", bad)
-        assert (ks.directory.doc.state_vector(), ks.value_state_vector("held"), len(ks)) == before
+        assert (dict(ks.directory.entries()), ks.value_state_vector("held"), len(ks)) == before
     assert ks.read("held") == {"v": 1}
     assert not ks.holds("unread")  # not made a holder by a value that failed
     assert ("db", "new", 1) not in rb.holders
@@ -133,8 +152,9 @@ async def test_a_client_syncs_no_directory_outside_its_token() -> None:
     gateway = pydds.Node("g")
     rg = replication(gateway)
     rg.opened("cl", "client", Grant("client", databases=frozenset({"cache"})), 7)
-    empty = gateway.database("cache").keyspace.directory.doc.diff()
+    gateway.database("cache")
+    empty = encode_update(())
     with pytest.raises(pydds.ProtocolError, match="no read right on 'other'"):
-        rg.handle("cl", m.DirectoryStep2("other", empty))
+        rg.handle("cl", m.DirectoryStep2("other", empty, ()))
     assert gateway.databases() == ["cache"]
-    rg.handle("cl", m.DirectoryStep2("cache", empty))  # its own database: fine
+    rg.handle("cl", m.DirectoryStep2("cache", empty, ()))  # its own database: fine

@@ -2,14 +2,17 @@
 
 Three to five nodes run the sans-IO replication protocol; the test is the network:
 it delivers, drops, duplicates and reorders messages, partitions and heals replicas,
-and restarts them from compacted stores, while they write at random. After healing,
-anti-entropy and a read of every key everywhere, every replica holds identical
-directories, values and state vectors.
+and restarts them from compacted stores, while they write at random; time passes,
+and replicas in touch with a majority prune the tombstones older than the horizon.
+After healing, anti-entropy and a read of every key everywhere, every replica holds
+identical directories, values and state vectors, and no key deleted and pruned is
+live again unless it was written again after its prune.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 from typing import Any
 
@@ -24,6 +27,8 @@ from hypothesis.stateful import (
 )
 
 import pydds
+from pydds.clock import FakeClock
+from pydds.crdt.directory import encode_update, merge_updates
 from pydds.crdt.sync import decode_state_vector
 from pydds.crdt.ydoc import EMPTY_STATE_VECTOR
 from pydds.keyspace import NOT_HELD
@@ -36,12 +41,20 @@ from ..helpers import exact
 KEYS = ["a", "b", "c"]
 STATS: list[tuple[int, int]] = []  # live keys and directory entries at the end of each run
 DB = "db"
+HORIZON = 100.0  # seconds a tombstone is kept
 
 
 class Replica:
-    def __init__(self, name: str, client_id: int, outbox: list[tuple[str, str, m.Message]]):
+    def __init__(
+        self,
+        name: str,
+        client_id: int,
+        outbox: list[tuple[str, str, m.Message]],
+        clock: FakeClock,
+    ):
         self.name = name
-        self.node = pydds.Node(name)
+        limits = pydds.Limits(tombstone_horizon=HORIZON)
+        self.node = pydds.Node(name, clock=clock, limits=limits)
         self.node.client_id = client_id
         self.replication = Replication(
             name,
@@ -66,13 +79,28 @@ class Chaos(RuleBasedStateMachine):
     @initialize(count=st.integers(3, 5))
     def start(self, count: int) -> None:
         self.flight: list[tuple[str, str, m.Message]] = []
-        self.replicas = {f"r{i}": Replica(f"r{i}", 1000 + i, self.flight) for i in range(count)}
+        self.clock = FakeClock()
+        self.replicas: dict[str, Replica] = {}
+        for i in range(count):
+            self._add(Replica(f"r{i}", 1000 + i, self.flight, self.clock))
         self.cut: set[frozenset[str]] = set()
         self.restarts = 0
+        #: key -> the greatest generation of it a replica pruned, while no write
+        #: created it again after that prune
+        self.pruned: dict[str, int] = {}
         for a in self.replicas.values():
             for b in self.replicas:
                 if b != a.name:
                     a.post(a.replication.opened(b))
+
+    def _add(self, r: Replica) -> None:
+        self.replicas[r.name] = r
+        r.ks.in_touch = lambda: self._in_touch(r.name)
+
+    def _in_touch(self, name: str) -> bool:
+        """Whether ``name`` reaches a majority of the replicas, itself included."""
+        reached = sum(1 for other in self.replicas if frozenset((name, other)) not in self.cut)
+        return 2 * reached > len(self.replicas)
 
     def replica(self, i: int) -> Replica:
         names = sorted(self.replicas)
@@ -107,6 +135,8 @@ class Chaos(RuleBasedStateMachine):
             # the answer is in flight, so the write goes ahead on what is here.
             _, sends = r.replication.pull(DB, key)
             r.post(sends)
+        if op != "delete" and r.ks.directory.get(key) is None:
+            self.pruned.pop(key, None)  # a creation after its prune: live rightly
         asyncio.run(self._write_local(r, op, key, n))
 
     async def _write_local(self, r: Replica, op: str, key: str, n: int) -> None:
@@ -148,6 +178,29 @@ class Chaos(RuleBasedStateMachine):
     def heal(self) -> None:
         self.cut.clear()
 
+    @rule()
+    def time_passes(self) -> None:
+        """A minute passes: tombstones older than the horizon (100 s) may go. Links
+        deliver what they carry well within a minute, and anti-entropy runs on each
+        (what a partition cuts is lost): no message waits longer."""
+        self.clock._now += 60.0
+        for a in self.replicas.values():
+            for b in self.replicas:
+                if b != a.name and frozenset((a.name, b)) not in self.cut:
+                    a.post(a.replication.resync(b))
+        self._quiesce()
+
+    @rule(i=st.integers(0, 4))
+    def prune(self, i: int) -> None:
+        """Replica ``i``'s sweep prunes what it may (in touch with a majority only)."""
+        ks = self.replica(i).ks
+        gone = {key: entry.gen for key, entry in ks.directory.entries().items()}
+        ks._prune_at = -math.inf
+        if ks.prune():
+            for key, gen in gone.items():
+                if ks.directory.get(key) is None:
+                    self.pruned[key] = max(gen, self.pruned.get(key, 0))
+
     @rule(i=st.integers(0, 4))
     def restart_from_a_compacted_store(self, i: int) -> None:
         """Replica ``i`` crashes and starts again from its store, compacted: every
@@ -156,16 +209,19 @@ class Chaos(RuleBasedStateMachine):
         to or from it is lost; its links open again."""
         old = self.replica(i)
         ks, cid = old.ks, old.node.client_id
-        directory = fold_updates([ks.directory.doc.diff()])
+        wall = self.clock.wall()
+        entries = encode_update(ks.directory.entries().items())
+        directory = merge_updates([entries], prune_before=wall - HORIZON)
         states = {
             key: (kd.gen, fold_updates([kd.diff(cid, EMPTY_STATE_VECTOR)]))
             for key, kd in ks._keys.items()
             if kd.held
         }
         self.restarts += 1
-        new = Replica(old.name, 5000 + self.restarts, self.flight)
+        new = Replica(old.name, 5000 + self.restarts, self.flight, self.clock)
         new.ks.restore(directory, states)
-        self.replicas[old.name] = new
+        new.ks.touched_at, new.ks.pruned = ks.touched_at, ks.pruned  # as the store keeps
+        self._add(new)
         self.flight[:] = [f for f in self.flight if old.name not in (f[0], f[1])]
         for other in self.replicas.values():
             if other.name != old.name:
@@ -221,6 +277,9 @@ class Chaos(RuleBasedStateMachine):
                         _, sends = r.replication.pull(DB, key)
                         r.post(sends)
             self._quiesce()
+        for r in self.replicas.values():  # each node's sweep, now in touch
+            r.ks._prune_at = -math.inf
+            r.ks.prune()
         replicas = list(self.replicas.values())
         first = replicas[0]
         for r in replicas[1:]:
@@ -242,6 +301,9 @@ class Chaos(RuleBasedStateMachine):
                     )
                 )
             assert len(seen) == 1, (key, seen)
+        for key, gen in self.pruned.items():  # deleted, pruned: never back
+            live = first.ks._keys.get(key)
+            assert live is None or live.gen > gen, (key, gen, live.gen)
         STATS.append((len(first.ks.keys()), sum(len(r.ks.directory.entries()) for r in replicas)))
 
 

@@ -39,21 +39,21 @@ def test_opening_is_reported_once() -> None:
     exchange(a, b, 0)  # the Proofs
     assert (a.take_opened(), b.take_opened()) == (True, True)
     assert (a.take_opened(), b.take_opened()) == (False, False)
-    a.send([DirectoryStep2("db", b"\x00\x00")])
+    a.send([DirectoryStep2("db", b"\x00\x00", ())])
     exchange(a, b, 0.1)
     assert b.take_opened() is False
 
 
 def test_data_passes_through_once_open() -> None:
     a, b = opened()
-    update = DirectoryStep2("db", b"\x00\x00")
+    update = DirectoryStep2("db", b"\x00\x00", ())
     a.send([update])
     assert exchange(a, b, 0.1) == ([], [update])
 
 
 def test_data_before_hello_is_a_protocol_error() -> None:
     b = Session(B, now=0)
-    assert b.receive([DirectoryStep2("db", b"")], now=0) == []
+    assert b.receive([DirectoryStep2("db", b"", ())], now=0) == []
     assert b.state is State.CLOSED
     assert "expected Hello" in (b.close_reason or "")
     assert isinstance(b.data_to_send()[-1], Close)
@@ -146,9 +146,9 @@ def test_traffic_keeps_it_alive() -> None:
 
 def test_close_is_the_last_message_and_the_peer_learns_why() -> None:
     a, b = opened()
-    a.send([DirectoryStep2("db", b"")])
+    a.send([DirectoryStep2("db", b"", ())])
     a.close("shutting down")
-    a.send([DirectoryStep2("db", b"")])  # ignored: closed
+    a.send([DirectoryStep2("db", b"", ())])  # ignored: closed
     out = a.data_to_send()
     assert isinstance(out[-1], Close)
     assert len(out) == 2
@@ -159,5 +159,5 @@ def test_close_is_the_last_message_and_the_peer_learns_why() -> None:
 
 def test_nothing_after_a_close_reaches_the_node() -> None:
     _, b = opened()
-    assert b.receive([Close("bye"), DirectoryStep2("db", b"")], now=1) == []
+    assert b.receive([Close("bye"), DirectoryStep2("db", b"", ())], now=1) == []
     assert b.state is State.CLOSED

@@ -2,50 +2,78 @@
 
 Theory of operation
 -------------------
-One document, one root map ``keys``: key -> entry. An entry is a small msgpack
-buffer ``[generation, deleted]``, or ``[generation, deleted, ttl_clock, deadline]``
-for a key that has (or had) a time to live. A key lives while its entry is not
-deleted and its deadline (a wall-clock time, seconds since the epoch) has not
-passed; its value lives in the value document of that generation (``keydoc.py``).
+A directory maps each key to its entry ``(generation, deleted, ttl_clock,
+deadline)``. A key lives while its entry is not deleted and its deadline (a
+wall-clock time, seconds since the epoch) has not passed; its value lives in the
+value document of that generation (``keydoc.py``). For a deleted entry the deadline
+is the time of the delete: a gone entry (deleted or past its deadline) is a
+*tombstone*, and its deadline says since when.
+
+The directory is a state-based CRDT of its own, not a Yjs document: per key a
+register that keeps the greatest entry it was given, entries ordered by ``(gen,
+deleted, ttl_clock, deadline)``. Merging takes the greatest per key, so it is
+commutative, associative and idempotent, and every replica that received the same
+entries, in any order and any number of times, holds the same directory. Thus a
+delete wins over writes concurrent with it, the newest generation wins, and between
+concurrent TTL changes of one generation the one that had seen more wins, then the
+later deadline (no deadline beating any).
 
 Generations make re-creation safe: a key created where it is absent takes the
 generation after the last one seen (1 if none), so replicas that create the same key
 concurrently pick the same generation and their value documents merge. A delete
-writes ``[g, True]``; a later ``set`` starts generation ``g + 1`` from an empty
-document. Writes to a live key touch only its value document, and the directory
-only when they change the key's time to live.
+writes ``(g, True, 0, now)``; a later ``set`` starts generation ``g + 1`` from an
+empty document. Writes to a live key touch only its value document, and the
+directory only when they change the key's time to live. Every change of a key's time
+to live writes its entry with ``ttl_clock`` one more than the entry it replaces.
 
-Every change of a key's time to live (a write that gives one, ``expire``,
-``persist``) writes its entry with ``ttl_clock`` one more than the entry it
-replaces, so that a TTL change wins over every one it has seen. A key without a
-deadline has ``deadline`` infinite (encoded as nil).
+An update (what ``put`` returns, what ``apply`` takes, a whole state) is one msgpack
+map: key -> entry fields. Because a directory holds only entries, a tombstone can be
+*pruned*: forgotten once it is older than a horizon (``prune``); the keyspace says
+what keeps a replica that missed the prune from bringing the key back.
 
-Entries are ordered by ``(generation, deleted, ttl_clock, deadline)``, and the
-directory converges to the greatest: Yjs resolves concurrent writes of one map
-entry by client id, which may pick a smaller entry (a lagging replica's creation of
-an old generation racing a delete or a newer generation). A replica that sees its
-entry replaced by a smaller one writes the greater one again (``Directory.apply``
-reports it as a repair), and since every replica that saw the greater entry does the
-same, all end on it. Thus a
-delete wins over writes concurrent with it, the newest generation wins, and between
-concurrent TTL changes of one generation the later deadline wins (no deadline
-beating any).
+Anti-entropy compares directories by digests: keys fall into ``2**k`` buckets (by a
+CRC-32 of the key), a bucket's digest is the XOR of a 64-bit hash of each of its
+entries, and two directories need to exchange only the entries of the buckets whose
+digests differ (``digests``, ``chunks``). The digests of the finest bucket count are
+kept up to date as entries change (an entry changed is two XORs), so a digest costs
+the number of buckets, not of keys; coarser counts fold the finer.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
+import zlib
+from array import array
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 
-from .ydoc import YDoc
+from ..errors import InvalidUpdate
 
-__all__ = ["Directory", "Entry", "EntryChange"]
+__all__ = [
+    "CHUNK",
+    "Directory",
+    "Entry",
+    "EntryChange",
+    "check_digests",
+    "decode_update",
+    "encode_update",
+    "merge_updates",
+    "read_stored",
+]
 
-ROOT = "keys"
+ROOT = "keys"  # the root map of the Yjs directories that stores made before
+#: Entries per update a directory is sent in (a joining node applies each as it comes).
+CHUNK = 10_000
+#: Entries a finest bucket holds on average before the bucket count doubles.
+PER_BUCKET = 32
+#: Finest bucket counts, least and most (powers of two).
+MIN_BUCKETS, MAX_BUCKETS = 16, 4096
+_DIGEST = 8  # bytes per bucket digest
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -56,43 +84,51 @@ class Entry:
     gen: int  # the key's generation: which value document holds its value
     deleted: bool = False  # True once the key of this generation was deleted
     ttl_clock: int = 0  # how many TTL changes this generation has seen
-    deadline: float = math.inf  # when the key expires (wall clock); inf: never
+    #: when the key expires (wall clock; inf: never), or, deleted, when it was
+    deadline: float = math.inf
+
+    def fields(self) -> list[Any]:
+        """The entry as it is encoded: ``[gen, deleted]`` for a live key without a
+        time to live, else ``[gen, deleted, ttl_clock, deadline or nil]``."""
+        if self.ttl_clock == 0 and self.deadline == math.inf and not self.deleted:
+            return [self.gen, self.deleted]
+        deadline = None if self.deadline == math.inf else self.deadline
+        return [self.gen, self.deleted, self.ttl_clock, deadline]
 
     def encode(self) -> bytes:
-        if self.ttl_clock == 0 and self.deadline == math.inf:
-            packed: bytes = msgpack.packb([self.gen, self.deleted])
-        else:
-            deadline = None if self.deadline == math.inf else self.deadline
-            packed = msgpack.packb([self.gen, self.deleted, self.ttl_clock, deadline])
+        packed: bytes = msgpack.packb(self.fields())
         return packed
 
     def expired(self, now: float) -> bool:
         """Whether the key of this entry is gone at wall-clock time ``now``."""
         return self.deleted or self.deadline <= now
 
+    def gone_before(self, when: float) -> bool:
+        """Whether this is a tombstone older than ``when`` (deleted, or expired,
+        before it): prunable once ``when`` is the horizon."""
+        return self.deadline < when
+
     @staticmethod
     def decode(raw: Any) -> Entry | None:
-        """Decode a stored entry; None for anything malformed."""
+        """Decode one encoded entry; None for anything malformed."""
         try:
-            return _decode(bytes(raw))
-        except TypeError:  # not bytes-like
+            fields = msgpack.unpackb(bytes(raw))
+        except (ValueError, TypeError, msgpack.UnpackException):
             return None
+        return _entry(fields)
 
 
-@functools.lru_cache(maxsize=4096)  # a directory holds few distinct entries
-def _decode(raw: bytes) -> Entry | None:
-    try:
-        fields = msgpack.unpackb(raw)
-    except (ValueError, TypeError, msgpack.UnpackException):
-        return None
-    if type(fields) is not list or len(fields) not in (2, 4):
-        return None
-    gen, deleted = fields[0], fields[1]
-    if type(gen) is not int or gen < 1 or type(deleted) is not bool:
+def _entry(fields: Any) -> Entry | None:
+    """The entry of decoded fields; None if they are malformed."""
+    if type(fields) is not list and type(fields) is not tuple:
         return None
     if len(fields) == 2:
-        return Entry(gen, deleted)
-    ttl_clock, deadline = fields[2], fields[3]
+        return _two(fields[0], fields[1])
+    if len(fields) != 4:
+        return None
+    gen, deleted, ttl_clock, deadline = fields
+    if type(gen) is not int or gen < 1 or type(deleted) is not bool:
+        return None
     if type(ttl_clock) is not int or ttl_clock < 0:
         return None
     if deadline is None:
@@ -102,121 +138,314 @@ def _decode(raw: bytes) -> Entry | None:
     return Entry(gen, deleted, ttl_clock, float(deadline))
 
 
+@functools.lru_cache(maxsize=1024)  # most entries are (small gen, live)
+def _two(gen: Any, deleted: Any) -> Entry | None:
+    if type(gen) is not int or gen < 1 or type(deleted) is not bool:
+        return None
+    # A delete of the earlier format, with no time: gone since ever (pruned first).
+    return Entry(gen, True, 0, 0.0) if deleted else Entry(gen)
+
+
+def encode_update(entries: Iterable[tuple[str, Entry]]) -> bytes:
+    """One update of ``(key, entry)`` pairs."""
+    packed: bytes = msgpack.packb({key: entry.fields() for key, entry in entries})
+    return packed
+
+
+def decode_update(update: bytes) -> dict[str, Entry]:
+    """The entries of an update.
+
+    Raises:
+        InvalidUpdate: it is not one (a malformed entry refuses all of it).
+    """
+    try:
+        raw = msgpack.unpackb(update, use_list=False)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise InvalidUpdate(f"a directory update that does not decode: {exc}") from None
+    if type(raw) is not dict:
+        raise InvalidUpdate("a directory update is a map of keys to entries")
+    out: dict[str, Entry] = {}
+    for key, fields in raw.items():
+        entry = _entry(fields)
+        if type(key) is not str or not key or entry is None:
+            raise InvalidUpdate(f"a malformed directory entry for {key!r}")
+        out[key] = entry
+    return out
+
+
+def read_stored(update: bytes) -> dict[str, Entry]:
+    """The entries of a stored update: this format, or the Yjs document that stores
+    of earlier versions kept (read once, at the first start after an upgrade).
+
+    Raises:
+        InvalidUpdate: it is neither.
+    """
+    try:
+        return decode_update(update)
+    except InvalidUpdate:
+        pass
+    from .ydoc import YDoc  # only for a store of an earlier version
+
+    doc = YDoc(0, ROOT, update)  # InvalidUpdate if not one either
+    try:
+        txn = doc.read()
+        try:
+            raw = {k: doc.root.get(txn, k) for k in doc.root.keys(txn)}
+        finally:
+            txn.drop()
+    finally:
+        doc.close()
+    out = {}
+    for key, value in raw.items():
+        entry = Entry.decode(value) if isinstance(value, (bytes, bytearray)) else None
+        if entry is not None:
+            out[key] = entry
+    return out
+
+
+def merge_updates(updates: Iterable[bytes], *, prune_before: float = -math.inf) -> bytes:
+    """One update of many (stored ones: either format), the greatest entry of each
+    key, without the tombstones gone before ``prune_before``.
+
+    Raises:
+        InvalidUpdate: one does not decode.
+    """
+    merged: dict[str, Entry] = {}
+    for update in updates:
+        for key, entry in read_stored(update).items():
+            old = merged.get(key)
+            if old is None or old < entry:
+                merged[key] = entry
+    return encode_update((k, e) for k, e in merged.items() if not e.gone_before(prune_before))
+
+
+def _hash(key: str, entry: Entry) -> int:
+    """A 64-bit hash of one entry of one key (not linear: changes do not cancel)."""
+    data = key.encode() + b"\x00" + entry.encode()
+    return int.from_bytes(hashlib.blake2b(data, digest_size=_DIGEST).digest(), "big")
+
+
+def check_digests(buckets: int, digests: bytes) -> None:
+    """Check that ``digests`` are the digests of ``buckets`` buckets.
+
+    Raises:
+        InvalidUpdate: they are not.
+    """
+    if buckets < 1 or buckets & (buckets - 1) or buckets > 1 << 16:
+        raise InvalidUpdate(f"{buckets} buckets: not a power of two up to 65536")
+    if len(digests) != _DIGEST * buckets:
+        raise InvalidUpdate(f"{buckets} buckets need {_DIGEST * buckets} bytes of digest")
+
+
+def bucket(key: str, buckets: int) -> int:
+    """The bucket of ``key`` among ``buckets`` (a power of two)."""
+    return zlib.crc32(key.encode()) & (buckets - 1)
+
+
 @dataclass(frozen=True, slots=True)
 class EntryChange:
     """A key whose entry an applied update changed."""
 
     key: str
     old: Entry | None  # the entry before, None if the key was unknown
-    new: Entry | None  # the entry after (None only for a malformed entry)
+    new: Entry  # the entry after
 
 
 class Directory:
-    """The directory document of one database on one node.
+    """The directory of one database on one node.
 
     Example::
 
-        d = Directory(client_id=7)
+        d = Directory()
         delta = d.put("user:1", Entry(1))
         d.get("user:1")          # -> Entry(gen=1, deleted=False)
     """
 
-    __slots__ = ("_changes", "_doc", "_sub", "_untouched")
+    __slots__ = ("_earliest", "_entries", "_fine", "_gone", "_untouched")
 
-    def __init__(self, client_id: int, state: bytes | None = None) -> None:
-        """A directory, empty or loaded from ``state`` (an update: a stored state, or
-        a peer's whole directory). Loading happens before observing, so it records
-        no entry changes: it costs the apply alone.
+    def __init__(self, state: bytes | None = None) -> None:
+        """A directory, empty or loaded from ``state`` (an update).
 
         Raises:
             InvalidUpdate: ``state`` does not decode.
         """
-        self._doc = YDoc(client_id, ROOT, state)
+        self._entries: dict[str, Entry] = {} if state is None else decode_update(state)
         self._untouched = state is None
-        changes: list[Any] = []
-        self._changes = changes  # the changed keys of each map event of the update
-        self._sub: Any = self._doc.root.observe(lambda event: changes.append(event.keys))
+        self._fine: array[int] | None = None  # digests of the finest buckets, once asked
+        deadlines = [e.deadline for e in self._entries.values() if e.deadline != math.inf]
+        self._gone = len(deadlines)  # entries with a deadline
+        self._earliest = min(deadlines, default=math.inf)  # none of them is earlier
 
     @property
     def untouched(self) -> bool:
-        """Whether nothing was ever written or applied to this directory (not even an
-        update still waiting for the ones it depends on)."""
+        """Whether nothing was ever written or applied to this directory."""
         return self._untouched
 
-    @property
-    def doc(self) -> YDoc:
-        """The directory document (state vectors, diffs)."""
-        return self._doc
+    def __len__(self) -> int:
+        """Entries, tombstones included."""
+        return len(self._entries)
 
     def get(self, key: str) -> Entry | None:
-        """The entry of ``key``, deleted or not; None if the key was never seen."""
-        doc = self._doc
-        txn = doc.read()
-        try:
-            raw = doc.root.get(txn, key) if doc.root.has(txn, key) else None
-        finally:
-            txn.drop()
-        return None if raw is None else Entry.decode(raw)
+        """The entry of ``key``, deleted or not; None if the key is unknown."""
+        return self._entries.get(key)
 
     def entries(self) -> dict[str, Entry]:
-        """Every well-formed entry, deleted ones included."""
-        doc = self._doc
-        txn = doc.read()
-        try:
-            raw = {k: doc.root.get(txn, k) for k in doc.root.keys(txn)}
-        finally:
-            txn.drop()
-        out = {}
-        for key, value in raw.items():
-            entry = Entry.decode(value)
-            if entry is not None:
-                out[key] = entry
-        return out
+        """Every entry, tombstones included (the directory's own map: do not change it)."""
+        return self._entries
 
-    def put(self, key: str, entry: Entry, origin: int) -> bytes | None:
-        """Write ``key``'s entry; return the delta."""
+    def put(self, key: str, entry: Entry) -> bytes:
+        """Write ``key``'s entry (the caller's, greater than the one it replaces);
+        return the delta."""
         self._untouched = False
-        doc = self._doc
-        txn = doc.begin(origin)
-        try:
-            doc.root.insert(txn, key, entry.encode())
-        finally:
-            delta = doc.end(txn)
-        self._changes.clear()
-        return delta
+        self._set(key, self._entries.get(key), entry)
+        return encode_update(((key, entry),))
 
-    def apply(self, update: bytes, origin: int) -> tuple[bytes | None, list[EntryChange]]:
-        """Apply an update from elsewhere.
+    def _set(self, key: str, old: Entry | None, new: Entry) -> None:
+        self._entries[key] = new
+        self._gone += (new.deadline != math.inf) - (old is not None and old.deadline != math.inf)
+        if new.deadline < self._earliest:
+            self._earliest = new.deadline
+        fine = self._fine
+        if fine is not None:
+            at = bucket(key, len(fine))
+            fine[at] ^= _hash(key, new) ^ (0 if old is None else _hash(key, old))
+            if len(self._entries) > PER_BUCKET * len(fine) and len(fine) < MAX_BUCKETS:
+                self._fine = None  # finer buckets, computed at the next digest
+
+    def apply(self, update: bytes) -> tuple[bytes | None, list[EntryChange]]:
+        """Merge an update from elsewhere: each key keeps the greater entry.
 
         Returns:
-            The delta it made here, and the entries it changed.
+            The delta it made here (the entries that changed), and those changes.
 
         Raises:
             InvalidUpdate: the bytes do not decode; nothing was applied.
         """
+        return self.merge(decode_update(update))
+
+    def merge(self, entries: dict[str, Entry]) -> tuple[bytes | None, list[EntryChange]]:
+        """``apply`` for decoded entries."""
         self._untouched = False
-        self._changes.clear()
-        try:
-            delta = self._doc.apply(update, origin)
-            changed: list[EntryChange] = []
-            for keys in self._changes:
-                for key, change in keys.items():
-                    old = change.get("oldValue")
-                    new = change.get("newValue")
-                    changed.append(
-                        EntryChange(
-                            key,
-                            None if old is None else Entry.decode(old),
-                            None if new is None else Entry.decode(new),
-                        )
-                    )
-        finally:
-            self._changes.clear()
-        return delta, changed
+        changed: list[EntryChange] = []
+        mine = self._entries
+        for key, entry in entries.items():
+            old = mine.get(key)
+            if old is None or old < entry:
+                self._set(key, old, entry)
+                changed.append(EntryChange(key, old, entry))
+        if not changed:
+            return None, changed
+        return encode_update((c.key, c.new) for c in changed), changed
+
+    def forget(self, key: str) -> None:
+        """Drop ``key``'s entry (a replica that learned the key was pruned elsewhere)."""
+        old = self._entries.pop(key, None)
+        if old is None:
+            return
+        self._gone -= old.deadline != math.inf
+        if self._fine is not None:
+            self._fine[bucket(key, len(self._fine))] ^= _hash(key, old)
+
+    # -- tombstones ------------------------------------------------------------------------
+
+    @property
+    def tombstones(self) -> int:
+        """Entries with a deadline: tombstones, and live keys with a time to live."""
+        return self._gone
+
+    def prunable(self, before: float) -> bool:
+        """Whether some tombstone may be gone before ``before`` (no walk)."""
+        return self._earliest < before
+
+    def prune(self, before: float) -> list[str]:
+        """Forget the tombstones gone before ``before``; return their keys. Walks the
+        entries only when ``prunable``."""
+        if not self.prunable(before):
+            return []
+        pruned, earliest = [], math.inf
+        for key, entry in self._entries.items():
+            if entry.gone_before(before):
+                pruned.append(key)
+            elif entry.deadline < earliest:
+                earliest = entry.deadline
+        for key in pruned:
+            self.forget(key)
+        self._earliest = earliest
+        return pruned
+
+    # -- anti-entropy ------------------------------------------------------------------------
+
+    def bucket_count(self) -> int:
+        """The bucket count this directory's digests use (a power of two)."""
+        wanted = max(MIN_BUCKETS, -(-len(self._entries) // PER_BUCKET))
+        return min(MAX_BUCKETS, 1 << (wanted - 1).bit_length())
+
+    def digests(self, buckets: int) -> bytes:
+        """The digest of each of ``buckets`` buckets (a power of two)."""
+        fine = self._fine
+        if fine is None or len(fine) < self.bucket_count():
+            fine = self._fine = self._compute(self.bucket_count())
+        if buckets > len(fine):  # finer than kept (a peer holding more): computed
+            out = self._compute(buckets)
+        else:
+            out = array("Q", fine[:buckets])
+            for start in range(buckets, len(fine), buckets):
+                part = fine[start : start + buckets]
+                for i in range(buckets):
+                    out[i] ^= part[i]
+        return out.tobytes()
+
+    def _compute(self, buckets: int) -> array[int]:
+        out = array("Q", bytes(_DIGEST * buckets))
+        mask = buckets - 1
+        crc32 = zlib.crc32
+        for key, entry in self._entries.items():
+            out[crc32(key.encode()) & mask] ^= _hash(key, entry)
+        return out
+
+    def differing(self, buckets: int, theirs: bytes) -> list[int]:
+        """The buckets whose digests differ from ``theirs`` (``buckets`` of them).
+
+        Raises:
+            InvalidUpdate: ``theirs`` is not ``buckets`` digests.
+        """
+        check_digests(buckets, theirs)
+        ours = self.digests(buckets)
+        if ours == theirs:
+            return []
+        d = _DIGEST
+        return [i for i in range(buckets) if ours[i * d : i * d + d] != theirs[i * d : i * d + d]]
+
+    def chunks(
+        self, buckets: int, wanted: list[int], size: int = CHUNK
+    ) -> Iterator[tuple[bytes, list[int]]]:
+        """The entries of the ``wanted`` buckets, as updates of at most ``size``
+        entries each, with the buckets each completes (all of a bucket's entries are in
+        it or in the updates before). Every wanted bucket is completed by some update,
+        an empty one if none holds anything."""
+        every = len(wanted) == buckets
+        if every:
+            items: Iterable[tuple[str, Entry]] = self._entries.items()
+        else:
+            want = set(wanted)
+            mask = buckets - 1
+            crc32 = zlib.crc32
+            by_bucket: dict[int, list[tuple[str, Entry]]] = {b: [] for b in wanted}
+            for key, entry in self._entries.items():
+                at = crc32(key.encode()) & mask
+                if at in want:
+                    by_bucket[at].append((key, entry))
+            items = [item for b in wanted for item in by_bucket[b]]
+        chunk: list[tuple[str, Entry]] = []
+        for item in items:
+            chunk.append(item)
+            if len(chunk) >= size:
+                yield encode_update(chunk), []
+                chunk = []
+        yield encode_update(chunk), list(wanted)
 
     def close(self) -> None:
-        """Stop observing."""
-        if self._sub is not None:
-            self._sub.drop()
-            self._sub = None
-        self._doc.close()
+        """Drop every entry."""
+        self._entries = {}
+        self._fine = None
+        self._gone, self._earliest = 0, math.inf

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
+from ..crdt.directory import merge_updates
 from ..errors import InvalidUpdate, StorageError
 from ..eventfile import EventFile
 from ..eventlog import EventLog, Record
@@ -153,6 +154,8 @@ class Persistence(Module):
         self._store = await loop.run_in_executor(
             self._executor, lambda: SqliteStore(self.path, max_page_count=self.max_page_count)
         )
+        horizon, clock = node.limits.tombstone_horizon, node.clock
+        self._store.prune_before = lambda: clock.wall() - horizon
         loaded = await loop.run_in_executor(self._executor, self._store.load)
         prepared = await loop.run_in_executor(self._executor, self._prepare, loaded)
         recovery = self._store.recovery
@@ -276,8 +279,8 @@ class Persistence(Module):
             updates = loaded.directories.get(name, [])
             if updates:
                 try:
-                    directory = merge(updates)
-                except Exception:  # pycrdt's errors, pyo3 panics
+                    directory = merge_updates(updates, prune_before=self._store.prune_before())
+                except InvalidUpdate:
                     log.error("the stored directory of %r does not decode; it re-syncs", name)
                     recovery.damaged_keys.add((name, ""))  # its values are lost with it
             states: dict[str, tuple[int, bytes]] = {}

@@ -10,6 +10,7 @@ fault raises ``MalformedFrame`` with the reason, and the link closes with it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import operator
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -83,6 +84,12 @@ def _kind(v: Any) -> str:
 def _gen(v: Any) -> int:
     if type(v) is not int or not 1 <= v <= _INT64:
         raise MalformedFrame("a generation is an int from 1 to 2**63-1")
+    return v
+
+
+def _seconds(v: Any) -> float:
+    if type(v) is not float or math.isnan(v):
+        raise MalformedFrame("a time is a float (seconds, -inf for never)")
     return v
 
 
@@ -164,6 +171,10 @@ def _buckets(v: Any) -> int:
     return v
 
 
+def _buckets_or_none(v: Any) -> int:
+    return 0 if v == 0 and type(v) is int else _buckets(v)
+
+
 def _wanted(v: Any) -> tuple[int, ...]:
     if type(v) is not list or len(v) > MAX_BUCKETS:
         raise MalformedFrame(f"wanted is a list of at most {MAX_BUCKETS} buckets")
@@ -182,11 +193,10 @@ def _bucket_values(v: Any) -> tuple[tuple[str, int, bytes], ...]:
 Field = Callable[[Any], Any]
 
 #: code -> (message class, field checkers in dataclass order). Codes are the wire
-#: format: never renumber, only add (4, 6 and 7 were retired before any release).
+#: format: never renumber, only add (4, 6 and 7 were retired before any release; 2 and
+#: 3, the directory sync of Yjs state vectors, when directories left Yjs).
 _SCHEMA: dict[int, tuple[type, tuple[Field, ...]]] = {
     1: (m.Hello, (_short, _role, _address, _uint, _nonce, _token, _uint)),
-    2: (m.DirectoryStep1, (_name, _bytes)),
-    3: (m.DirectoryStep2, (_name, _bytes)),
     5: (m.ValuePull, (_name, _key, _gen, _bytes)),
     8: (m.Custom, (_short, _name, _bytes, _short)),
     9: (m.Ping, (_uint,)),
@@ -207,6 +217,8 @@ _SCHEMA: dict[int, tuple[type, tuple[Field, ...]]] = {
     24: (m.HoldingAsk, (_name, _buckets, _wanted)),
     25: (m.HoldingBuckets, (_name, _buckets, _wanted, _bucket_values)),
     26: (m.Reach, (_names,)),
+    27: (m.DirectoryStep1, (_name, _buckets, _bytes, _seconds)),
+    28: (m.DirectoryStep2, (_name, _bytes, _wanted, _buckets_or_none)),
 }
 _CODES = {cls: code for code, (cls, _) in _SCHEMA.items()}
 for _cls, _checks in _SCHEMA.values():

@@ -3,11 +3,12 @@ that the node's keyspaces satisfy, so that ``net/`` imports nothing above it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from ..changes import Change
 from ..config import DatabaseSettings, Limits
-from ..crdt.directory import Directory
+from ..crdt.directory import Directory, Entry
 
 __all__ = ["LocalDatabase"]
 
@@ -25,6 +26,17 @@ class LocalDatabase(Protocol):
     def settings(self) -> DatabaseSettings: ...
     @property
     def directory(self) -> Directory: ...
+
+    fresh_from: str | None
+    fresh_seen: set[str]
+
+    pruned: float
+    in_touch: Callable[[], bool]
+
+    def touch(self) -> None: ...
+    def behind(self, pruned: float) -> bool: ...
+    def offline_entries(self) -> list[tuple[str, Entry]]: ...
+    def reconcile(self, origin: str) -> list[Change]: ...
     def __len__(self) -> int: ...
     def __contains__(self, key: object) -> bool: ...
     def generation(self, key: str) -> int | None: ...

@@ -10,6 +10,7 @@ updates follow.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 __all__ = [
@@ -63,18 +64,29 @@ class Proof:
 
 @dataclass(slots=True)
 class DirectoryStep1:
-    """Sync step 1 for a directory: the sender's state vector; answer with step 2."""
+    """Sync step 1 for a directory: the digests of the sender's entries in
+    ``buckets`` buckets of keys (``crdt/directory.py``); answer with step 2. ``pruned``:
+    the sender has forgotten the tombstones of keys gone before this time (wall
+    clock; -inf: none), so a receiver out of touch since before then reconciles."""
 
     database: str
-    state_vector: bytes
+    buckets: int
+    digests: bytes
+    pruned: float = -math.inf
 
 
 @dataclass(slots=True)
 class DirectoryStep2:
-    """Sync step 2 for a directory: what the receiver lacked."""
+    """Sync step 2 for a directory: the sender's entries of the buckets whose digests
+    differed, in updates of at most ``directory.CHUNK`` entries; the last one lists
+    those buckets in ``complete`` (every entry of theirs has been sent), of
+    ``buckets`` (0 in the others, and from a sender that cannot vouch for its
+    directory yet: one reconciling itself)."""
 
     database: str
     update: bytes
+    complete: tuple[int, ...]
+    buckets: int = 0
 
 
 @dataclass(slots=True)

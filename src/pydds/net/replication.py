@@ -61,10 +61,8 @@ from typing import ClassVar, TypeGuard
 
 from ..changes import Change
 from ..config import check_key
-from ..crdt.directory import ROOT as DIRECTORY_ROOT
-from ..crdt.directory import Entry
+from ..crdt.directory import check_digests, decode_update, encode_update
 from ..crdt.sync import decode_state_vector, update_state_vector
-from ..crdt.updates import map_items
 from ..crdt.ydoc import EMPTY_STATE_VECTOR
 from ..errors import InvalidName, InvalidUpdate, InvalidValue, KeyNotFound, ProtocolError
 from . import digests
@@ -163,15 +161,19 @@ def _validate(msg: m.Message) -> None:
     """
     if isinstance(msg, m.Write):
         if msg.directory is not None:
-            update_state_vector(msg.directory)
+            decode_update(msg.directory)
         if msg.value is not None:
             update_state_vector(msg.value)
-    elif isinstance(msg, (m.DirectoryStep2, m.ValueDiff)):
+    elif isinstance(msg, m.DirectoryStep2):
+        decode_update(msg.update)
+    elif isinstance(msg, m.ValueDiff):
         update_state_vector(msg.update)
     elif isinstance(msg, m.Relay):
-        update_state_vector(msg.directory)
-    elif isinstance(msg, (m.DirectoryStep1, m.ValuePull)):
+        decode_update(msg.directory)
+    elif isinstance(msg, m.ValuePull):
         decode_state_vector(msg.state_vector)
+    elif isinstance(msg, m.DirectoryStep1):
+        check_digests(msg.buckets, msg.digests)
     elif isinstance(msg, (m.Holding, m.HoldingBuckets)):
         for _, _, state_vector in msg.values:
             decode_state_vector(state_vector)
@@ -198,6 +200,11 @@ def _writers(update: bytes) -> dict[int, int]:
         InvalidUpdate: the update does not decode.
     """
     return decode_state_vector(update_state_vector(update))
+
+
+#: A bucket digest that none matches (a hash of all ones is as likely as any other:
+#: one chance in 2**64 per bucket that the bucket is taken as equal and not sent).
+_NO_MATCH = b"\xff" * 8
 
 
 def _ahead(theirs: bytes, ours: bytes) -> bool:
@@ -310,12 +317,17 @@ class Replication:
     def resync(self, peer: str) -> list[Send]:
         """Anti-entropy with ``peer``: a state vector for every directory and held
         value; the answers repair whatever was lost or applied out of order."""
-        out: list[Send] = []
-        for name in self._databases():
-            if self._may(peer, "read", name):
-                ks = self._keyspace(name)
-                out.append((peer, m.DirectoryStep1(name, ks.directory.doc.state_vector())))
-        return out
+        return [
+            (peer, self._step1(self._keyspace(name)))
+            for name in self._databases()
+            if self._may(peer, "read", name)
+        ]
+
+    @staticmethod
+    def _step1(ks: LocalDatabase) -> m.DirectoryStep1:
+        directory = ks.directory
+        buckets = directory.bucket_count()
+        return m.DirectoryStep1(ks.name, buckets, directory.digests(buckets), ks.pruned)
 
     def holding(self, peer: str, database: str) -> list[Send]:
         """``Holding`` messages for every fresh value held here in ``database`` (what
@@ -323,6 +335,8 @@ class Replication:
         if peer not in self.peers or not self._may(peer, "read", database):
             return []
         ks = self._keyspace(database)
+        if ks.fresh_from is not None:
+            return []  # its keys may be ones the cluster deleted: reconciled first
         held = list(ks.held())
         if (peer, database) in self._announced and len(held) >= self.digest_from:
             buckets = digests.bucket_count(len(held))
@@ -358,6 +372,9 @@ class Replication:
         self.clients.discard(peer)
         self.holders.drop_peer(peer)
         self._announced = {done for done in self._announced if done[0] != peer}
+        for ks in self._known.values():
+            if ks.fresh_from == peer:  # asked again of the next node linked
+                ks.fresh_from, ks.fresh_seen = None, set()
         notices: list[Notice] = []
         for value, waiting in list(self.pulls.items()):
             waiting.discard(peer)
@@ -502,7 +519,7 @@ class Replication:
             if msg.origin != peer:
                 raise ProtocolError("a client relays nothing: a write's origin must be itself")
             self._check(peer, "write", msg.database)
-            if not (self._own(peer, msg.value) and self._own(peer, msg.directory)):
+            if not self._own(peer, msg.value):
                 raise ProtocolError("a client may write under its own client id only")
             ks = self._keyspace(msg.database)
             if msg.key not in ks and len(ks) >= ks.limits.max_keys:
@@ -525,10 +542,8 @@ class Replication:
             # client may read (it answers the gateway's step 1): one out of its scope
             # would make that database here.
             self._check(peer, "read", msg.database)
-            if _writers(msg.update):
+            if decode_update(msg.update):
                 self._check(peer, "write", msg.database)
-                if not self._own(peer, msg.update):
-                    raise ProtocolError("a client may write under its own client id only")
                 self._check_entries(self._keyspace(msg.database), msg.update, None)
         elif isinstance(msg, m.ValueDiff):
             self._check(peer, "write", msg.database)
@@ -561,20 +576,16 @@ class Replication:
             ProtocolError: it does not.
         """
         try:
-            items = map_items(update, DIRECTORY_ROOT)
+            entries = decode_update(update)
         except InvalidUpdate as exc:
             raise ProtocolError(f"directory update: {exc}") from None
         new: set[str] = set()
-        for item in items:
-            if not all(type(v) is bytes and Entry.decode(v) for v in item.values):
-                raise ProtocolError("directory update: an entry is malformed")
-            if item.key is None:
-                continue  # it follows an entry: the key exists already
-            if key is not None and item.key != key:
+        for name in entries:
+            if key is not None and name != key:
                 raise ProtocolError(f"a write of {key!r} writes the entry of another key")
-            check_key(item.key, ks.limits)
-            if ks.directory.get(item.key) is None:
-                new.add(item.key)
+            check_key(name, ks.limits)
+            if ks.directory.get(name) is None:
+                new.add(name)
         if new and len(ks) + len(new) > ks.limits.max_keys:
             raise ProtocolError(f"directory update: more than {ks.limits.max_keys} keys")
 
@@ -648,16 +659,46 @@ class Replication:
         return out, applied
 
     def _on_directory_step1(self, peer: str, msg: m.DirectoryStep1, from_client: bool) -> Handled:
-        doc = self._keyspace(msg.database).directory.doc
-        out: list[Send] = [(peer, m.DirectoryStep2(msg.database, doc.diff(msg.state_vector)))]
-        ours = doc.state_vector()
-        if _ahead(msg.state_vector, ours):  # the peer has what this node lacks: ask
-            out.append((peer, m.DirectoryStep1(msg.database, ours)))
+        new = msg.database not in self._known
+        ks = self._keyspace(msg.database)
+        directory = ks.directory
+        wanted = directory.differing(msg.buckets, msg.digests)  # InvalidUpdate if bad
+        out: list[Send] = []
+        if not from_client and ks.fresh_from is None:
+            if ks.behind(msg.pruned):
+                # Back after the peer pruned deletes this node may not have seen: ask
+                # for every entry it has (no digest matches), to drop what it lacks.
+                ks.fresh_from, ks.fresh_seen = peer, set()
+                buckets = directory.bucket_count()
+                fresh = m.DirectoryStep1(msg.database, buckets, _NO_MATCH * buckets, ks.pruned)
+                out.append((peer, fresh))
+            elif ks.in_touch():
+                ks.touch()  # in sync with a node no further in pruning: current
+        if wanted and ks.fresh_from is not None:
+            # Not to be trusted yet: only what this node wrote out of touch, and no
+            # bucket said complete.
+            own = ks.offline_entries()
+            out.append((peer, m.DirectoryStep2(msg.database, encode_update(own), ())))
+        elif wanted:
+            out.extend(
+                (peer, m.DirectoryStep2(msg.database, update, tuple(complete), msg.buckets))
+                for update, complete in directory.chunks(msg.buckets, wanted)
+            )
+        if new:  # a database this node lacked: the peer sent no step 1 for it
+            out.append((peer, self._step1(ks)))
         # Then the values held here, once the peer has the directory to place them.
         return out, (HoldingDue(peer, msg.database),)
 
     def _on_directory_step2(self, peer: str, msg: m.DirectoryStep2, from_client: bool) -> Handled:
-        return (), self._keyspace(msg.database).apply_directory(msg.update, peer)
+        ks = self._keyspace(msg.database)
+        changes: list[Notice] = [*ks.apply_directory(msg.update, peer)]
+        if ks.fresh_from == peer:
+            if not msg.buckets:  # reconciling itself: asked again at its next step 1
+                ks.fresh_from, ks.fresh_seen = None, set()
+            elif len(set(msg.complete)) == msg.buckets:  # its whole directory is in
+                changes.extend(ks.reconcile(peer))
+                changes.append(HoldingDue(peer, msg.database))  # the values it held back
+        return (), changes
 
     def _on_value_pull(self, peer: str, msg: m.ValuePull, from_client: bool) -> Handled:
         self.holders.add((msg.database, msg.key, msg.gen), peer)

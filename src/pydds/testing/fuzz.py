@@ -22,7 +22,7 @@ import msgpack
 
 from ..config import DatabaseSettings, Limits, check_key, check_name
 from ..crdt import values
-from ..crdt.directory import Directory, Entry
+from ..crdt.directory import Directory, Entry, encode_update
 from ..crdt.keydoc import LiveDocs
 from ..crdt.sync import decode_state_vector
 from ..crdt.ydoc import EMPTY_STATE_VECTOR
@@ -52,13 +52,20 @@ def valid_messages(rng: random.Random, update: bytes, state_vector: bytes) -> li
     db = rng.choice(["db", "cache", "x" * rng.randint(1, 128)])
     key = rng.choice(["k", "ключ", "a/b", "k" * rng.randint(1, 1024)])
     gen = rng.choice([1, 2, 2**63 - 1])
+    directory = encode_update([(key, Entry(gen, rng.random() < 0.3, 0, 1.0))])
     every: list[m.Message] = [
         m.Hello("peer", rng.choice(["node", "client"]), None, PROTOCOL, b"n" * 16, None, 7),
         m.Proof(b"\x00" * rng.choice([0, 32])),
-        m.DirectoryStep1(db, state_vector),
-        m.DirectoryStep2(db, update),
+        m.DirectoryStep1(db, 16, rng.randbytes(rng.choice([128, 9]))),
+        m.DirectoryStep2(db, directory, (rng.randint(0, 15),)),
         m.Write(
-            db, key, gen, rng.choice(["created", "changed", "deleted", ""]), update, update, "peer"
+            db,
+            key,
+            gen,
+            rng.choice(["created", "changed", "deleted", ""]),
+            rng.choice([directory, update]),
+            update,
+            "peer",
         ),
         m.Write(db, key, gen, "changed", None, update, "peer", rng.randint(0, 5)),
         m.Ack(rng.randint(0, 2**63 - 1)),
@@ -189,8 +196,8 @@ class Keyspaces:
 def _material() -> tuple[bytes, bytes]:
     source = Keyspaces("source", 5)
     source.set("db", "k", {"v": 1})
-    doc = source("db").directory.doc
-    return doc.diff(), doc.state_vector()
+    ks = source("db")
+    return ks.value_diff("k", 1, EMPTY_STATE_VECTOR) or b"", ks.value_state_vector("k")
 
 
 async def run(cases: int, seed: int, *, client: bool = False) -> FuzzReport:
@@ -293,7 +300,11 @@ def _digest(databases: Keyspaces, message: m.Message) -> tuple[Any, ...]:
     ks = databases(database)
     key = getattr(message, "key", None)
     value = ks.value_state_vector(key) if isinstance(key, str) and ks.holds(key) else None
-    return (tuple(databases.names()), ks.directory.doc.state_vector(), len(ks), value)
+    return (tuple(databases.names()), _entries(ks.directory), len(ks), value)
+
+
+def _entries(directory: Directory) -> tuple[tuple[str, Entry], ...]:
+    return tuple(sorted(directory.entries().items()))
 
 
 def _open_link(peers: Peers, client: bool) -> PeerLink:
@@ -327,13 +338,9 @@ async def _client_material(writer: int) -> dict[str, tuple[bytes, bytes]]:
         await db.set(f"k{writer}", {"v": [1, 2]})
         ks = db.keyspace
         value = ks.value_diff(f"k{writer}", 1, EMPTY_STATE_VECTOR) or b""
-        out[database] = (ks.directory.doc.diff(), value)
+        out[database] = (encode_update(ks.directory.entries().items()), value)
     # Entries no write could make: an empty key, an over-long one.
-    bad = Directory(writer)
-    for key in ("", "x" * 2000, "fine"):
-        bad.put(key, Entry(1), 0)
-    out["bad"] = (bad.doc.diff(), b"")
-    bad.close()
+    out["bad"] = (encode_update((key, Entry(1)) for key in ("", "x" * 2000, "fine")), b"")
     await source.close()
     return out
 
@@ -353,8 +360,8 @@ def _hostile(
     gen = rng.choice([1, 1, 2, 2**63 - 1])
     origin = rng.choice(["peer", "peer", "target", "n2"])
     every: list[m.Message] = [
-        m.DirectoryStep1(db, EMPTY_STATE_VECTOR),
-        m.DirectoryStep2(db, directory),
+        m.DirectoryStep1(db, 16, bytes(128)),
+        m.DirectoryStep2(db, directory, (0,)),
         m.Write(
             db,
             key,
@@ -392,9 +399,8 @@ def _outside(node: Node) -> tuple[Any, ...]:
     for name in names:
         ks = node.database(name).keyspace
         if name not in (CLIENT_GRANT.databases or ()):
-            out.append((name, ks.directory.doc.state_vector(), tuple(sorted(ks.keys()))))
+            out.append((name, _entries(ks.directory), tuple(sorted(ks.keys()))))
             continue
-        out.append((name, _others(ks.directory.doc.state_vector())))
         for key in sorted(ks.keys()):
             if ks.holds(key):  # holding a copy or not is no data: what others wrote is
                 theirs = _others(ks.value_state_vector(key))

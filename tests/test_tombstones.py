@@ -1,0 +1,88 @@
+"""Tombstones pruned after the horizon, and a node that comes back after a prune
+(in-memory cluster, fake clock)."""
+
+from __future__ import annotations
+
+import pydds
+
+from .memcluster import Cluster, names, until
+
+HORIZON = 120.0
+LIMITS = pydds.Limits(tombstone_horizon=HORIZON)
+
+
+async def three(cluster: Cluster) -> tuple[pydds.Node, pydds.Node, pydds.Node]:
+    a = cluster.node("a", limits=LIMITS)
+    await a.start()
+    b = cluster.node("b", ["mem://a"], limits=LIMITS)
+    await b.start()
+    c = cluster.node("c", ["mem://a"], limits=LIMITS)
+    await c.start()
+    await until(lambda: all(len(names(n)) == 3 for n in (a, b, c)))
+    return a, b, c
+
+
+def entries(node: pydds.Node, database: str = "db") -> dict[str, object]:
+    return dict(node.database(database)._keyspace.directory.entries())
+
+
+async def test_deleted_keys_leave_every_directory_after_the_horizon(cluster: Cluster) -> None:
+    a, b, c = await three(cluster)
+    db = a.database("db")
+    for i in range(200):
+        await db.set(f"session:{i}", {"user": i})
+    await db.set("live", 1)
+    for i in range(200):
+        await db.delete(f"session:{i}")
+    await until(lambda: all(len(entries(n)) == 201 for n in (a, b, c)))  # tombstones
+    await cluster.clock.advance(HORIZON / 2, step=1.0)
+    assert all(len(entries(n)) == 201 for n in (a, b, c))  # younger than the horizon
+    await cluster.clock.advance(HORIZON / 2 + 61, step=1.0)  # a prune walk at most a minute on
+    assert [sorted(entries(n)) for n in (a, b, c)] == [["live"]] * 3
+    # A node joining now receives the live key only.
+    d = cluster.node("d", ["mem://a"], limits=LIMITS)
+    await d.start()
+    await until(lambda: "live" in d.database("db"))
+    assert sorted(entries(d)) == ["live"]
+
+
+async def test_an_expired_key_is_pruned_too(cluster: Cluster) -> None:
+    a, b, _ = await three(cluster)
+    await a.database("db").set("k", 1, ttl=5)
+    await until(lambda: "k" in b.database("db"))
+    await cluster.clock.advance(5 + HORIZON + 61, step=1.0)
+    assert entries(a) == entries(b) == {}
+
+
+async def test_a_node_back_after_a_prune_drops_the_deleted_key_and_keeps_its_own_writes(
+    cluster: Cluster,
+) -> None:
+    a, b, c = await three(cluster)
+    await a.database("db").set("k", "old")
+    await a.database("db").set("kept", 1)
+    await until(lambda: "k" in c.database("db"))
+    assert await c.database("db").get("k") == "old"  # c holds a copy
+    assert await c.database("db").get("kept") == 1  # its set of it will win (rule 1)
+    await cluster.network.partition(["mem://c"], ["mem://a", "mem://b"])
+    await until(lambda: names(c) == ["c"])
+    await a.database("db").delete("k")
+    await c.database("db").set("mine", "written while cut off")
+    await c.database("db").set("kept", 2)  # a write to a key that lives on
+    await cluster.clock.advance(HORIZON + 61, step=1.0)
+    assert "k" not in entries(a)  # pruned by a and b, who are a majority
+    assert "k" in entries(c)  # c, cut off, prunes nothing
+    async with c.events(kinds={"deleted"}) as deleted:
+        cluster.network.heal()
+        await cluster.clock.advance(10, step=0.5)  # redial with backoff
+        await until(lambda: len(names(c)) == 3)
+        await until(lambda: "k" not in c.database("db"))
+        event = await deleted.get(timeout=1)
+    assert (event.key, event.kind) == ("k", "deleted")
+    assert "k" not in entries(c)
+    await until(lambda: "mine" in a.database("db") and "mine" in b.database("db"))
+    assert await a.database("db").get("mine") == "written while cut off"
+    # A write to a key that lives on merges as any write (c's set had seen a's),
+    # once the values are compared (after the directory is reconciled).
+    await until(lambda: a.database("db")._keyspace.read("kept") == 2)
+    await cluster.clock.advance(31, step=1.0)  # anti-entropy: nothing brings k back
+    assert all("k" not in entries(n) for n in (a, b, c))
