@@ -868,9 +868,9 @@ class Keyspace:
         known = self.directory.entries()
         for key in [k for k, e in entries.items() if e.gone_before(horizon) and k not in known]:
             del entries[key]  # pruned here already: not brought back
-        delta, changed = self.directory.merge(entries)
-        if self.journal is not None and delta is not None:
-            self.journal("", 0, delta)
+        changed = self.directory.merge(entries)
+        if self.journal is not None and changed:
+            self.journal("", 0, encode_update((c.key, c.new) for c in changed))
         for entry_change in changed:
             self._reconcile(entry_change, pending, origin, out)
         return pending

@@ -87,17 +87,13 @@ class Entry:
     #: when the key expires (wall clock; inf: never), or, deleted, when it was
     deadline: float = math.inf
 
-    def fields(self) -> list[Any]:
+    def fields(self) -> tuple[Any, ...]:
         """The entry as it is encoded: ``[gen, deleted]`` for a live key without a
         time to live, else ``[gen, deleted, ttl_clock, deadline or nil]``."""
-        if self.ttl_clock == 0 and self.deadline == math.inf and not self.deleted:
-            return [self.gen, self.deleted]
-        deadline = None if self.deadline == math.inf else self.deadline
-        return [self.gen, self.deleted, self.ttl_clock, deadline]
+        return _fields(self)
 
     def encode(self) -> bytes:
-        packed: bytes = msgpack.packb(self.fields())
-        return packed
+        return _packed(self)
 
     def expired(self, now: float) -> bool:
         """Whether the key of this entry is gone at wall-clock time ``now``."""
@@ -116,6 +112,20 @@ class Entry:
         except (ValueError, TypeError, msgpack.UnpackException):
             return None
         return _entry(fields)
+
+
+@functools.lru_cache(maxsize=4096)  # most entries are (small gen, live): shared
+def _fields(entry: Entry) -> tuple[Any, ...]:
+    if entry.ttl_clock == 0 and entry.deadline == math.inf and not entry.deleted:
+        return (entry.gen, False)
+    deadline = None if entry.deadline == math.inf else entry.deadline
+    return (entry.gen, entry.deleted, entry.ttl_clock, deadline)
+
+
+@functools.lru_cache(maxsize=4096)
+def _packed(entry: Entry) -> bytes:
+    packed: bytes = msgpack.packb(_fields(entry))
+    return packed
 
 
 def _entry(fields: Any) -> Entry | None:
@@ -148,7 +158,8 @@ def _two(gen: Any, deleted: Any) -> Entry | None:
 
 def encode_update(entries: Iterable[tuple[str, Entry]]) -> bytes:
     """One update of ``(key, entry)`` pairs."""
-    packed: bytes = msgpack.packb({key: entry.fields() for key, entry in entries})
+    fields = _fields
+    packed: bytes = msgpack.packb({key: fields(entry) for key, entry in entries})
     return packed
 
 
@@ -321,10 +332,13 @@ class Directory:
         Raises:
             InvalidUpdate: the bytes do not decode; nothing was applied.
         """
-        return self.merge(decode_update(update))
+        changed = self.merge(decode_update(update))
+        if not changed:
+            return None, changed
+        return encode_update((c.key, c.new) for c in changed), changed
 
-    def merge(self, entries: dict[str, Entry]) -> tuple[bytes | None, list[EntryChange]]:
-        """``apply`` for decoded entries."""
+    def merge(self, entries: dict[str, Entry]) -> list[EntryChange]:
+        """``apply`` for decoded entries, with no delta: the changes."""
         self._untouched = False
         changed: list[EntryChange] = []
         mine = self._entries
@@ -333,9 +347,7 @@ class Directory:
             if old is None or old < entry:
                 self._set(key, old, entry)
                 changed.append(EntryChange(key, old, entry))
-        if not changed:
-            return None, changed
-        return encode_update((c.key, c.new) for c in changed), changed
+        return changed
 
     def forget(self, key: str) -> None:
         """Drop ``key``'s entry (a replica that learned the key was pruned elsewhere)."""
