@@ -16,12 +16,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["MAX_MEMBERS", "MEMBERS_FILE", "load_members", "save_members"]
+__all__ = ["MAX_MEMBERS", "MEMBERS_FILE", "load_members", "load_touched", "save_members"]
 
 log = logging.getLogger("pydds.storage")
 
@@ -62,6 +63,21 @@ def load_members(directory: str | Path) -> list[tuple[str, str]]:
         return []
 
 
+def load_touched(directory: str | Path) -> float | None:
+    """When the node was last in touch with its cluster (wall clock), as the file
+    says; None without a file or a readable time (``load_members`` sets a damaged
+    file aside)."""
+    try:
+        with (Path(directory) / MEMBERS_FILE).open("rb") as file:
+            data = json.loads(file.read(_MAX_BYTES + 1))
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    touched = data.get("touched") if isinstance(data, dict) else None
+    if isinstance(touched, (int, float)) and not isinstance(touched, bool):
+        return float(touched) if math.isfinite(touched) else None
+    return None
+
+
 def _parse(data: object) -> list[tuple[str, str]]:
     if not isinstance(data, dict) or data.get("version") != _VERSION:
         raise ValueError(f"not a version {_VERSION} member list")
@@ -81,8 +97,11 @@ def _parse(data: object) -> list[tuple[str, str]]:
     return out
 
 
-def save_members(directory: str | Path, members: Iterable[tuple[str, str]]) -> None:
-    """Write the list of (name, address) whole, in place of the file's.
+def save_members(
+    directory: str | Path, members: Iterable[tuple[str, str]], touched: float | None = None
+) -> None:
+    """Write the list of (name, address) whole, in place of the file's, with when the
+    node was last in touch with its cluster (``touched``, wall clock).
 
     Raises:
         OSError: it could not be written (the old file stays as it was).
@@ -90,7 +109,12 @@ def save_members(directory: str | Path, members: Iterable[tuple[str, str]]) -> N
     folder = Path(directory)
     path = folder / MEMBERS_FILE
     listed = sorted(set(members))[:MAX_MEMBERS]
-    body = {"version": _VERSION, "members": [{"name": n, "address": a} for n, a in listed]}
+    body: dict[str, object] = {
+        "version": _VERSION,
+        "members": [{"name": n, "address": a} for n, a in listed],
+    }
+    if touched is not None:
+        body["touched"] = touched
     temporary = path.with_name(path.name + ".tmp")
     with temporary.open("w", encoding="utf-8") as file:
         json.dump(body, file, indent=1)

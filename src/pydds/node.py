@@ -350,6 +350,13 @@ class Node:
             return not self._remembered
         return self._peers.in_touch
 
+    def last_in_touch(self) -> float:
+        """When this node was last in touch with its cluster (wall clock): the least of
+        its databases' (now, without any). See ``in_touch``."""
+        return min(
+            (db.keyspace.touched_at for db in self._databases.values()), default=self.clock.wall()
+        )
+
     def remember_members(self, members: Iterable[tuple[str, str]]) -> None:
         """Members (name, address) this node knew when it last ran: once it listens,
         each is a member (``joining``), dialed in the background as one a peer listed

@@ -48,7 +48,7 @@ from ..eventfile import EventFile
 from ..eventlog import EventLog, Record
 from ..events import Event, EventKind
 from ..keyspace import Journal, Keyspace
-from ..memberfile import load_members, save_members
+from ..memberfile import load_members, load_touched, save_members
 from ..net.membership import MemberState
 from ..storage import Loaded, Row, SqliteStore, merge
 from .base import EventFilter, Module
@@ -76,6 +76,11 @@ def _number(value: Any, name: str, kind: type[int] | type[float]) -> Any:
     if number <= 0:
         raise ValueError(f"{name} must be positive, not {value!r}")
     return number
+
+
+#: Seconds between two writes of the member list for the node's time in touch, at
+#: most (with the data's commits; a member joining or leaving writes it at once).
+TOUCHED_EVERY = 60.0
 
 
 class Persistence(Module):
@@ -130,6 +135,7 @@ class Persistence(Module):
         #: says no once there are ``MAX_SPILLS``), read back by ``load_value``.
         self._spills: dict[tuple[str, str], tuple[int, bytes]] = {}
         self._failing = False  # the last write failed
+        self._touched_saved = 0.0  # when the member list (and time in touch) was written
         self._spill_bytes = 0  # bytes of those copies
         self._seq = 0  # updates journaled so far
         self._done = 0  # updates journaled and then written (or dropped)
@@ -183,6 +189,10 @@ class Persistence(Module):
             self._events_trimmed = event_log.horizon
             self._log = event_log
             event_log.journal = self._journal_event
+        touched = await loop.run_in_executor(self._executor, load_touched, self.path)
+        if touched is not None:  # the directories are as current as the node was then
+            for keyspace in keyspaces.values():
+                keyspace.touched_at = min(keyspace.touched_at, touched)
         remembered = await loop.run_in_executor(self._executor, load_members, self.path)
         node.remember_members(remembered)
         self._node = node
@@ -205,9 +215,10 @@ class Persistence(Module):
             for m in node.members()[1:]
             if m.address is not None and m.state is not MemberState.JOINING
         ]
+        self._touched_saved = node.clock.now()
         try:
             await asyncio.get_running_loop().run_in_executor(
-                executor, save_members, self.path, members
+                executor, save_members, self.path, members, node.last_in_touch()
             )
         except OSError as exc:
             log.warning("the member list could not be written: %s", exc)
@@ -463,6 +474,10 @@ class Persistence(Module):
                 self.events_written += len(events)
                 self.written += len(batch)
                 self._since_compaction += len(batch)
+                if self._node is not None and (
+                    self._node.clock.now() - self._touched_saved >= TOUCHED_EVERY
+                ):
+                    await self._save_members()  # when the node was last in touch
                 self._done = upto
                 self._release_waiters()
             if self._closing:
