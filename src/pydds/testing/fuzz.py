@@ -494,7 +494,10 @@ async def run_client(cases: int, seed: int) -> FuzzReport:
                     report.state_changes.append(f"bad key in {name}")
         db = node.database("cache")
         await db.set("after", {"ok": True})
-        if await db.get("after") != {"ok": True} or await db.get("mine") != 1:
+        # "mine" is in the client's scope: it may write it (under its own id). What is
+        # out of its scope is checked by ``_outside``.
+        theirs = await node.database("other").get("theirs")
+        if await db.get("after") != {"ok": True} or theirs != 2:
             report.crashes.append("the node lost its own data")
     finally:
         await node.close()
