@@ -67,9 +67,10 @@ class Limits:
     """Seconds an event stays in the log at most."""
     tombstone_horizon: float = 6 * 3600.0
     """Seconds a deleted or expired key's entry (its tombstone) is kept; then every
-    node forgets it (memory, store, what a joining node receives). A node cut off from
-    the cluster for more than half of this rejoins with the cluster's directory (see
-    docs/semantics.md, "Deleted keys"). Every node of a cluster should have the same."""
+    node in touch with its cluster forgets it (memory, store, what a joining node
+    receives). A node last in touch before another forgot tombstones reconciles its
+    directory with that node's when they link (docs/semantics.md, "Deleted keys").
+    Every node of a cluster should have the same."""
     max_memory: int | None = None
     """Bytes the values held on this node may take (``Node.footprint``, an estimate:
     directories are not in it); past it, copies are evicted by ``eviction``, but only

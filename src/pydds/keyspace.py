@@ -11,13 +11,17 @@ Nothing leaves a keyspace but what its methods return.
 
 ``apply`` takes a ``Change`` made elsewhere. The directory delta comes first: every
 entry it changed is reconciled with ``_keys`` (created, deleted, or replaced by a
-newer generation), and an entry that went backwards is written again (see
-``crdt/directory.py``). Then the value delta goes to the document of its generation.
-A value delta for a generation the directory does not know yet waits in a bounded
-buffer (``early``) until its entry arrives; one for a generation already gone is
-dropped. Applying returns the changes it made, in order: one with an event kind
-per key changed (carrying the value delta), and one without a kind (origin this
-node) for each directory entry this node wrote again, for the node to ship.
+newer generation; an entry never goes backwards, see ``crdt/directory.py``). Then
+the value delta goes to the document of its generation. A value delta for a
+generation the directory does not know yet waits in a bounded buffer (``early``)
+until its entry arrives; one for a generation already gone is dropped. Applying
+returns the changes it made, in order: one with an event kind per key changed
+(carrying the value delta).
+
+Tombstones (deleted or expired entries) older than ``Limits.tombstone_horizon`` are
+pruned (``prune``) while the node is in touch with its cluster; a directory last in
+touch before a peer pruned is reconciled with that peer's whole directory
+(``behind``, ``reconcile``; docs/semantics.md, "Deleted keys").
 
 A key with a time to live carries its deadline (wall-clock seconds) in its
 directory entry, so every replica knows it. From the deadline on, the key is
@@ -507,11 +511,13 @@ class Keyspace:
         away; their ``deleted`` changes. The store forgets them too (each as a
         tombstone gone since ever, pruned as it is folded)."""
         seen, offline, out = self.fresh_seen, self._offline, []
-        gone = [k for k in self.directory.entries() if k not in seen and k not in offline]
+        gone = [
+            (key, entry)
+            for key, entry in self.directory.entries().items()
+            if key not in seen and key not in offline
+        ]
         forgotten = []
-        for key in gone:
-            entry = self.directory.get(key)
-            assert entry is not None
+        for key, entry in gone:
             kd = self._keys.get(key)
             if kd is not None:
                 self._close(key, kd)

@@ -46,11 +46,12 @@ async def test_step1s_both_ways_bring_each_end_what_it_lacks() -> None:
     ra, rb = replication(a), replication(b)
     (to_b,) = ra.opened("b")
     (to_a,) = rb.opened("a")
-    for sender, receiver, name, step1 in ((ra, rb, "a", to_b), (rb, ra, "b", to_a)):
-        sends, _ = receiver.handle(name, step1[1])
+    pairs = ((ra, "a", rb, "b", to_b), (rb, "b", ra, "a", to_a))
+    for sender, sender_name, receiver, receiver_name, step1 in pairs:
+        sends, _ = receiver.handle(sender_name, step1[1])
         assert [type(message) for _, message in sends] == [m.DirectoryStep2]
         assert sends[0][1].complete  # type: ignore[union-attr]
-        sender.handle("ba".replace(name, ""), sends[0][1])
+        sender.handle(receiver_name, sends[0][1])
     assert "k" in b.database("db")
     assert "j" in a.database("db")
     # Once even, a step 1 is answered with nothing: the exchange ends.

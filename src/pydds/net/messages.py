@@ -77,11 +77,11 @@ class DirectoryStep1:
 
 @dataclass(slots=True)
 class DirectoryStep2:
-    """Sync step 2 for a directory: the sender's entries of the buckets whose digests
-    differed, in updates of at most ``directory.CHUNK`` entries; the last one lists
-    those buckets in ``complete`` (every entry of theirs has been sent), of
-    ``buckets`` (0 in the others, and from a sender that cannot vouch for its
-    directory yet: one reconciling itself)."""
+    """Sync step 2 for a directory: the sender's entries of the buckets (of
+    ``buckets``) whose digests differed, in updates of at most ``directory.CHUNK``
+    entries; the last one lists those buckets in ``complete`` (every entry of theirs
+    has been sent). ``buckets`` is 0 from a sender that cannot vouch for its directory
+    yet (one reconciling itself: it sends only what it wrote out of touch)."""
 
     database: str
     update: bytes
