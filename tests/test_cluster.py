@@ -829,3 +829,19 @@ async def test_a_node_whose_links_change_often_says_so_once_a_second(
     assert len(at_a) == 2  # the changes in between, in one
     assert at_a[1] - at_a[0] >= REACH_EVERY
     assert all(len([t for name, t in sent if name == n.name]) <= 2 for n in others)
+
+
+async def test_a_directory_larger_than_a_frame_reaches_a_joining_node(cluster: Cluster) -> None:
+    # Nodes that accept frames of 64 KiB at most: a directory of some 300 KB (a
+    # join's answer, queued at once) goes in several frames the peer accepts.
+    settings = pydds.ClusterSettings(max_frame_bytes=64 * 1024)
+    a = cluster.node("a", cluster=settings)
+    await a.start()
+    db = a.database("db")
+    for i in range(20_000):
+        await db.set(f"key:{i}", i)
+    b = cluster.node("b", ["mem://a"], cluster=settings)
+    await b.start()
+    await until(lambda: len(b.database("db")) == 20_000)
+    assert await b.database("db").get("key:19999") == 19999
+    assert b.traffic_total().bytes_in > 300_000

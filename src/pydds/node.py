@@ -59,7 +59,7 @@ from .memory import Footprint
 from .modules.base import Module
 from .modules.host import ModuleHost
 from .net.auth import Credentials
-from .net.codec import decode_frame, encode_frame
+from .net.codec import decode_frame, encode_frames
 from .net.holders import ValueId
 from .net.membership import Member, MemberState
 from .net.peers import NEVER, ClusterSettings, PeerLink, Peers, RareOutput, Traffic, Warmup
@@ -84,6 +84,11 @@ SWEEP_EVERY = 1.0
 BULK_CHANGES = 1000
 #: Seconds of handling one frame after which the reader lets other tasks run.
 YIELD_AFTER = 0.005
+
+
+async def _send_all(link: Link, frames: list[bytes]) -> None:
+    for frame in frames:
+        await link.send(frame)
 
 
 @dataclass(eq=False)
@@ -166,6 +171,7 @@ class Node:
         self._remembered: tuple[tuple[str, str], ...] = ()
         self._transport = transport
         self._cluster_settings = cluster or ClusterSettings()
+        self._frame_bytes = self._cluster_settings.frame_bytes
         self._peers: Peers | None = None  # made when the node first links
         self._started = False
         self._timer: asyncio.Task[None] | None = None  # runs once started or linked
@@ -606,10 +612,12 @@ class Node:
         asyncio.get_running_loop().call_soon(link_io.next_turn)
         batch = peers.outgoing(state, self.clock.now())
         if batch:
-            frame = encode_frame(batch)
-            peers.sent(state, len(batch), len(frame))
+            frames = encode_frames(batch, self._frame_bytes)
+            peers.sent(state, len(batch), sum(map(len, frames)))
+            link = link_io.link
+            sending = link.send(frames[0]) if len(frames) == 1 else _send_all(link, frames)
             try:
-                rest = eager.start(link_io.link.send(frame))
+                rest = eager.start(sending)
             except LinkClosed:
                 rest = None  # its reader sees it
             if rest is not None:
@@ -700,6 +708,8 @@ class Node:
                         self._drain()
                         await asyncio.sleep(0)
                         turn = time.monotonic()
+                        # Its frames wait behind this one: the peer is not silent.
+                        session.heard(clock.now())
                 self._drain()
         except LinkClosed:
             pass
@@ -731,9 +741,10 @@ class Node:
                     await asyncio.wait({link_io.sending})
                 batch = peers.outgoing(state, self.clock.now())
                 if batch:
-                    frame = encode_frame(batch)
-                    peers.sent(state, len(batch), len(frame))
-                    await link.send(frame)
+                    frames = encode_frames(batch, self._frame_bytes)
+                    peers.sent(state, len(batch), sum(map(len, frames)))
+                    for frame in frames:
+                        await link.send(frame)
                 if session.closed:
                     await link.close()
                     return

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import pydds
 from pydds.net import messages as m
-from pydds.net.codec import decode_frame, encode_frame
+from pydds.net.codec import decode_frame, encode_frame, encode_frames
 
 ONE_OF_EACH: list[m.Message] = [
     m.Hello("n1", "node", "ws://127.0.0.1:7400", 1),
@@ -139,3 +139,16 @@ def test_deep_nesting_is_refused_without_recursing() -> None:
 def test_malformed_frame_is_a_protocol_error_and_a_value_error() -> None:
     assert issubclass(pydds.MalformedFrame, pydds.ProtocolError)
     assert issubclass(pydds.MalformedFrame, ValueError)
+
+
+def test_a_large_batch_is_cut_into_frames_a_peer_accepts() -> None:
+    pings = [m.Ping(i) for i in range(70_000)]  # more than a peer takes in one frame
+    frames = encode_frames(pings, max_bytes=1 << 20)
+    assert len(frames) > 1
+    assert [msg for frame in frames for msg in decode_frame(frame)] == pings
+    big = [m.Custom(f"n1:i:{i}", "e", b"x" * 40_000, "n1") for i in range(10)]
+    frames = encode_frames(big, max_bytes=100_000)
+    assert all(len(frame) <= 100_000 for frame in frames)
+    assert [msg for frame in frames for msg in decode_frame(frame)] == big
+    alone = encode_frames(big[:1], max_bytes=1000)  # one message larger: its own frame
+    assert decode_frame(alone[0]) == big[:1]

@@ -135,6 +135,16 @@ def test_silence_closes_the_link() -> None:
     assert "silent" in (a.close_reason or "")
 
 
+def test_a_frame_still_being_read_is_no_silence() -> None:
+    a, _ = opened()
+    a.heard(4.0)  # at 4 s, a frame of b's was still being read: what b sent waits
+    assert a.tick(8.9) is not None
+    assert a.state is State.OPEN
+    a.heard(1.0)  # never back in time
+    assert a.tick(9.0) is None
+    assert a.state is State.CLOSED
+
+
 def test_traffic_keeps_it_alive() -> None:
     a, b = opened()
     for t in range(1, 20):

@@ -56,6 +56,7 @@ from ..errors import InvalidUpdate
 
 __all__ = [
     "CHUNK",
+    "CHUNK_BYTES",
     "Directory",
     "Entry",
     "EntryChange",
@@ -69,6 +70,10 @@ __all__ = [
 ROOT = "keys"  # the root map of the Yjs directories that stores made before
 #: Entries per update a directory is sent in (a joining node applies each as it comes).
 CHUNK = 10_000
+#: Bytes per update a directory is sent in, about (long keys make fewer entries).
+CHUNK_BYTES = 256 * 1024
+#: An entry's bytes in an update beside its key, about (msgpack headers, fields).
+_ENTRY_BYTES = 6
 #: Entries a finest bucket holds on average before the bucket count doubles.
 PER_BUCKET = 32
 #: Finest bucket counts, least and most (powers of two).
@@ -429,12 +434,12 @@ class Directory:
         return [i for i in range(buckets) if ours[i * d : i * d + d] != theirs[i * d : i * d + d]]
 
     def chunks(
-        self, buckets: int, wanted: list[int], size: int = CHUNK
+        self, buckets: int, wanted: list[int], size: int = CHUNK, max_bytes: int = CHUNK_BYTES
     ) -> Iterator[tuple[bytes, list[int]]]:
         """The entries of the ``wanted`` buckets, as updates of at most ``size``
-        entries each, with the buckets each completes (all of a bucket's entries are in
-        it or in the updates before). Every wanted bucket is completed by some update,
-        an empty one if none holds anything."""
+        entries and about ``max_bytes`` each, with the buckets each completes (all of a
+        bucket's entries are in it or in the updates before). Every wanted bucket is
+        completed by some update, an empty one if none holds anything."""
         every = len(wanted) == buckets
         if every:
             items: Iterable[tuple[str, Entry]] = self._entries.items()
@@ -449,11 +454,13 @@ class Directory:
                     by_bucket[at].append((key, entry))
             items = [item for b in wanted for item in by_bucket[b]]
         chunk: list[tuple[str, Entry]] = []
+        room = max_bytes
         for item in items:
             chunk.append(item)
-            if len(chunk) >= size:
+            room -= len(item[0]) + _ENTRY_BYTES
+            if len(chunk) >= size or room <= 0:
                 yield encode_update(chunk), []
-                chunk = []
+                chunk, room = [], max_bytes
         yield encode_update(chunk), list(wanted)
 
     def close(self) -> None:

@@ -21,13 +21,23 @@ from ..config import check_name
 from ..errors import InvalidName, MalformedFrame
 from . import messages as m
 
-__all__ = ["MAX_FRAME_BYTES", "MAX_MESSAGES", "PROTOCOL", "decode_frame", "encode_frame"]
+__all__ = [
+    "FRAME_MESSAGES",
+    "MAX_FRAME_BYTES",
+    "MAX_MESSAGES",
+    "PROTOCOL",
+    "decode_frame",
+    "encode_frame",
+    "encode_frames",
+]
 
 #: 2: Hello carries a nonce, a token id and a client id; Proof.
 #: 3: whole values set packed (``crdt/keydoc.py``); anti-entropy by digests.
 PROTOCOL = 3
 MAX_FRAME_BYTES = 32 * 1024 * 1024  # default bound of one frame
 MAX_MESSAGES = 65_536  # default bound of the messages in one frame
+#: Messages a sender puts in one frame at most (well under a peer's ``MAX_MESSAGES``).
+FRAME_MESSAGES = 8192
 _MAX_KEY = 1024
 _INT64 = 2**63 - 1
 
@@ -248,6 +258,27 @@ def encode_frame(messages: Sequence[m.Message]) -> bytes:
         out.append((code, *fields(message)))
     packed: bytes = _pack(out)
     return packed
+
+
+def encode_frames(messages: Sequence[m.Message], max_bytes: int) -> list[bytes]:
+    """Encode messages, in order, into frames of at most ``max_bytes`` and
+    ``FRAME_MESSAGES`` messages each (a single message larger than ``max_bytes`` is a
+    frame of its own): what a peer accepts however much was queued at once.
+
+    A frame over the size is cut in halves, encoded again: only the large frames of
+    a join or a burst pay for it.
+    """
+    if len(messages) > FRAME_MESSAGES:
+        return [
+            frame
+            for start in range(0, len(messages), FRAME_MESSAGES)
+            for frame in encode_frames(messages[start : start + FRAME_MESSAGES], max_bytes)
+        ]
+    frame = encode_frame(messages)
+    if len(frame) <= max_bytes or len(messages) < 2:
+        return [frame]
+    half = len(messages) // 2
+    return [*encode_frames(messages[:half], max_bytes), *encode_frames(messages[half:], max_bytes)]
 
 
 def decode_frame(

@@ -71,6 +71,9 @@ MIN_BACKOFF = 0.1
 MAX_BACKOFF = 1.0
 #: Clients' acknowledged writes a gateway tracks at most (the oldest are forgotten).
 MAX_RELAYED = 100_000
+#: Bytes of a frame at most (but a single larger message): a large answer, such as a
+#: whole directory, goes in frames that each take a moment to read.
+FRAME_BYTES = 1 << 20
 #: Never: a deadline that is no deadline.
 NEVER = float("inf")
 
@@ -96,6 +99,12 @@ class ClusterSettings:
     max_messages_per_s: float = 1_000_000  # read from one link; faster peers are slowed
     max_bytes_per_s: float = 256 * 1024 * 1024  # likewise
     max_pulls: int = 10_000  # pulls under way at once; more fail with Unavailable
+
+    @property
+    def frame_bytes(self) -> int:
+        """Bytes a frame is cut at (but for a single larger message): under what a
+        peer configured alike accepts, and little enough to be read in a moment."""
+        return min(FRAME_BYTES, self.max_frame_bytes // 2)
 
 
 @dataclass(slots=True)
@@ -267,6 +276,7 @@ class Peers:
             databases,
             is_client=role == "client",
             max_payload_bytes=limits.max_value_bytes,
+            chunk_bytes=settings.frame_bytes // 4,
         )
         self.membership = Membership(
             name, None, dead_after=settings.dead_after, dials=role == "node"

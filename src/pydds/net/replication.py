@@ -61,7 +61,7 @@ from typing import ClassVar, TypeGuard
 
 from ..changes import Change
 from ..config import check_key
-from ..crdt.directory import check_digests, decode_update, encode_update
+from ..crdt.directory import CHUNK_BYTES, check_digests, decode_update, encode_update
 from ..crdt.sync import decode_state_vector, update_state_vector
 from ..crdt.ydoc import EMPTY_STATE_VECTOR
 from ..errors import InvalidName, InvalidUpdate, InvalidValue, KeyNotFound, ProtocolError
@@ -248,8 +248,10 @@ class Replication:
         max_payload_bytes: int = 1 << 60,
         incarnation: str | None = None,
         digest_from: int = digests.MIN_DIGESTED,
+        chunk_bytes: int = CHUNK_BYTES,
     ) -> None:
         self.name = name  # this node's name
+        self.chunk_bytes = chunk_bytes  # a directory's entries go in updates of about this
         #: Held values from which periodic anti-entropy exchanges digests of them
         self.digest_from = digest_from
         self.peers: set[str] = set()  # peers with an open link
@@ -682,7 +684,9 @@ class Replication:
         elif wanted:
             out.extend(
                 (peer, m.DirectoryStep2(msg.database, update, tuple(complete), msg.buckets))
-                for update, complete in directory.chunks(msg.buckets, wanted)
+                for update, complete in directory.chunks(
+                    msg.buckets, wanted, max_bytes=self.chunk_bytes
+                )
             )
         if new:  # a database this node lacked: the peer sent no step 1 for it
             out.append((peer, self._step1(ks)))

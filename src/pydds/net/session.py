@@ -123,6 +123,11 @@ class Session:
             self._sent = now
         return out
 
+    def heard(self, now: float) -> None:
+        """The peer is still being heard at ``now``: a long frame of its is being read
+        (what it sent since waits behind it), so its silence counts from here."""
+        self._heard = max(self._heard, now)
+
     def close(self, reason: str) -> None:
         """Close from this end: a ``Close`` with ``reason`` is the last message."""
         if self.state is not State.CLOSED:
