@@ -11,7 +11,8 @@ Prints one JSON object. Targets (issue "A footprint bounded by live data"):
   fake clock, heartbeats included).
 * ``join``: a node joining one that has a directory of 100,000 keys (in memory):
   seconds until its first key is usable, and until it knows the whole directory;
-  the bytes it received (``--join-keys 1000000`` for the larger case).
+  the bytes it received (``--join-keys 1000000`` for the larger case). The
+  collector is set up as ``pydds serve`` sets it (``pydds.tune_gc()``).
 
     python bench/footprint.py [--sets 1000000] [--keys 100000] [--join-keys 100000]
         [--only sets|anti_entropy|join]
@@ -145,6 +146,7 @@ async def bench_join(keys: int) -> dict[str, float]:
         db = a.database("big")
         for i in range(keys):
             await db.set(f"key:{i}", i)
+        pydds.tune_gc()  # as ``pydds serve`` does once started
         b = pydds.Node("b", listen="mem://b", join=["mem://a"], transport=network.transport())
         first: float | None = None
         start = time.perf_counter()

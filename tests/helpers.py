@@ -13,7 +13,7 @@ import signal
 import ssl
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import aiohttp
 
 import pydds
 from pydds.changes import Change
+from pydds.net.session import Streamed
 
 
 def exact(value: Any) -> Any:
@@ -34,6 +35,17 @@ def exact(value: Any) -> Any:
     if t is float:
         return ("float", value.hex())
     return (t.__name__, value)
+
+
+def sent(sends: Iterable[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """The messages of ``Replication`` output, each ``Streamed`` run made at once."""
+    out: list[tuple[str, Any]] = []
+    for peer, message in sends:
+        if isinstance(message, Streamed):
+            out.extend((peer, each) for each in message.messages)
+        else:
+            out.append((peer, message))
+    return out
 
 
 class Replica:

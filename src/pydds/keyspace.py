@@ -624,9 +624,21 @@ class Keyspace:
             return EMPTY_STATE_VECTOR
         if kd.live:
             self._live.touch(kd)
-        state_vector = kd.state_vector(self.client_id)
-        self._measure(key, kd)
-        return state_vector
+        return kd.state_vector(self.client_id)  # its footprint counts it already
+
+    def held_state_vectors(self, held: list[tuple[str, int]]) -> list[tuple[str, int, bytes]]:
+        """The state vector of each value of ``held`` (keys and generations) still
+        held here, fresh, at that generation (one gone or written again is left out)."""
+        keys, cid, live = self._keys, self.client_id, self._live
+        out = []
+        for key, gen in held:
+            kd = keys.get(key)
+            if kd is None or kd.gen != gen or kd.stale or not kd.held:
+                continue
+            if kd.live:
+                live.touch(kd)
+            out.append((key, gen, kd.state_vector(cid)))
+        return out
 
     def value_diff(self, key: str, gen: int, state_vector: bytes) -> bytes | None:
         """What a replica of generation ``gen`` at ``state_vector`` lacks; None when

@@ -624,8 +624,8 @@ class Node:
                 link_io.sending = rest
                 self._tasks.add(rest)
                 rest.add_done_callback(functools.partial(self._sent, link_io))
-        if state.session.closed:
-            link_io.wake.set()  # its writer closes the link
+        if state.session.closed or state.session.streaming:
+            link_io.wake.set()  # its writer closes the link, or sends the next frame
 
     def _sent(self, link_io: _LinkIO, rest: asyncio.Task[None]) -> None:
         """A send that had to wait is done (its writer may go on)."""
@@ -745,6 +745,8 @@ class Node:
                     peers.sent(state, len(batch), sum(map(len, frames)))
                     for frame in frames:
                         await link.send(frame)
+                if session.streaming:  # the next frame of a large answer
+                    wake.set()
                 if session.closed:
                     await link.close()
                     return

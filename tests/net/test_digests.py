@@ -4,6 +4,7 @@ digest per database and nothing else; what differs is found by bucket and repair
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,8 @@ from pydds.net import digests
 from pydds.net import messages as m
 from pydds.net.codec import decode_frame, encode_frame
 from pydds.net.replication import HoldingDue, Replication
+
+from ..helpers import sent
 
 DB = "db"
 VALUES = 300  # over digests.MIN_DIGESTED: periodic exchanges use digests
@@ -34,8 +37,8 @@ class Replica:
         self.node.add_change_listener(lambda change: self.post(self.replication.changed(change)))
         self.db = self.node.database(DB)
 
-    def post(self, sends: list[tuple[str, m.Message]]) -> None:
-        self.outbox.extend(sends)
+    def post(self, sends: list[tuple[str, Any]]) -> None:
+        self.outbox.extend(sent(sends))
 
 
 class Pair:

@@ -9,6 +9,8 @@ from pydds.crdt.directory import encode_update
 from pydds.net import messages as m
 from pydds.net.replication import Replication
 
+from ..helpers import sent
+
 
 def replication(node: pydds.Node) -> Replication:
     return Replication(node.name, lambda db: node.database(db)._keyspace, node.databases)
@@ -48,7 +50,7 @@ async def test_step1s_both_ways_bring_each_end_what_it_lacks() -> None:
     (to_a,) = rb.opened("a")
     pairs = ((ra, "a", rb, "b", to_b), (rb, "b", ra, "a", to_a))
     for sender, sender_name, receiver, receiver_name, step1 in pairs:
-        sends, _ = receiver.handle(sender_name, step1[1])
+        sends = sent(receiver.handle(sender_name, step1[1])[0])
         assert [type(message) for _, message in sends] == [m.DirectoryStep2]
         assert sends[0][1].complete  # type: ignore[union-attr]
         sender.handle(receiver_name, sends[0][1])
@@ -65,9 +67,13 @@ async def test_a_step1_for_a_database_this_node_lacks_is_asked_back() -> None:
     ra, rb = replication(a), replication(b)
     ra.opened("b")
     rb.opened("a")  # b has no database: it sent no step 1
-    sends, _ = rb.handle("a", step1_of(a, "db"))
-    assert [type(message) for _, message in sends] == [m.DirectoryStep2, m.DirectoryStep1]
-    answer, _ = ra.handle("b", sends[1][1])
+    sends = sent(rb.handle("a", step1_of(a, "db"))[0])
+    assert sorted(type(message).__name__ for _, message in sends) == [
+        "DirectoryStep1",
+        "DirectoryStep2",
+    ]
+    (step1,) = [message for _, message in sends if isinstance(message, m.DirectoryStep1)]
+    answer = sent(ra.handle("b", step1)[0])
     rb.handle("a", answer[0][1])
     assert "k" in b.database("db")
 

@@ -36,7 +36,7 @@ from pydds.net import messages as m
 from pydds.net.replication import HoldingDue, Replication
 from pydds.storage import fold_updates
 
-from ..helpers import exact
+from ..helpers import exact, sent
 
 KEYS = ["a", "b", "c"]
 STATS: list[tuple[int, int]] = []  # live keys and directory entries at the end of each run
@@ -66,8 +66,8 @@ class Replica:
         self.node.add_change_listener(lambda change: self.post(self.replication.changed(change)))
         self.node.database(DB)
 
-    def post(self, sends: list[tuple[str, m.Message]]) -> None:
-        for peer, message in sends:
+    def post(self, sends: list[tuple[str, Any]]) -> None:
+        for peer, message in sent(sends):
             self.outbox.append((self.name, peer, message))
 
     @property

@@ -74,6 +74,9 @@ CHUNK = 10_000
 CHUNK_BYTES = 256 * 1024
 #: An entry's bytes in an update beside its key, about (msgpack headers, fields).
 _ENTRY_BYTES = 6
+#: Entries of one merge from which the kept digests are dropped, not kept up to date
+#: (a join's chunks: they are computed again, once, when next asked for).
+BULK_ENTRIES = 1000
 #: Entries a finest bucket holds on average before the bucket count doubles.
 PER_BUCKET = 32
 #: Finest bucket counts, least and most (powers of two).
@@ -345,6 +348,8 @@ class Directory:
     def merge(self, entries: dict[str, Entry]) -> list[EntryChange]:
         """``apply`` for decoded entries, with no delta: the changes."""
         self._untouched = False
+        if len(entries) >= BULK_ENTRIES:  # a join's chunk: digests made when asked
+            self._fine = None
         changed: list[EntryChange] = []
         mine = self._entries
         for key, entry in entries.items():
@@ -440,9 +445,8 @@ class Directory:
         entries and about ``max_bytes`` each, with the buckets each completes (all of a
         bucket's entries are in it or in the updates before). Every wanted bucket is
         completed by some update, an empty one if none holds anything."""
-        every = len(wanted) == buckets
-        if every:
-            items: Iterable[tuple[str, Entry]] = self._entries.items()
+        if len(wanted) == buckets:  # as they are now: they may change as chunks go
+            keys, entries = list(self._entries), list(self._entries.values())
         else:
             want = set(wanted)
             mask = buckets - 1
@@ -453,15 +457,19 @@ class Directory:
                 if at in want:
                     by_bucket[at].append((key, entry))
             items = [item for b in wanted for item in by_bucket[b]]
-        chunk: list[tuple[str, Entry]] = []
-        room = max_bytes
-        for item in items:
-            chunk.append(item)
-            room -= len(item[0]) + _ENTRY_BYTES
-            if len(chunk) >= size or room <= 0:
-                yield encode_update(chunk), []
-                chunk, room = [], max_bytes
-        yield encode_update(chunk), list(wanted)
+            keys, entries = [k for k, _ in items], [e for _, e in items]
+        start, count = 0, len(keys)
+        while True:
+            end = min(count, start + size)
+            over = sum(map(len, keys[start:end])) + _ENTRY_BYTES * (end - start) - max_bytes
+            if over > 0:  # long keys: fewer of them, in proportion
+                end = start + max(1, (end - start) * max_bytes // (max_bytes + over))
+            chunk = zip(keys[start:end], entries[start:end], strict=True)
+            if end == count:
+                yield encode_update(chunk), list(wanted)
+                return
+            yield encode_update(chunk), []
+            start = end
 
     def close(self) -> None:
         """Drop every entry."""

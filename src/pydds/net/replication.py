@@ -55,7 +55,7 @@ from __future__ import annotations
 import itertools
 import secrets
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, TypeGuard
 
@@ -71,6 +71,7 @@ from .auth import Grant
 from .codec import MAX_BUCKET_VALUES
 from .holders import Holders, ValueId
 from .local import LocalDatabase
+from .session import Streamed
 
 __all__ = [
     "AckReceived",
@@ -84,7 +85,8 @@ __all__ = [
     "Send",
 ]
 
-Send = tuple[str, m.Message]
+#: A message (or a run of them made as they are sent) for a peer.
+Send = tuple[str, m.Message | Streamed]
 HOLDING_CHUNK = 1000  # held values announced per Holding message
 
 
@@ -348,12 +350,17 @@ class Replication:
         return self._holding(peer, database, held)
 
     def _holding(self, peer: str, database: str, held: list[tuple[str, int]]) -> list[Send]:
+        """``Holding`` messages for ``held``, made as they are sent (a value gone or
+        written again meanwhile is left out: its change reaches the peer)."""
         ks = self._keyspace(database)
-        held_values = [(key, gen, ks.value_state_vector(key)) for key, gen in held]
-        return [
-            (peer, m.Holding(database, tuple(held_values[start : start + HOLDING_CHUNK])))
-            for start in range(0, len(held_values), HOLDING_CHUNK)
-        ]
+
+        def messages() -> Iterator[m.Message]:
+            for start in range(0, len(held), HOLDING_CHUNK):
+                values = ks.held_state_vectors(held[start : start + HOLDING_CHUNK])
+                if values:
+                    yield m.Holding(database, tuple(values))
+
+        return [(peer, Streamed(messages()))]
 
     def _digests(self, peer: str, database: str, buckets: int) -> bytes:
         """The digests of the values held here that ``peer`` holds too (as far as
@@ -681,11 +688,14 @@ class Replication:
             # bucket said complete.
             own = ks.offline_entries()
             out.append((peer, m.DirectoryStep2(msg.database, encode_update(own), ())))
-        elif wanted:
-            out.extend(
-                (peer, m.DirectoryStep2(msg.database, update, tuple(complete), msg.buckets))
-                for update, complete in directory.chunks(
-                    msg.buckets, wanted, max_bytes=self.chunk_bytes
+        elif wanted:  # made as they are sent: a whole directory holds nothing up
+            chunks = directory.chunks(msg.buckets, wanted, max_bytes=self.chunk_bytes)
+            step2 = m.DirectoryStep2
+            name, buckets = msg.database, msg.buckets
+            out.append(
+                (
+                    peer,
+                    Streamed(step2(name, update, tuple(done), buckets) for update, done in chunks),
                 )
             )
         if new:  # a database this node lacked: the peer sent no step 1 for it

@@ -21,10 +21,18 @@ nonces, never a secret). Until the peer's proof is verified nothing else is acce
 ``heartbeat`` seconds without other traffic; any message from the peer counts as a
 sign of life, and ``timeout`` seconds without one close the link (the peer is
 suspected; membership decides what follows).
+
+A large answer (a whole directory, the values held) is queued as ``Streamed``: its
+messages are made only as the link sends them, ``STREAMED_PER_FRAME`` a frame after
+whatever else is queued, so that making it never holds the node for long and other
+traffic goes out between its frames.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
 from enum import Enum
 
 from ..errors import ProtocolError
@@ -32,7 +40,18 @@ from .auth import Credentials, Grant
 from .codec import PROTOCOL
 from .messages import Close, Hello, Message, Ping, Pong, Proof
 
-__all__ = ["Session", "State"]
+__all__ = ["STREAMED_PER_FRAME", "Session", "State", "Streamed"]
+
+#: Messages of a ``Streamed`` run made and sent in one frame at most.
+STREAMED_PER_FRAME = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Streamed:
+    """Messages for a peer made only as its link sends them, a few a frame, after
+    what was queued before (what is queued later may go out between them)."""
+
+    messages: Iterator[Message]
 
 
 class State(Enum):
@@ -86,6 +105,7 @@ class Session:
         self.grant: Grant | None = None  # what the peer may do, once it proved itself
         self._handshake_deadline = now + handshake_timeout
         self._out: list[Message] = [local]
+        self._streams: deque[Iterator[Message]] = deque()  # see ``Streamed``
         self._opened = False  # the handshake completed and nobody took it yet
 
     def take_opened(self) -> bool:
@@ -100,25 +120,43 @@ class Session:
 
     @property
     def pending(self) -> int:
-        """Messages queued and not yet taken by ``data_to_send``."""
-        return len(self._out)
+        """Messages (and ``Streamed`` runs) queued and not yet taken by
+        ``data_to_send``."""
+        return len(self._out) + len(self._streams)
+
+    @property
+    def streaming(self) -> bool:
+        """Whether a ``Streamed`` run has messages yet to send."""
+        return bool(self._streams)
 
     def send(self, messages: list[Message]) -> None:
         """Queue messages for the peer (ignored once closed)."""
         if self.state is not State.CLOSED:
             self._out.extend(messages)
 
-    def queue(self, message: Message) -> int:
-        """Queue one message for the peer (ignored once closed); return how many
-        messages are queued now."""
-        out = self._out
+    def queue(self, message: Message | Streamed) -> int:
+        """Queue one message, or a ``Streamed`` run, for the peer (ignored once
+        closed); return how many are queued now (``pending``)."""
         if self.state is not State.CLOSED:
-            out.append(message)
-        return len(out)
+            if isinstance(message, Streamed):
+                self._streams.append(message.messages)
+            else:
+                self._out.append(message)
+        return len(self._out) + len(self._streams)
 
     def data_to_send(self, now: float | None = None) -> list[Message]:
-        """Take the queued messages (one frame's worth)."""
+        """Take the queued messages (one frame's worth), then the next few of the
+        ``Streamed`` runs."""
         out, self._out = self._out, []
+        streams = self._streams
+        room = STREAMED_PER_FRAME
+        while streams and room:
+            message = next(streams[0], None)
+            if message is None:
+                streams.popleft()
+            else:
+                out.append(message)
+                room -= 1
         if out and now is not None:
             self._sent = now
         return out
@@ -135,6 +173,7 @@ class Session:
             self._closed(reason)
 
     def _closed(self, reason: str) -> None:
+        self._streams.clear()  # nothing after a Close
         self.state = State.CLOSED
         self.close_reason = reason
 
