@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from pydds.net.auth import Credentials
 from pydds.net.codec import PROTOCOL
 from pydds.net.messages import Close, DirectoryStep2, Hello, Ping, Pong
-from pydds.net.session import Session, State
+from pydds.net.session import STREAMED_PER_FRAME, Session, State, Streamed
 
 A = Hello("a", "node", "mem://a", PROTOCOL)
 B = Hello("b", "node", "mem://b", PROTOCOL)
@@ -143,6 +145,32 @@ def test_a_frame_still_being_read_is_no_silence() -> None:
     a.heard(1.0)  # never back in time
     assert a.tick(9.0) is None
     assert a.state is State.CLOSED
+
+
+def test_a_streamed_run_is_made_a_few_messages_a_frame_after_the_rest() -> None:
+    a, _ = opened()
+    made: list[int] = []
+
+    def pings() -> Iterator[Ping]:
+        for i in range(10):
+            made.append(i)
+            yield Ping(i)
+
+    a.queue(Pong(0))
+    a.queue(Streamed(pings()))
+    assert made == []  # nothing made until the link sends
+    assert a.data_to_send(1.0) == [Pong(0), *(Ping(i) for i in range(STREAMED_PER_FRAME))]
+    a.queue(Pong(1))  # queued later: goes out before the rest of the run
+    frame = a.data_to_send(1.0)
+    assert frame[0] == Pong(1)
+    assert a.streaming
+    while a.streaming:
+        frame += a.data_to_send(1.0)
+    assert [p.seq for p in frame if isinstance(p, Ping)] == list(range(STREAMED_PER_FRAME, 10))
+    a.queue(Streamed(pings()))
+    a.close("bye")  # the Close is the last message: the run is dropped
+    assert a.data_to_send(2.0) == [Close("bye")]
+    assert not a.streaming
 
 
 def test_traffic_keeps_it_alive() -> None:
