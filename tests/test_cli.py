@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -87,6 +88,7 @@ async def test_the_readme_run_command_serves_and_stops_cleanly_on_sigterm(
                 "keys": 1,
                 "held": 1,
                 "stale": 0,
+                "tombstones": 0,
                 "pins": [],
             }
     assert await stop(s) == 0
@@ -144,7 +146,7 @@ async def test_two_processes_and_the_client_commands(
     status = json.loads(out)
     assert sorted(m["name"] for m in status["members"]) == ["p1", "p2"]
     db = {"name": "db", "stale_after": None, "expire": None, "ttl": None, "keys": 1}
-    assert status["databases"] == [{**db, "held": 1, "stale": 0, "pins": []}]
+    assert status["databases"] == [{**db, "held": 1, "stale": 0, "tombstones": 0, "pins": []}]
     code, out, _ = await pydds_cmd("status", node=second.node)
     assert code == 0
     assert "MEMBER" in out
@@ -616,3 +618,47 @@ async def test_an_sse_consumer_cut_off_and_a_node_killed_misses_no_event(
     s = await served(*args, env=persisted)
     await consume(s.http, 20_000)
     assert got == keys
+
+
+async def test_a_deleted_key_is_pruned_after_the_tombstone_horizon_and_stays_gone(
+    served: Callable[..., Awaitable[Served]], tmp_path: Path
+) -> None:
+    # pydds serve --tombstone-horizon 1, with persistence: a deleted key's tombstone
+    # goes within the horizon and a quarter, from memory and from the store.
+    args = ("--port", "0", "--name", "t1", "--data-dir", str(tmp_path))
+    persisted = {"PYDDS_MEMORY": "", "PYDDS_TOMBSTONE_HORIZON": "1"}
+    s = await served(*args, env=persisted)
+    db = f"{s.http}/v1/databases/sessions"
+
+    async def listing(session: aiohttp.ClientSession) -> dict[str, Any]:
+        async with session.get(db) as response:
+            assert response.status == 200
+            found: dict[str, Any] = await response.json()
+            return found
+
+    async with aiohttp.ClientSession() as session:
+        for key in ("gone", "kept"):
+            async with session.put(f"{db}/keys/{key}", json={"user": key}) as response:
+                assert response.status == 201
+        async with session.delete(f"{db}/keys/gone") as response:
+            assert response.status in (200, 204)
+        assert (await listing(session))["tombstones"] == 1
+        async with asyncio.timeout(20):
+            while True:
+                found = await listing(session)
+                if not found["tombstones"]:
+                    break
+                await asyncio.sleep(0.1)  # another process: nothing to await here
+        assert found["keys"] == 1
+    assert await stop(s) == 0
+
+    s = await served(*args, env=persisted)  # a real restart: the store forgot it too
+    db = f"{s.http}/v1/databases/sessions"
+    async with aiohttp.ClientSession() as session:
+        found = await listing(session)
+        assert (found["keys"], found["tombstones"]) == (1, 0)
+        async with session.get(f"{db}/keys/gone") as response:
+            assert response.status == 404
+        async with session.get(f"{db}/keys/kept") as response:
+            assert await response.json() == {"user": "kept"}
+    assert await stop(s) == 0

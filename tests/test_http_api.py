@@ -55,7 +55,7 @@ async def test_health_cluster_and_databases(api: TestClient[Any, Any]) -> None:
     assert [m["name"] for m in cluster["members"]] == ["h1"]
     listing = await (await api.get("/v1/databases")).json()
     cache = {"name": "cache", "stale_after": None, "expire": None, "ttl": None, "keys": 1}
-    assert listing == {"databases": [{**cache, "held": 1, "stale": 0, "pins": []}]}
+    assert listing == {"databases": [{**cache, "held": 1, "stale": 0, "tombstones": 0, "pins": []}]}
 
 
 async def test_a_database_s_staleness_time(api: TestClient[Any, Any]) -> None:
@@ -64,7 +64,7 @@ async def test_a_database_s_staleness_time(api: TestClient[Any, Any]) -> None:
     assert response.status == 200
     assert "Deprecation" not in response.headers
     sessions = {"name": "sessions", "stale_after": 60, "expire": 60, "ttl": None, "keys": 0}
-    sessions |= {"held": 0, "stale": 0, "pins": []}
+    sessions |= {"held": 0, "stale": 0, "tombstones": 0, "pins": []}
     assert await response.json() == sessions
     await api.put(key_url("sessions", "s1"), json=1)
     got = await (await api.get("/v1/databases/sessions")).json()

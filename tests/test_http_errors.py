@@ -110,6 +110,7 @@ async def test_bodies_too_deep_or_out_of_range_are_400s(api: TestClient[Any, Any
         "keys": 1,
         "held": 1,
         "stale": 0,
+        "tombstones": 0,
         "pins": [],
     }
 
@@ -214,7 +215,7 @@ async def test_a_bad_key_gets_one_answer_whether_its_database_exists(
             response = await api.request(method, url(db, key), json={"a": 1})
             assert await error_of(response) == (400, "invalid_name"), (method, db)
     only = {"name": "db", "stale_after": None, "expire": None, "ttl": None, "keys": 1}
-    only |= {"held": 1, "stale": 0, "pins": []}
+    only |= {"held": 1, "stale": 0, "tombstones": 0, "pins": []}
     assert await (await api.get("/v1/databases")).json() == {"databases": [only]}
 
 

@@ -178,3 +178,16 @@ def test_the_memory_limit_from_each_source(tmp_path: Path) -> None:
             load_config({"max_memory": bad}, {})
     with pytest.raises(ConfigError, match="eviction"):
         load_config({}, {"PYDDS_EVICTION": "random"})
+
+
+def test_the_tombstone_horizon_from_each_source(tmp_path: Path) -> None:
+    assert load_config({}, {}).tombstone_horizon == 6 * 3600.0
+    file = tmp_path / "pydds.toml"
+    file.write_text("tombstone_horizon = 3600\n")
+    assert load_config({}, {}, str(file)).tombstone_horizon == 3600.0
+    env = {"PYDDS_TOMBSTONE_HORIZON": "600"}
+    assert load_config({}, env, str(file)).tombstone_horizon == 600.0
+    assert load_config({"tombstone_horizon": "60"}, env, str(file)).tombstone_horizon == 60.0
+    for bad in ("0", "-5", "soon"):
+        with pytest.raises(ConfigError, match="tombstone_horizon"):
+            load_config({"tombstone_horizon": bad}, {})

@@ -461,6 +461,7 @@ def _database_json(db: Database) -> dict[str, Any]:
         "keys": keys,
         "held": held,
         "stale": stale,
+        "tombstones": len(db.keyspace.directory) - keys,
         "pins": db.pins(),
     }
 

@@ -532,12 +532,13 @@ class Keyspace:
 
     def prune(self) -> int:
         """Forget the tombstones (deleted or expired entries) older than
-        ``Limits.tombstone_horizon``, at most once every ``PRUNE_EVERY`` seconds and
-        only when one may be that old; how many were forgotten."""
+        ``Limits.tombstone_horizon``, at most once every ``PRUNE_EVERY`` seconds (a
+        quarter of a shorter horizon) and only when one may be that old; how many
+        were forgotten."""
         now = self._now()
         if now < self._prune_at or not self.in_touch() or self.fresh_from is not None:
             return 0
-        self._prune_at = now + PRUNE_EVERY
+        self._prune_at = now + min(PRUNE_EVERY, self.limits.tombstone_horizon / 4)
         return self._prune_now(self.directory, self._wall())
 
     def _prune_now(self, directory: Directory, wall: float) -> int:

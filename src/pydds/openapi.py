@@ -252,7 +252,17 @@ _SCHEMAS: Json = {
     },
     "Database": {
         "type": "object",
-        "required": ["name", "stale_after", "expire", "ttl", "keys", "held", "stale", "pins"],
+        "required": [
+            "name",
+            "stale_after",
+            "expire",
+            "ttl",
+            "keys",
+            "held",
+            "stale",
+            "tombstones",
+            "pins",
+        ],
         "properties": {
             "name": _schema("Name"),
             "stale_after": _schema("StaleAfter"),
@@ -261,6 +271,11 @@ _SCHEMAS: Json = {
             "keys": {"type": "integer", "minimum": 0},
             "held": {"type": "integer", "minimum": 0, "description": "values held here"},
             "stale": {"type": "integer", "minimum": 0, "description": "held values gone stale"},
+            "tombstones": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "deleted or expired keys remembered until their horizon",
+            },
             "pins": {
                 "type": "array",
                 "items": {"type": "string"},

@@ -30,6 +30,7 @@ Each setting comes from, in this order of precedence: a command-line option, a
     eviction = "lru"            # or "lfu": which copies go first past max_memory
     http_idle_timeout = 15      # seconds a connection may go without a request
     http_header_timeout = 10    # seconds a request's line and headers may take
+    tombstone_horizon = 21600   # seconds a deleted key is remembered (then pruned)
 
 The environment variables are ``PYDDS_`` and the upper-case name
 (``PYDDS_PORT=7500``); lists (``PYDDS_JOIN``, ``PYDDS_MODULES``) are comma-separated,
@@ -64,7 +65,7 @@ ENV_PREFIX = "PYDDS_"
 LOG_FORMATS = ("text", "json")
 LOOPS = ("auto", "uvloop", "asyncio")
 _LISTS = ("join", "modules", "secrets", "tokens")
-_SECONDS = ("http_idle_timeout", "http_header_timeout")
+_SECONDS = ("http_idle_timeout", "http_header_timeout", "tombstone_horizon")
 #: A number of seconds written as text: ASCII digits, a decimal point at most.
 _DECIMAL = re.compile(r"[0-9]{1,15}(\.[0-9]{0,15})?|\.[0-9]{1,15}")
 _BOOLS = {
@@ -120,6 +121,10 @@ class ServeConfig:
     http_idle_timeout: float = 15.0
     #: Seconds a request's line and headers may take from their first byte.
     http_header_timeout: float = 10.0
+    #: Seconds a deleted or expired key is remembered before it is pruned
+    #: (``Limits.tombstone_horizon``): longer than any partition or downtime after
+    #: which a node should still learn of the delete.
+    tombstone_horizon: float = 6 * 3600.0
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(ServeConfig)}

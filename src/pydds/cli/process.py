@@ -67,7 +67,11 @@ async def serve(
         transport=transport,
         modules=modules,
         credentials=credentials_of(config),
-        limits=Limits(max_memory=config.max_memory, eviction=config.eviction),
+        limits=Limits(
+            max_memory=config.max_memory,
+            eviction=config.eviction,
+            tombstone_horizon=config.tombstone_horizon,
+        ),
     )
     for database, seconds in config.stale_after:
         node.database(database, stale_after=seconds)

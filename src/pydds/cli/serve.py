@@ -64,6 +64,12 @@ __all__ = ["serve_command"]
     help="the event loop; auto is uvloop if installed  [default: auto]",
 )
 @click.option(
+    "--tombstone-horizon",
+    default=None,
+    metavar="SECONDS",
+    help="how long a deleted key is remembered, then pruned everywhere  [default: 21600]",
+)
+@click.option(
     "--http-idle-timeout",
     default=None,
     metavar="SECONDS",
