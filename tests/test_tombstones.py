@@ -86,3 +86,33 @@ async def test_a_node_back_after_a_prune_drops_the_deleted_key_and_keeps_its_own
     await until(lambda: a.database("db")._keyspace.read("kept") == 2)
     await cluster.clock.advance(31, step=1.0)  # anti-entropy: nothing brings k back
     assert all("k" not in entries(n) for n in (a, b, c))
+
+
+async def test_a_node_in_sync_never_reconciles_with_one_back_from_a_partition(
+    cluster: Cluster,
+) -> None:
+    # A horizon shorter than the anti-entropy period (30 s): a and b, linked all
+    # along, must not count as last in touch at their last sync step, else c, back
+    # from a partition with an older prune, makes them drop a key c never saw.
+    limits = pydds.Limits(tombstone_horizon=10.0)
+    a = cluster.node("a", limits=limits)
+    await a.start()
+    b = cluster.node("b", ["mem://a"], limits=limits)
+    await b.start()
+    c = cluster.node("c", ["mem://a"], limits=limits)
+    await c.start()
+    await until(lambda: all(len(names(n)) == 3 for n in (a, b, c)))
+    await a.database("db").set("old", 1)
+    await a.database("db").delete("old")
+    await cluster.clock.advance(14, step=0.5)  # everyone pruned it
+    assert all("old" not in entries(n) for n in (a, b, c))
+    await cluster.network.partition(["mem://c"], ["mem://a", "mem://b"])
+    await until(lambda: names(c) == ["c"])
+    await b.database("db").set("new", {"made": "while c was away"}, ack="majority")
+    cluster.network.heal()
+    await cluster.clock.advance(3, step=0.5)  # redial with backoff; before any period
+    await until(lambda: len(names(c)) == 3)
+    await until(lambda: "new" in c.database("db"))
+    await cluster.clock.advance(31, step=1.0)
+    for node in (a, b, c):
+        assert await node.database("db").get("new") == {"made": "while c was away"}

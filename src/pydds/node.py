@@ -862,10 +862,12 @@ class Node:
         if peers is not None:
             peers.expire_members(self.clock.now())
         in_touch = self.in_touch()
+        # Alone, or getting every change: current.
+        current = in_touch and (peers is None or peers.alone or peers.in_sync())
         for name, db in self._databases.items():
             keyspace = db.keyspace
-            if in_touch and (peers is None or peers.alone):
-                keyspace.touch()  # alone, it is the whole cluster
+            if current and keyspace.fresh_from is None:
+                keyspace.touch()
             keyspace.prune()
             for key, gen in keyspace.sweep():
                 self.publish(Event(EventKind.STALE, name, key, self.name))

@@ -665,6 +665,21 @@ class Peers:
         reached = sum(1 for m in members if m.state in _REACHED)
         return 2 * reached > len(members)
 
+    def in_sync(self) -> bool:
+        """Whether this node links to members that are, with itself, a majority of
+        the members, and has had from each the first sync step of every database it
+        had when their link opened: it gets every change made in the cluster, so its
+        time last in touch moves on (a node only reachable, or linked again and not
+        synced yet, may have missed deletes)."""
+        if self.role == "client":
+            return False
+        awaiting, links, me = self.replication.awaiting, self.links, self.name
+        members = self.membership.members()
+        count = sum(
+            1 for m in members if m.name == me or (m.name in links and not awaiting.get(m.name))
+        )
+        return 2 * count > len(members)
+
     def expire_members(self, now: float) -> None:
         """Remove the members unreachable for longer than ``dead_after`` (a ``left``
         event each)."""

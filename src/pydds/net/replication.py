@@ -274,6 +274,10 @@ class Replication:
         self.client_ids: dict[str, int] = {}  # each client peer's Yjs client id
         #: (peer, database): sent a whole ``Holding`` on this link; digests from then on
         self._announced: set[tuple[str, str]] = set()
+        #: node peer -> the databases this node had when their link opened whose first
+        #: sync step from the peer has not come yet (``Peers.in_sync``; a database
+        #: made since has had every change cross the link)
+        self.awaiting: dict[str, set[str]] = {}
         #: The other nodes of the cluster this node knows (linked or not), kept by the
         #: node from its member table: a change's directory delta is relayed to those
         #: this node has no link to.
@@ -299,6 +303,8 @@ class Replication:
             self.clients.add(peer)
             self.grants[peer] = grant or Grant("client")
             self.client_ids[peer] = client_id
+        else:  # a node answers each step 1 with its own (``awaiting``)
+            self.awaiting[peer] = set(self._readable(peer))
         return self.resync(peer)
 
     def _may(self, peer: str, right: str, database: str | None = None) -> bool:
@@ -321,11 +327,11 @@ class Replication:
     def resync(self, peer: str) -> list[Send]:
         """Anti-entropy with ``peer``: a state vector for every directory and held
         value; the answers repair whatever was lost or applied out of order."""
-        return [
-            (peer, self._step1(self._keyspace(name)))
-            for name in self._databases()
-            if self._may(peer, "read", name)
-        ]
+        return [(peer, self._step1(self._keyspace(name))) for name in self._readable(peer)]
+
+    def _readable(self, peer: str) -> list[str]:
+        """The databases here that ``peer`` may read."""
+        return [name for name in self._databases() if self._may(peer, "read", name)]
 
     @staticmethod
     def _step1(ks: LocalDatabase) -> m.DirectoryStep1:
@@ -381,6 +387,7 @@ class Replication:
         self.clients.discard(peer)
         self.holders.drop_peer(peer)
         self._announced = {done for done in self._announced if done[0] != peer}
+        self.awaiting.pop(peer, None)
         for ks in self._known.values():
             if ks.fresh_from == peer:  # asked again of the next node linked
                 ks.fresh_from, ks.fresh_seen = None, set()
@@ -673,6 +680,8 @@ class Replication:
         directory = ks.directory
         wanted = directory.differing(msg.buckets, msg.digests)  # InvalidUpdate if bad
         out: list[Send] = []
+        if not from_client:
+            self.awaiting.get(peer, set()).discard(msg.database)
         if not from_client and ks.fresh_from is None:
             if ks.behind(msg.pruned):
                 # Back after the peer pruned deletes this node may not have seen: ask
