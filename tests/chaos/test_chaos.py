@@ -1,6 +1,7 @@
 """The chaos harness, short: 3 node processes and a client, partitions, a SIGKILL
-and restart, a pause, a graceful leave and rejoin; nothing acknowledged durably or by
-a majority is lost."""
+and restart, a pause, a graceful leave and rejoin, deleted keys pruned after a short
+horizon; nothing acknowledged durably or by a majority is lost, and nothing deleted
+comes back."""
 
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ async def test_a_short_chaos_run() -> None:
     strict = {level: n for level, n in report.lost.items() if level != "local"}
     assert strict == {}, report.lost_examples
     assert report.unexpected == 0
+    # Session keys were deleted, their tombstones pruned (a 3 s horizon) while nodes
+    # were cut off, killed and restarted, and none came back.
+    assert report.sessions["deleted"] > 10
+    assert report.sessions["tombstones_left"] < report.sessions["deleted"]
+    assert report.resurrected == 0, report.lost_examples
     assert report.counters_exact, report.counters
     assert report.events_delivered_twice == 0
     assert report.converged

@@ -8,7 +8,7 @@ from typing import Any
 
 from .plan import DB, Report
 from .processes import NodeProcess
-from .workload import _Write
+from .workload import CREATE, DELETE, _Write
 
 
 async def _compactions(http: Any, node: NodeProcess) -> int:
@@ -19,6 +19,15 @@ async def _compactions(http: Any, node: NodeProcess) -> int:
         return int(stats["modules"]["persist"]["compactions"])
     except (OSError, TimeoutError, Exception):
         return 0
+
+
+async def _tombstones(http: Any, node: NodeProcess) -> int:
+    """How many tombstones ``node`` keeps in the chaos database."""
+    try:
+        async with http.get(f"{node.http}/v1/databases/{DB}") as response:
+            return int((await response.json())["tombstones"])
+    except (OSError, TimeoutError, Exception):
+        return -1
 
 
 async def _state(http: Any, node: NodeProcess) -> dict[str, Any] | None:
@@ -56,6 +65,8 @@ def _check(
     report: Report, writes: list[_Write], state: dict[str, Any], received: dict[str, list[int]]
 ) -> None:
     report.attempted = len(writes)
+    _check_sessions(report, writes, state)
+    writes = [w for w in writes if not w.key.startswith("session:")]
     written = {w.item for w in writes if w.item != "+1"}
     present: set[str] = set()
     for key, value in state.items():
@@ -72,7 +83,7 @@ def _check(
                 report.lost_examples.append(
                     f"{write.key}/{write.item} via {write.via} ({write.level})"
                 )
-    report.unexpected = len(present - written)
+    report.unexpected += len(present - written)
     by_key: dict[str, list[_Write]] = {}
     for write in writes:
         if write.item == "+1":
@@ -90,3 +101,40 @@ def _check(
         report.counters_exact = report.counters_exact and exact
     report.events_received = sum(len(ids) for ids in received.values())
     report.events_delivered_twice = sum(len(ids) - len(set(ids)) for ids in received.values())
+
+
+def _check_sessions(report: Report, writes: list[_Write], state: dict[str, Any]) -> None:
+    """Session keys: one created and not deleted (as far as anyone knows) is there
+    with its value; one whose delete was acknowledged beyond "local" is not, pruned
+    or not (it would be resurrected); nothing else is."""
+    created = {w.key: w for w in writes if w.item == CREATE}
+    deleted = {w.key: w for w in writes if w.item == DELETE}
+    report.sessions["created"] = sum(1 for w in created.values() if w.ok)
+    report.sessions["deleted"] = sum(1 for w in deleted.values() if w.ok)
+    for key, create in created.items():
+        delete = deleted.get(key)
+        if create.ok:
+            report.acknowledged[create.level] = report.acknowledged.get(create.level, 0) + 1
+        else:
+            report.failed += 1
+        if delete is not None:
+            if delete.ok:
+                report.acknowledged[delete.level] = report.acknowledged.get(delete.level, 0) + 1
+            else:
+                report.failed += 1
+        if delete is not None and delete.ok and delete.level != "local":
+            if key in state:
+                report.resurrected += 1
+                if len(report.lost_examples) < 10:
+                    report.lost_examples.append(f"{key} deleted via {delete.via}, back")
+        elif (
+            create.ok
+            and (delete is None or delete.ok is False)
+            and state.get(key) != {"session": key}
+        ):
+            report.lost[create.level] = report.lost.get(create.level, 0) + 1
+            if len(report.lost_examples) < 10:
+                report.lost_examples.append(f"{key} via {create.via} ({create.level})")
+    report.unexpected += sum(
+        1 for key in state if key.startswith("session:") and key not in created
+    )

@@ -25,6 +25,10 @@ class Plan:
     counters: int = 4
     seed: int = 1
     compact_at: int = 500  # log rows between compactions of each node's store (small: often)
+    #: Seconds a deleted key is remembered (``--tombstone-horizon``): short, so that
+    #: tombstones are pruned during the run, and nodes cut off or stopped across a
+    #: prune reconcile when they are back.
+    tombstone_horizon: float = 3.0
     quiet: float = 30.0  # seconds to wait, after the final heal, for identical replicas
 
 
@@ -39,6 +43,12 @@ class Report:
     lost: dict[str, int] = field(default_factory=dict)  # acknowledged, missing; by level
     lost_examples: list[str] = field(default_factory=list)
     unexpected: int = 0  # present, never written
+    #: session keys created and deleted (the delete acknowledged beyond "local")
+    #: that are present at the end
+    resurrected: int = 0
+    #: session keys created and deleted (acknowledged), and the most tombstones a
+    #: node kept at the end (fewer than deleted: the others were pruned)
+    sessions: dict[str, int] = field(default_factory=dict)
     counters_exact: bool = True
     counters: dict[str, dict[str, int]] = field(default_factory=dict)
     events_sent: int = 0
@@ -61,6 +71,7 @@ class Report:
         return (
             strict == 0
             and self.unexpected == 0
+            and self.resurrected == 0
             and self.counters_exact
             and self.events_delivered_twice == 0
             and self.converged
@@ -87,6 +98,11 @@ class Report:
             f"acknowledged {dict(sorted(self.acknowledged.items()))}, {self.failed} failed",
             f"lost (acknowledged, missing): {dict(sorted(self.lost.items())) or 0}",
             f"unexpected (never written): {self.unexpected}",
+            f"sessions: {self.sessions.get('created', 0)} created, "
+            f"{self.sessions.get('deleted', 0)} deleted, "
+            f"tombstones left at the end {self.sessions.get('tombstones_left', 0)} (pruned: "
+            "the others); "
+            f"resurrected: {self.resurrected}",
             f"counters exact: {self.counters_exact}",
             f"events: {self.events_sent} sent, {self.events_received} received, "
             f"{self.events_delivered_twice} delivered twice",

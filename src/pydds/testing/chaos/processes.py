@@ -22,9 +22,17 @@ def _free_port() -> int:
 class NodeProcess:
     """One ``pydds serve`` process, restartable from its data directory."""
 
-    def __init__(self, name: str, data: Path, join: list[str], compact_at: int = 100_000) -> None:
+    def __init__(
+        self,
+        name: str,
+        data: Path,
+        join: list[str],
+        compact_at: int = 100_000,
+        tombstone_horizon: float = 6 * 3600.0,
+    ) -> None:
         self.name = name
         self.compact_at = compact_at  # its store compacts this often, SIGKILLs or not
+        self.tombstone_horizon = tombstone_horizon  # seconds a deleted key is remembered
         self.port = _free_port()  # where it serves (HTTP, and the proxy's target)
         self.proxy_port = _free_port()  # what it advertises
         self.data = data / name
@@ -51,6 +59,8 @@ class NodeProcess:
             f"127.0.0.1:{self.proxy_port}",
             "--module",
             f"pydds.modules.persist:Persistence?path={self.data}&compact_at={self.compact_at}",
+            "--tombstone-horizon",
+            str(self.tombstone_horizon),
             "--log-level",
             "warning",
         ]

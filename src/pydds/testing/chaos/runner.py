@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .checker import _check, _compactions, _converge, _state
+from .checker import _check, _compactions, _converge, _state, _tombstones
 from .faults import _faults
 from .plan import Plan, Report
 from .processes import NodeProcess, _until_linked
@@ -41,7 +41,7 @@ async def run(plan: Plan, workdir: str | None = None) -> Report:
     tasks: list[asyncio.Task[Any]] = []
     try:
         for name in names:
-            nodes[name] = NodeProcess(name, data, [], plan.compact_at)
+            nodes[name] = NodeProcess(name, data, [], plan.compact_at, plan.tombstone_horizon)
         started: list[NodeProcess] = []
         for node in nodes.values():
             # As the README starts a cluster: the first node with no join, each other
@@ -110,6 +110,8 @@ async def run(plan: Plan, workdir: str | None = None) -> Report:
             else:
                 state = await _state(http, nodes[names[0]])
             report.compactions = sum([await _compactions(http, n) for n in nodes.values()])
+            kept = [await _tombstones(http, n) for n in nodes.values()]
+            report.sessions["tombstones_left"] = max(kept)
             _check(report, writes, state or {}, received)
     finally:
         stop.set()

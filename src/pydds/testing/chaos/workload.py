@@ -13,12 +13,15 @@ from typing import Any
 from .plan import DB, LEVELS, Plan, Report
 from .processes import NodeProcess
 
+#: The items of a session key's two writes.
+CREATE, DELETE = "create", "delete"
+
 
 @dataclass
 class _Write:
     via: str
     key: str
-    item: str  # the unique field, or "+1" for a counter
+    item: str  # the unique field, "+1" for a counter, CREATE or DELETE for a session
     level: str
     ok: bool | None = None  # True acknowledged, False refused, None unknown (timed out)
 
@@ -73,6 +76,7 @@ async def _writer(
 
     names = sorted(nodes)
     next_at = time.monotonic()
+    sessions: list[str] = []  # this writer's session keys created and not yet deleted
     while not stop.is_set():
         # Paced: the next write is due an exponential gap after the last one was due,
         # so slow writes (ack waits) do not lower the rate.
@@ -88,7 +92,15 @@ async def _writer(
             report.events_sent += 1
             with contextlib.suppress(Exception):
                 await http.post(f"{nodes[rng.choice(names)].http}/v1/events/chaos", json={"id": n})
-        elif roll < 0.3:
+        elif roll < 0.2:  # a session: created, and later deleted by the same writer
+            if sessions and rng.random() < 0.6:
+                write = _Write(via, sessions.pop(rng.randrange(len(sessions))), DELETE, level)
+            else:
+                write = _Write(via, f"session:{n}", CREATE, level)
+                sessions.append(write.key)
+            writes.append(write)
+            await _attempt(write, http, nodes, client, report, pydds)
+        elif roll < 0.4:
             write = _Write(via, f"counter:{rng.randrange(plan.counters)}", "+1", level)
             writes.append(write)
             await _attempt(write, http, nodes, client, report, pydds)
@@ -113,6 +125,10 @@ async def _attempt(
             db = client.database(DB)
             if write.item == "+1":
                 await asyncio.wait_for(db.incr(write.key, 1, ack=ack), 10)
+            elif write.item == CREATE:
+                await asyncio.wait_for(db.set(write.key, {"session": write.key}, ack=ack), 10)
+            elif write.item == DELETE:
+                await asyncio.wait_for(db.delete(write.key, ack=ack), 10)
             else:
                 await asyncio.wait_for(db.update(write.key, {write.item: True}, ack=ack), 10)
             write.ok = True
@@ -120,6 +136,10 @@ async def _attempt(
         base = f"{nodes[write.via].http}/v1/databases/{DB}/keys/{write.key}"
         if write.item == "+1":
             response = await http.post(f"{base}/incr", params={"ack": ack})
+        elif write.item == CREATE:
+            response = await http.put(base, json={"session": write.key}, params={"ack": ack})
+        elif write.item == DELETE:
+            response = await http.delete(base, params={"ack": ack})
         else:
             response = await http.patch(base, json={write.item: True}, params={"ack": ack})
         async with response:
