@@ -57,6 +57,7 @@ from .crdt.keydoc import (
     LiveDocs,
 )
 from .crdt.sync import update_state_vector
+from .crdt.tables import shrunk
 from .crdt.ydoc import EMPTY_STATE_VECTOR
 from .errors import InvalidValue, KeyNotFound
 from .events import EventKind
@@ -540,6 +541,13 @@ class Keyspace:
             return 0
         self._prune_at = now + min(PRUNE_EVERY, self.limits.tombstone_horizon / 4)
         return self._prune_now(self.directory, self._wall())
+
+    def compact(self) -> None:
+        """Give back the memory of keys gone (``crdt.tables.shrunk``): after many
+        deletes and their prune, the tables are sized to the keys that live."""
+        self._keys = shrunk(self._keys)
+        self._deadlines = shrunk(self._deadlines)
+        self.directory.compact()
 
     def _prune_now(self, directory: Directory, wall: float) -> int:
         before = wall - self.limits.tombstone_horizon

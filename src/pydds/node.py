@@ -861,6 +861,7 @@ class Node:
         peers = self._peers
         if peers is not None:
             peers.expire_members(self.clock.now())
+            peers.replication.holders.compact()
         in_touch = self.in_touch()
         # Alone, or getting every change: current.
         current = in_touch and (peers is None or peers.alone or peers.in_sync())
@@ -869,6 +870,7 @@ class Node:
             if current and keyspace.fresh_from is None:
                 keyspace.touch()
             keyspace.prune()
+            keyspace.compact()
             for key, gen in keyspace.sweep():
                 self.publish(Event(EventKind.STALE, name, key, self.name))
                 if peers is not None:

@@ -53,6 +53,7 @@ from typing import Any
 import msgpack
 
 from ..errors import InvalidUpdate
+from .tables import shrunk
 
 __all__ = [
     "CHUNK",
@@ -393,7 +394,12 @@ class Directory:
         for key in pruned:
             self.forget(key)
         self._earliest = earliest
+        self.compact()
         return pruned
+
+    def compact(self) -> None:
+        """Give back the memory of entries forgotten (``tables.shrunk``)."""
+        self._entries = shrunk(self._entries)
 
     # -- anti-entropy ------------------------------------------------------------------------
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from collections.abc import ItemsView
 
+from ..crdt.tables import shrunk
+
 __all__ = ["MAX_SHARED", "Holders", "ValueId"]
 
 ValueId = tuple[str, str, int]  # database, key, generation
@@ -70,6 +72,11 @@ class Holders:
             self._by_value[value] = self._share(rest)
         else:
             del self._by_value[value]
+
+    def compact(self) -> None:
+        """Give back the memory of values no longer held (``tables.shrunk``)."""
+        self._by_value = shrunk(self._by_value)
+        self._shared = shrunk(self._shared)
 
     def drop(self, value: ValueId) -> None:
         """Nobody holds ``value`` any more (its generation is gone)."""
