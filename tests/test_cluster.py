@@ -603,6 +603,25 @@ async def test_a_large_database_is_swept_a_slice_at_a_time(
     await node.close()
 
 
+async def test_a_walk_left_unfinished_when_most_keys_go_keeps_none_of_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A database without staleness is walked only while it has many keys (for its
+    # counts); when most of them are deleted, the walk under way holds no key.
+    monkeypatch.setattr(keyspace, "SWEEP_BUDGET", 0.0)  # one chunk per sweep
+    monkeypatch.setattr(keyspace, "SWEEP_CHUNK", 10)
+    monkeypatch.setattr(keyspace, "EXACT_COUNTS", 20)
+    node = pydds.Node("n")  # not started: sweeps only when called
+    db = node.database("db")
+    await db.set_many({f"session:{i}": i for i in range(35)})
+    ks = db._keyspace
+    ks.sweep()  # a walk of 35 keys begins
+    await db.delete_many(f"session:{i}" for i in range(30))
+    ks.sweep()
+    assert ks._pass == []  # it held the 35 keys until the next walk, which never came
+    await node.close()
+
+
 async def test_a_bulk_directory_pauses_the_collector_and_always_resumes_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -443,6 +443,7 @@ class Keyspace:
         """
         stale_after = self.settings.stale_after
         if stale_after is None and len(self._keys) <= EXACT_COUNTS:
+            self._pass, self._pass_at = [], 0  # a pass of when there were more: dropped
             return []  # nothing goes stale, and counts() walks the keys itself
         if self._pass_at >= len(self._pass):  # start a pass over the keys of now
             self._pass, self._pass_at, self._tally = list(self._keys), 0, (0, 0)
