@@ -9,13 +9,17 @@ Prints one JSON object. Targets (issue "A footprint bounded by live data"):
 * ``anti_entropy``: an idle 3-node cluster (in memory, fake clock) where every node
   holds 100,000 values: CPU time and bytes of one anti-entropy period (30 s of the
   fake clock, heartbeats included).
+* ``sessions``: 1,000,000 keys created and deleted on a 3-node cluster (in memory,
+  fake clock), none live at the end but one: once the horizon has passed and they are
+  pruned, each node's RSS within 20 MB of what it was fresh, and a fourth node
+  joining receives under 10 KB.
 * ``join``: a node joining one that has a directory of 100,000 keys (in memory):
   seconds until its first key is usable, and until it knows the whole directory;
   the bytes it received (``--join-keys 1000000`` for the larger case). The
   collector is set up as ``pydds serve`` sets it (``pydds.tune_gc()``).
 
     python bench/footprint.py [--sets 1000000] [--keys 100000] [--join-keys 100000]
-        [--only sets|anti_entropy|join]
+        [--sessions 1000000] [--only sets|anti_entropy|join|sessions]
 """
 
 from __future__ import annotations
@@ -138,6 +142,86 @@ async def bench_anti_entropy(keys: int) -> dict[str, float]:
     }
 
 
+async def _quiet(clock: FakeClock) -> None:
+    """Let what is in flight between the in-memory nodes arrive (bounded)."""
+    for _ in range(50):
+        await clock.advance(0.1)
+
+
+async def bench_sessions(keys: int) -> dict[str, float]:
+    """``keys`` session keys created and deleted on a 3-node cluster (in memory, fake
+    clock), pruned after the horizon: the memory left, and what a fourth node joining
+    then receives."""
+    network, clock = MemoryNetwork(), FakeClock()
+    # Without the event log: it keeps an hour of events (and 64 MiB at most), by the
+    # real clock, which this fake clock does not move; by the default horizon (six
+    # hours) the events of the creates and deletes have left it.
+    horizon = 600.0
+    limits = pydds.Limits(tombstone_horizon=horizon, event_log=0)
+
+    def node(name: str, join: list[str]) -> pydds.Node:
+        return pydds.Node(
+            name,
+            listen=f"mem://{name}",
+            join=join,
+            transport=network.transport(),
+            clock=clock,
+            limits=limits,
+        )
+
+    a, b, c = node("a", []), node("b", ["mem://a"]), node("c", ["mem://a"])
+    for n in (a, b, c):
+        await n.start()
+    try:
+        await clock.advance(1)
+        db = a.database("sessions")
+        await db.set("live", 1)
+        await _quiet(clock)
+        gc.collect()
+        fresh = rss()
+        start = time.perf_counter()
+        batch = 1000
+        for first in range(0, keys, batch):
+            await db.set_many({f"session:{i}": {"user": i} for i in range(first, first + batch)})
+            await clock.advance(0)
+        await _quiet(clock)
+        created_s = time.perf_counter() - start
+        gc.collect()
+        peak = rss()
+        held = [len(n.database("sessions")) for n in (a, b, c)]
+        for first in range(0, keys, batch):
+            await db.delete_many(f"session:{i}" for i in range(first, first + batch))
+            await clock.advance(0)
+        await _quiet(clock)
+        tombstones = [len(n.database("sessions").keyspace.directory) - 1 for n in (a, b, c)]
+        await clock.advance(horizon + 61, step=1.0)  # past the horizon: pruned
+        gc.collect()
+        pruned = rss()
+        left = [len(n.database("sessions").keyspace.directory) for n in (a, b, c)]
+        d = node("d", ["mem://a"])
+        await d.start()
+        for _ in range(100):
+            if "live" in d.database("sessions"):
+                break
+            await clock.advance(0.1)
+        received = d.traffic_total().bytes_in
+        await d.close()
+    finally:
+        for n in (c, b, a):
+            await n.close()
+    return {
+        "keys": keys,
+        "created_and_replicated_s": round(created_s, 1),
+        "keys_per_node_at_peak": min(held),
+        "rss_growth_at_peak_mb": round((peak - fresh) / 1e6, 1),
+        "tombstones_per_node_before_the_horizon": min(tombstones),
+        "directory_entries_per_node_after": max(left),
+        "rss_growth_after_prune_mb_3_nodes": round((pruned - fresh) / 1e6, 1),
+        "rss_growth_after_prune_mb_per_node": round((pruned - fresh) / 3e6, 1),
+        "fourth_node_received_bytes": received,
+    }
+
+
 async def bench_join(keys: int) -> dict[str, float]:
     network = MemoryNetwork()
     a = pydds.Node("a", listen="mem://a", transport=network.transport())
@@ -176,7 +260,8 @@ async def main() -> None:
     parser.add_argument("--sets", type=int, default=1_000_000)
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--join-keys", type=int, default=100_000)
-    parser.add_argument("--only", choices=("sets", "anti_entropy", "join"))
+    parser.add_argument("--sessions", type=int, default=1_000_000)
+    parser.add_argument("--only", choices=("sets", "anti_entropy", "join", "sessions"))
     args = parser.parse_args()
     out: dict[str, Any] = {}
     if args.only in (None, "sets"):
@@ -185,7 +270,15 @@ async def main() -> None:
         out["anti_entropy"] = await bench_anti_entropy(args.keys)
     if args.only in (None, "join"):
         out["join"] = await bench_join(args.join_keys)
-    out["targets"] = {"sets_rss_growth_mb": 10, "store_ratio": 2.0, "join_1m_whole_s": 3.0}
+    if args.only in (None, "sessions"):
+        out["sessions"] = await bench_sessions(args.sessions)
+    out["targets"] = {
+        "sets_rss_growth_mb": 10,
+        "store_ratio": 2.0,
+        "join_1m_whole_s": 3.0,
+        "sessions_rss_after_prune_mb_per_node": 20,
+        "sessions_fourth_node_received_bytes": 10_000,
+    }
     print(json.dumps(out, indent=2))
 
 
