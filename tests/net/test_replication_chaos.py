@@ -187,7 +187,7 @@ class Chaos(RuleBasedStateMachine):
         for a in self.replicas.values():
             for b in self.replicas:
                 if b != a.name and frozenset((a.name, b)) not in self.cut:
-                    a.post(a.replication.resync(b))
+                    a.post(a.replication.resync(b, coarse=True))
         self._quiesce()
 
     @rule(i=st.integers(0, 4))
@@ -229,12 +229,13 @@ class Chaos(RuleBasedStateMachine):
                 other.post(other.replication.opened(old.name))
                 new.post(new.replication.opened(other.name))
 
-    @rule(i=st.integers(0, 4), j=st.integers(0, 4))
-    def resync(self, i: int, j: int) -> None:
-        """A period of anti-entropy on one link, while writes and faults go on."""
+    @rule(i=st.integers(0, 4), j=st.integers(0, 4), coarse=st.booleans())
+    def resync(self, i: int, j: int, coarse: bool) -> None:
+        """A period of anti-entropy on one link (coarse: one digest a directory, as
+        periods send), while writes and faults go on."""
         a, b = self.replica(i), self.replica(j).name
         if a.name != b:
-            a.post(a.replication.resync(b))
+            a.post(a.replication.resync(b, coarse=coarse))
 
     def _deliver(self, item: tuple[str, str, m.Message]) -> None:
         source, target, message = item
@@ -242,10 +243,11 @@ class Chaos(RuleBasedStateMachine):
             return  # lost in the partition
         r = self.replicas[target]
         sends, notices = r.replication.handle(source, message)
+        out = list(sends)
         for notice in notices:
             if isinstance(notice, HoldingDue):
-                sends += r.replication.holding(notice.peer, notice.database)
-        r.post(sends)
+                out += r.replication.holding(notice.peer, notice.database)
+        r.post(out)
 
     def _quiesce(self) -> None:
         for _ in range(10_000):

@@ -628,7 +628,7 @@ class Peers:
                 continue
             peer = link.peer
             if now >= link.resync_at and peer is not None and self.links.get(peer) is link:
-                self.send(self.replication.resync(peer))
+                self.send(self.replication.resync(peer, coarse=True))
                 link.resync_at = now + self.settings.anti_entropy
             if session.pending:
                 self._out.wake.append(link)

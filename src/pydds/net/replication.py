@@ -324,19 +324,21 @@ class Replication:
         own = self.client_ids.get(peer, 0)
         return all(writer == own for writer in _writers(update))
 
-    def resync(self, peer: str) -> list[Send]:
-        """Anti-entropy with ``peer``: a state vector for every directory and held
-        value; the answers repair whatever was lost or applied out of order."""
-        return [(peer, self._step1(self._keyspace(name))) for name in self._readable(peer)]
+    def resync(self, peer: str, *, coarse: bool = False) -> list[Send]:
+        """Anti-entropy with ``peer``: a sync step 1 for every directory (``coarse``:
+        one digest of the whole of each, as every period sends; the peer asks for the
+        buckets when it differs); the answers repair whatever was lost or applied out
+        of order."""
+        return [(peer, self._step1(self._keyspace(name), coarse)) for name in self._readable(peer)]
 
     def _readable(self, peer: str) -> list[str]:
         """The databases here that ``peer`` may read."""
         return [name for name in self._databases() if self._may(peer, "read", name)]
 
     @staticmethod
-    def _step1(ks: LocalDatabase) -> m.DirectoryStep1:
+    def _step1(ks: LocalDatabase, coarse: bool = False) -> m.DirectoryStep1:
         directory = ks.directory
-        buckets = directory.bucket_count()
+        buckets = 1 if coarse else directory.bucket_count()
         return m.DirectoryStep1(ks.name, buckets, directory.digests(buckets), ks.pruned)
 
     def holding(self, peer: str, database: str) -> list[Send]:
@@ -692,7 +694,13 @@ class Replication:
                 out.append((peer, fresh))
             elif ks.in_touch():
                 ks.touch()  # in sync with a node no further in pruning: current
-        if wanted and ks.fresh_from is not None:
+        finer = not new and msg.buckets == 1 and directory.bucket_count() > 1
+        if wanted and finer:
+            # One digest of the whole differs: ask for the peer's buckets (its answer
+            # is what differs of its own; what differs of the peer's comes back when
+            # the peer's step 1 finds this node's whole digest differing in turn).
+            out.append((peer, self._step1(ks)))
+        elif wanted and ks.fresh_from is not None:
             # Not to be trusted yet: only what this node wrote out of touch, and no
             # bucket said complete.
             own = ks.offline_entries()
