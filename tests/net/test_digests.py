@@ -74,11 +74,11 @@ class Pair:
                 return
         raise AssertionError("messages kept flowing")
 
-    def resync(self) -> None:
+    def resync(self, coarse: bool = False) -> None:
         self.delivered.clear()
         self.listed = 0
-        self.a.post(self.a.replication.resync("b"))
-        self.b.post(self.b.replication.resync("a"))
+        self.a.post(self.a.replication.resync("b", coarse=coarse))
+        self.b.post(self.b.replication.resync("a", coarse=coarse))
         self.run()
 
 
@@ -102,6 +102,24 @@ async def test_an_idle_link_exchanges_one_digest_per_database_and_nothing_else()
     assert pair.delivered["Holding"] == 0
     assert pair.delivered["HoldingAsk"] == 0
     assert pair.delivered["ValueDiff"] == 0
+
+
+async def test_a_period_sends_one_directory_digest_and_buckets_only_on_a_mismatch() -> None:
+    pair = await synced_pair()
+    pair.resync(coarse=True)
+    assert pair.delivered["DirectoryStep1"] == 2  # one each way, of one digest
+    assert pair.delivered["DirectoryStep2"] == 0
+    await pair.a.db.set("new", 1)
+    pair.run(drop=m.Write)  # b never learned of the key
+    assert "new" not in pair.b.db
+    pair.resync(coarse=True)
+    assert "new" in pair.b.db
+    # Each whole digest differed: each end asked for the other's buckets, and one
+    # bucket's entries came back.
+    assert pair.delivered["DirectoryStep1"] == 4
+    assert pair.delivered["DirectoryStep2"] >= 1
+    pair.resync(coarse=True)
+    assert pair.delivered["DirectoryStep1"] == 2
 
 
 async def test_a_lost_delta_is_repaired_through_the_bucket_it_is_in() -> None:
