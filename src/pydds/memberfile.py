@@ -20,9 +20,17 @@ import math
 import os
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["MAX_MEMBERS", "MEMBERS_FILE", "load_members", "load_touched", "save_members"]
+__all__ = [
+    "MAX_MEMBERS",
+    "MEMBERS_FILE",
+    "Remembered",
+    "load_members",
+    "load_remembered",
+    "save_members",
+]
 
 log = logging.getLogger("pydds.storage")
 
@@ -34,22 +42,32 @@ _MAX_BYTES = 8 << 20
 _VERSION = 1
 
 
-def load_members(directory: str | Path) -> list[tuple[str, str]]:
-    """The (name, address) of each member the file lists; none if there is no file.
-    A file that does not read is set aside (``.damaged-TIME``) with a warning."""
+@dataclass(frozen=True)
+class Remembered:
+    """What the file says: the members, and when the node was last in touch with its
+    cluster (wall clock; None when it does not say)."""
+
+    members: list[tuple[str, str]] = field(default_factory=list)
+    touched: float | None = None
+
+
+def load_remembered(directory: str | Path) -> Remembered:
+    """What the file holds (nothing if there is no file). A file that does not read
+    is set aside (``.damaged-TIME``) with a warning."""
     path = Path(directory) / MEMBERS_FILE
     try:
         with path.open("rb") as file:
             raw = file.read(_MAX_BYTES + 1)
     except FileNotFoundError:
-        return []
+        return Remembered()
     except OSError as exc:
         log.warning("%s cannot be read (%s): the node joins only what its join names", path, exc)
-        return []
+        return Remembered()
     try:
         if len(raw) > _MAX_BYTES:
             raise ValueError(f"over {_MAX_BYTES} bytes")
-        return _parse(json.loads(raw))
+        data = json.loads(raw)
+        return Remembered(_parse(data), _touched(data))
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         aside = path.with_name(f"{MEMBERS_FILE}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
         log.warning(
@@ -60,19 +78,16 @@ def load_members(directory: str | Path) -> list[tuple[str, str]]:
         )
         with contextlib.suppress(OSError):
             path.rename(aside)
-        return []
+        return Remembered()
 
 
-def load_touched(directory: str | Path) -> float | None:
-    """When the node was last in touch with its cluster (wall clock), as the file
-    says; None without a file or a readable time (``load_members`` sets a damaged
-    file aside)."""
-    try:
-        with (Path(directory) / MEMBERS_FILE).open("rb") as file:
-            data = json.loads(file.read(_MAX_BYTES + 1))
-    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
-        return None
-    touched = data.get("touched") if isinstance(data, dict) else None
+def load_members(directory: str | Path) -> list[tuple[str, str]]:
+    """The (name, address) of each member the file lists (``load_remembered``)."""
+    return load_remembered(directory).members
+
+
+def _touched(data: dict[str, object]) -> float | None:
+    touched = data.get("touched")
     if isinstance(touched, (int, float)) and not isinstance(touched, bool):
         return float(touched) if math.isfinite(touched) else None
     return None

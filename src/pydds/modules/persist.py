@@ -48,7 +48,7 @@ from ..eventfile import EventFile
 from ..eventlog import EventLog, Record
 from ..events import Event, EventKind
 from ..keyspace import Journal, Keyspace
-from ..memberfile import load_members, load_touched, save_members
+from ..memberfile import load_remembered, save_members
 from ..net.membership import MemberState
 from ..storage import Loaded, Row, SqliteStore, merge
 from .base import EventFilter, Module
@@ -189,12 +189,11 @@ class Persistence(Module):
             self._events_trimmed = event_log.horizon
             self._log = event_log
             event_log.journal = self._journal_event
-        touched = await loop.run_in_executor(self._executor, load_touched, self.path)
-        if touched is not None:  # the directories are as current as the node was then
+        remembered = await loop.run_in_executor(self._executor, load_remembered, self.path)
+        if remembered.touched is not None:  # the directories are as current as then
             for keyspace in keyspaces.values():
-                keyspace.touched_at = min(keyspace.touched_at, touched)
-        remembered = await loop.run_in_executor(self._executor, load_members, self.path)
-        node.remember_members(remembered)
+                keyspace.touched_at = min(keyspace.touched_at, remembered.touched)
+        node.remember_members(remembered.members)
         self._node = node
         self._writer = loop.create_task(self._write_forever(), name="pydds persistence")
         node.attach_store(self)
