@@ -3,8 +3,16 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
 import pydds
 
+from .helpers import Served, stop_process, until_member
 from .memcluster import Cluster, names, until
 
 HORIZON = 120.0
@@ -116,3 +124,52 @@ async def test_a_node_in_sync_never_reconciles_with_one_back_from_a_partition(
     await cluster.clock.advance(31, step=1.0)
     for node in (a, b, c):
         assert await node.database("db").get("new") == {"made": "while c was away"}
+
+
+async def test_a_node_process_stopped_across_a_prune_does_not_bring_the_key_back(
+    served: Callable[..., Awaitable[Served]], tmp_path: Path
+) -> None:
+    # Real pydds serve processes with persistence: p2 is stopped while p1 deletes a
+    # key and forgets its tombstone. p2 starts again from its store, which still
+    # holds the key; its time last in touch, kept on disk, says it is behind p1, so
+    # it drops the key rather than bringing it back to p1.
+    env = {"PYDDS_MEMORY": "", "PYDDS_TOMBSTONE_HORIZON": "2"}
+
+    def args(name: str, *join: str) -> tuple[str, ...]:
+        out = ("--port", "0", "--name", name, "--data-dir", str(tmp_path / name))
+        return out + tuple(a for address in join for a in ("--join", address))
+
+    p1 = await served(*args("p1"), env=env)
+    p2 = await served(*args("p2", p1.node), env=env)
+    await until_member(p2, "p1")
+    async with aiohttp.ClientSession() as session:
+
+        async def database(node: Served) -> dict[str, Any]:
+            async with session.get(f"{node.http}/v1/databases/db") as response:
+                found: dict[str, Any] = await response.json() if response.ok else {"keys": 0}
+                return found
+
+        async def keys(node: Served) -> list[str]:
+            async with session.get(f"{node.http}/v1/databases/db/keys") as response:
+                return list(await response.json()) if response.ok else []
+
+        for key in ("gone", "kept"):
+            async with session.put(f"{p1.http}/v1/databases/db/keys/{key}?ack=all", json=1):
+                pass
+        assert await keys(p2) == ["gone", "kept"]
+        assert await stop_process(p2.proc) == 0  # it leaves; p1 is the whole cluster
+        async with session.delete(f"{p1.http}/v1/databases/db/keys/gone") as response:
+            assert response.status == 200
+        async with asyncio.timeout(20):
+            while True:
+                if not (await database(p1)).get("tombstones", 1):
+                    break
+                await asyncio.sleep(0.1)  # another process: nothing to await here
+        p2 = await served(*args("p2", p1.node), env=env)  # its store holds "gone"
+        await until_member(p1, "p2")
+        async with asyncio.timeout(20):
+            while True:
+                if await keys(p2) == ["kept"]:
+                    break
+                await asyncio.sleep(0.1)  # another process: nothing to await here
+        assert await keys(p1) == ["kept"]
