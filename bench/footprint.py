@@ -59,10 +59,13 @@ def store_bytes(directory: Path) -> int:
     )
 
 
-async def written(directory: Path, sets: int) -> dict[str, float]:
-    """``sets`` writes over ``KEYS`` keys; RSS and store bytes after compaction."""
+async def written(directory: Path, sets: int, event_log: bool = True) -> dict[str, float]:
+    """``sets`` writes over ``KEYS`` keys; RSS and store bytes after compaction.
+    Without ``event_log``, the node keeps no log of its events (a bounded buffer of
+    its own: 64 MiB of records by default, about 110 MB of RSS when full)."""
     store = Persistence(path=str(directory))
-    async with pydds.Node("bench", modules=[store]) as node:
+    limits = pydds.Limits() if event_log else pydds.Limits(event_log=0)
+    async with pydds.Node("bench", modules=[store], limits=limits) as node:
         db = node.database("db")
         for i in range(KEYS):
             await db.set(f"k{i}", value(i))
@@ -89,10 +92,13 @@ async def bench_sets(sets: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as many, tempfile.TemporaryDirectory() as once:
         result = await written(Path(many), sets)
         live = await written(Path(once), KEYS)
+    with tempfile.TemporaryDirectory() as bare:
+        unlogged = await written(Path(bare), sets, event_log=False)
     return {
         "sets": sets,
         "keys": KEYS,
         "rss_growth_mb": round(result["rss_growth_bytes"] / 1e6, 1),
+        "rss_growth_mb_without_event_log": round(unlogged["rss_growth_bytes"] / 1e6, 1),
         "sets_per_s": result["sets_per_s"],
         "store_bytes_compacted": result["store_bytes"],
         "live_data_store_bytes_compacted": live["store_bytes"],
