@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 
 import pydds
+from pydds.crdt.directory import Entry, encode_update
 
 from .helpers import Served, stop_process, until_member
 from .memcluster import Cluster, names, until
@@ -173,3 +174,20 @@ async def test_a_node_process_stopped_across_a_prune_does_not_bring_the_key_back
                     break
                 await asyncio.sleep(0.1)  # another process: nothing to await here
         assert await keys(p1) == ["kept"]
+
+
+async def test_while_reconciling_only_the_node_reconciled_with_vouches_for_keys() -> None:
+    # A node reconciling with p gets, meanwhile, the directory of q, as far behind
+    # as itself (a key deleted and pruned elsewhere), and a write of a new key from
+    # r: the new key stays, q's stale one goes with what p lacks.
+    node = pydds.Node("x")
+    await node.database("db").set("live", 1)
+    ks = node.database("db")._keyspace
+    ks.fresh_from = "p"
+    ks.apply_directory(encode_update([("stale", Entry(1))]), "q")  # a step 2 of q's
+    ks.apply_parts("new", 1, encode_update([("new", Entry(1))]), None, "r", False)
+    ks.apply_directory(encode_update([("live", Entry(1))]), "p")  # p's whole directory
+    dropped = ks.reconcile("p")
+    assert [(c.key, c.kind) for c in dropped] == [("stale", "deleted")]
+    assert sorted(ks.directory.entries()) == ["live", "new"]
+    await node.close()

@@ -847,8 +847,11 @@ class Keyspace:
         """
         out: list[Change] = []
         name, keys = self.name, self._keys
+        # While reconciling, only the node reconciled with vouches for its keys: another
+        # may be as far behind as this one (a write vouches for its key: it is new).
+        vouched = self.fresh_from is None or origin == self.fresh_from
         with bulk_load() if len(update) >= BULK_BYTES else contextlib.nullcontext():
-            for key, kind in self._apply_directory(update, origin, out).items():
+            for key, kind in self._apply_directory(update, origin, out, vouched).items():
                 kd = keys.get(key)  # as ``_remote``, inline: once per key of a join
                 out.append(
                     make((name, key, kd.gen if kd is not None else 0, None, None, origin, kind))
@@ -880,7 +883,7 @@ class Keyspace:
         return []
 
     def _apply_directory(
-        self, update: bytes | None, origin: str, out: list[Change]
+        self, update: bytes | None, origin: str, out: list[Change], vouched: bool = True
     ) -> dict[str, EventKind]:
         """Apply a directory update: the keys it created (their changes come last),
         and into ``out`` the deletions and repairs it made on the way."""
@@ -890,7 +893,7 @@ class Keyspace:
         if self.directory.untouched:
             return self._adopt_directory(update)
         entries = decode_update(update)
-        if self.fresh_from is not None:
+        if self.fresh_from is not None and vouched:
             self.fresh_seen.update(entries)  # not to be dropped by ``reconcile``
         horizon = self._wall() - self.limits.tombstone_horizon
         known = self.directory.entries()
