@@ -745,8 +745,9 @@ class Node:
                     peers.sent(state, len(batch), sum(map(len, frames)))
                     for frame in frames:
                         await link.send(frame)
-                if session.streaming:  # the next frame of a large answer
+                if session.streaming:  # the next frame of a large answer, a turn later
                     wake.set()
+                    await asyncio.sleep(0)
                 if session.closed:
                     await link.close()
                     return
