@@ -165,3 +165,16 @@ async def test_a_client_syncs_no_directory_outside_its_token() -> None:
         rg.handle("cl", m.DirectoryStep2("other", empty, ()))
     assert gateway.databases() == ["cache"]
     rg.handle("cl", m.DirectoryStep2("cache", empty, ()))  # its own database: fine
+
+
+async def test_a_link_that_replaces_another_waits_for_the_peers_sync_steps_again() -> None:
+    a, b = pydds.Node("a"), pydds.Node("b")
+    await a.database("db").set("k", 1)
+    await b.database("db").set("j", 1)
+    ra = replication(a)
+    ra.opened("b")
+    assert ra.awaiting["b"] == {"db"}  # b's step 1 for it has not come
+    ra.handle("b", step1_of(b, "db"))
+    assert ra.awaiting["b"] == set()
+    ra.relinked("b")  # what the replaced link carried is lost: not synced yet
+    assert ra.awaiting["b"] == {"db"}

@@ -431,7 +431,7 @@ class Peers:
             link.session.send([m.Members(self.membership.listing())])
             # What was queued on the closed link is lost with it (a sync step of
             # either end, a write): the new link syncs again, at once.
-            self.send(self.replication.resync(peer))
+            self.send(self.replication.relinked(peer))
             return True
         self.links[peer] = link
         before = self.membership.get(peer)

@@ -307,6 +307,13 @@ class Replication:
             self.awaiting[peer] = set(self._readable(peer))
         return self.resync(peer)
 
+    def relinked(self, peer: str) -> list[Send]:
+        """A new link to ``peer`` replaced the open one (what was queued on that is
+        lost): sync again, as on a first link."""
+        if peer not in self.clients:
+            self.awaiting[peer] = set(self._readable(peer))
+        return self.resync(peer)
+
     def _may(self, peer: str, right: str, database: str | None = None) -> bool:
         """Whether ``peer`` (a node: always) may ``right`` on ``database``."""
         grant = self.grants.get(peer)
@@ -694,7 +701,8 @@ class Replication:
                 out.append((peer, fresh))
             elif ks.in_touch():
                 ks.touch()  # in sync with a node no further in pruning: current
-        finer = not new and msg.buckets == 1 and directory.bucket_count() > 1
+        finer = ks.fresh_from is None and not new and msg.buckets == 1
+        finer = finer and directory.bucket_count() > 1
         if wanted and finer:
             # One digest of the whole differs: ask for the peer's buckets (its answer
             # is what differs of its own; what differs of the peer's comes back when
