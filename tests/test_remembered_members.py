@@ -15,7 +15,13 @@ import pytest
 
 import pydds
 from pydds.clock import FakeClock
-from pydds.memberfile import MAX_MEMBERS, MEMBERS_FILE, load_members, save_members
+from pydds.memberfile import (
+    MAX_MEMBERS,
+    MEMBERS_FILE,
+    load_members,
+    load_remembered,
+    save_members,
+)
 from pydds.modules.persist import Persistence
 from pydds.net.memory import MemoryNetwork
 
@@ -172,3 +178,13 @@ async def test_a_remembered_member_that_did_not_answer_is_not_written_back(
     assert states(a) == {"a": "self", "gone": "joining"}  # counted this run
     await a.close()
     assert load_members(tmp_path / "a") == []  # forgotten by the next
+
+
+def test_the_last_touch_is_read_beside_a_damaged_member_list(tmp_path: Path) -> None:
+    # A member list that does not read still says when the node was last in touch:
+    # without it the node would take itself for current and bring back pruned keys.
+    (tmp_path / MEMBERS_FILE).write_text(
+        json.dumps({"version": 1, "members": [{"name": "", "address": "x"}], "touched": 123})
+    )
+    remembered = load_remembered(tmp_path)
+    assert (remembered.members, remembered.touched) == ([], 123.0)

@@ -63,11 +63,13 @@ def load_remembered(directory: str | Path) -> Remembered:
     except OSError as exc:
         log.warning("%s cannot be read (%s): the node joins only what its join names", path, exc)
         return Remembered()
+    touched = None
     try:
         if len(raw) > _MAX_BYTES:
             raise ValueError(f"over {_MAX_BYTES} bytes")
         data = json.loads(raw)
-        return Remembered(_parse(data), _touched(data))
+        touched = _touched(data)  # even beside a damaged member list
+        return Remembered(_parse(data), touched)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         aside = path.with_name(f"{MEMBERS_FILE}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
         log.warning(
@@ -78,7 +80,7 @@ def load_remembered(directory: str | Path) -> Remembered:
         )
         with contextlib.suppress(OSError):
             path.rename(aside)
-        return Remembered()
+        return Remembered(touched=touched)
 
 
 def load_members(directory: str | Path) -> list[tuple[str, str]]:
@@ -86,8 +88,8 @@ def load_members(directory: str | Path) -> list[tuple[str, str]]:
     return load_remembered(directory).members
 
 
-def _touched(data: dict[str, object]) -> float | None:
-    touched = data.get("touched")
+def _touched(data: object) -> float | None:
+    touched = data.get("touched") if isinstance(data, dict) else None
     if isinstance(touched, (int, float)) and not isinstance(touched, bool):
         return float(touched) if math.isfinite(touched) else None
     return None
