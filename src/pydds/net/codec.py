@@ -33,7 +33,9 @@ __all__ = [
 
 #: 2: Hello carries a nonce, a token id and a client id; Proof.
 #: 3: whole values set packed (``crdt/keydoc.py``); anti-entropy by digests.
-PROTOCOL = 3
+#: 4: directories of entries synced by bucket digests (codes 27, 28), a period's
+#: step 1 one digest of the whole.
+PROTOCOL = 4
 MAX_FRAME_BYTES = 32 * 1024 * 1024  # default bound of one frame
 MAX_MESSAGES = 65_536  # default bound of the messages in one frame
 #: Messages a sender puts in one frame at most (well under a peer's ``MAX_MESSAGES``).
