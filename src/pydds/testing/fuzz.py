@@ -33,7 +33,7 @@ from ..net.auth import Credentials, Grant
 from ..net.codec import PROTOCOL, decode_frame, encode_frame
 from ..net.peers import ClusterSettings, PeerLink, Peers
 from ..net.replication import AckReceived, Replication
-from ..net.session import Session, State
+from ..net.session import Session, State, Streamed
 
 __all__ = [
     "FuzzReport",
@@ -459,10 +459,15 @@ async def run_client(cases: int, seed: int) -> FuzzReport:
             for message in session.receive(batch, 0.0):
                 before = _outside(node)
                 try:
-                    out, notices = replication.handle("peer", message)
+                    sends, notices = replication.handle("peer", message)
+                    out = [  # a run made as it is sent: made here, as a link would
+                        (peer, each)
+                        for peer, sent in sends
+                        for each in (sent.messages if isinstance(sent, Streamed) else (sent,))
+                    ]
                 except ProtocolError:
                     refused = True
-                    out, notices = (), ()
+                    out, notices = [], ()
                 except Exception as exc:  # a crash: recorded
                     report.crashes.append(f"{type(message).__name__}: {exc!r}")
                     break
