@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 import pydds
 from pydds.crdt.directory import Entry, encode_update
@@ -191,3 +193,16 @@ async def test_while_reconciling_only_the_node_reconciled_with_vouches_for_keys(
     assert [(c.key, c.kind) for c in dropped] == [("stale", "deleted")]
     assert sorted(ks.directory.entries()) == ["live", "new"]
     await node.close()
+
+
+async def test_a_horizon_under_two_anti_entropy_periods_is_warned_of(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="pydds"):
+        async with pydds.Node("short", limits=pydds.Limits(tombstone_horizon=10.0)):
+            pass
+        async with pydds.Node("long"):  # six hours
+            pass
+    warned = [r.getMessage() for r in caplog.records if "tombstone_horizon" in r.getMessage()]
+    assert len(warned) == 1
+    assert warned[0].startswith("short: tombstone_horizon 10s is under two anti-entropy")

@@ -325,6 +325,16 @@ class Node:
         if self.role == "client":
             await self._find_gateway()
             return
+        horizon, period = self.limits.tombstone_horizon, self._cluster_settings.anti_entropy
+        if horizon < 2 * period:
+            log.warning(
+                "%s: tombstone_horizon %gs is under two anti-entropy periods (%gs): a"
+                " delete one node missed may be forgotten elsewhere before it is"
+                " repaired there, and the key come back",
+                self.name,
+                horizon,
+                2 * period,
+            )
         try:
             await self._modules.start(self)
         except ModuleError:
