@@ -106,17 +106,39 @@ async def bench_sets(sets: int) -> dict[str, float]:
     }
 
 
-async def bench_anti_entropy(keys: int) -> dict[str, float]:
-    network, clock = MemoryNetwork(), FakeClock()
+def mem_node(
+    network: MemoryNetwork,
+    clock: FakeClock,
+    name: str,
+    join: list[str],
+    limits: pydds.Limits | None = None,
+) -> pydds.Node:
+    """A node listening at ``mem://name`` on ``network``, on ``clock``."""
+    return pydds.Node(
+        name,
+        listen=f"mem://{name}",
+        join=join,
+        transport=network.transport(),
+        clock=clock,
+        limits=limits,
+    )
 
-    def node(name: str, join: list[str]) -> pydds.Node:
-        return pydds.Node(
-            name, listen=f"mem://{name}", join=join, transport=network.transport(), clock=clock
-        )
 
-    a, b, c = node("a", []), node("b", ["mem://a"]), node("c", ["mem://a"])
+async def three(
+    network: MemoryNetwork, clock: FakeClock, limits: pydds.Limits | None = None
+) -> tuple[pydds.Node, pydds.Node, pydds.Node]:
+    """Nodes a, b and c (b and c joined through a) on ``network``, started."""
+    a = mem_node(network, clock, "a", [], limits)
+    b = mem_node(network, clock, "b", ["mem://a"], limits)
+    c = mem_node(network, clock, "c", ["mem://a"], limits)
     for n in (a, b, c):
         await n.start()
+    return a, b, c
+
+
+async def bench_anti_entropy(keys: int) -> dict[str, float]:
+    network, clock = MemoryNetwork(), FakeClock()
+    a, b, c = await three(network, clock)
     try:
         await clock.advance(1)
         db = a.database("db")
@@ -164,20 +186,7 @@ async def bench_sessions(keys: int) -> dict[str, float]:
     # hours) the events of the creates and deletes have left it.
     horizon = 600.0
     limits = pydds.Limits(tombstone_horizon=horizon, event_log=0)
-
-    def node(name: str, join: list[str]) -> pydds.Node:
-        return pydds.Node(
-            name,
-            listen=f"mem://{name}",
-            join=join,
-            transport=network.transport(),
-            clock=clock,
-            limits=limits,
-        )
-
-    a, b, c = node("a", []), node("b", ["mem://a"]), node("c", ["mem://a"])
-    for n in (a, b, c):
-        await n.start()
+    a, b, c = await three(network, clock, limits)
     try:
         await clock.advance(1)
         db = a.database("sessions")
@@ -204,7 +213,7 @@ async def bench_sessions(keys: int) -> dict[str, float]:
         gc.collect()
         pruned = rss()
         left = [len(n.database("sessions").keyspace.directory) for n in (a, b, c)]
-        d = node("d", ["mem://a"])
+        d = mem_node(network, clock, "d", ["mem://a"], limits)
         await d.start()
         for _ in range(100):
             if "live" in d.database("sessions"):

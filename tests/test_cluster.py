@@ -576,14 +576,18 @@ async def test_warm_up_pulls_recent_values_after_a_join(cluster: Cluster) -> Non
     assert not b.database("lazy").holds("x")
 
 
-async def test_a_large_database_is_swept_a_slice_at_a_time(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # A sweep holds the event loop for a bounded time: a database too large for one
-    # sweep is walked over several, and its counts come from the last whole walk.
+@pytest.fixture
+def sliced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sweeps of one chunk of 10 keys, and exact counts up to 20 keys only."""
     monkeypatch.setattr(keyspace, "SWEEP_BUDGET", 0.0)  # one chunk per sweep
     monkeypatch.setattr(keyspace, "SWEEP_CHUNK", 10)
     monkeypatch.setattr(keyspace, "EXACT_COUNTS", 20)
+
+
+@pytest.mark.usefixtures("sliced")
+async def test_a_large_database_is_swept_a_slice_at_a_time() -> None:
+    # A sweep holds the event loop for a bounded time: a database too large for one
+    # sweep is walked over several, and its counts come from the last whole walk.
     clock = FakeClock()
     node = pydds.Node("big", clock=clock)  # not started: sweeps only when called
     db = node.database("db", stale_after=10)
@@ -603,14 +607,10 @@ async def test_a_large_database_is_swept_a_slice_at_a_time(
     await node.close()
 
 
-async def test_a_walk_left_unfinished_when_most_keys_go_keeps_none_of_them(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.mark.usefixtures("sliced")
+async def test_a_walk_left_unfinished_when_most_keys_go_keeps_none_of_them() -> None:
     # A database without staleness is walked only while it has many keys (for its
     # counts); when most of them are deleted, the walk under way holds no key.
-    monkeypatch.setattr(keyspace, "SWEEP_BUDGET", 0.0)  # one chunk per sweep
-    monkeypatch.setattr(keyspace, "SWEEP_CHUNK", 10)
-    monkeypatch.setattr(keyspace, "EXACT_COUNTS", 20)
     node = pydds.Node("n")  # not started: sweeps only when called
     db = node.database("db")
     await db.set_many({f"session:{i}": i for i in range(35)})

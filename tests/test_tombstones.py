@@ -22,12 +22,14 @@ HORIZON = 120.0
 LIMITS = pydds.Limits(tombstone_horizon=HORIZON)
 
 
-async def three(cluster: Cluster) -> tuple[pydds.Node, pydds.Node, pydds.Node]:
-    a = cluster.node("a", limits=LIMITS)
+async def three(
+    cluster: Cluster, limits: pydds.Limits = LIMITS
+) -> tuple[pydds.Node, pydds.Node, pydds.Node]:
+    a = cluster.node("a", limits=limits)
     await a.start()
-    b = cluster.node("b", ["mem://a"], limits=LIMITS)
+    b = cluster.node("b", ["mem://a"], limits=limits)
     await b.start()
-    c = cluster.node("c", ["mem://a"], limits=LIMITS)
+    c = cluster.node("c", ["mem://a"], limits=limits)
     await c.start()
     await until(lambda: all(len(names(n)) == 3 for n in (a, b, c)))
     return a, b, c
@@ -105,14 +107,7 @@ async def test_a_node_in_sync_never_reconciles_with_one_back_from_a_partition(
     # A horizon shorter than the anti-entropy period (30 s): a and b, linked all
     # along, must not count as last in touch at their last sync step, else c, back
     # from a partition with an older prune, makes them drop a key c never saw.
-    limits = pydds.Limits(tombstone_horizon=10.0)
-    a = cluster.node("a", limits=limits)
-    await a.start()
-    b = cluster.node("b", ["mem://a"], limits=limits)
-    await b.start()
-    c = cluster.node("c", ["mem://a"], limits=limits)
-    await c.start()
-    await until(lambda: all(len(names(n)) == 3 for n in (a, b, c)))
+    a, b, c = await three(cluster, pydds.Limits(tombstone_horizon=10.0))
     await a.database("db").set("old", 1)
     await a.database("db").delete("old")
     await cluster.clock.advance(14, step=0.5)  # everyone pruned it

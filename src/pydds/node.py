@@ -62,6 +62,7 @@ from .net.auth import Credentials
 from .net.codec import decode_frame, encode_frames
 from .net.holders import ValueId
 from .net.membership import Member, MemberState
+from .net.messages import Message
 from .net.peers import NEVER, ClusterSettings, PeerLink, Peers, RareOutput, Traffic, Warmup
 from .net.replication import HoldingDue, PullFor
 from .net.transport import Link, Transport
@@ -622,8 +623,7 @@ class Node:
         asyncio.get_running_loop().call_soon(link_io.next_turn)
         batch = peers.outgoing(state, self.clock.now())
         if batch:
-            frames = encode_frames(batch, self._frame_bytes)
-            peers.sent(state, len(batch), sum(map(len, frames)))
+            frames = self._frames(peers, state, batch)
             link = link_io.link
             sending = link.send(frames[0]) if len(frames) == 1 else _send_all(link, frames)
             try:
@@ -636,6 +636,12 @@ class Node:
                 rest.add_done_callback(functools.partial(self._sent, link_io))
         if state.session.closed or state.session.streaming:
             link_io.wake.set()  # its writer closes the link, or sends the next frame
+
+    def _frames(self, peers: Peers, state: PeerLink, batch: list[Message]) -> list[bytes]:
+        """``batch`` encoded as the frames a peer accepts, counted as sent."""
+        frames = encode_frames(batch, self._frame_bytes)
+        peers.sent(state, len(batch), sum(map(len, frames)))
+        return frames
 
     def _sent(self, link_io: _LinkIO, rest: asyncio.Task[None]) -> None:
         """A send that had to wait is done (its writer may go on)."""
@@ -751,10 +757,7 @@ class Node:
                     await asyncio.wait({link_io.sending})
                 batch = peers.outgoing(state, self.clock.now())
                 if batch:
-                    frames = encode_frames(batch, self._frame_bytes)
-                    peers.sent(state, len(batch), sum(map(len, frames)))
-                    for frame in frames:
-                        await link.send(frame)
+                    await _send_all(link, self._frames(peers, state, batch))
                 if session.streaming:  # the next frame of a large answer, a turn later
                     wake.set()
                     await asyncio.sleep(0)
@@ -872,7 +875,7 @@ class Node:
         peers = self._peers
         if peers is not None:
             peers.expire_members(self.clock.now())
-            peers.replication.holders.compact()
+            peers.compact()
         in_touch = self.in_touch()
         # Alone, or getting every change: current.
         current = in_touch and (peers is None or peers.alone or peers.in_sync())

@@ -394,7 +394,6 @@ class Directory:
         for key in pruned:
             self.forget(key)
         self._earliest = earliest
-        self.compact()
         return pruned
 
     def compact(self) -> None:

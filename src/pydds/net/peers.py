@@ -665,6 +665,10 @@ class Peers:
         reached = sum(1 for m in members if m.state in _REACHED)
         return 2 * reached > len(members)
 
+    def compact(self) -> None:
+        """Give back the memory of values no longer held (``Holders.compact``)."""
+        self.replication.holders.compact()
+
     def in_sync(self) -> bool:
         """Whether this node links to members that are, with itself, a majority of
         the members, and has had from each the first sync step of every database it

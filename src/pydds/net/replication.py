@@ -701,8 +701,7 @@ class Replication:
                 out.append((peer, fresh))
             elif ks.in_touch():
                 ks.touch()  # in sync with a node no further in pruning: current
-        finer = ks.fresh_from is None and not new and msg.buckets == 1
-        finer = finer and directory.bucket_count() > 1
+        finer = msg.buckets == 1 and ks.fresh_from is None and not new
         if wanted and finer:
             # One digest of the whole differs: ask for the peer's buckets (its answer
             # is what differs of its own; what differs of the peer's comes back when
