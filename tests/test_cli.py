@@ -347,6 +347,55 @@ async def test_a_restarted_nodes_custom_events_are_not_taken_for_duplicates(
         await emitted(4)
 
 
+async def test_custom_events_emitted_while_a_node_was_down_reach_it_once_restarted(
+    served: Callable[..., Awaitable[Served]], tmp_path: Path
+) -> None:
+    a = await served("--port", "0", "--name", "a")
+    args = ("--port", "0", "--name", "b", "--join", a.node, "--data-dir", str(tmp_path))
+    persisted = {"PYDDS_MEMORY": ""}
+    b = await served(*args, env=persisted)
+    await until_member(a, "b")
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(20)) as session:
+
+        async def emit(n: object) -> None:
+            async with session.post(a.http + "/v1/events/tick", json=n) as response:
+                assert response.status == 202, await response.text()
+
+        ends: list[str] = []
+
+        async def logged_at_b(*wanted: object) -> list[object]:
+            """The custom events b's log holds, from the first, once it has ``wanted``
+            and then a last one emitted after them (nothing more is on its way)."""
+            out: list[object] = []
+            end = f"end{len(ends)}"
+            params = {"kinds": "custom", "since": "0"}
+            async with session.get(b.http + "/v1/events", params=params) as stream:
+                async with asyncio.timeout(20):
+                    while not out or out[-1] != end:
+                        if all(n in out for n in wanted) and end not in ends:
+                            ends.append(end)
+                            await emit(end)
+                        line = await stream.content.readline()
+                        if line.startswith(b"data:"):
+                            out.append(json.loads(line.removeprefix(b"data:"))["payload"])
+            return out[:-1]
+
+        await emit(1)
+        await emit(2)
+        assert await logged_at_b(1, 2) == [1, 2]
+        await stop(b)  # SIGTERM: its log is on disk
+        for n in (3, 4, 5):
+            await emit(n)  # b hears none of them
+        b = await served(*args, env=persisted)  # a real restart, the same store
+        await until_member(a, "b", address="ws://" + b.node)
+        await emit("back")
+        got = await logged_at_b(3, 4, 5, "back")
+    # The three missed come again once b's link is back (what a emitted since may
+    # come first); nothing b had comes twice.
+    assert got[:3] == [1, 2, "end0"]
+    assert sorted(map(str, got[3:])) == ["3", "4", "5", "back"]
+
+
 async def test_status_shows_statistics(served: Callable[..., Awaitable[Served]]) -> None:
     s = await served("--port", "0", "--module", "stats?top=3", "--module", "keep-fresh?pin=cfg")
     assert "modules: stats, keep-fresh" in s.line

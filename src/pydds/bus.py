@@ -147,7 +147,7 @@ class EventBus:
 
     def _event(self, subscription: Subscription, record: Record) -> Event | None:
         """The event of a logged record, if ``subscription`` wants it."""
-        offset, kind, database, key, origin, delta, name, member, when, payload = record
+        offset, kind, database, key, origin, delta, name, member, when, payload, ident = record
         if database is not None and key is not None and name is None:
             if not subscription.wants(kind, database, key):
                 return None
@@ -156,19 +156,23 @@ class EventBus:
                 functools.partial(_event_value, keyspace, key) if keyspace is not None else None
             )
             return Event(kind, database, key, origin, delta, None, None, when, None, loader, offset)
-        event = Event(kind, database, key, origin, delta, name, member, when, payload, None, offset)
+        event = Event(
+            kind, database, key, origin, delta, name, member, when, payload, None, offset, ident
+        )
         return event if subscription.matches(event) else None
 
     def publish(self, event: Event) -> None:
         """Record ``event`` (it gets its offset) and deliver it to every subscription
         it matches."""
-        kind, database, key, origin, delta, name, member, when, payload, loader, _ = event
+        kind, database, key, origin, delta, name, member, when, payload, loader, _, ident = event
         self.counts[kind] += 1
         log = self.log
         if log is not None and kind not in _UNLOGGED:
-            offset = log.append(kind, database, key, origin, delta, name, member, when, payload)
+            offset = log.append(
+                kind, database, key, origin, delta, name, member, when, payload, ident
+            )
             fields = (kind, database, key, origin, delta, name, member, when, payload, loader)
-            event = _tuple_new(Event, (*fields, offset))
+            event = _tuple_new(Event, (*fields, offset, ident))
         self._recent.append(event)
         for subscription in self.subscriptions:
             if subscription.matches(event):

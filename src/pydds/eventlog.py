@@ -25,18 +25,18 @@ import bisect
 import time
 from array import array
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .events import EventKind
 
-__all__ = ["RECORD_COST", "EventLog", "Record"]
+__all__ = ["RECORD_COST", "EventLog", "Record", "Resent"]
 
 #: What a record takes besides its delta and payload (its slots in the columns,
 #: the objects they hold).
 RECORD_COST = 160
 
-#: (offset, kind, database, key, origin, delta, name, member, time, payload)
+#: (offset, kind, database, key, origin, delta, name, member, time, payload, id)
 Record = tuple[
     int,
     EventKind,
@@ -48,7 +48,12 @@ Record = tuple[
     str | None,
     float,
     bytes | None,
+    str | None,
 ]
+#: A custom event to send again: (id, name, payload, origin).
+Resent = tuple[str, str, bytes, str]
+#: Records a lazy read (``customs_after``) takes at a time.
+_BATCH = 512
 
 
 class EventLog:
@@ -86,6 +91,7 @@ class EventLog:
         self._names: list[str | None] = []
         self._members: list[str | None] = []
         self._payloads: list[bytes | None] = []
+        self._ids: list[str | None] = []  # custom events' ids across the cluster
         self._head = 0
         self._bytes = 0
         first = int(now() * 1_000_000) if start is None else start
@@ -110,6 +116,7 @@ class EventLog:
             self._members,
             self._times,
             self._payloads,
+            self._ids,
         )
 
     def __len__(self) -> int:
@@ -136,14 +143,34 @@ class EventLog:
         member: str | None,
         when: float,
         payload: bytes | None,
+        ident: str | None = None,
     ) -> int:
-        """Log an event; its offset."""
+        """Log an event (``ident``: a custom event's id); its offset."""
         offset = self.next
         self.next = offset + 1
-        self._put(offset, kind, database, key, origin, delta, name, member, when, payload)
+        # ``_put``, inline: this runs for every event a node records.
+        self._offsets.append(offset)
+        self._kinds.append(kind)
+        self._databases.append(database)
+        self._keys.append(key)
+        self._origins.append(origin)
+        self._deltas.append(delta)
+        self._names.append(name)
+        self._members.append(member)
+        self._times.append(when)
+        self._payloads.append(payload)
+        self._ids.append(ident)
+        cost = RECORD_COST
+        if delta:
+            cost += len(delta)
+        if payload:
+            cost += len(payload)
+        self._bytes += cost
         if self.journal is not None:
-            self.journal((offset, kind, database, key, origin, delta, name, member, when, payload))
-        if len(self) > self.count or self._bytes > self.size:
+            self.journal(
+                (offset, kind, database, key, origin, delta, name, member, when, payload, ident)
+            )
+        if len(self._offsets) - self._head > self.count or self._bytes > self.size:
             self.trim()
         return offset
 
@@ -159,6 +186,7 @@ class EventLog:
         member: str | None,
         when: float,
         payload: bytes | None,
+        ident: str | None = None,
     ) -> None:
         self._offsets.append(offset)
         self._kinds.append(kind)
@@ -170,6 +198,7 @@ class EventLog:
         self._members.append(member)
         self._times.append(when)
         self._payloads.append(payload)
+        self._ids.append(ident)
         self._bytes += _cost(delta, payload)
 
     def _record(self, i: int) -> Record:
@@ -184,6 +213,7 @@ class EventLog:
             self._members[i],
             self._times[i],
             self._payloads[i],
+            self._ids[i],
         )
 
     def load(self, records: Iterable[Record], last: int) -> None:
@@ -254,11 +284,71 @@ class EventLog:
                 out.add(key)
         return out
 
+    def custom_ids(self) -> list[str]:
+        """The ids of the custom events held, oldest first."""
+        return [ident for ident in self._ids[self._head :] if ident is not None]
+
+    def customs_after(self, last: dict[str, str]) -> Iterator[Resent]:
+        """The custom events held whose ids some node in ``last`` gave, after the one
+        ``last`` names for it, oldest first. An id the log no longer holds (older
+        than the log, or a node's ``node:incarnation:0``, before its first) resumes
+        at the first id held of the same incarnation with a greater counter, or, with
+        none of that incarnation held (the node restarted), at the first of that
+        node's. Read lazily, a batch at a time, from the log as it is then."""
+        ids, offsets = self._ids, self._offsets
+        after = dict.fromkeys(last, self.horizon)  # node -> resend after this offset
+        wanted = {ident: node for node, ident in last.items()}  # ids not met yet
+        marks = {node: _parts(ident)[1:] for node, ident in last.items()}
+        for i in range(len(ids) - 1, self._head - 1, -1):
+            ident = ids[i]
+            if not wanted:
+                break
+            if ident is None:
+                continue
+            node = wanted.pop(ident, None)
+            if node is not None:  # the very id: after it
+                after[node] = offsets[i]
+                continue
+            node, incarnation, counter = _parts(ident)
+            mark = marks.get(node)
+            if mark is None or mark[0] != incarnation or last[node] not in wanted:
+                continue
+            if counter > mark[1]:  # a later one of that incarnation: from it, so far
+                after[node] = offsets[i] - 1
+            else:  # an earlier one: the id itself is not held
+                wanted.pop(last[node], None)
+        cursor = min(after.values(), default=self.next)
+        while True:
+            offsets, ids = self._offsets, self._ids  # trimmed meanwhile: cut anew
+            low = bisect.bisect_right(offsets, cursor, self._head)
+            high = min(len(offsets), low + _BATCH)
+            if low >= high:
+                return
+            names, payloads, origins = self._names, self._payloads, self._origins
+            for i in range(low, high):
+                ident = ids[i]
+                if ident is None:
+                    continue
+                since = after.get(ident.rsplit(":", 2)[0])
+                payload = payloads[i]
+                if since is not None and offsets[i] > since and payload is not None:
+                    yield ident, names[i] or "", payload, origins[i]
+            cursor = offsets[high - 1]
+
     def after(self, offset: int, limit: int = 1000) -> list[Record]:
         """Up to ``limit`` records after ``offset``, oldest first."""
         offsets = self._offsets
         low = bisect.bisect_right(offsets, offset, self._head)
         return [self._record(i) for i in range(low, min(len(offsets), low + limit))]
+
+
+def _parts(ident: str) -> tuple[str, str, int]:
+    """A custom event id's node, incarnation and counter (``node:incarnation:n``;
+    an id of another shape: its node, no incarnation, -1)."""
+    parts = ident.rsplit(":", 2)
+    if len(parts) == 3 and parts[2].isdigit() and len(parts[2]) < 19:
+        return parts[0], parts[1], int(parts[2])
+    return parts[0], "", -1
 
 
 def _cost(delta: bytes | None, payload: bytes | None) -> int:

@@ -63,6 +63,9 @@ class _EventFields(NamedTuple):
     packed_payload: bytes | None = None  # the payload, packed
     loader: Loader | None = None  # reads the key's value now (``value()``)
     offset: int = 0  # its place in this node's event log (0: not logged, as ``overflow``)
+    #: A custom event's id across the cluster (``node:incarnation:counter``, the node
+    #: that gave it); None for other events and for those of a node with no links yet
+    id: str | None = None
 
 
 _tuple_new = tuple.__new__
@@ -99,6 +102,7 @@ class Event(_EventFields):
         packed_payload: bytes | None = None,
         loader: Loader | None = None,
         offset: int = 0,
+        id: str | None = None,
     ) -> Event:
         """``time`` defaults to now."""
         stamp = _now() if time is None else time
@@ -114,6 +118,7 @@ class Event(_EventFields):
             packed_payload,
             loader,
             offset,
+            id,
         )
         event: Event = _tuple_new(cls, fields)
         return event
@@ -186,6 +191,7 @@ def change_event(
         None,
         loader,
         offset,
+        None,
     )
     event: Event = _tuple_new(Event, fields)
     return event

@@ -62,9 +62,9 @@ from .net.auth import Credentials
 from .net.codec import decode_frame, encode_frames
 from .net.holders import ValueId
 from .net.membership import Member, MemberState
-from .net.messages import Message
+from .net.messages import Custom, Message
 from .net.peers import NEVER, ClusterSettings, PeerLink, Peers, RareOutput, Traffic, Warmup
-from .net.replication import HoldingDue, PullFor
+from .net.replication import HoldingDue, PullFor, ResendCustoms
 from .net.transport import Link, Transport
 from .store import Store
 
@@ -341,6 +341,7 @@ class Node:
         except ModuleError:
             await self.close()
             raise
+        self._seen_from_log()  # what a store kept, if the network came first
         if self._listen is not None and self.address is None:
             await self._listen_at(self._listen, self._advertise)
         if self._remembered:
@@ -424,7 +425,15 @@ class Node:
                 credentials=self.credentials,
                 client_id=self.client_id,
             )
+            self._seen_from_log()
         return self._peers
+
+    def _seen_from_log(self) -> None:
+        """The custom events the event log holds (a store's, after a restart) are
+        seen: delivered once, and where peers resume sending from."""
+        replication = self._peers.replication if self._peers is not None else None
+        if replication is not None and self.event_log is not None:
+            replication.seen_again(self.event_log.custom_ids()[-replication.seen_limit :])
 
     @property
     def transport(self) -> Transport | None:
@@ -568,6 +577,7 @@ class Node:
                 origin=message.origin,
                 name=message.name,
                 packed_payload=message.payload,
+                id=message.id,
             )
             self.publish(event)
         for ack_id in out.acks:
@@ -606,11 +616,22 @@ class Node:
             self._spawn(self._pull_for(pull_for))
         for holding in rare.holding_due:
             self._spawn(self._holding(holding))
+        for resend in rare.resend:
+            self._resend(resend)
         if rare.linked:
             self._link_opened.set()
             self._link_opened = asyncio.Event()
             if self._warming is None or self._warming.done():
                 self._warming = self._spawn(self._warm_up())
+
+    def _resend(self, notice: ResendCustoms) -> None:
+        """Send a peer again the custom events of its ``EventsSeen`` that this node's
+        log holds (read as its link sends them)."""
+        log, peers = self.event_log, self._peers
+        if log is None or peers is None:
+            return
+        resent = log.customs_after(notice.last)
+        peers.resend(notice.peer, (Custom(*fields) for fields in resent))
 
     def _send_now(self, peers: Peers, link_io: _LinkIO) -> None:
         """Send what is queued for a quiet link from the task that queued it (a local
@@ -1441,10 +1462,12 @@ class Node:
         self.authorize("emit")
         values.check(payload, self.limits.max_depth)
         packed = values.pack(payload, self.limits.max_value_bytes)
-        self.publish(Event(EventKind.CUSTOM, origin=self.name, name=name, packed_payload=packed))
         peers = self._peers
+        ident = peers.emit(name, packed) if peers is not None else None
+        self.publish(
+            Event(EventKind.CUSTOM, origin=self.name, name=name, packed_payload=packed, id=ident)
+        )
         if peers is not None:
-            peers.emit(name, packed)
             self._drain()
             if peers.congested:
                 await self.flush()

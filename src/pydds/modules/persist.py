@@ -414,8 +414,8 @@ class Persistence(Module):
         """Queue an event of the node's log for the disk (bounded: ``max_pending``),
         without its delta: the data's own rows have it, and a replayed event reads
         the value as it is now."""
-        offset, kind, database, key, origin, _, name, member, when, payload = record
-        fields = [kind.value, database, key, origin, None, name, member, when, payload]
+        offset, kind, database, key, origin, _, name, member, when, payload, ident = record
+        fields = [kind.value, database, key, origin, None, name, member, when, payload, ident]
         self._events.append((offset, msgpack.packb(fields, use_bin_type=True)))
         if len(self._events) > self.max_pending:
             drop = len(self._events) - self.max_pending
@@ -547,11 +547,24 @@ def _decoded(events: list[tuple[int, bytes]]) -> list[Record]:
     out: list[Record] = []
     for offset, data in events:
         try:
-            kind, database, key, origin, delta, name, member, when, payload = msgpack.unpackb(
-                data, raw=False
-            )
+            fields = msgpack.unpackb(data, raw=False)
+            if len(fields) == 9:  # written before custom events kept their ids
+                fields.append(None)
+            kind, database, key, origin, delta, name, member, when, payload, ident = fields
             out.append(
-                (offset, EventKind(kind), database, key, origin, delta, name, member, when, payload)
+                (
+                    offset,
+                    EventKind(kind),
+                    database,
+                    key,
+                    origin,
+                    delta,
+                    name,
+                    member,
+                    when,
+                    payload,
+                    ident,
+                )
             )
         except (ValueError, TypeError, msgpack.UnpackException):
             log.error("a stored event (offset %d) does not decode; it is left out", offset)

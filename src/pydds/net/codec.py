@@ -35,7 +35,9 @@ __all__ = [
 #: 3: whole values set packed (``crdt/keydoc.py``); anti-entropy by digests.
 #: 4: directories of entries synced by bucket digests (codes 27, 28), a period's
 #: step 1 one digest of the whole.
-PROTOCOL = 4
+#: 5: ``EventsSeen`` (code 29): custom events missed while a link was down are sent
+#: again.
+PROTOCOL = 5
 MAX_FRAME_BYTES = 32 * 1024 * 1024  # default bound of one frame
 MAX_MESSAGES = 65_536  # default bound of the messages in one frame
 #: Messages a sender puts in one frame at most (well under a peer's ``MAX_MESSAGES``).
@@ -137,15 +139,23 @@ def _address(v: Any) -> str | None:
     return None if v is None else _short(v)
 
 
-def _members(v: Any) -> tuple[tuple[str, str], ...]:
+def _pairs(v: Any, what: str) -> tuple[tuple[str, str], ...]:
     if type(v) is not list or len(v) > 4096:
-        raise MalformedFrame("members is a list of at most 4096 [name, address] pairs")
+        raise MalformedFrame(f"a list of at most 4096 {what} pairs is expected")
     out = []
     for pair in v:
         if type(pair) is not list or len(pair) != 2:
-            raise MalformedFrame("a member is a [name, address] pair")
+            raise MalformedFrame(f"expected a {what} pair")
         out.append((_short(pair[0]), _short(pair[1])))
     return tuple(out)
+
+
+def _members(v: Any) -> tuple[tuple[str, str], ...]:
+    return _pairs(v, "[name, address]")
+
+
+def _last_seen(v: Any) -> tuple[tuple[str, str], ...]:
+    return _pairs(v, "[node, event id]")
 
 
 def _names(v: Any) -> tuple[str, ...]:
@@ -231,6 +241,7 @@ _SCHEMA: dict[int, tuple[type, tuple[Field, ...]]] = {
     26: (m.Reach, (_names,)),
     27: (m.DirectoryStep1, (_name, _buckets, _bytes, _seconds)),
     28: (m.DirectoryStep2, (_name, _bytes, _wanted, _buckets_or_none)),
+    29: (m.EventsSeen, (_last_seen,)),
 }
 _CODES = {cls: code for code, (cls, _) in _SCHEMA.items()}
 for _cls, _checks in _SCHEMA.values():

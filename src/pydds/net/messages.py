@@ -20,6 +20,7 @@ __all__ = [
     "Custom",
     "DirectoryStep1",
     "DirectoryStep2",
+    "EventsSeen",
     "Hello",
     "Holding",
     "HoldingAsk",
@@ -208,6 +209,17 @@ class Custom:
 
 
 @dataclass(slots=True)
+class EventsSeen:
+    """Sent as a link opens: for each node whose custom events the sender has
+    received (the maker named in an event's id), the id of the last one. The peer
+    sends again, from its event log, those it would have sent this end since (a
+    node its own; a gateway, to its client, every node's). A sender's own last id
+    is among them, so that the peer knows where to resume next time."""
+
+    last: tuple[tuple[str, str], ...]
+
+
+@dataclass(slots=True)
 class Release:
     """The sender's copy went stale: stop pushing it changes of this value."""
 
@@ -297,6 +309,7 @@ Message = (
     | Leave
     | Relay
     | Custom
+    | EventsSeen
     | Ping
     | Pong
     | Close

@@ -26,7 +26,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from ..changes import Change
@@ -49,9 +49,10 @@ from .replication import (
     PullFor,
     RelayAck,
     Replication,
+    ResendCustoms,
     Send,
 )
-from .session import Session, State
+from .session import Session, State, Streamed
 
 __all__ = ["ClusterSettings", "Output", "PeerLink", "Peers", "RareOutput", "Traffic", "Warmup"]
 
@@ -71,6 +72,8 @@ MIN_BACKOFF = 0.1
 MAX_BACKOFF = 1.0
 #: Clients' acknowledged writes a gateway tracks at most (the oldest are forgotten).
 MAX_RELAYED = 100_000
+#: Custom events sent again (``resend``) in one frame at most.
+RESENT_PER_FRAME = 256
 #: Bytes of a frame at most (but a single larger message): a large answer, such as a
 #: whole directory, goes in frames that each take a moment to read.
 FRAME_BYTES = 1 << 20
@@ -207,7 +210,17 @@ class Output:
 class RareOutput:
     """The part of an ``Output`` that writes do not make."""
 
-    __slots__ = ("close", "dial", "holding_due", "joins", "linked", "members", "pull_for", "pulls")
+    __slots__ = (
+        "close",
+        "dial",
+        "holding_due",
+        "joins",
+        "linked",
+        "members",
+        "pull_for",
+        "pulls",
+        "resend",
+    )
 
     def __init__(self) -> None:
         self.dial: list[str] = []  # addresses to dial once, now
@@ -218,6 +231,7 @@ class RareOutput:
         self.pulls: list[tuple[ValueId, bool]] = []  # pulls ended
         self.pull_for: list[PullFor] = []  # clients' pulls to make
         self.holding_due: list[HoldingDue] = []  # see ``HoldingDue``
+        self.resend: list[ResendCustoms] = []  # custom events a peer missed
         self.linked = False  # a link opened: waiting pulls may ask again; warm-up starts
 
 
@@ -836,6 +850,8 @@ class Peers:
                 self._ack_received(notice)
             elif isinstance(notice, CustomReceived):
                 self._custom_received(notice.message)
+            elif isinstance(notice, ResendCustoms):
+                self._rare.resend.append(notice)
 
     def _ack_received(self, notice: AckReceived) -> None:
         relayed = self._relayed.get(notice.id)
@@ -1033,9 +1049,15 @@ class Peers:
         """This node's copy of a value went stale: peers stop pushing it."""
         self.send(self.replication.release(database, key, gen))
 
-    def emit(self, name: str, packed: bytes) -> None:
-        """A custom event emitted on this node: to every peer, once."""
-        self.send(self.replication.custom(name, packed, self.name))
+    def emit(self, name: str, packed: bytes) -> str:
+        """A custom event emitted on this node: to every peer, once; its id."""
+        message, sends = self.replication.custom(name, packed, self.name)
+        self.send(sends)
+        return message.id
+
+    def resend(self, peer: str, messages: Iterator[m.Message]) -> None:
+        """Send ``peer`` what it missed, made as its link sends it (``Streamed``)."""
+        self.send([(peer, Streamed(messages, per_frame=RESENT_PER_FRAME))])
 
     def traffic(self) -> dict[str, Traffic]:
         """What each open link carried since it opened, by peer name."""

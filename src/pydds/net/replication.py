@@ -82,12 +82,14 @@ __all__ = [
     "PullFor",
     "RelayAck",
     "Replication",
+    "ResendCustoms",
     "Send",
 ]
 
 #: A message (or a run of them made as they are sent) for a peer.
 Send = tuple[str, m.Message | Streamed]
 HOLDING_CHUNK = 1000  # held values announced per Holding message
+MAX_LAST_SEEN = 4096  # nodes whose last custom event id is kept (``EventsSeen``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +113,16 @@ class CustomReceived:
     """A custom event from a peer, seen for the first time."""
 
     message: m.Custom
+
+
+@dataclass(frozen=True, slots=True)
+class ResendCustoms:
+    """A peer's link opened and it said which custom events it has (``EventsSeen``):
+    send it again, from this node's event log, those of the nodes in ``last`` after
+    the id named for each (``EventLog.customs_after``)."""
+
+    peer: str
+    last: dict[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +159,16 @@ class RelayAck:
 
 #: A ``Change`` is what applying a message changed here: an event (it has a kind), or
 #: a directory entry this node wrote again (origin this node, no kind) to ship.
-Notice = Change | PullDone | CustomReceived | AckReceived | PullFor | HoldingDue | RelayAck
+Notice = (
+    Change
+    | PullDone
+    | CustomReceived
+    | AckReceived
+    | PullFor
+    | HoldingDue
+    | RelayAck
+    | ResendCustoms
+)
 #: What handling a message makes: messages to send, notices for the node.
 Handled = tuple[Sequence[Send], Sequence[Notice]]
 _NOTHING: Handled = ((), ())
@@ -270,6 +291,9 @@ class Replication:
         self._databases = databases
         self._known: dict[str, LocalDatabase] = {}  # databases seen here (they live on)
         self._seen: OrderedDict[str, None] = OrderedDict()
+        #: node -> the id of the last custom event it gave that this node has (its
+        #: own last among them): what ``EventsSeen`` says, at most ``MAX_LAST_SEEN``
+        self.last_seen: dict[str, str] = {self.name: f"{self.name}:{self.incarnation}:0"}
         self.grants: dict[str, Grant] = {}  # what each client peer may do (its token)
         self.client_ids: dict[str, int] = {}  # each client peer's Yjs client id
         #: (peer, database): sent a whole ``Holding`` on this link; digests from then on
@@ -305,14 +329,21 @@ class Replication:
             self.client_ids[peer] = client_id
         else:  # a node answers each step 1 with its own (``awaiting``)
             self.awaiting[peer] = set(self._readable(peer))
-        return self.resync(peer)
+        return [*self._events_seen(peer), *self.resync(peer)]
 
     def relinked(self, peer: str) -> list[Send]:
         """A new link to ``peer`` replaced the open one (what was queued on that is
         lost): sync again, as on a first link."""
         if peer not in self.clients:
             self.awaiting[peer] = set(self._readable(peer))
-        return self.resync(peer)
+        return [*self._events_seen(peer), *self.resync(peer)]
+
+    def _events_seen(self, peer: str) -> list[Send]:
+        """``EventsSeen`` for a peer this node exchanges custom events with (nothing
+        while it has seen none)."""
+        if not self.last_seen or (not self._may(peer, "read") and not self._may(peer, "emit")):
+            return []
+        return [(peer, m.EventsSeen(tuple(self.last_seen.items())))]
 
     def _may(self, peer: str, right: str, database: str | None = None) -> bool:
         """Whether ``peer`` (a node: always) may ``right`` on ``database``."""
@@ -512,11 +543,11 @@ class Replication:
         """Stop waiting for the answers to a pull (it timed out)."""
         self.pulls.pop(value_id, None)
 
-    def custom(self, name: str, payload: bytes, origin: str) -> list[Send]:
-        """A custom event emitted here: to every peer, under a new id."""
+    def custom(self, name: str, payload: bytes, origin: str) -> tuple[m.Custom, list[Send]]:
+        """A custom event emitted here, under a new id: it, and it to every peer."""
         message = m.Custom(self._event_id(), name, payload, origin)
         self._remember(message.id)
-        return [(peer, message) for peer in self.peers if self._may(peer, "read")]
+        return message, [(peer, message) for peer in self.peers if self._may(peer, "read")]
 
     def _event_id(self) -> str:
         return f"{self.name}:{self.incarnation}:{next(self._event_ids)}"
@@ -528,7 +559,17 @@ class Replication:
         self._seen[event_id] = None
         if len(self._seen) > self.seen_limit:
             self._seen.popitem(last=False)
+        last_seen = self.last_seen
+        last_seen[event_id.rsplit(":", 2)[0]] = event_id
+        if len(last_seen) > MAX_LAST_SEEN:
+            del last_seen[next(iter(last_seen))]
         return True
+
+    def seen_again(self, ids: Iterable[str]) -> None:
+        """Custom event ids this node had before it restarted (its event log's, oldest
+        first): seen, so not delivered twice, and where to resume from."""
+        for event_id in ids:
+            self._remember(event_id)
 
     # -- what peers say -------------------------------------------------------------------
 
@@ -874,6 +915,21 @@ class Replication:
         relay_to = (self.peers if from_client else self.clients) - {peer}
         return [(other, msg) for other in relay_to], (CustomReceived(msg),)
 
+    def _on_events_seen(self, peer: str, msg: m.EventsSeen, from_client: bool) -> Handled:
+        # What this node sent the peer: to a node, the events it gave ids to; to a
+        # client, every node's. What it receives from the peer: the reverse.
+        last = dict(msg.last)
+        if from_client:
+            resend = {node: ident for node, ident in last.items() if node != peer}
+        else:
+            resend = {self.name: last[self.name]} if self.name in last else {}
+        for node, ident in last.items():
+            if node not in self.last_seen and not from_client and (self.is_client or node == peer):
+                self.last_seen[node] = ident  # resume from here if the link drops
+        if not resend or not self._may(peer, "read"):
+            return _NOTHING
+        return (), (ResendCustoms(peer, resend),)
+
     def _on_relay(self, peer: str, msg: m.Relay, from_client: bool) -> Handled:
         # Passed on once: to the named nodes this node links to, as a directory repair
         # (which makes no one a holder), never back and never further.
@@ -901,6 +957,7 @@ class Replication:
         m.Ack: _on_ack,
         m.AckFrom: _on_ack_from,
         m.Custom: _on_custom,
+        m.EventsSeen: _on_events_seen,
         m.Relay: _on_relay,
         m.Hello: _on_ignore,
         m.Proof: _on_ignore,

@@ -52,6 +52,7 @@ class Streamed:
     what was queued before (what is queued later may go out between them)."""
 
     messages: Iterator[Message]
+    per_frame: int = STREAMED_PER_FRAME  # of these messages in one frame at most
 
 
 class State(Enum):
@@ -105,7 +106,7 @@ class Session:
         self.grant: Grant | None = None  # what the peer may do, once it proved itself
         self._handshake_deadline = now + handshake_timeout
         self._out: list[Message] = [local]
-        self._streams: deque[Iterator[Message]] = deque()  # see ``Streamed``
+        self._streams: deque[Streamed] = deque()
         self._opened = False  # the handshake completed and nobody took it yet
 
     def take_opened(self) -> bool:
@@ -139,7 +140,7 @@ class Session:
         closed); return how many are queued now (``pending``)."""
         if self.state is not State.CLOSED:
             if isinstance(message, Streamed):
-                self._streams.append(message.messages)
+                self._streams.append(message)
             else:
                 self._out.append(message)
         return len(self._out) + len(self._streams)
@@ -149,9 +150,9 @@ class Session:
         ``Streamed`` runs."""
         out, self._out = self._out, []
         streams = self._streams
-        room = STREAMED_PER_FRAME
+        room = streams[0].per_frame if streams else 0
         while streams and room:
-            message = next(streams[0], None)
+            message = next(streams[0].messages, None)
             if message is None:
                 streams.popleft()
             else:
