@@ -118,7 +118,9 @@ def test_offsets_never_repeat_across_restarts_without_a_store() -> None:
 
 def test_a_log_loaded_from_a_store_goes_on_and_marks_what_it_lost() -> None:
     log = EventLog(count=10, size=1 << 20, age=1e12, start=500)
-    kept = [(i, EventKind.CUSTOM, None, None, "a", None, "n", None, 0.0, None) for i in (3, 4)]
+    kept = [
+        (i, EventKind.CUSTOM, None, None, "a", None, "n", None, 0.0, None, None) for i in (3, 4)
+    ]
     log.load(kept, last=7)  # 5 to 7 were written, then lost before the disk had them
     assert log.first == 3
     assert log.horizon == 2

@@ -12,7 +12,7 @@ from typing import Any
 from .changes import Change
 from .crdt import values
 from .errors import InvalidValue, Unavailable
-from .eventlog import EventLog, Record
+from .eventlog import EventLog, Record, is_keyed
 from .events import Event, EventKind, Subscription, change_event
 from .keyspace import NOT_HELD, Keyspace
 
@@ -28,6 +28,11 @@ _UNLOGGED = frozenset({EventKind.OVERFLOW, EventKind.GAP})
 
 #: A change's kind -> its event kind (a keyspace's changes carry the kind itself).
 _KIND = {str(kind): kind for kind in EventKind}
+
+
+def _offset(item: Record | Event) -> int:
+    """A logged item's offset (``EventLog.after``)."""
+    return item.offset if isinstance(item, Event) else item[0]
 
 
 def _event_value(keyspace: Keyspace, key: str) -> Any:
@@ -124,14 +129,15 @@ class EventBus:
             nonlocal cursor
             out: list[Event] = []
             while not out and cursor < upto - 1:
-                records = [r for r in log.after(cursor, REPLAY_BATCH) if r[0] < upto]
-                complete = len(records) < REPLAY_BATCH  # nothing more before ``upto``
-                reach = upto - 1 if complete else records[-1][0]
+                items = [(_offset(i), i) for i in log.after(cursor, REPLAY_BATCH)]
+                items = [item for item in items if item[0] < upto]
+                complete = len(items) < REPLAY_BATCH  # nothing more before ``upto``
+                reach = upto - 1 if complete else items[-1][0]
                 gaps = [(a, min(b, reach)) for a, b in log.gaps_after(cursor) if a <= reach]
-                for record in records:
-                    while gaps and gaps[0][0] < record[0]:
+                for offset, item in items:
+                    while gaps and gaps[0][0] < offset:
                         out.append(self._gap(*gaps.pop(0), origin))
-                    event = self._event(subscription, record)
+                    event = self._event(subscription, item)
                     if event is not None:
                         out.append(event)
                 out.extend(self._gap(a, b, origin) for a, b in gaps)
@@ -145,21 +151,18 @@ class EventBus:
         payload = values.pack({"from": first, "to": last}, 64)
         return Event(EventKind.GAP, origin=origin, packed_payload=payload, offset=last)
 
-    def _event(self, subscription: Subscription, record: Record) -> Event | None:
-        """The event of a logged record, if ``subscription`` wants it."""
-        offset, kind, database, key, origin, delta, name, member, when, payload, ident = record
-        if database is not None and key is not None and name is None:
-            if not subscription.wants(kind, database, key):
-                return None
-            keyspace = self._keyspaces.get(database)
-            loader = (
-                functools.partial(_event_value, keyspace, key) if keyspace is not None else None
-            )
-            return Event(kind, database, key, origin, delta, None, None, when, None, loader, offset)
-        event = Event(
-            kind, database, key, origin, delta, name, member, when, payload, None, offset, ident
-        )
-        return event if subscription.matches(event) else None
+    def _event(self, subscription: Subscription, item: Record | Event) -> Event | None:
+        """The event of a logged item, if ``subscription`` wants it."""
+        if isinstance(item, Event):
+            return item if subscription.matches(item) else None
+        offset, kind, database, key, origin, delta, _, _, when, _, _ = item
+        assert database is not None  # a key's event
+        assert key is not None
+        if not subscription.wants(kind, database, key):
+            return None
+        keyspace = self._keyspaces.get(database)
+        loader = functools.partial(_event_value, keyspace, key) if keyspace is not None else None
+        return Event(kind, database, key, origin, delta, None, None, when, None, loader, offset)
 
     def publish(self, event: Event) -> None:
         """Record ``event`` (it gets its offset) and deliver it to every subscription
@@ -168,11 +171,43 @@ class EventBus:
         self.counts[kind] += 1
         log = self.log
         if log is not None and kind not in _UNLOGGED:
-            offset = log.append(
-                kind, database, key, origin, delta, name, member, when, payload, ident
-            )
             fields = (kind, database, key, origin, delta, name, member, when, payload, loader)
-            event = _tuple_new(Event, (*fields, offset, ident))
+            if is_keyed(database, key, name):
+                offset = log.append(kind, database, key, origin, delta, None, None, when, None)
+                event = _tuple_new(Event, (*fields, offset, ident))
+            else:
+                event = _tuple_new(Event, (*fields, log.next, ident))
+                log.keep(event)
+        self._deliver(event)
+
+    def publish_custom(self, origin: str, name: str, payload: bytes, ident: str | None) -> None:
+        """Record a custom event and deliver it (``publish``, with the event made once:
+        a node makes one per custom event it emits or receives)."""
+        self.counts[EventKind.CUSTOM] += 1
+        log = self.log
+        offset = log.next if log is not None else 0
+        event: Event = _tuple_new(
+            Event,
+            (
+                EventKind.CUSTOM,
+                None,
+                None,
+                origin,
+                None,
+                name,
+                None,
+                time(),
+                payload,
+                None,
+                offset,
+                ident,
+            ),
+        )
+        if log is not None:
+            log.keep(event)
+        self._deliver(event)
+
+    def _deliver(self, event: Event) -> None:
         self._recent.append(event)
         for subscription in self.subscriptions:
             if subscription.matches(event):

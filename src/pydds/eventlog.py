@@ -2,21 +2,29 @@
 
 Theory of operation
 -------------------
-Every event the node records (``EventBus.publish`` and ``publish_change``) gets the
-next offset and goes into the log as a compact record (no ``Event`` is made for a
-data event nobody subscribed to). Offsets increase for as long as the node's data
-lives: a node starts its numbering at the greatest of one past what its store kept
-and ``now_ms * 1000`` (Unix milliseconds times a thousand), so that a restart never
-hands out an offset a consumer saw before, with or without a store. Offsets are not
-dense across restarts.
+Every event the node records (``EventBus.publish``, ``publish_custom`` and
+``publish_change``) gets the next offset and goes into the log. Offsets increase for
+as long as the node's data lives: a node starts its numbering at the greatest of one
+past what its store kept and ``now_ms * 1000`` (Unix milliseconds times a thousand),
+so that a restart never hands out an offset a consumer saw before, with or without a
+store. Offsets are not dense across restarts.
 
-The log is bounded by count, bytes (each record counts ``RECORD_COST`` plus its
-delta and payload) and age; past a bound the oldest records go. What the log cannot
-vouch for is a *hole*: the records trimmed (everything up to ``horizon``), and at
-each start the offsets between the last record the store kept and the first of
-this process (events recorded in the last moments before a crash, never written).
-``after(offset)`` returns the records after ``offset`` and the holes after it, in
-order, so that a replay says ``gap`` exactly where something may be missing.
+The log keeps two tracks, merged by offset when read:
+
+* the events of a key (``created``, ``changed``, ..., ``stale``) in columns, one per
+  field: appending makes no object the collector tracks (a record per change would,
+  and set off collections in a stream of writes), and no ``Event`` is made for a
+  change nobody subscribed to;
+* every other event (custom, membership, ...) as the ``Event`` itself, which was
+  made anyway: appending it is two appends.
+
+The log is bounded by count, bytes (each event counts ``RECORD_COST`` plus its delta
+and payload) and age; past a bound the oldest events go. What the log cannot vouch
+for is a *hole*: the events trimmed (everything up to ``horizon``), and at each start
+the offsets between the last event the store kept and the first of this process
+(events recorded in the last moments before a crash, never written).
+``after(offset)`` returns the events after ``offset`` and ``gaps_after`` the holes
+after it, so that a replay says ``gap`` exactly where something may be missing.
 """
 
 from __future__ import annotations
@@ -28,14 +36,14 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from .events import EventKind
+from .events import Event, EventKind
 
 __all__ = ["RECORD_COST", "EventLog", "Record", "Resent"]
 
-#: What a record takes besides its delta and payload (its slots in the columns,
-#: the objects they hold).
+#: What an event takes besides its delta and payload (its slots, the objects they hold).
 RECORD_COST = 160
 
+#: An event as a store keeps it:
 #: (offset, kind, database, key, origin, delta, name, member, time, payload, id)
 Record = tuple[
     int,
@@ -52,8 +60,16 @@ Record = tuple[
 ]
 #: A custom event to send again: (id, name, payload, origin).
 Resent = tuple[str, str, bytes, str]
-#: Records a lazy read (``customs_after``) takes at a time.
+#: Events a lazy read (``customs_after``) takes at a time.
 _BATCH = 512
+#: A dropped head is cut off in one go once it is this long and the larger part.
+_CUT = 1024
+_tuple_new = tuple.__new__
+
+
+def is_keyed(database: str | None, key: str | None, name: str | None) -> bool:
+    """Whether an event is of a key (kept in the log's columns)."""
+    return database is not None and key is not None and name is None
 
 
 class EventLog:
@@ -62,8 +78,9 @@ class EventLog:
     Example::
 
         log = EventLog(count=1000, size=1 << 20, age=60.0)
-        offset = log.append(EventKind.CUSTOM, None, None, "a", None, "ping", None, t, b"")
-        records, holes = log.after(0)
+        offset = log.append(EventKind.CREATED, "db", "k", "a", None, None, None, t, None)
+        log.keep(Event(EventKind.CUSTOM, origin="a", name="ping", offset=log.next))
+        events = log.after(0)   # Records of keys' events, and Events
     """
 
     def __init__(
@@ -77,22 +94,19 @@ class EventLog:
     ) -> None:
         self.count, self.size, self.age = count, size, age  # the bounds
         self._now = now
-        # One column per field, with a moving head: appending makes no object the
-        # collector tracks (a record per event would, and set off collections in a
-        # stream of writes), and access by index is O(1) for the bisection. The
-        # dropped head is cut off in one go once it is the larger part.
+        # The keys' events: one column per field, with a moving head.
         self._offsets = array("q")
         self._times = array("d")
         self._kinds: list[EventKind] = []
-        self._databases: list[str | None] = []
-        self._keys: list[str | None] = []
+        self._databases: list[str] = []
+        self._keys: list[str] = []
         self._origins: list[str] = []
         self._deltas: list[bytes | None] = []
-        self._names: list[str | None] = []
-        self._members: list[str | None] = []
-        self._payloads: list[bytes | None] = []
-        self._ids: list[str | None] = []  # custom events' ids across the cluster
         self._head = 0
+        # The other events, as they are, with a moving head.
+        self._event_offsets = array("q")
+        self._events: list[Event | None] = []
+        self._event_head = 0
         self._bytes = 0
         first = int(now() * 1_000_000) if start is None else start
         self.next = max(1, first)  # the offset the next event gets
@@ -100,37 +114,27 @@ class EventLog:
         #: at first, every offset before this process's (``load`` says better).
         self.holes: deque[tuple[int, int]] = deque([(1, self.next - 1)] if self.next > 1 else [])
         self.horizon = 0  # every offset up to this one is gone from the log
-        self.trimmed = 0  # records dropped past a bound, in total
-        #: Told of every record appended (a store keeps them: ``load`` at start).
+        self.trimmed = 0  # events dropped past a bound, in total
+        #: Told of every event appended (a store keeps them: ``load`` at start).
         self.journal: Callable[[Record], None] | None = None
 
-    def _columns(self) -> tuple[Any, ...]:
-        return (
-            self._offsets,
-            self._kinds,
-            self._databases,
-            self._keys,
-            self._origins,
-            self._deltas,
-            self._names,
-            self._members,
-            self._times,
-            self._payloads,
-            self._ids,
-        )
-
     def __len__(self) -> int:
-        return len(self._offsets) - self._head
+        return len(self._offsets) - self._head + len(self._event_offsets) - self._event_head
 
     @property
     def used(self) -> int:
-        """Bytes the records take (an estimate)."""
+        """Bytes the events take (an estimate)."""
         return self._bytes
 
     @property
     def first(self) -> int | None:
-        """The offset of the oldest record held (None: none)."""
-        return self._offsets[self._head] if len(self) else None
+        """The offset of the oldest event held (None: none)."""
+        heads = []
+        if self._head < len(self._offsets):
+            heads.append(self._offsets[self._head])
+        if self._event_head < len(self._event_offsets):
+            heads.append(self._event_offsets[self._event_head])
+        return min(heads, default=None)
 
     def append(
         self,
@@ -147,61 +151,58 @@ class EventLog:
     ) -> int:
         """Log an event (``ident``: a custom event's id); its offset."""
         offset = self.next
+        if database is None or key is None or name is not None:
+            fields = (kind, database, key, origin, delta, name, member, when, payload, None)
+            self.keep(_tuple_new(Event, (*fields, offset, ident)))
+            return offset
         self.next = offset + 1
-        # ``_put``, inline: this runs for every event a node records.
+        # ``_put_keyed``, inline: this runs for every change a node records.
         self._offsets.append(offset)
+        self._times.append(when)
         self._kinds.append(kind)
         self._databases.append(database)
         self._keys.append(key)
         self._origins.append(origin)
         self._deltas.append(delta)
-        self._names.append(name)
-        self._members.append(member)
-        self._times.append(when)
-        self._payloads.append(payload)
-        self._ids.append(ident)
-        cost = RECORD_COST
-        if delta:
-            cost += len(delta)
-        if payload:
-            cost += len(payload)
-        self._bytes += cost
+        self._bytes += RECORD_COST + len(delta) if delta else RECORD_COST
         if self.journal is not None:
-            self.journal(
-                (offset, kind, database, key, origin, delta, name, member, when, payload, ident)
-            )
-        if len(self._offsets) - self._head > self.count or self._bytes > self.size:
+            self.journal((offset, kind, database, key, origin, delta, None, None, when, None, None))
+        if len(self) > self.count or self._bytes > self.size:
             self.trim()
         return offset
 
-    def _put(
-        self,
-        offset: int,
-        kind: EventKind,
-        database: str | None,
-        key: str | None,
-        origin: str,
-        delta: bytes | None,
-        name: str | None,
-        member: str | None,
-        when: float,
-        payload: bytes | None,
-        ident: str | None = None,
-    ) -> None:
-        self._offsets.append(offset)
-        self._kinds.append(kind)
-        self._databases.append(database)
-        self._keys.append(key)
-        self._origins.append(origin)
-        self._deltas.append(delta)
-        self._names.append(name)
-        self._members.append(member)
-        self._times.append(when)
-        self._payloads.append(payload)
-        self._ids.append(ident)
+    def keep(self, event: Event) -> None:
+        """Log an event that is not of a key, made with its offset: ``self.next``."""
+        offset = event[10]
+        assert offset == self.next, (offset, self.next)
+        self.next = offset + 1
+        self._event_offsets.append(offset)
+        self._events.append(event)
+        payload = event[8]
+        self._bytes += RECORD_COST + len(payload) if payload else RECORD_COST
+        if self.journal is not None:
+            self.journal(_stored(event))
+        if len(self) > self.count or self._bytes > self.size:
+            self.trim()
+
+    def _put(self, record: Record) -> None:
+        offset, kind, database, key, origin, delta, name, member, when, payload, ident = record
+        if database is None or key is None or name is not None:
+            fields = (kind, database, key, origin, delta, name, member, when, payload, None)
+            self._event_offsets.append(offset)
+            self._events.append(_tuple_new(Event, (*fields, offset, ident)))
+        else:
+            self._offsets.append(offset)
+            self._times.append(when)
+            self._kinds.append(kind)
+            self._databases.append(database)
+            self._keys.append(key)
+            self._origins.append(origin)
+            self._deltas.append(delta)
         self._bytes += _cost(delta, payload)
 
     def _record(self, i: int) -> Record:
+        """The keys' event at column index ``i``."""
         return (
             self._offsets[i],
             self._kinds[i],
@@ -209,27 +210,47 @@ class EventLog:
             self._keys[i],
             self._origins[i],
             self._deltas[i],
-            self._names[i],
-            self._members[i],
+            None,
+            None,
             self._times[i],
-            self._payloads[i],
-            self._ids[i],
+            None,
+            None,
         )
 
+    def _held(self) -> list[Record]:
+        """Every event held, as records, oldest first."""
+        keyed = [self._record(i) for i in range(self._head, len(self._offsets))]
+        others = [_stored(e) for e in self._events[self._event_head :] if e is not None]
+        return sorted((*keyed, *others), key=lambda record: record[0])
+
+    def _clear(self) -> None:
+        columns: tuple[Any, ...] = (
+            self._offsets,
+            self._times,
+            self._kinds,
+            self._databases,
+            self._keys,
+            self._origins,
+            self._deltas,
+            self._event_offsets,
+            self._events,
+        )
+        for column in columns:
+            del column[:]
+        self._head = self._event_head = self._bytes = 0
+
     def load(self, records: Iterable[Record], last: int) -> None:
-        """Take the records a store kept (oldest first, all before what this log
+        """Take the events a store kept (oldest first, all before what this log
         holds; ``last``: the greatest offset the store wrote): numbering goes on
         past them, and the offsets between ``last`` and this process's first are a
         hole (events of the last moments before a stop the disk never had)."""
         kept = [r for r in records if r[0] <= last]
-        ours = [self._record(i) for i in range(self._head, len(self._offsets))]
+        ours = self._held()
         self.next = max(self.next, last + 1)
         first_here = ours[0][0] if ours else self.next
-        for column in self._columns():
-            del column[:]
-        self._head = self._bytes = 0
+        self._clear()
         for record in (*kept, *ours):
-            self._put(*record)
+            self._put(record)
         self.horizon = kept[0][0] - 1 if kept else last
         self.holes.clear()
         if last + 1 <= first_here - 1:
@@ -237,24 +258,44 @@ class EventLog:
         self.trim()
 
     def trim(self) -> int:
-        """Drop the records past the bounds (count, bytes, age); how many went."""
-        times, deltas, payloads = self._times, self._deltas, self._payloads
+        """Drop the events past the bounds (count, bytes, age), oldest first; how
+        many went."""
+        offsets, times, deltas = self._offsets, self._times, self._deltas
+        event_offsets, events = self._event_offsets, self._events
         oldest = self._now() - self.age
-        head, end = self._head, len(self._offsets)
-        while head < end and (
-            end - head > self.count or self._bytes > self.size or times[head] < oldest
-        ):
-            self._bytes -= _cost(deltas[head], payloads[head])
-            deltas[head] = payloads[head] = None  # their bytes go now
-            head += 1
-        dropped = head - self._head
-        if dropped:
-            self.horizon = self._offsets[head - 1]
-        if head > 1024 and head * 2 > end:
-            for column in self._columns():
+        head, end = self._head, len(offsets)
+        event_head, event_end = self._event_head, len(event_offsets)
+        held = end - head + event_end - event_head
+        dropped = 0
+        while held:
+            keyed = head < end and (
+                event_head >= event_end or offsets[head] < event_offsets[event_head]
+            )
+            event = None if keyed else events[event_head]
+            when = times[head] if keyed else event[7]  # type: ignore[index]
+            if held <= self.count and self._bytes <= self.size and when >= oldest:
+                break
+            if keyed:
+                self._bytes -= _cost(deltas[head], None)
+                deltas[head] = None  # its bytes go now
+                self.horizon = offsets[head]
+                head += 1
+            else:
+                self._bytes -= _cost(None, event[8])  # type: ignore[index]
+                events[event_head] = None
+                self.horizon = event_offsets[event_head]
+                event_head += 1
+            held -= 1
+            dropped += 1
+        if head > _CUT and head * 2 > end:
+            for column in (offsets, times, self._kinds, self._databases, self._keys):
                 del column[:head]
+            del self._origins[:head], deltas[:head]
             head = 0
-        self._head = head
+        if event_head > _CUT and event_head * 2 > event_end:
+            del event_offsets[:event_head], events[:event_head]
+            event_head = 0
+        self._head, self._event_head = head, event_head
         if dropped:
             self.trimmed += dropped
             while self.holes and self.holes[0][1] <= self.horizon:
@@ -273,20 +314,39 @@ class EventLog:
         return out
 
     def keys_after(self, offset: int, database: str, kinds: frozenset[EventKind]) -> set[str]:
-        """The keys of ``database`` with a record of one of ``kinds`` after ``offset``
+        """The keys of ``database`` with an event of one of ``kinds`` after ``offset``
         (one pass over the columns from there, no record made)."""
         low = bisect.bisect_right(self._offsets, offset, self._head)
         databases, keys, found = self._databases, self._keys, self._kinds
         out: set[str] = set()
         for i in range(low, len(databases)):
-            key = keys[i]
-            if key is not None and databases[i] == database and found[i] in kinds:
-                out.add(key)
+            if databases[i] == database and found[i] in kinds:
+                out.add(keys[i])
+        return out
+
+    def after(self, offset: int, limit: int = 1000) -> list[Record | Event]:
+        """Up to ``limit`` events after ``offset``, oldest first: a key's as a
+        ``Record``, any other as its ``Event``."""
+        offsets, event_offsets, events = self._offsets, self._event_offsets, self._events
+        i = bisect.bisect_right(offsets, offset, self._head)
+        j = bisect.bisect_right(event_offsets, offset, self._event_head)
+        end, event_end = len(offsets), len(event_offsets)
+        out: list[Record | Event] = []
+        while len(out) < limit and (i < end or j < event_end):
+            if j >= event_end or (i < end and offsets[i] < event_offsets[j]):
+                out.append(self._record(i))
+                i += 1
+            else:
+                event = events[j]
+                assert event is not None  # only dropped heads are None
+                out.append(event)
+                j += 1
         return out
 
     def custom_ids(self) -> list[str]:
         """The ids of the custom events held, oldest first."""
-        return [ident for ident in self._ids[self._head :] if ident is not None]
+        events = self._events[self._event_head :]
+        return [event[11] for event in events if event is not None and event[11] is not None]
 
     def customs_after(self, last: dict[str, str]) -> Iterator[Resent]:
         """The custom events held whose ids some node in ``last`` gave, after the one
@@ -295,14 +355,15 @@ class EventLog:
         at the first id held of the same incarnation with a greater counter, or, with
         none of that incarnation held (the node restarted), at the first of that
         node's. Read lazily, a batch at a time, from the log as it is then."""
-        ids, offsets = self._ids, self._offsets
+        events, offsets = self._events, self._event_offsets
         after = dict.fromkeys(last, self.horizon)  # node -> resend after this offset
         wanted = {ident: node for node, ident in last.items()}  # ids not met yet
         marks = {node: _parts(ident)[1:] for node, ident in last.items()}
-        for i in range(len(ids) - 1, self._head - 1, -1):
-            ident = ids[i]
+        for i in range(len(events) - 1, self._event_head - 1, -1):
             if not wanted:
                 break
+            event = events[i]
+            ident = event[11] if event is not None else None
             if ident is None:
                 continue
             node = wanted.pop(ident, None)
@@ -319,27 +380,26 @@ class EventLog:
                 wanted.pop(last[node], None)
         cursor = min(after.values(), default=self.next)
         while True:
-            offsets, ids = self._offsets, self._ids  # trimmed meanwhile: cut anew
-            low = bisect.bisect_right(offsets, cursor, self._head)
+            offsets, events = self._event_offsets, self._events  # cut meanwhile: anew
+            low = bisect.bisect_right(offsets, cursor, self._event_head)
             high = min(len(offsets), low + _BATCH)
             if low >= high:
                 return
-            names, payloads, origins = self._names, self._payloads, self._origins
             for i in range(low, high):
-                ident = ids[i]
-                if ident is None:
+                event = events[i]
+                if event is None or event[11] is None or event[8] is None:
                     continue
+                ident = event[11]
                 since = after.get(ident.rsplit(":", 2)[0])
-                payload = payloads[i]
-                if since is not None and offsets[i] > since and payload is not None:
-                    yield ident, names[i] or "", payload, origins[i]
+                if since is not None and offsets[i] > since:
+                    yield ident, event[5] or "", event[8], event[3]
             cursor = offsets[high - 1]
 
-    def after(self, offset: int, limit: int = 1000) -> list[Record]:
-        """Up to ``limit`` records after ``offset``, oldest first."""
-        offsets = self._offsets
-        low = bisect.bisect_right(offsets, offset, self._head)
-        return [self._record(i) for i in range(low, min(len(offsets), low + limit))]
+
+def _stored(event: Event) -> Record:
+    """An event not of a key, as a store keeps it."""
+    kind, database, key, origin, delta, name, member, when, payload, _, offset, ident = event
+    return (offset, kind, database, key, origin, delta, name, member, when, payload, ident)
 
 
 def _parts(ident: str) -> tuple[str, str, int]:

@@ -571,15 +571,9 @@ class Node:
                 self._record_all(out.changes)
         elif out.changes:
             self._record_all(out.changes)
+        publish_custom = self._bus.publish_custom
         for message in out.customs:
-            event = Event(
-                EventKind.CUSTOM,
-                origin=message.origin,
-                name=message.name,
-                packed_payload=message.payload,
-                id=message.id,
-            )
-            self.publish(event)
+            publish_custom(message.origin, message.name, message.payload, message.id)
         for ack_id in out.acks:
             acked = self._acks.pop(ack_id, None)
             if acked is not None and not acked.done():
@@ -1464,9 +1458,7 @@ class Node:
         packed = values.pack(payload, self.limits.max_value_bytes)
         peers = self._peers
         ident = peers.emit(name, packed) if peers is not None else None
-        self.publish(
-            Event(EventKind.CUSTOM, origin=self.name, name=name, packed_payload=packed, id=ident)
-        )
+        self._bus.publish_custom(self.name, name, packed, ident)
         if peers is not None:
             self._drain()
             if peers.congested:
