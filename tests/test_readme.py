@@ -88,6 +88,7 @@ PRINTS = {
         re.escape("{'user:1': {'name': 'Ada'}}"),
     ],
     ("docs/cluster.md", "b.members()"): [r"ws://127\.0\.0\.1:\d+ \['b', 'a'\]"],
+    ("docs/events.md", "print(job.payload, job.attempt)"): [re.escape("{'invoice': 7} 0")],
 }
 
 FRAGMENT = """\

@@ -25,6 +25,7 @@ if _typing.TYPE_CHECKING:
     from .clock import Clock, FakeClock, RealClock
     from .collector import tune_gc
     from .config import DatabaseSettings, Limits
+    from .consumers import Consumer, GroupEvent
     from .database import ChangedKeys, Database
     from .errors import (
         AckTimeout,
@@ -67,6 +68,7 @@ _WHERE = {
     "ClientToken": ".net.auth",
     "Clock": ".clock",
     "ClusterSettings": ".net.peers",
+    "Consumer": ".consumers",
     "Credentials": ".net.auth",
     "Database": ".database",
     "DatabaseSettings": ".config",
@@ -77,6 +79,7 @@ _WHERE = {
     "FakeClock": ".clock",
     "Footprint": ".memory",
     "Forbidden": ".errors",
+    "GroupEvent": ".consumers",
     "InvalidName": ".errors",
     "InvalidUpdate": ".errors",
     "InvalidValue": ".errors",
@@ -113,6 +116,7 @@ __all__ = [
     "ClientToken",
     "Clock",
     "ClusterSettings",
+    "Consumer",
     "Credentials",
     "Database",
     "DatabaseSettings",
@@ -123,6 +127,7 @@ __all__ = [
     "FakeClock",
     "Footprint",
     "Forbidden",
+    "GroupEvent",
     "InvalidName",
     "InvalidUpdate",
     "InvalidValue",

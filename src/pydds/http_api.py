@@ -57,6 +57,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from . import __version__
 from .acks import check_ack
 from .config import check_key, check_name, check_seconds
+from .consumers import Consumer, GroupEvent
 from .database import Database
 from .errors import (
     AckTimeout,
@@ -91,7 +92,7 @@ __all__ = [
 
 NODE = web.AppKey("node", Node)
 #: The event streams being served, closed first when the app shuts down.
-STREAMS = web.AppKey("streams", set[Subscription])
+STREAMS = web.AppKey("streams", set[Subscription | Consumer])
 
 #: Seconds between two keep-alive comments on an idle event stream.
 KEEPALIVE = 15.0
@@ -526,6 +527,7 @@ async def stats(request: web.Request) -> web.Response:
             "events": dict(sorted(node.event_counts.items())),
             "memory": node.evictor.snapshot(),
             "traffic": _traffic_json(node.traffic_total()),
+            "groups": node.groups.snapshot(),
             "modules": modules,
         }
     )
@@ -735,6 +737,8 @@ def event_json(event: Event, *, with_value: bool = False) -> dict[str, Any]:
         out["member"] = event.member
     if event.packed_payload is not None:
         out["payload"] = event.payload
+    if event.id is not None:
+        out["id"] = event.id
     if with_value and event.kind in (EventKind.CREATED, EventKind.CHANGED):
         # Deleted since, or not held here: the event says only that it changed.
         with contextlib.suppress(KeyNotFound, Unavailable):
@@ -806,6 +810,8 @@ async def events(request: web.Request) -> web.StreamResponse:
     query = request.query
     grant: Grant = request[GRANT]
     database, names, kinds = _event_filters(request)
+    if "group" in query:
+        return await _group_events(request, names)
     # A token scoped to databases sees the events of one of them, named.
     authorize(request, "read", database or ("" if grant.databases else None))
     since = _since(request)
@@ -847,8 +853,98 @@ async def events(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def _group_events(request: web.Request, names: list[str] | None) -> web.StreamResponse:
+    """``GET /v1/events?names=N&group=G``: a consumer of group ``G`` for the custom
+    events ``N``, as long as the stream lasts (``ack_timeout=S``, 30 by default).
+    Each event is a Server-Sent Event ``custom`` whose data has its ``id``, ``group``
+    and ``attempt``; ``POST /v1/events/ack`` acknowledges it. Events the stream had
+    not acknowledged when it ends go to the group's other consumers."""
+    node = request.app[NODE]
+    query = request.query
+    group = check_name("group", query["group"])
+    if names is None or len(names) != 1:
+        raise InvalidValue("a group consumes one event name: names=NAME&group=GROUP")
+    if {"database", "prefix", "kinds", "since"} & set(query) or "Last-Event-ID" in request.headers:
+        raise InvalidValue("a group's stream takes names, group and ack_timeout only")
+    _authorize_custom(request)
+    ack_timeout = _seconds(request, "ack_timeout") or 30.0
+    consumer = node.consume(names[0], group, ack_timeout=ack_timeout)
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    streams = request.app[STREAMS]
+    streams.add(consumer)
+    try:
+        await response.prepare(request)
+        await response.write(f": pydds consumer {consumer.id} of {group}\n\n".encode())
+        while True:
+            try:
+                first = await consumer.get(timeout=KEEPALIVE)
+            except TimeoutError:
+                await response.write(b": keepalive\n\n")
+                continue
+            except NodeClosed:
+                break  # the node or the app is closing
+            batch = [first]
+            while len(consumer) and len(batch) < STREAM_BATCH:
+                batch.append(await consumer.get())
+            await response.write(b"".join(_group_sse(event) for event in batch))
+    except ConnectionError:
+        pass  # the reader went away
+    finally:
+        streams.discard(consumer)
+        consumer.close()
+    return response
+
+
+def _authorize_custom(request: web.Request) -> None:
+    """Custom events are no database's: a token scoped to databases reads none."""
+    grant: Grant = request[GRANT]
+    authorize(request, "read", "" if grant.databases else None)
+
+
+def _group_sse(event: GroupEvent) -> bytes:
+    data = {
+        "kind": "custom",
+        "name": event.name,
+        "id": event.id,
+        "origin": event.origin,
+        "group": event.group,
+        "attempt": event.attempt,
+        "payload": event.payload,
+    }
+    return f"event: custom\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+#: Event ids acknowledged in one ``POST /v1/events/ack`` at most.
+MAX_ACKS = 10_000
+
+
+async def ack_events(request: web.Request) -> web.Response:
+    """``POST /v1/events/ack`` with ``{"group": G, "ids": [...]}`` (or ``"id"``): the
+    group has handled those custom events; ``{"acked": n}``, those that were waiting
+    here for an ack (an id acknowledged already, or unknown, counts for nothing)."""
+    _authorize_custom(request)
+    node = request.app[NODE]
+    body = await _body(request)
+    if not isinstance(body, dict) or not isinstance(body.get("group"), str):
+        raise InvalidValue('the body is {"group": GROUP, "ids": [ID, ...]}')
+    group = check_name("group", body["group"])
+    ids = body.get("ids", [body["id"]] if "id" in body else None)
+    if not isinstance(ids, list) or not ids or len(ids) > MAX_ACKS:
+        raise InvalidValue(f"ids is a list of 1 to {MAX_ACKS} event ids")
+    if not all(isinstance(ident, str) and 0 < len(ident) <= 1024 for ident in ids):
+        raise InvalidValue("an event id is a string of 1 to 1024 characters")
+    acked = sum(node.ack(group, ident) for ident in ids)
+    return web.json_response({"acked": acked})
+
+
 async def _end_streams(app: web.Application) -> None:
-    streams: set[Subscription] = app[STREAMS]
+    streams: set[Subscription | Consumer] = app[STREAMS]
     for subscription in list(streams):
         subscription.close()
 
@@ -884,6 +980,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_put(key, put_value)
     app.router.add_patch(key, patch_value)
     app.router.add_delete(key, delete_value)
+    app.router.add_post("/v1/events/ack", ack_events)  # before an event of that name
     app.router.add_post("/v1/events/{name}", emit)
     # No HEAD: a stream has no end to stop at after the headers.
     app.router.add_get("/v1/events", events, allow_head=False)

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import functools
 import inspect
+import itertools
 import logging
 import math
 import secrets
@@ -35,6 +36,7 @@ from .changes import Change
 from .clock import Clock, RealClock
 from .collector import bulk_load
 from .config import DatabaseSettings, Limits, check_name, check_seconds, warn_renamed
+from .consumers import Consumer, GroupEvent
 from .crdt import values
 from .crdt.keydoc import LiveDocs
 from .database import Database, Gate
@@ -60,11 +62,12 @@ from .modules.base import Module
 from .modules.host import ModuleHost
 from .net.auth import Credentials
 from .net.codec import decode_frame, encode_frames
+from .net.groups import ConsumerInfo, Delivery, Groups
 from .net.holders import ValueId
 from .net.membership import Member, MemberState
 from .net.messages import Custom, Message
 from .net.peers import NEVER, ClusterSettings, PeerLink, Peers, RareOutput, Traffic, Warmup
-from .net.replication import HoldingDue, PullFor, ResendCustoms
+from .net.replication import ConsumersOf, GroupAcked, HoldingDue, PullFor, ResendCustoms
 from .net.transport import Link, Transport
 from .store import Store
 
@@ -214,6 +217,11 @@ class Node:
         self._change_listeners: list[Callable[[Change], None]] = []
         self._read_listeners: list[Callable[[str, str], None]] = []
         self._handlers: set[asyncio.Task[None]] = set()
+        #: Consumer groups of custom events as this node sees them (``consume``).
+        self.groups = Groups(self.name)
+        self._consumers: dict[str, Consumer] = {}  # this node's, by id
+        self._consumer_ids = itertools.count(1)
+        self._local_event_ids = itertools.count(1)  # custom events of a node with no links
         self._closed = False
         self._closing = False
         self._modules = ModuleHost(modules)
@@ -574,6 +582,8 @@ class Node:
         publish_custom = self._bus.publish_custom
         for message in out.customs:
             publish_custom(message.origin, message.name, message.payload, message.id)
+            if message.name in self.groups.names:
+                self._deliver(self.groups.event(message, self.clock.now()))
         for ack_id in out.acks:
             acked = self._acks.pop(ack_id, None)
             if acked is not None and not acked.done():
@@ -612,6 +622,8 @@ class Node:
             self._spawn(self._holding(holding))
         for resend in rare.resend:
             self._resend(resend)
+        for said in rare.groups:
+            self._group_said(said)
         if rare.linked:
             self._link_opened.set()
             self._link_opened = asyncio.Event()
@@ -797,6 +809,9 @@ class Node:
                 if self._started:
                     self.sweep()
             deadline = min(next_sweep, self._expire_due())
+            if self.groups.due <= now:
+                self._deliver(self.groups.tick(now))
+            deadline = min(deadline, self.groups.due)
             if self._peers is not None:
                 deadline = min(deadline, self._peers.tick(now))
                 self._drain()
@@ -1233,6 +1248,8 @@ class Node:
         if self._peers is not None:
             await self._close_links(self._peers)
         self._bus.close()
+        for consumer in list(self._consumers.values()):
+            consumer.close()
         tasks = list(self._handlers)
         for task in tasks:
             task.cancel()
@@ -1459,6 +1476,10 @@ class Node:
         peers = self._peers
         ident = peers.emit(name, packed) if peers is not None else None
         self._bus.publish_custom(self.name, name, packed, ident)
+        if name in self.groups.names:  # a group consumes it
+            ident = ident or f"{self.name}:local:{next(self._local_event_ids)}"
+            message = Custom(ident, name, packed, self.name)
+            self._deliver(self.groups.event(message, self.clock.now()))
         if peers is not None:
             self._drain()
             if peers.congested:
@@ -1494,6 +1515,117 @@ class Node:
             task.cancel()
 
         return unsubscribe
+
+    def consume(
+        self,
+        name: str,
+        group: str,
+        *,
+        ack_timeout: float = 30.0,
+        maxsize: int | None = None,
+    ) -> Consumer:
+        """A consumer of the custom events ``name`` in ``group``: each event emitted on
+        any node goes to one consumer of the group across the cluster, and to another
+        if it is not acknowledged (``await event.ack()``) within ``ack_timeout``
+        seconds: at least once. Events emitted while the group has no consumer are
+        not kept for it. See docs/events.md, "Consumer groups".
+
+        Example::
+
+            async with node.consume("job", group="billing") as jobs:
+                async for job in jobs:
+                    await bill(job.payload)
+                    await job.ack()
+
+        Raises:
+            InvalidName: ``name`` or ``group`` breaks the naming rules.
+            InvalidValue: ``ack_timeout`` is not a positive number of seconds, or
+                ``maxsize`` < 1.
+            Unavailable: this is a client (groups are of nodes).
+        """
+        if self._closed:
+            raise NodeClosed(f"node {self.name!r} is closed")
+        check_name("event", name)
+        check_name("group", group)
+        timeout = float(check_seconds("ack_timeout", ack_timeout))
+        if maxsize is not None and (type(maxsize) is not int or maxsize < 1):
+            raise InvalidValue(f"maxsize is an int >= 1, not {maxsize!r}")
+        if self.role == "client":
+            raise Unavailable("a client cannot consume in a group: consume on a node")
+        self.authorize("read")
+        ident = f"{self.name}/{next(self._consumer_ids)}"
+        consumer = Consumer(
+            name,
+            group,
+            ident,
+            timeout,
+            maxsize or self.limits.event_queue,
+            self._consumer_closed,
+        )
+        self._consumers[ident] = consumer
+        info = ConsumerInfo(name, group, ident, timeout)
+        self._deliver(self.groups.add(info, self.clock.now()))
+        self._consumers_changed()
+        return consumer
+
+    def _consumer_closed(self, consumer: Consumer) -> None:
+        if self._consumers.pop(consumer.id, None) is not None:
+            self._deliver(self.groups.remove(consumer.id, self.clock.now()))
+            self._consumers_changed()
+
+    def _consumers_changed(self) -> None:
+        """Tell node peers this node's consumers (and wake the timer for their
+        deadlines)."""
+        if self._peers is not None and not self._closed:
+            self._peers.consumers(self.groups.table())
+            self._drain()
+        if self._timer_sleep is not None and self.groups.due < self._armed:
+            self._timer_sleep.cancel()
+
+    def _deliver(self, deliveries: list[Delivery]) -> None:
+        """Give each local consumer what ``Groups`` says is its turn."""
+        for delivery in deliveries:
+            consumer = self._consumers.get(delivery.consumer)
+            if consumer is None:
+                continue
+            message = delivery.event
+            ack = functools.partial(self._group_ack, consumer.group, message.id)
+            consumer.push(
+                GroupEvent(
+                    message.name,
+                    message.payload,
+                    message.id,
+                    message.origin,
+                    consumer.group,
+                    delivery.attempt,
+                    ack,
+                )
+            )
+        if deliveries and self._timer_sleep is not None and self.groups.due < self._armed:
+            self._timer_sleep.cancel()  # an earlier ack deadline
+
+    def ack(self, group: str, ident: str) -> bool:
+        """``group`` has handled the custom event ``ident``: no consumer of it gets
+        the event again (what ``GroupEvent.ack`` does; over HTTP, ``POST
+        /v1/events/ack``). Whether the event was waiting here for an ack."""
+        return self._group_ack(group, ident)
+
+    def _group_ack(self, group: str, ident: str) -> bool:
+        message = self.groups.ack(group, ident)
+        if message is None:
+            return False
+        if self._peers is not None and not self._closed:
+            self._peers.group_ack(group, ident)
+            self._drain()
+        return True
+
+    def _group_said(self, said: ConsumersOf | GroupAcked) -> None:
+        """What a node peer said of its consumers, or of an event a group handled."""
+        if isinstance(said, GroupAcked):
+            self.groups.acked_by(said.group, said.id)
+            return
+        consumers = [ConsumerInfo(*entry) for entry in said.consumers]
+        self._deliver(self.groups.peer(said.peer, consumers, self.clock.now()))
 
     async def _run_handler(self, subscription: Subscription, handler: Handler) -> None:
         async for event in subscription:

@@ -321,6 +321,13 @@ _SCHEMAS: Json = {
                 **_schema("Traffic"),
                 "description": "what every link carried since the node started",
             },
+            "groups": {
+                "type": "object",
+                "description": "consumer groups as this node sees them: consumers (its "
+                "own and its peers'), events pending, delivered here, of them again, "
+                "given up",
+                "additionalProperties": {"type": "integer", "minimum": 0},
+            },
             "modules": {
                 "type": "object",
                 "description": "the snapshot of each module that has one (statistics)",
@@ -361,6 +368,32 @@ _SCHEMAS: Json = {
         "properties": {"ok": {"const": True}, "created": {"type": "boolean"}},
     },
     "Ok": {"type": "object", "required": ["ok"], "properties": {"ok": {"const": True}}},
+    "GroupAck": {
+        "type": "object",
+        "required": ["group"],
+        "description": "the custom events a group has handled: `ids`, or one `id`",
+        "properties": {
+            "group": _schema("Name"),
+            "ids": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 10000,
+                "items": {"type": "string", "minLength": 1, "maxLength": 1024},
+            },
+            "id": {"type": "string", "minLength": 1, "maxLength": 1024},
+        },
+    },
+    "Acked": {
+        "type": "object",
+        "required": ["acked"],
+        "properties": {
+            "acked": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "the events that were waiting here for an ack",
+            }
+        },
+    },
     "Counter": {
         "type": "object",
         "required": ["value"],
@@ -425,6 +458,16 @@ _SCHEMAS: Json = {
             "origin": {"type": "string", "description": "the node the change came from"},
             "name": {"type": "string", "description": "a custom event's name"},
             "member": {"type": "string", "description": "a member event's node"},
+            "id": {
+                "type": "string",
+                "description": "a custom event's id, the same on every node",
+            },
+            "group": {"type": "string", "description": "a group's stream: the group"},
+            "attempt": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "a group's stream: the tries before this one",
+            },
             "payload": {
                 "description": "a custom event's payload; overflow: {dropped: n}; gap: "
                 "{from: offset, to: offset}, the offsets the log no longer holds"
@@ -876,6 +919,15 @@ _PATHS: Json = {
             parameters=[_param("ack")],
         ),
     },
+    "/v1/events/ack": {
+        "post": _op(
+            "ack_events",
+            "Acknowledge custom events a group's stream gave: no consumer gets them again",
+            "events",
+            {"200": _json(_schema("Acked"), "acknowledged"), **_errors(400, 403, 413, 503)},
+            requestBody=_body(_schema("GroupAck"), "the group and the event ids"),
+        )
+    },
     "/v1/events/{name}": {
         "post": _op(
             "emit",
@@ -922,6 +974,19 @@ _PATHS: Json = {
                     "names",
                     "only custom events of these names, comma-separated",
                     {"type": "string"},
+                ),
+                _query(
+                    "group",
+                    "with `names` (one name, and no other filter): be a consumer of this "
+                    "group as long as the stream lasts: each event of the name goes to one "
+                    "consumer of the group across the cluster (`POST /v1/events/ack`)",
+                    _schema("Name"),
+                ),
+                _query(
+                    "ack_timeout",
+                    "with `group`: seconds this consumer has to acknowledge an event before "
+                    "it goes to another (30 by default)",
+                    {"type": "string", "pattern": "^[0-9]{1,15}(\\.[0-9]{1,9})?$"},
                 ),
                 _query(
                     "values",

@@ -36,7 +36,7 @@ __all__ = [
 #: 4: directories of entries synced by bucket digests (codes 27, 28), a period's
 #: step 1 one digest of the whole.
 #: 5: ``EventsSeen`` (code 29): custom events missed while a link was down are sent
-#: again.
+#: again; consumer groups (``Consumers``, ``GroupAck``: 30, 31).
 PROTOCOL = 5
 MAX_FRAME_BYTES = 32 * 1024 * 1024  # default bound of one frame
 MAX_MESSAGES = 65_536  # default bound of the messages in one frame
@@ -158,6 +158,20 @@ def _last_seen(v: Any) -> tuple[tuple[str, str], ...]:
     return _pairs(v, "[node, event id]")
 
 
+def _consumers(v: Any) -> tuple[tuple[str, str, str, float], ...]:
+    if type(v) is not list or len(v) > 4096:
+        raise MalformedFrame("consumers is a list of at most 4096")
+    out = []
+    for entry in v:
+        if type(entry) is not list or len(entry) != 4:
+            raise MalformedFrame("a consumer is [event name, group, id, ack timeout]")
+        name, group, ident, timeout = entry
+        if type(timeout) is not float or not 0 < timeout < 1e9:
+            raise MalformedFrame("an ack timeout is a float of seconds, over 0")
+        out.append((_short(name), _short(group), _short(ident), timeout))
+    return tuple(out)
+
+
 def _names(v: Any) -> tuple[str, ...]:
     if type(v) is not list or len(v) > 4096:
         raise MalformedFrame("names is a list of at most 4096 names")
@@ -242,6 +256,8 @@ _SCHEMA: dict[int, tuple[type, tuple[Field, ...]]] = {
     27: (m.DirectoryStep1, (_name, _buckets, _bytes, _seconds)),
     28: (m.DirectoryStep2, (_name, _bytes, _wanted, _buckets_or_none)),
     29: (m.EventsSeen, (_last_seen,)),
+    30: (m.Consumers, (_consumers,)),
+    31: (m.GroupAck, (_short, _short)),
 }
 _CODES = {cls: code for code, (cls, _) in _SCHEMA.items()}
 for _cls, _checks in _SCHEMA.values():

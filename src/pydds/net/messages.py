@@ -17,10 +17,12 @@ __all__ = [
     "Ack",
     "AckFrom",
     "Close",
+    "Consumers",
     "Custom",
     "DirectoryStep1",
     "DirectoryStep2",
     "EventsSeen",
+    "GroupAck",
     "Hello",
     "Holding",
     "HoldingAsk",
@@ -220,6 +222,23 @@ class EventsSeen:
 
 
 @dataclass(slots=True)
+class Consumers:
+    """The sender's consumers of custom events, all of them (``net/groups.py``):
+    (event name, group, consumer id, ack timeout) each. Sent to node peers when
+    they change and as a link opens."""
+
+    consumers: tuple[tuple[str, str, str, float], ...]
+
+
+@dataclass(slots=True)
+class GroupAck:
+    """``group`` has handled the custom event ``id``: no consumer gets it again."""
+
+    group: str
+    id: str
+
+
+@dataclass(slots=True)
 class Release:
     """The sender's copy went stale: stop pushing it changes of this value."""
 
@@ -310,6 +329,8 @@ Message = (
     | Relay
     | Custom
     | EventsSeen
+    | Consumers
+    | GroupAck
     | Ping
     | Pong
     | Close

@@ -42,7 +42,9 @@ from .membership import Member, Membership, MemberState
 from .ratelimit import RateLimit
 from .replication import (
     AckReceived,
+    ConsumersOf,
     CustomReceived,
+    GroupAcked,
     HoldingDue,
     Notice,
     PullDone,
@@ -213,6 +215,7 @@ class RareOutput:
     __slots__ = (
         "close",
         "dial",
+        "groups",
         "holding_due",
         "joins",
         "linked",
@@ -232,6 +235,7 @@ class RareOutput:
         self.pull_for: list[PullFor] = []  # clients' pulls to make
         self.holding_due: list[HoldingDue] = []  # see ``HoldingDue``
         self.resend: list[ResendCustoms] = []  # custom events a peer missed
+        self.groups: list[ConsumersOf | GroupAcked] = []  # what peers say of consumers
         self.linked = False  # a link opened: waiting pulls may ask again; warm-up starts
 
 
@@ -852,6 +856,8 @@ class Peers:
                 self._custom_received(notice.message)
             elif isinstance(notice, ResendCustoms):
                 self._rare.resend.append(notice)
+            elif isinstance(notice, (ConsumersOf, GroupAcked)):
+                self._rare.groups.append(notice)
 
     def _ack_received(self, notice: AckReceived) -> None:
         relayed = self._relayed.get(notice.id)
@@ -1054,6 +1060,14 @@ class Peers:
         message, sends = self.replication.custom(name, packed, self.name)
         self.send(sends)
         return message.id
+
+    def consumers(self, table: tuple[tuple[str, str, str, float], ...]) -> None:
+        """This node's consumers of custom events changed: every node peer is told."""
+        self.send(self.replication.consumers(table))
+
+    def group_ack(self, group: str, ident: str) -> None:
+        """``group`` handled the custom event ``ident`` here: every node peer is told."""
+        self.send(self.replication.group_ack(group, ident))
 
     def resend(self, peer: str, messages: Iterator[m.Message]) -> None:
         """Send ``peer`` what it missed, made as its link sends it (``Streamed``)."""

@@ -75,7 +75,9 @@ from .session import Streamed
 
 __all__ = [
     "AckReceived",
+    "ConsumersOf",
     "CustomReceived",
+    "GroupAcked",
     "HoldingDue",
     "Notice",
     "PullDone",
@@ -126,6 +128,22 @@ class ResendCustoms:
 
 
 @dataclass(frozen=True, slots=True)
+class ConsumersOf:
+    """Node ``peer``'s consumers of custom events now (none: its link closed)."""
+
+    peer: str
+    consumers: tuple[tuple[str, str, str, float], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupAcked:
+    """A peer says ``group`` has handled the custom event ``id``."""
+
+    group: str
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
 class PullFor:
     """A peer pulled a value this node must take first (a client's gateway pulls
     it from the cluster; a node reloads a copy it evicted to disk): take it, then
@@ -168,6 +186,8 @@ Notice = (
     | HoldingDue
     | RelayAck
     | ResendCustoms
+    | ConsumersOf
+    | GroupAcked
 )
 #: What handling a message makes: messages to send, notices for the node.
 Handled = tuple[Sequence[Send], Sequence[Notice]]
@@ -254,7 +274,7 @@ def _wanted(buckets: int, wanted: tuple[int, ...]) -> frozenset[int]:
 
 
 #: Messages a client never sends: it joins no one into the cluster and relays nothing.
-_FROM_NODES_ONLY = frozenset({m.Members, m.Leave, m.Relay, m.Reach})
+_FROM_NODES_ONLY = frozenset({m.Members, m.Leave, m.Relay, m.Reach, m.Consumers, m.GroupAck})
 
 
 class Replication:
@@ -294,6 +314,9 @@ class Replication:
         #: node -> the id of the last custom event it gave that this node has (its
         #: own last among them): what ``EventsSeen`` says, at most ``MAX_LAST_SEEN``
         self.last_seen: dict[str, str] = {self.name: f"{self.name}:{self.incarnation}:0"}
+        #: This node's consumers of custom events (``consumers``), told to node peers
+        self.consumer_table: tuple[tuple[str, str, str, float], ...] = ()
+        self.consuming: set[str] = set()  # node peers that said they have consumers
         self.grants: dict[str, Grant] = {}  # what each client peer may do (its token)
         self.client_ids: dict[str, int] = {}  # each client peer's Yjs client id
         #: (peer, database): sent a whole ``Holding`` on this link; digests from then on
@@ -329,14 +352,20 @@ class Replication:
             self.client_ids[peer] = client_id
         else:  # a node answers each step 1 with its own (``awaiting``)
             self.awaiting[peer] = set(self._readable(peer))
-        return [*self._events_seen(peer), *self.resync(peer)]
+        return [*self._events_seen(peer), *self._consumers_to(peer), *self.resync(peer)]
 
     def relinked(self, peer: str) -> list[Send]:
         """A new link to ``peer`` replaced the open one (what was queued on that is
         lost): sync again, as on a first link."""
         if peer not in self.clients:
             self.awaiting[peer] = set(self._readable(peer))
-        return [*self._events_seen(peer), *self.resync(peer)]
+        return [*self._events_seen(peer), *self._consumers_to(peer), *self.resync(peer)]
+
+    def _consumers_to(self, peer: str) -> list[Send]:
+        """This node's consumers, for a node peer (nothing while there are none)."""
+        if not self.consumer_table or peer in self.clients:
+            return []
+        return [(peer, m.Consumers(self.consumer_table))]
 
     def _events_seen(self, peer: str) -> list[Send]:
         """``EventsSeen`` for a peer this node exchanges custom events with (nothing
@@ -437,6 +466,9 @@ class Replication:
             if not waiting:
                 del self.pulls[value]
                 notices.append(PullDone(value, answered=False))
+        if peer in self.consuming:  # what it consumed goes to others
+            self.consuming.discard(peer)
+            notices.append(ConsumersOf(peer, ()))
         return notices
 
     # -- this node's changes -----------------------------------------------------------
@@ -930,6 +962,27 @@ class Replication:
             return _NOTHING
         return (), (ResendCustoms(peer, resend),)
 
+    def _on_consumers(self, peer: str, msg: m.Consumers, from_client: bool) -> Handled:
+        if msg.consumers:
+            self.consuming.add(peer)
+        else:
+            self.consuming.discard(peer)
+        return (), (ConsumersOf(peer, msg.consumers),)
+
+    def _on_group_ack(self, peer: str, msg: m.GroupAck, from_client: bool) -> Handled:
+        return (), (GroupAcked(msg.group, msg.id),)
+
+    def consumers(self, table: tuple[tuple[str, str, str, float], ...]) -> list[Send]:
+        """This node's consumers changed (``table``: all of them): to every node peer,
+        and to each that links later."""
+        self.consumer_table = table
+        return [(peer, m.Consumers(table)) for peer in self.peers - self.clients]
+
+    def group_ack(self, group: str, ident: str) -> list[Send]:
+        """``group`` handled event ``ident`` here: to every node peer."""
+        message = m.GroupAck(group, ident)
+        return [(peer, message) for peer in self.peers - self.clients]
+
     def _on_relay(self, peer: str, msg: m.Relay, from_client: bool) -> Handled:
         # Passed on once: to the named nodes this node links to, as a directory repair
         # (which makes no one a holder), never back and never further.
@@ -958,6 +1011,8 @@ class Replication:
         m.AckFrom: _on_ack_from,
         m.Custom: _on_custom,
         m.EventsSeen: _on_events_seen,
+        m.Consumers: _on_consumers,
+        m.GroupAck: _on_group_ack,
         m.Relay: _on_relay,
         m.Hello: _on_ignore,
         m.Proof: _on_ignore,
