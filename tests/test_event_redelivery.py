@@ -3,14 +3,19 @@ once it is back, from its peers' event logs, and delivered once."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 import pydds
+from pydds.crdt import values
 from pydds.eventlog import EventLog
 from pydds.events import EventKind
+from pydds.net import messages as m
+from pydds.net.codec import PROTOCOL, decode_frame, encode_frame
+from pydds.net.replication import MAX_LAST_SEEN, Replication
 
-from .memcluster import Cluster, names, until
+from .memcluster import Cluster, drain, names, until
 from .test_cluster import start_client, three
 
 
@@ -94,3 +99,60 @@ def test_the_log_finds_what_a_peer_missed() -> None:
         log.append(EventKind.CREATED, "db", "k", "a", None, None, None, now, None)
     assert log.first == 5  # a:new:1 is gone
     assert after(a="a:new:1") == ["a:new:2", "a:new:3"]  # the first later one on
+
+
+def test_a_resend_read_while_the_log_cuts_its_head_skips_nothing() -> None:
+    log = EventLog(count=2000, size=1 << 30, age=60.0, start=1)
+    now = time.time()
+    for n in range(1, 301):
+        log.append(EventKind.CUSTOM, None, None, "a", None, "e", None, now, b"\x01", f"a:i:{n}")
+    resent = log.customs_after({"a": "a:i:0"})
+    got = [next(resent)[0]]
+    for _ in range(2001):  # the log cuts its head meanwhile; none of these are resent
+        log.append(EventKind.CREATED, "db", "k", "a", None, None, None, now, None)
+    got.extend(ident for ident, *_ in resent)
+    assert got == [f"a:i:{n}" for n in range(1, 301)]  # a batch was taken whole
+    later = log.customs_after({"a": "a:i:0"})
+    log.append(EventKind.CUSTOM, None, None, "a", None, "e", None, now, b"\x01", "a:i:301")
+    assert list(later) == []  # what comes after a resend began is sent live, not twice
+
+
+def test_a_cursor_moves_only_past_what_all_came() -> None:
+    r = Replication("b", lambda db: None, list)  # type: ignore[arg-type,return-value]
+    for n in (1, 2, 3, 5, 6):  # 4 is missing: a resend has yet to bring it
+        r._remember(f"a:x:{n}")
+    assert r.last_seen()["a"] == "a:x:3"
+    r._remember("a:x:4")
+    assert r.last_seen()["a"] == "a:x:6"
+    r._remember("a:y:2")  # a restarted: its events of before are in
+    assert r.last_seen()["a"] == "a:x:6"
+    r._remember("a:y:1")
+    assert r.last_seen()["a"] == "a:y:2"
+    assert r.last_seen()["b"].startswith("b:")  # its own, from :0
+
+
+def test_a_client_keeps_at_most_so_many_cursors_and_always_its_own() -> None:
+    r = Replication("cl", lambda db: None, list, is_client=True)  # type: ignore[arg-type,return-value]
+    r.opened("gw")
+    for batch in range(3):
+        pairs = tuple((f"n{batch}-{i}", f"n{batch}-{i}:x:1") for i in range(4096))
+        r.handle("gw", m.EventsSeen(pairs))
+    seen = r.last_seen()
+    assert len(seen) == MAX_LAST_SEEN
+    assert "cl" in seen
+    assert decode_frame(encode_frame([m.EventsSeen(tuple(seen.items()))]))  # a peer takes it
+
+
+async def test_events_seen_said_again_on_a_link_is_read_once(cluster: Cluster) -> None:
+    a = await cluster.start("a")
+    for n in range(5):
+        await a.emit("tick", n)
+    rogue = await cluster.network.transport().connect("mem://a")
+    hello = m.Hello("rogue", "client", None, PROTOCOL)
+    again = m.EventsSeen((("a", f"a:{a._network().replication.incarnation}:2"),))
+    await rogue.send(encode_frame([hello, m.Proof(b""), *[again] * 50]))
+    await cluster.clock.advance(1, step=0.25)
+    await rogue.close()
+    received = await asyncio.wait_for(drain(rogue), 1)
+    resent = [message.payload for message in received if isinstance(message, m.Custom)]
+    assert resent == [values.pack(n, 64) for n in (2, 3, 4)]  # once, not fifty times

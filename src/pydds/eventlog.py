@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .events import Event, EventKind
+from .net.messages import event_id_parts
 
 __all__ = ["RECORD_COST", "EventLog", "Record", "Resent"]
 
@@ -354,11 +355,16 @@ class EventLog:
         than the log, or a node's ``node:incarnation:0``, before its first) resumes
         at the first id held of the same incarnation with a greater counter, or, with
         none of that incarnation held (the node restarted), at the first of that
-        node's. Read lazily, a batch at a time, from the log as it is then."""
+        node's. Up to what the log holds now (what is logged later is sent as it
+        comes), read lazily, a batch at a time, from the log as it is then."""
+        return self._customs(self._resume_points(last), self.next)
+
+    def _resume_points(self, last: dict[str, str]) -> dict[str, int]:
+        """For each node of ``last``: the offset after which its events are sent."""
         events, offsets = self._events, self._event_offsets
         after = dict.fromkeys(last, self.horizon)  # node -> resend after this offset
         wanted = {ident: node for node, ident in last.items()}  # ids not met yet
-        marks = {node: _parts(ident)[1:] for node, ident in last.items()}
+        marks = {node: event_id_parts(ident)[1:] for node, ident in last.items()}
         for i in range(len(events) - 1, self._event_head - 1, -1):
             if not wanted:
                 break
@@ -370,7 +376,7 @@ class EventLog:
             if node is not None:  # the very id: after it
                 after[node] = offsets[i]
                 continue
-            node, incarnation, counter = _parts(ident)
+            node, incarnation, counter = event_id_parts(ident)
             mark = marks.get(node)
             if mark is None or mark[0] != incarnation or last[node] not in wanted:
                 continue
@@ -378,37 +384,33 @@ class EventLog:
                 after[node] = offsets[i] - 1
             else:  # an earlier one: the id itself is not held
                 wanted.pop(last[node], None)
-        cursor = min(after.values(), default=self.next)
+        return after
+
+    def _customs(self, after: dict[str, int], stop: int) -> Iterator[Resent]:
+        cursor = min(after.values(), default=stop)
         while True:
-            offsets, events = self._event_offsets, self._events  # cut meanwhile: anew
+            # A batch, taken at once: the log may cut its head between two messages.
+            offsets, events = self._event_offsets, self._events
             low = bisect.bisect_right(offsets, cursor, self._event_head)
-            high = min(len(offsets), low + _BATCH)
-            if low >= high:
+            batch = [(offsets[i], events[i]) for i in range(low, min(len(offsets), low + _BATCH))]
+            if not batch:
                 return
-            for i in range(low, high):
-                event = events[i]
+            for offset, event in batch:
+                if offset >= stop:
+                    return
                 if event is None or event[11] is None or event[8] is None:
                     continue
                 ident = event[11]
                 since = after.get(ident.rsplit(":", 2)[0])
-                if since is not None and offsets[i] > since:
+                if since is not None and offset > since:
                     yield ident, event[5] or "", event[8], event[3]
-            cursor = offsets[high - 1]
+            cursor = batch[-1][0]
 
 
 def _stored(event: Event) -> Record:
     """An event not of a key, as a store keeps it."""
     kind, database, key, origin, delta, name, member, when, payload, _, offset, ident = event
     return (offset, kind, database, key, origin, delta, name, member, when, payload, ident)
-
-
-def _parts(ident: str) -> tuple[str, str, int]:
-    """A custom event id's node, incarnation and counter (``node:incarnation:n``;
-    an id of another shape: its node, no incarnation, -1)."""
-    parts = ident.rsplit(":", 2)
-    if len(parts) == 3 and parts[2].isdigit() and len(parts[2]) < 19:
-        return parts[0], parts[1], int(parts[2])
-    return parts[0], "", -1
 
 
 def _cost(delta: bytes | None, payload: bytes | None) -> int:

@@ -551,6 +551,8 @@ def _decoded(events: list[tuple[int, bytes]]) -> list[Record]:
             if len(fields) == 9:  # written before custom events kept their ids
                 fields.append(None)
             kind, database, key, origin, delta, name, member, when, payload, ident = fields
+            if not isinstance(ident, str):
+                ident = None  # no id to resume from or deduplicate by
             out.append(
                 (
                     offset,

@@ -144,6 +144,9 @@ class PeerLink:
     #: Whether the dialing end knows the peer accepted it (its first data after the
     #: handshake): the join through this link is decided.
     joined: bool = False
+    #: Whether the peer said which custom events it has (``EventsSeen``): once a
+    #: link, as each asks this node to read its event log again
+    said_seen: bool = False
 
     @property
     def peer(self) -> str | None:
@@ -817,6 +820,10 @@ class Peers:
         if isinstance(message, m.Leave) and hello.role == "node":
             self._left(peer, message.name, now)
             return True
+        if isinstance(message, m.EventsSeen):
+            if link.said_seen:
+                return True  # once a link: what it asks again is read once
+            link.said_seen = True
         try:
             sends, notices = self.replication.handle(peer, message)
         except ProtocolError as exc:

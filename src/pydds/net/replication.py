@@ -56,7 +56,7 @@ import itertools
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, TypeGuard
 
 from ..changes import Change
@@ -92,6 +92,7 @@ __all__ = [
 Send = tuple[str, m.Message | Streamed]
 HOLDING_CHUNK = 1000  # held values announced per Holding message
 MAX_LAST_SEEN = 4096  # nodes whose last custom event id is kept (``EventsSeen``)
+MAX_AHEAD = 10_000  # ids of a node kept past a gap in its events, at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +101,23 @@ class PullDone:
 
     value: ValueId
     answered: bool
+
+
+@dataclass(slots=True)
+class _Cursor:
+    """Up to where a node has every custom event of another: its incarnation and
+    counter, and the ids it has past a gap (``MAX_AHEAD`` at most)."""
+
+    incarnation: str
+    counter: int
+    ahead: set[tuple[str, int]] = field(default_factory=set)
+
+    def absorb(self) -> None:
+        """Move on over the ids past the counter that came already."""
+        ahead = self.ahead
+        while ahead and (self.incarnation, self.counter + 1) in ahead:
+            self.counter += 1
+            ahead.discard((self.incarnation, self.counter))
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,7 +331,9 @@ class Replication:
         self._seen: OrderedDict[str, None] = OrderedDict()
         #: node -> the id of the last custom event it gave that this node has (its
         #: own last among them): what ``EventsSeen`` says, at most ``MAX_LAST_SEEN``
-        self.last_seen: dict[str, str] = {self.name: f"{self.name}:{self.incarnation}:0"}
+        #: node -> up to where this node has every custom event it gave an id to (its
+        #: own among them): what ``EventsSeen`` says, for at most ``MAX_LAST_SEEN``
+        self._cursors: dict[str, _Cursor] = {self.name: _Cursor(self.incarnation, 0)}
         #: This node's consumers of custom events (``consumers``), told to node peers
         self.consumer_table: tuple[tuple[str, str, str, float], ...] = ()
         self.consuming: set[str] = set()  # node peers that said they have consumers
@@ -370,9 +390,14 @@ class Replication:
     def _events_seen(self, peer: str) -> list[Send]:
         """``EventsSeen`` for a peer this node exchanges custom events with (nothing
         while it has seen none)."""
-        if not self.last_seen or (not self._may(peer, "read") and not self._may(peer, "emit")):
+        if not self._may(peer, "read") and not self._may(peer, "emit"):
             return []
-        return [(peer, m.EventsSeen(tuple(self.last_seen.items())))]
+        return [(peer, m.EventsSeen(tuple(self.last_seen().items())))]
+
+    def last_seen(self) -> dict[str, str]:
+        """Node -> the id up to which this node has every custom event it gave (this
+        node's own first): what ``EventsSeen`` says."""
+        return {node: f"{node}:{c.incarnation}:{c.counter}" for node, c in self._cursors.items()}
 
     def _may(self, peer: str, right: str, database: str | None = None) -> bool:
         """Whether ``peer`` (a node: always) may ``right`` on ``database``."""
@@ -591,17 +616,51 @@ class Replication:
         self._seen[event_id] = None
         if len(self._seen) > self.seen_limit:
             self._seen.popitem(last=False)
-        last_seen = self.last_seen
-        last_seen[event_id.rsplit(":", 2)[0]] = event_id
-        if len(last_seen) > MAX_LAST_SEEN:
-            del last_seen[next(iter(last_seen))]
+        self._advance(*m.event_id_parts(event_id))
         return True
+
+    def _advance(self, node: str, incarnation: str, counter: int) -> None:
+        """Move ``node``'s cursor on for an id of its that came: only past ids that
+        all came, so that what was missed is asked for again even if later ones came
+        first (a resend and new events share a link)."""
+        if counter < 0:
+            return  # no id of pydds's: nowhere to resume from
+        cursor = self._cursors.get(node)
+        if cursor is None:
+            self._new_cursor(node, incarnation, counter)
+            return
+        if incarnation == cursor.incarnation and counter <= cursor.counter:
+            return
+        if counter == (cursor.counter + 1 if incarnation == cursor.incarnation else 1):
+            if incarnation != cursor.incarnation:  # it restarted: its first event
+                cursor.incarnation = incarnation
+                cursor.ahead = {(i, n) for i, n in cursor.ahead if i == incarnation}
+            cursor.counter = counter
+            cursor.absorb()
+            return
+        cursor.ahead.add((incarnation, counter))
+        if len(cursor.ahead) > MAX_AHEAD:  # a gap that nothing fills: go on past it
+            mine = [n for i, n in cursor.ahead if i == cursor.incarnation]
+            if mine:
+                cursor.counter = min(mine)
+                cursor.absorb()
+            cursor.ahead = {(i, n) for i, n in cursor.ahead if i == cursor.incarnation}
+
+    def _new_cursor(self, node: str, incarnation: str, counter: int) -> None:
+        cursors = self._cursors
+        if len(cursors) >= MAX_LAST_SEEN:  # the oldest goes, never this node's own
+            del cursors[next(n for n in cursors if n != self.name)]
+        cursors[node] = _Cursor(incarnation, counter)
 
     def seen_again(self, ids: Iterable[str]) -> None:
         """Custom event ids this node had before it restarted (its event log's, oldest
-        first): seen, so not delivered twice, and where to resume from."""
+        first): seen, so not delivered twice, and where to resume from (its own
+        cursor stays where this process began)."""
         for event_id in ids:
-            self._remember(event_id)
+            if m.event_id_parts(event_id)[0] == self.name:
+                self._seen[event_id] = None
+            else:
+                self._remember(event_id)
 
     # -- what peers say -------------------------------------------------------------------
 
@@ -956,8 +1015,10 @@ class Replication:
         else:
             resend = {self.name: last[self.name]} if self.name in last else {}
         for node, ident in last.items():
-            if node not in self.last_seen and not from_client and (self.is_client or node == peer):
-                self.last_seen[node] = ident  # resume from here if the link drops
+            if node not in self._cursors and not from_client and (self.is_client or node == peer):
+                owner, incarnation, counter = m.event_id_parts(ident)
+                if owner == node and counter >= 0:  # resume from here if the link drops
+                    self._new_cursor(node, incarnation, counter)
         if not resend or not self._may(peer, "read"):
             return _NOTHING
         return (), (ResendCustoms(peer, resend),)

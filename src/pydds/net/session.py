@@ -155,6 +155,8 @@ class Session:
             message = next(streams[0].messages, None)
             if message is None:
                 streams.popleft()
+                if streams:  # the next run, within its own bound too
+                    room = min(room, streams[0].per_frame)
             else:
                 out.append(message)
                 room -= 1
