@@ -19,6 +19,7 @@ import pydds
 from pydds.net import messages as m
 from pydds.net.codec import PROTOCOL, decode_frame, encode_frame
 from pydds.net.groups import ConsumerInfo, Groups
+from pydds.net.replication import Replication
 
 from .helpers import Served, until_member
 from .memcluster import Cluster, drain, until
@@ -38,7 +39,9 @@ def test_each_event_goes_to_one_consumer_and_every_node_agrees() -> None:
     for i in range(3):  # each node sees its own consumer and the two others'
         groups = Groups(f"n{i}")
         groups.add(consumers[i])
-        groups.peer("peer", [c for c in consumers if c is not consumers[i]], now=0.0)
+        for j in range(3):
+            if j != i:
+                groups.peer(f"n{j}", [consumers[j]], now=0.0)
         views.append(groups)
     owners = collections.Counter()
     for n in range(300):
@@ -307,3 +310,63 @@ async def test_a_group_of_three_http_consumers_on_three_processes_loses_nothing(
         f"p3 {len(handled['p3'])} (killed), duplicates {duplicates}"
     )
     assert handled["p3"]  # it had its share before it went
+
+
+def test_what_a_peer_says_of_consumers_is_its_own_each_once() -> None:
+    groups = Groups("c")
+    theirs = ConsumerInfo("job", "g", "b/1", 5.0)
+    groups.peer("a", [theirs, ConsumerInfo("job", "g", "a/1", 5.0)] * 2, now=0.0)
+    assert groups.remote == {"a": (ConsumerInfo("job", "g", "a/1", 5.0),)}
+
+
+def test_an_event_tried_too_often_is_given_up() -> None:
+    groups = Groups("n0", max_attempts=3)
+    groups.add(ConsumerInfo("job", "g", "n0/1", 1.0))
+    groups.event(custom(1), now=0.0)
+    assert [d.attempt for t in (1.0, 2.0, 3.0) for d in groups.tick(t)] == [1, 2]
+    assert (groups.pending, groups.given_up) == ({}, 1)
+    assert groups.due == float("inf") or groups.tick(10.0) == []
+
+
+def test_a_link_opening_says_the_consumers_even_when_none_and_a_client_says_none() -> None:
+    node = Replication("a", lambda db: None, list)  # type: ignore[arg-type,return-value]
+    assert m.Consumers(()) in [message for _, message in node.opened("b")]
+    client = Replication("cl", lambda db: None, list, is_client=True)  # type: ignore[arg-type,return-value]
+    assert not any(isinstance(message, m.Consumers) for _, message in client.opened("gw"))
+
+
+async def test_an_ack_before_the_event_loses_nothing_and_bounds_are_kept() -> None:
+    async with pydds.Node("solo") as node:
+        jobs = node.consume("job", "g")
+        assert node.ack("g", "solo:local:1") is False  # nothing waits: nothing recorded
+        await node.emit("job", 1)
+        assert (await jobs.get(timeout=1)).id == "solo:local:1"
+        for bad in (1e-300, 1e9):
+            with pytest.raises(pydds.InvalidValue):
+                node.consume("job", "g", ack_timeout=bad)
+        more = [node.consume("job", f"g{i}") for i in range(4095)]
+        with pytest.raises(pydds.InvalidValue):
+            node.consume("job", "one-too-many")
+        for consumer in more:
+            consumer.close()
+    with pytest.raises(pydds.MalformedFrame):
+        decode_frame(encode_frame([m.Consumers((("job", "g", "n1/1", 1e-300),))]))
+
+
+async def test_a_redelivery_to_a_consumer_here_comes_on_time(cluster: Cluster) -> None:
+    a = await cluster.start("a")
+    b = await cluster.start("b", ["mem://a"])
+    await until(lambda: len(a._peers.links) == 1 and len(b._peers.links) == 1)  # type: ignore[union-attr]
+    at_a = a.consume("job", "g", ack_timeout=0.2)
+    at_b = b.consume("job", "g", ack_timeout=0.2)
+    await until(lambda: "b" in a.groups.remote and "a" in b.groups.remote)
+    n = 0
+    while not len(at_b):  # an event whose first turn is b's
+        await a.emit("job", n)
+        n += 1
+        await until(lambda: len(at_a) + len(at_b) == 1)
+        if len(at_a):
+            await (await at_a.get()).ack()
+    await cluster.clock.advance(0.25, step=0.05)  # b never acknowledges it
+    again = await at_a.get(timeout=1)
+    assert again.attempt == 1

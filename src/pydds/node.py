@@ -65,7 +65,7 @@ from .net.codec import decode_frame, encode_frames
 from .net.groups import ConsumerInfo, Delivery, Groups
 from .net.holders import ValueId
 from .net.membership import Member, MemberState
-from .net.messages import Custom, Message
+from .net.messages import MAX_ACK_TIMEOUT, MAX_CONSUMERS, MIN_ACK_TIMEOUT, Custom, Message
 from .net.peers import NEVER, ClusterSettings, PeerLink, Peers, RareOutput, Traffic, Warmup
 from .net.replication import ConsumersOf, GroupAcked, HoldingDue, PullFor, ResendCustoms
 from .net.transport import Link, Transport
@@ -1542,14 +1542,22 @@ class Node:
             InvalidValue: ``ack_timeout`` is not a positive number of seconds, or
                 ``maxsize`` < 1.
             Unavailable: this is a client (groups are of nodes).
+
+        ``ack_timeout`` is 0.001 to 1e8 seconds; a node has 4,096 consumers at most.
         """
         if self._closed:
             raise NodeClosed(f"node {self.name!r} is closed")
         check_name("event", name)
         check_name("group", group)
         timeout = float(check_seconds("ack_timeout", ack_timeout))
+        if not MIN_ACK_TIMEOUT <= timeout <= MAX_ACK_TIMEOUT:
+            raise InvalidValue(
+                f"ack_timeout is {MIN_ACK_TIMEOUT} to {MAX_ACK_TIMEOUT:g} seconds, not {timeout}"
+            )
         if maxsize is not None and (type(maxsize) is not int or maxsize < 1):
             raise InvalidValue(f"maxsize is an int >= 1, not {maxsize!r}")
+        if len(self._consumers) >= MAX_CONSUMERS:
+            raise InvalidValue(f"this node has {MAX_CONSUMERS} consumers already")
         if self.role == "client":
             raise Unavailable("a client cannot consume in a group: consume on a node")
         self.authorize("read")
@@ -1601,8 +1609,8 @@ class Node:
                     ack,
                 )
             )
-        if deliveries and self._timer_sleep is not None and self.groups.due < self._armed:
-            self._timer_sleep.cancel()  # an earlier ack deadline
+        if self._timer_sleep is not None and self.groups.due < self._armed:
+            self._timer_sleep.cancel()  # an earlier ack deadline: the timer wakes for it
 
     def ack(self, group: str, ident: str) -> bool:
         """``group`` has handled the custom event ``ident``: no consumer of it gets

@@ -46,8 +46,8 @@ async def test_step1s_both_ways_bring_each_end_what_it_lacks() -> None:
     await a.database("db").set("k", 1)
     await b.database("db").set("j", 2)
     ra, rb = replication(a), replication(b)
-    seen_b, to_b = ra.opened("b")
-    seen_a, to_a = rb.opened("a")
+    seen_b, _, to_b = ra.opened("b")  # EventsSeen, Consumers, the step 1
+    seen_a, _, to_a = rb.opened("a")
     assert isinstance(seen_b[1], m.EventsSeen)
     assert isinstance(seen_a[1], m.EventsSeen)
     pairs = ((ra, "a", rb, "b", to_b), (rb, "b", ra, "a", to_a))

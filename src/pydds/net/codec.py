@@ -159,15 +159,17 @@ def _last_seen(v: Any) -> tuple[tuple[str, str], ...]:
 
 
 def _consumers(v: Any) -> tuple[tuple[str, str, str, float], ...]:
-    if type(v) is not list or len(v) > 4096:
-        raise MalformedFrame("consumers is a list of at most 4096")
+    if type(v) is not list or len(v) > m.MAX_CONSUMERS:
+        raise MalformedFrame(f"consumers is a list of at most {m.MAX_CONSUMERS}")
     out = []
     for entry in v:
         if type(entry) is not list or len(entry) != 4:
             raise MalformedFrame("a consumer is [event name, group, id, ack timeout]")
         name, group, ident, timeout = entry
-        if type(timeout) is not float or not 0 < timeout < 1e9:
-            raise MalformedFrame("an ack timeout is a float of seconds, over 0")
+        if type(timeout) is not float or not m.MIN_ACK_TIMEOUT <= timeout <= m.MAX_ACK_TIMEOUT:
+            raise MalformedFrame(
+                f"an ack timeout is a float of {m.MIN_ACK_TIMEOUT} to {m.MAX_ACK_TIMEOUT:g} seconds"
+            )
         out.append((_short(name), _short(group), _short(ident), timeout))
     return tuple(out)
 

@@ -18,8 +18,9 @@ timeout of the consumer whose turn it is passes, the event goes to the next atte
 A consumer that goes (closed, or its node unreachable) hands its pending events to
 their next attempt at once; events that came while a group had no consumer wait for
 its first. Nodes that see different consumers (a partition, a consumer just made)
-may each deliver an event: duplicates, never losses. The pending events are bounded
-(``max_pending``): past it the oldest is given up, counted in ``given_up``.
+may each deliver an event: duplicates. An event is given up (counted in
+``given_up``) after ``max_attempts`` tries, and the oldest when more than
+``max_pending`` wait: nothing else is lost.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ MAX_PENDING = 100_000
 #: Acknowledged (group, event id) remembered, so that an event sent again after a
 #: partition is not delivered again.
 ACKED_KEPT = 100_000
+#: Tries of one event at most; then it is given up (a dead letter, counted).
+MAX_ATTEMPTS = 10
 
 
 class ConsumerInfo(NamedTuple):
@@ -83,14 +86,17 @@ class Groups:
         groups.ack("billing", "n1:x:1")    # GroupAck to send every node
     """
 
-    def __init__(self, node: str, *, max_pending: int = MAX_PENDING) -> None:
+    def __init__(
+        self, node: str, *, max_pending: int = MAX_PENDING, max_attempts: int = MAX_ATTEMPTS
+    ) -> None:
         self.node = node
         self.max_pending = max_pending
+        self.max_attempts = max_attempts
         self.local: dict[str, ConsumerInfo] = {}  # this node's, by id
         self.remote: dict[str, tuple[ConsumerInfo, ...]] = {}  # each node peer's
         self.pending: OrderedDict[tuple[str, str], _Pending] = OrderedDict()
         self.acked: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self.given_up = 0  # pending events dropped past ``max_pending``
+        self.given_up = 0  # events dropped: past ``max_pending`` or ``max_attempts``
         self.delivered = 0  # deliveries made here
         self.redelivered = 0  # of them, attempts after the first
         self._timeouts: list[tuple[float, str, str, int]] = []  # (deadline, group, id, attempt)
@@ -121,38 +127,67 @@ class Groups:
 
     def add(self, consumer: ConsumerInfo, now: float = 0.0) -> list[Delivery]:
         """A consumer of this node's; deliveries of what waited for its group."""
+        old = self.local.get(consumer.id)
+        if old is not None:
+            self._delete(old)
         self.local[consumer.id] = consumer
-        return self._changed(now)
+        self._insert(consumer)
+        return self._reassign(now, set(), {(consumer.name, consumer.group)})
 
     def remove(self, consumer_id: str, now: float) -> list[Delivery]:
         """A consumer of this node's closed: its pending events go to the next."""
-        self.local.pop(consumer_id, None)
-        return self._changed(now)
+        consumer = self.local.pop(consumer_id, None)
+        if consumer is None:
+            return []
+        self._delete(consumer)
+        return self._reassign(now, {consumer_id}, set())
 
     def peer(self, node: str, consumers: Iterable[ConsumerInfo], now: float) -> list[Delivery]:
-        """A node peer's consumers now (none: it went)."""
-        table = tuple(c for c in consumers if c.id not in self.local)
+        """A node peer's consumers now (none: it went): those of its own only (their
+        ids start with its name), each once."""
+        mine = f"{node}/"
+        table = tuple({c.id: c for c in consumers if c.id.startswith(mine)}.values())
+        old = self.remote.pop(node, ())
+        if not old and not table:
+            return []
+        for consumer in old:
+            self._delete(consumer)
         if table:
             self.remote[node] = table
-        elif self.remote.pop(node, None) is None:
-            return []
-        return self._changed(now)
+        for consumer in table:
+            self._insert(consumer)
+        gone = {c.id for c in old} - {c.id for c in table}
+        return self._reassign(now, gone, {(c.name, c.group) for c in table})
 
-    def _changed(self, now: float) -> list[Delivery]:
-        by_name: dict[str, dict[str, list[ConsumerInfo]]] = {}
-        for consumer in (*self.local.values(), *(c for t in self.remote.values() for c in t)):
-            by_name.setdefault(consumer.name, {}).setdefault(consumer.group, []).append(consumer)
-        self._by_name = by_name
-        self.names = frozenset(by_name)
+    def _insert(self, consumer: ConsumerInfo) -> None:
+        self._by_name.setdefault(consumer.name, {}).setdefault(consumer.group, []).append(consumer)
+        self.names = frozenset(self._by_name)
+
+    def _delete(self, consumer: ConsumerInfo) -> None:
+        groups = self._by_name[consumer.name]
+        consumers = groups[consumer.group]
+        consumers.remove(consumer)
+        if not consumers:
+            del groups[consumer.group]
+            if not groups:
+                del self._by_name[consumer.name]
+                self.names = frozenset(self._by_name)
+
+    def _reassign(self, now: float, gone: set[str], joined: set[tuple[str, str]]) -> list[Delivery]:
+        """Pending events whose consumer is ``gone`` go to their next attempt; those
+        that waited for a consumer of a group that ``joined`` go to it."""
         out = []
-        for pending in self.pending.values():
-            live = self._consumers(pending.event.name, pending.group)
-            if pending.owner is None or pending.owner not in {c.id for c in live}:
-                if pending.owner is not None:
-                    pending.attempt += 1
-                delivery = self._turn(pending, now)
-                if delivery is not None:
-                    out.append(delivery)
+        for pending in list(self.pending.values()):
+            if pending.owner is None:
+                if (pending.event.name, pending.group) not in joined:
+                    continue
+            elif pending.owner in gone:
+                pending.attempt += 1
+            else:
+                continue
+            delivery = self._turn(pending, now)
+            if delivery is not None:
+                out.append(delivery)
         return out
 
     def _consumers(self, name: str, group: str) -> list[ConsumerInfo]:
@@ -173,16 +208,7 @@ class Groups:
             pending = self.pending[key] = _Pending(event, group, 0, None, now)
             if len(self.pending) > self.max_pending:
                 (lost_group, lost_id), _ = self.pending.popitem(last=False)
-                self.given_up += 1
-                if self.given_up % 1000 == 1:  # the first, and one in a thousand after
-                    log.warning(
-                        "%s: %d events unacknowledged: gave up %s of group %s (%d in all)",
-                        self.node,
-                        self.max_pending,
-                        lost_id,
-                        lost_group,
-                        self.given_up,
-                    )
+                self._gave_up(lost_group, lost_id, f"{self.max_pending} unacknowledged")
             delivery = self._turn(pending, now)
             if delivery is not None:
                 out.append(delivery)
@@ -196,10 +222,16 @@ class Groups:
             pending.owner = None  # waits for the group's first consumer
             return None
         ident = pending.event.id
-        ranked = sorted(live, key=lambda c: _rank(ident, c.id))
-        owner = ranked[pending.attempt % len(ranked)]
+        if pending.attempt >= self.max_attempts:  # a dead letter
+            del self.pending[(pending.group, ident)]
+            self._gave_up(pending.group, ident, f"after {pending.attempt} attempts")
+            return None
+        if pending.attempt:
+            owner = sorted(live, key=lambda c: _rank(ident, c.id))[pending.attempt % len(live)]
+        else:  # the first: one pass, no sort
+            owner = min(live, key=lambda c: _rank(ident, c.id))
         pending.owner = owner.id
-        pending.deadline = now + owner.ack_timeout
+        pending.deadline = now + max(owner.ack_timeout, m.MIN_ACK_TIMEOUT)
         timeouts = self._timeouts
         heapq.heappush(timeouts, (pending.deadline, pending.group, ident, pending.attempt))
         if len(timeouts) > 2 * len(self.pending) + 1024:  # mostly acknowledged: anew
@@ -215,6 +247,18 @@ class Groups:
         if pending.attempt:
             self.redelivered += 1
         return Delivery(owner.id, pending.event, pending.attempt)
+
+    def _gave_up(self, group: str, ident: str, why: str) -> None:
+        self.given_up += 1
+        if self.given_up % 1000 == 1:  # the first, and one in a thousand after
+            log.warning(
+                "%s: gave up event %s of group %s (%s; %d given up in all)",
+                self.node,
+                ident,
+                group,
+                why,
+                self.given_up,
+            )
 
     def tick(self, now: float) -> list[Delivery]:
         """The ack timeouts passed by ``now``: those events go to their next attempt."""
@@ -235,20 +279,21 @@ class Groups:
 
     def ack(self, group: str, ident: str) -> m.GroupAck | None:
         """``group`` has handled event ``ident`` here: the message to send every node
-        (None: it was not pending here, nothing to say)."""
-        if not self.acked_by(group, ident):
+        (None: it was not pending here, nothing to say and nothing recorded, so
+        that an id acknowledged before it is emitted loses nothing)."""
+        if (group, ident) not in self.pending:
             return None
+        self.acked_by(group, ident)
         return m.GroupAck(group, ident)
 
-    def acked_by(self, group: str, ident: str) -> bool:
-        """``group`` has handled event ``ident`` (here, or a peer said so); whether it
-        was pending here."""
+    def acked_by(self, group: str, ident: str) -> None:
+        """A peer says ``group`` has handled event ``ident``: no consumer gets it
+        again, should it come (again) later."""
         key = (group, ident)
-        was = self.pending.pop(key, None) is not None
+        self.pending.pop(key, None)
         self.acked[key] = None
         if len(self.acked) > ACKED_KEPT:
             self.acked.popitem(last=False)
-        return was
 
 
 def _rank(ident: str, consumer: str) -> bytes:

@@ -14,6 +14,9 @@ import math
 from dataclasses import dataclass
 
 __all__ = [
+    "MAX_ACK_TIMEOUT",
+    "MAX_CONSUMERS",
+    "MIN_ACK_TIMEOUT",
     "Ack",
     "AckFrom",
     "Close",
@@ -209,6 +212,13 @@ class Custom:
     name: str
     payload: bytes  # the payload, packed with msgpack
     origin: str
+
+
+#: A consumer's ack timeout: seconds, within these (``Consumers``).
+MIN_ACK_TIMEOUT = 0.001
+MAX_ACK_TIMEOUT = 1e8
+#: Consumers a node has at most (one ``Consumers`` message names them all).
+MAX_CONSUMERS = 4096
 
 
 def event_id_parts(ident: str) -> tuple[str, str, int]:

@@ -382,8 +382,9 @@ class Replication:
         return [*self._events_seen(peer), *self._consumers_to(peer), *self.resync(peer)]
 
     def _consumers_to(self, peer: str) -> list[Send]:
-        """This node's consumers, for a node peer (nothing while there are none)."""
-        if not self.consumer_table or peer in self.clients:
+        """This node's consumers, for a node peer as a link opens: said even when
+        there are none, as a peer may keep the table of this node's last process."""
+        if peer in self.clients or self.is_client:
             return []
         return [(peer, m.Consumers(self.consumer_table))]
 
