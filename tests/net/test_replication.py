@@ -180,3 +180,14 @@ async def test_a_link_that_replaces_another_waits_for_the_peers_sync_steps_again
     assert ra.awaiting["b"] == set()
     ra.relinked("b")  # what the replaced link carried is lost: not synced yet
     assert ra.awaiting["b"] == {"db"}
+
+
+async def test_a_clients_refused_write_makes_no_database() -> None:
+    a = pydds.Node("a")
+    gateway = Replication("a", lambda db: a.database(db)._keyspace, a.databases)
+    gateway.opened("cl", "client", None, 7)
+    # A value with no entry, to a database the node does not have: refused, unmade.
+    write = m.Write("new-db", "k", 1, "changed", None, b"\x00\x00", "cl")
+    with pytest.raises(pydds.ProtocolError, match="no entry"):
+        gateway.handle("cl", write)
+    assert a.databases() == []

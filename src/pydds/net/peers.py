@@ -298,6 +298,7 @@ class Peers:
             is_client=role == "client",
             max_payload_bytes=limits.max_value_bytes,
             chunk_bytes=settings.frame_bytes // 4,
+            limits=limits,
         )
         self.membership = Membership(
             name, None, dead_after=settings.dead_after, dials=role == "node"

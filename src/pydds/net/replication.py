@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, TypeGuard
 
 from ..changes import Change
-from ..config import check_key
+from ..config import Limits, check_key
 from ..crdt.directory import CHUNK_BYTES, check_digests, decode_update, encode_update
 from ..crdt.sync import decode_state_vector, update_state_vector
 from ..crdt.ydoc import EMPTY_STATE_VECTOR
@@ -310,8 +310,12 @@ class Replication:
         incarnation: str | None = None,
         digest_from: int = digests.MIN_DIGESTED,
         chunk_bytes: int = CHUNK_BYTES,
+        limits: Limits | None = None,
     ) -> None:
         self.name = name  # this node's name
+        #: The node's limits: what a client's write to a database not made yet is
+        #: checked against before it is made
+        self.limits = limits or Limits()
         self.chunk_bytes = chunk_bytes  # a directory's entries go in updates of about this
         #: Held values from which periodic anti-entropy exchanges digests of them
         self.digest_from = digest_from
@@ -679,15 +683,19 @@ class Replication:
             self._check(peer, "write", msg.database)
             if not self._own(peer, msg.value):
                 raise ProtocolError("a client may write under its own client id only")
-            ks = self._keyspace(msg.database)
-            if msg.key not in ks and len(ks) >= ks.limits.max_keys:
-                raise ProtocolError(f"database {msg.database!r} is full ({len(ks)} keys)")
+            # A database is made only by a write that is taken: checked, unmade, as
+            # one with no keys.
+            ks = self._existing(msg.database)
+            keys = len(ks) if ks is not None else 0
+            max_keys = ks.limits.max_keys if ks is not None else self.limits.max_keys
+            if (ks is None or msg.key not in ks) and keys >= max_keys:
+                raise ProtocolError(f"database {msg.database!r} is full ({keys} keys)")
             if msg.directory is not None:
                 self._check_entries(ks, msg.directory, msg.key)
             elif msg.value is not None:
                 # A client learns of keys from its gateway, or creates them with their
                 # entry: a value of a generation the gateway lacks would only wait here.
-                entry = ks.directory.get(msg.key)
+                entry = ks.directory.get(msg.key) if ks is not None else None
                 if entry is None or entry.gen < msg.gen:
                     raise ProtocolError(
                         f"a write of a value of {msg.key!r} (generation {msg.gen}) this "
@@ -702,7 +710,7 @@ class Replication:
             self._check(peer, "read", msg.database)
             if decode_update(msg.update):
                 self._check(peer, "write", msg.database)
-                self._check_entries(self._keyspace(msg.database), msg.update, None)
+                self._check_entries(self._existing(msg.database), msg.update, None)
         elif isinstance(msg, m.ValueDiff):
             self._check(peer, "write", msg.database)
             if not self._own(peer, msg.update):
@@ -724,8 +732,14 @@ class Replication:
         ):
             self._check(peer, "read", msg.database)
 
-    @staticmethod
-    def _check_entries(ks: LocalDatabase, update: bytes, key: str | None) -> None:
+    def _existing(self, database: str) -> LocalDatabase | None:
+        """The keyspace of ``database`` if the node has it (None: it would be made)."""
+        ks = self._known.get(database)
+        if ks is None and database in self._databases():
+            ks = self._keyspace(database)
+        return ks
+
+    def _check_entries(self, ks: LocalDatabase | None, update: bytes, key: str | None) -> None:
         """Refuse a client's directory update unless it writes well-formed entries of
         valid keys (only ``key``, for a write's), within the database's ``max_keys``:
         the checks a write through ``Database`` makes, before anything is applied.
@@ -737,15 +751,16 @@ class Replication:
             entries = decode_update(update)
         except InvalidUpdate as exc:
             raise ProtocolError(f"directory update: {exc}") from None
+        limits = ks.limits if ks is not None else self.limits
         new: set[str] = set()
         for name in entries:
             if key is not None and name != key:
                 raise ProtocolError(f"a write of {key!r} writes the entry of another key")
-            check_key(name, ks.limits)
-            if ks.directory.get(name) is None:
+            check_key(name, limits)
+            if ks is None or ks.directory.get(name) is None:
                 new.add(name)
-        if new and len(ks) + len(new) > ks.limits.max_keys:
-            raise ProtocolError(f"directory update: more than {ks.limits.max_keys} keys")
+        if new and (len(ks) if ks is not None else 0) + len(new) > limits.max_keys:
+            raise ProtocolError(f"directory update: more than {limits.max_keys} keys")
 
     def handle(self, peer: str, message: m.Message) -> Handled:
         """Handle one message from ``peer``: the messages to send and the notices for
