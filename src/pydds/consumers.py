@@ -1,24 +1,31 @@
-"""A consumer of a group (``Node.consume``): an async iterator of the custom events
-the group gives it, each acknowledged with ``await event.ack()``.
+"""A node's consumers of groups (``Node.consume``): async iterators of the custom
+events a group gives each, acknowledged with ``await event.ack()``, and what feeds
+them (``NodeConsumers``).
 
 Which consumer gets each event is decided in ``net/groups.py``; this file holds what
-a user iterates. A consumer's queue is bounded: a delivery that finds it full is
-dropped (counted in ``dropped``), and, unacknowledged, goes to the group's next
-consumer at its ack timeout, so that nothing is lost and nothing grows.
+a user iterates and hands it the deliveries. A consumer's queue is bounded: a
+delivery that finds it full is dropped (counted in ``dropped``), and,
+unacknowledged, goes to the group's next consumer at its ack timeout, so that
+nothing is lost and nothing grows.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
 from collections import deque
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+from .config import check_name, check_seconds
 from .crdt import values
-from .errors import NodeClosed
+from .errors import InvalidValue, NodeClosed
+from .net.groups import ConsumerInfo, Delivery, Groups
+from .net.messages import MAX_ACK_TIMEOUT, MAX_CONSUMERS, MIN_ACK_TIMEOUT, Custom, GroupAck
 
-__all__ = ["Consumer", "GroupEvent"]
+__all__ = ["Consumer", "GroupEvent", "NodeConsumers"]
 
 
 class GroupEvent:
@@ -158,3 +165,112 @@ class Consumer:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class NodeConsumers:
+    """A node's consumers and its view of the groups (``Groups``): consumers made and
+    closed, deliveries handed to them, acknowledgements made here. What peers must
+    be told goes out through ``announce`` (this node's consumers) and ``acked`` (a
+    ``GroupAck``); ``wake`` is called when the next deadline (``due``) may be
+    earlier than the node's timer is set for.
+
+    Example::
+
+        consumers = NodeConsumers("n1", 1000, time.monotonic, announce, acked, wake)
+        jobs = consumers.consume("job", "billing", 30.0, None)
+        consumers.event(Custom("n1:x:1", "job", b"\\x01", "n1"))   # to jobs
+    """
+
+    def __init__(
+        self,
+        node: str,
+        queue: int,
+        now: Callable[[], float],
+        announce: Callable[[tuple[ConsumerInfo, ...]], None],
+        acked: Callable[[GroupAck], None],
+        wake: Callable[[], None],
+    ) -> None:
+        self.node = node
+        self.queue = queue  # a consumer's queue bound unless it says otherwise
+        self.groups = Groups(node)
+        self._now, self._announce, self._acked, self._wake = now, announce, acked, wake
+        self._consumers: dict[str, Consumer] = {}  # by id
+        self._ids = itertools.count(1)
+
+    @property
+    def due(self) -> float:
+        """When ``tick`` must run next (inf: nothing waits)."""
+        return self.groups.due
+
+    def consume(self, name: str, group: str, ack_timeout: float, maxsize: int | None) -> Consumer:
+        """A new consumer (``Node.consume``, which says what is checked)."""
+        check_name("event", name)
+        check_name("group", group)
+        timeout = float(check_seconds("ack_timeout", ack_timeout))
+        if not MIN_ACK_TIMEOUT <= timeout <= MAX_ACK_TIMEOUT:
+            raise InvalidValue(
+                f"ack_timeout is {MIN_ACK_TIMEOUT} to {MAX_ACK_TIMEOUT:g} seconds, not {timeout}"
+            )
+        if maxsize is not None and (type(maxsize) is not int or maxsize < 1):
+            raise InvalidValue(f"maxsize is an int >= 1, not {maxsize!r}")
+        if len(self._consumers) >= MAX_CONSUMERS:
+            raise InvalidValue(f"this node has {MAX_CONSUMERS} consumers already")
+        ident = f"{self.node}/{next(self._ids)}"
+        consumer = Consumer(name, group, ident, timeout, maxsize or self.queue, self._closed)
+        self._consumers[ident] = consumer
+        self._deliver(self.groups.add(ConsumerInfo(name, group, ident, timeout), self._now()))
+        self._announce(self.groups.table())
+        return consumer
+
+    def _closed(self, consumer: Consumer) -> None:
+        if self._consumers.pop(consumer.id, None) is not None:
+            self._deliver(self.groups.remove(consumer.id, self._now()))
+            self._announce(self.groups.table())
+
+    def close(self) -> None:
+        """The node closes: every consumer ends (once what it has queued is read)."""
+        for consumer in list(self._consumers.values()):
+            consumer.close()
+
+    def event(self, message: Custom) -> None:
+        """A custom event emitted here or received: to a consumer here, if its turn."""
+        if message.name in self.groups.names:
+            self._deliver(self.groups.event(message, self._now()))
+
+    def tick(self, now: float) -> None:
+        """Ack timeouts passed: those events go to their next consumer."""
+        if self.groups.due <= now:
+            self._deliver(self.groups.tick(now))
+
+    def peer(self, node: str, consumers: tuple[tuple[str, str, str, float], ...]) -> None:
+        """A node peer's consumers now (none: its link closed)."""
+        table = [ConsumerInfo(*entry) for entry in consumers]
+        self._deliver(self.groups.peer(node, table, self._now()))
+
+    def ack(self, group: str, ident: str) -> bool:
+        """``group`` handled event ``ident`` here; whether it was waiting here."""
+        message = self.groups.ack(group, ident)
+        if message is None:
+            return False
+        self._acked(message)
+        return True
+
+    def _deliver(self, deliveries: list[Delivery]) -> None:
+        for delivery in deliveries:
+            consumer = self._consumers.get(delivery.consumer)
+            if consumer is None:
+                continue
+            message = delivery.event
+            ack = functools.partial(self.ack, consumer.group, message.id)
+            consumer.push(
+                GroupEvent(
+                    message.name,
+                    message.payload,
+                    message.id,
+                    message.origin,
+                    consumer.group,
+                    delivery.attempt,
+                    ack,
+                )
+            )
+        self._wake()  # deadlines were made: perhaps earlier than the timer's

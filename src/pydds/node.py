@@ -36,7 +36,7 @@ from .changes import Change
 from .clock import Clock, RealClock
 from .collector import bulk_load
 from .config import DatabaseSettings, Limits, check_name, check_seconds, warn_renamed
-from .consumers import Consumer, GroupEvent
+from .consumers import Consumer, NodeConsumers
 from .crdt import values
 from .crdt.keydoc import LiveDocs
 from .database import Database, Gate
@@ -62,10 +62,10 @@ from .modules.base import Module
 from .modules.host import ModuleHost
 from .net.auth import Credentials
 from .net.codec import decode_frame, encode_frames
-from .net.groups import ConsumerInfo, Delivery, Groups
+from .net.groups import ConsumerInfo, Groups
 from .net.holders import ValueId
 from .net.membership import Member, MemberState
-from .net.messages import MAX_ACK_TIMEOUT, MAX_CONSUMERS, MIN_ACK_TIMEOUT, Custom, Message
+from .net.messages import Custom, GroupAck, Message
 from .net.peers import NEVER, ClusterSettings, PeerLink, Peers, RareOutput, Traffic, Warmup
 from .net.replication import ConsumersOf, GroupAcked, HoldingDue, PullFor, ResendCustoms
 from .net.transport import Link, Transport
@@ -217,10 +217,15 @@ class Node:
         self._change_listeners: list[Callable[[Change], None]] = []
         self._read_listeners: list[Callable[[str, str], None]] = []
         self._handlers: set[asyncio.Task[None]] = set()
-        #: Consumer groups of custom events as this node sees them (``consume``).
-        self.groups = Groups(self.name)
-        self._consumers: dict[str, Consumer] = {}  # this node's, by id
-        self._consumer_ids = itertools.count(1)
+        #: This node's consumers of groups and its view of the groups (``consume``).
+        self.consumers = NodeConsumers(
+            self.name,
+            self.limits.event_queue,
+            self.clock.now,
+            self._announce_consumers,
+            self._group_acked,
+            self._wake_timer,
+        )
         self._local_event_ids = itertools.count(1)  # custom events of a node with no links
         self._closed = False
         self._closing = False
@@ -582,8 +587,7 @@ class Node:
         publish_custom = self._bus.publish_custom
         for message in out.customs:
             publish_custom(message.origin, message.name, message.payload, message.id)
-            if message.name in self.groups.names:
-                self._deliver(self.groups.event(message, self.clock.now()))
+            self.consumers.event(message)
         for ack_id in out.acks:
             acked = self._acks.pop(ack_id, None)
             if acked is not None and not acked.done():
@@ -809,9 +813,8 @@ class Node:
                 if self._started:
                     self.sweep()
             deadline = min(next_sweep, self._expire_due())
-            if self.groups.due <= now:
-                self._deliver(self.groups.tick(now))
-            deadline = min(deadline, self.groups.due)
+            self.consumers.tick(now)
+            deadline = min(deadline, self.consumers.due)
             if self._peers is not None:
                 deadline = min(deadline, self._peers.tick(now))
                 self._drain()
@@ -1248,8 +1251,7 @@ class Node:
         if self._peers is not None:
             await self._close_links(self._peers)
         self._bus.close()
-        for consumer in list(self._consumers.values()):
-            consumer.close()
+        self.consumers.close()
         tasks = list(self._handlers)
         for task in tasks:
             task.cancel()
@@ -1478,8 +1480,7 @@ class Node:
         self._bus.publish_custom(self.name, name, packed, ident)
         if name in self.groups.names:  # a group consumes it
             ident = ident or f"{self.name}:local:{next(self._local_event_ids)}"
-            message = Custom(ident, name, packed, self.name)
-            self._deliver(self.groups.event(message, self.clock.now()))
+            self.consumers.event(Custom(ident, name, packed, self.name))
         if peers is not None:
             self._drain()
             if peers.congested:
@@ -1539,101 +1540,50 @@ class Node:
 
         Raises:
             InvalidName: ``name`` or ``group`` breaks the naming rules.
-            InvalidValue: ``ack_timeout`` is not a positive number of seconds, or
-                ``maxsize`` < 1.
+            InvalidValue: ``ack_timeout`` is not 0.001 to 1e8 seconds, ``maxsize`` <
+                1, or this node has 4,096 consumers already.
             Unavailable: this is a client (groups are of nodes).
-
-        ``ack_timeout`` is 0.001 to 1e8 seconds; a node has 4,096 consumers at most.
         """
         if self._closed:
             raise NodeClosed(f"node {self.name!r} is closed")
-        check_name("event", name)
-        check_name("group", group)
-        timeout = float(check_seconds("ack_timeout", ack_timeout))
-        if not MIN_ACK_TIMEOUT <= timeout <= MAX_ACK_TIMEOUT:
-            raise InvalidValue(
-                f"ack_timeout is {MIN_ACK_TIMEOUT} to {MAX_ACK_TIMEOUT:g} seconds, not {timeout}"
-            )
-        if maxsize is not None and (type(maxsize) is not int or maxsize < 1):
-            raise InvalidValue(f"maxsize is an int >= 1, not {maxsize!r}")
-        if len(self._consumers) >= MAX_CONSUMERS:
-            raise InvalidValue(f"this node has {MAX_CONSUMERS} consumers already")
         if self.role == "client":
             raise Unavailable("a client cannot consume in a group: consume on a node")
         self.authorize("read")
-        ident = f"{self.name}/{next(self._consumer_ids)}"
-        consumer = Consumer(
-            name,
-            group,
-            ident,
-            timeout,
-            maxsize or self.limits.event_queue,
-            self._consumer_closed,
-        )
-        self._consumers[ident] = consumer
-        info = ConsumerInfo(name, group, ident, timeout)
-        self._deliver(self.groups.add(info, self.clock.now()))
-        self._consumers_changed()
-        return consumer
+        return self.consumers.consume(name, group, ack_timeout, maxsize)
 
-    def _consumer_closed(self, consumer: Consumer) -> None:
-        if self._consumers.pop(consumer.id, None) is not None:
-            self._deliver(self.groups.remove(consumer.id, self.clock.now()))
-            self._consumers_changed()
-
-    def _consumers_changed(self) -> None:
-        """Tell node peers this node's consumers (and wake the timer for their
-        deadlines)."""
-        if self._peers is not None and not self._closed:
-            self._peers.consumers(self.groups.table())
-            self._drain()
-        if self._timer_sleep is not None and self.groups.due < self._armed:
-            self._timer_sleep.cancel()
-
-    def _deliver(self, deliveries: list[Delivery]) -> None:
-        """Give each local consumer what ``Groups`` says is its turn."""
-        for delivery in deliveries:
-            consumer = self._consumers.get(delivery.consumer)
-            if consumer is None:
-                continue
-            message = delivery.event
-            ack = functools.partial(self._group_ack, consumer.group, message.id)
-            consumer.push(
-                GroupEvent(
-                    message.name,
-                    message.payload,
-                    message.id,
-                    message.origin,
-                    consumer.group,
-                    delivery.attempt,
-                    ack,
-                )
-            )
-        if self._timer_sleep is not None and self.groups.due < self._armed:
-            self._timer_sleep.cancel()  # an earlier ack deadline: the timer wakes for it
+    @property
+    def groups(self) -> Groups:
+        """The consumer groups as this node sees them (``pending``, ``given_up``, ...)."""
+        return self.consumers.groups
 
     def ack(self, group: str, ident: str) -> bool:
         """``group`` has handled the custom event ``ident``: no consumer of it gets
         the event again (what ``GroupEvent.ack`` does; over HTTP, ``POST
         /v1/events/ack``). Whether the event was waiting here for an ack."""
-        return self._group_ack(group, ident)
+        return self.consumers.ack(group, ident)
 
-    def _group_ack(self, group: str, ident: str) -> bool:
-        message = self.groups.ack(group, ident)
-        if message is None:
-            return False
+    def _announce_consumers(self, table: tuple[ConsumerInfo, ...]) -> None:
         if self._peers is not None and not self._closed:
-            self._peers.group_ack(group, ident)
+            self._peers.consumers(table)
             self._drain()
-        return True
+
+    def _group_acked(self, message: GroupAck) -> None:
+        if self._peers is not None and not self._closed:
+            self._peers.group_ack(message.group, message.id)
+            self._drain()
 
     def _group_said(self, said: ConsumersOf | GroupAcked) -> None:
         """What a node peer said of its consumers, or of an event a group handled."""
         if isinstance(said, GroupAcked):
             self.groups.acked_by(said.group, said.id)
-            return
-        consumers = [ConsumerInfo(*entry) for entry in said.consumers]
-        self._deliver(self.groups.peer(said.peer, consumers, self.clock.now()))
+        else:
+            self.consumers.peer(said.peer, said.consumers)
+
+    def _wake_timer(self) -> None:
+        """The timer sleeps till an earlier deadline than it was set for."""
+        sleep = self._timer_sleep
+        if sleep is not None and self.consumers.due < self._armed:
+            sleep.cancel()
 
     async def _run_handler(self, subscription: Subscription, handler: Handler) -> None:
         async for event in subscription:
