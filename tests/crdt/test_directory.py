@@ -172,3 +172,13 @@ def test_merging_stored_updates_prunes_and_reads_the_earlier_yjs_format() -> Non
     assert merged == {"old": Entry(3), "recent": Entry(1, True, 0, 50.0)}
     with pytest.raises(InvalidUpdate):
         read_stored(b"\x01\x02garbage")
+
+
+def test_chunks_of_keys_that_are_not_ascii_keep_to_their_bytes() -> None:
+    d = Directory()
+    for i in range(2000):
+        d.put(f"ключ-🔑-{i:04d}" + "ж" * 40, Entry(1))  # about 100 bytes, 50 characters
+    everything = list(range(d.bucket_count()))
+    sent = list(d.chunks(d.bucket_count(), everything, max_bytes=20_000))
+    assert sum(len(decode_update(update)) for update, _ in sent) == 2000
+    assert max(len(update) for update, _ in sent) <= 20_000  # 36,053 when counting characters

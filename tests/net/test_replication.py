@@ -7,6 +7,7 @@ import pytest
 import pydds
 from pydds.crdt.directory import encode_update
 from pydds.net import messages as m
+from pydds.net.codec import encode_frame
 from pydds.net.replication import Replication
 
 from ..helpers import sent
@@ -191,3 +192,15 @@ async def test_a_clients_refused_write_makes_no_database() -> None:
     with pytest.raises(pydds.ProtocolError, match="no entry"):
         gateway.handle("cl", write)
     assert a.databases() == []
+
+
+async def test_holding_messages_keep_to_a_byte_budget() -> None:
+    a = pydds.Node("a")
+    for i in range(300):
+        await a.database("db").set("k" * 900 + str(i), i)  # long keys
+    ra = Replication("a", lambda db: a.database(db)._keyspace, a.databases, chunk_bytes=32_768)
+    ra.opened("b")
+    holding = [message for _, message in sent(ra.holding("b", "db"))]
+    assert sum(len(message.values) for message in holding) == 300  # type: ignore[union-attr]
+    assert len(holding) > 1
+    assert max(len(encode_frame([message])) for message in holding) < 2 * 32_768

@@ -466,7 +466,12 @@ class Directory:
         start, count = 0, len(keys)
         while True:
             end = min(count, start + size)
-            over = sum(map(len, keys[start:end])) + _ENTRY_BYTES * (end - start) - max_bytes
+            some = keys[start:end]
+            # Characters are bytes unless a key is not ASCII (then count its UTF-8).
+            chars = sum(map(len, some))
+            if not all(map(str.isascii, some)):
+                chars = sum(len(key.encode()) for key in some)
+            over = chars + _ENTRY_BYTES * (end - start) - max_bytes
             if over > 0:  # long keys: fewer of them, in proportion
                 end = start + max(1, (end - start) * max_bytes // (max_bytes + over))
             chunk = zip(keys[start:end], entries[start:end], strict=True)

@@ -460,10 +460,19 @@ class Replication:
         ks = self._keyspace(database)
 
         def messages() -> Iterator[m.Message]:
+            budget = self.chunk_bytes  # a message's bytes, about: frames a peer takes
             for start in range(0, len(held), HOLDING_CHUNK):
                 values = ks.held_state_vectors(held[start : start + HOLDING_CHUNK])
-                if values:
-                    yield m.Holding(database, tuple(values))
+                part: list[tuple[str, int, bytes]] = []
+                size = 0
+                for value in values:
+                    size += len(value[0].encode()) + len(value[2]) + 16
+                    if part and size > budget:  # long keys or state vectors: cut here
+                        yield m.Holding(database, tuple(part))
+                        part, size = [], len(value[0].encode()) + len(value[2]) + 16
+                    part.append(value)
+                if part:
+                    yield m.Holding(database, tuple(part))
 
         return [(peer, Streamed(messages()))]
 
