@@ -106,6 +106,8 @@ def test_a_node_survives_corrupted_frames(seed: int, client: bool) -> None:
 @settings(max_examples=3, deadline=None)
 @given(st.integers(0, 2**32))
 @example(1)  # an empty directory step 2 out of the token's scope made a database
+@example(604)  # a Write under another writer's id, its operations from clock 1 on
+@example(832)  # the same in a ValueDiff
 def test_a_hostile_client_changes_nothing_beyond_its_rights(seed: int) -> None:
     # Every message kind, under its own and another writer's id, in and out of its
     # token's scope, with others' origins and event ids: nothing outside its rights

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from pycrdt import Doc, Map
 
 import pydds
 from pydds.crdt.directory import encode_update
+from pydds.crdt.sync import update_writers
 from pydds.net import messages as m
 from pydds.net.codec import encode_frame
 from pydds.net.replication import Replication
@@ -204,3 +206,27 @@ async def test_holding_messages_keep_to_a_byte_budget() -> None:
     assert sum(len(message.values) for message in holding) == 300  # type: ignore[union-attr]
     assert len(holding) > 1
     assert max(len(encode_frame([message])) for message in holding) < 2 * 32_768
+
+
+async def test_a_client_cannot_write_under_another_id_from_a_later_clock() -> None:
+    # An update's state vector leaves out a writer whose operations in it start past
+    # clock 0: the writers are read from a document that takes it.
+    forger = Doc(client_id=99)
+    fields = forger.get("v", type=Map)
+    fields["a"] = "first"
+    before = forger.get_state()
+    fields["b"] = "forged"
+    forged = forger.get_update(before)
+    assert update_writers(forged) == {99}
+    a = pydds.Node("a")
+    await a.database("db").set("k", {"a": 1})
+    gateway = Replication("a", lambda db: a.database(db)._keyspace, a.databases)
+    gateway.opened("cl", "client", None, 7)
+    gen = a.database("db")._keyspace.generation("k")
+    for message in (
+        m.Write("db", "k", gen, "changed", None, forged, "cl"),
+        m.ValueDiff("db", "k", gen, forged),
+    ):
+        with pytest.raises(pydds.ProtocolError, match="own client id"):
+            gateway.handle("cl", message)
+    assert a.database("db")._keyspace.read("k") == {"a": 1}

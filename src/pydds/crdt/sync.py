@@ -8,12 +8,13 @@ when their decoded state vectors are equal.
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
-from pycrdt import get_state
+from pycrdt import Doc, get_state
 
 from ..errors import InvalidUpdate
 
-__all__ = ["decode_state_vector", "update_state_vector", "value_hash"]
+__all__ = ["decode_state_vector", "update_state_vector", "update_writers", "value_hash"]
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -74,6 +75,26 @@ def update_state_vector(update: bytes) -> bytes:
         if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
             raise
         raise InvalidUpdate("an update does not decode") from None
+
+
+def update_writers(update: bytes) -> set[int]:
+    """The Yjs client ids an update writes under: those its state vector lists, and
+    those whose operations in it do not start at clock 0 (an update's state vector
+    leaves them out; a document that takes it lists them, at clock 0, as waiting).
+
+    Raises:
+        InvalidUpdate: the update does not decode.
+    """
+    writers = set(decode_state_vector(update_state_vector(update)))
+    scratch: Doc[Any] = Doc()
+    try:
+        scratch.apply_update(update)
+        waiting = decode_state_vector(bytes(scratch.get_state()))
+    except BaseException as exc:  # as ``update_state_vector``
+        if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+            raise
+        raise InvalidUpdate("an update does not apply") from None
+    return writers | set(waiting)
 
 
 def value_hash(key: str, gen: int, state_vector: bytes) -> int:

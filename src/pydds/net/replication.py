@@ -62,7 +62,7 @@ from typing import ClassVar, TypeGuard
 from ..changes import Change
 from ..config import Limits, check_key
 from ..crdt.directory import CHUNK_BYTES, check_digests, decode_update, encode_update
-from ..crdt.sync import decode_state_vector, update_state_vector
+from ..crdt.sync import decode_state_vector, update_state_vector, update_writers
 from ..crdt.ydoc import EMPTY_STATE_VECTOR
 from ..errors import InvalidName, InvalidUpdate, InvalidValue, KeyNotFound, ProtocolError
 from . import digests
@@ -254,15 +254,6 @@ def _decoded_where_used(
     )
 
 
-def _writers(update: bytes) -> dict[int, int]:
-    """The Yjs client ids an update writes under (with their clocks).
-
-    Raises:
-        InvalidUpdate: the update does not decode.
-    """
-    return decode_state_vector(update_state_vector(update))
-
-
 #: A bucket digest that none matches (a hash of all ones is as likely as any other:
 #: one chance in 2**64 per bucket that the bucket is taken as equal and not sent).
 _NO_MATCH = b"\xff" * 8
@@ -419,7 +410,7 @@ class Replication:
         if update is None:
             return True
         own = self.client_ids.get(peer, 0)
-        return all(writer == own for writer in _writers(update))
+        return all(writer == own for writer in update_writers(update))
 
     def resync(self, peer: str, *, coarse: bool = False) -> list[Send]:
         """Anti-entropy with ``peer``: a sync step 1 for every directory (``coarse``:
