@@ -118,6 +118,14 @@ class Membership:
     def get(self, name: str) -> Member | None:
         return self._members.get(name)
 
+    def count_in(self, states: frozenset[MemberState]) -> tuple[int, int]:
+        """How many members are in ``states``, this node counted as one (it is
+        ``SELF``), and how many members there are (no list made: a write that
+        creates a key asks)."""
+        others = self._members.values()
+        mine = 1 if MemberState.SELF in states else 0
+        return mine + sum(1 for m in others if m.state in states), 1 + len(others)
+
     def _move(
         self,
         name: str,

@@ -683,9 +683,8 @@ class Peers:
         client: whether it links to a node)."""
         if self.role == "client":
             return any(not link.is_client for link in self.links.values())
-        members = self.membership.members()
-        reached = sum(1 for m in members if m.state in _REACHED)
-        return 2 * reached > len(members)
+        reached, members = self.membership.count_in(_REACHED)
+        return 2 * reached > members
 
     def compact(self) -> None:
         """Give back the memory of values no longer held (``Holders.compact``)."""
