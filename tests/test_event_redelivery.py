@@ -120,14 +120,14 @@ def test_a_resend_read_while_the_log_cuts_its_head_skips_nothing() -> None:
 def test_a_cursor_moves_only_past_what_all_came() -> None:
     r = Replication("b", lambda db: None, list)  # type: ignore[arg-type,return-value]
     for n in (1, 2, 3, 5, 6):  # 4 is missing: a resend has yet to bring it
-        r._remember(f"a:x:{n}")
-    assert r.last_seen()["a"] == "a:x:3"
-    r._remember("a:x:4")
-    assert r.last_seen()["a"] == "a:x:6"
-    r._remember("a:y:2")  # a restarted: its events of before are in
-    assert r.last_seen()["a"] == "a:x:6"
-    r._remember("a:y:1")
-    assert r.last_seen()["a"] == "a:y:2"
+        r._remember(f"a:1:{n}")
+    assert r.last_seen()["a"] == "a:1:3"
+    r._remember("a:1:4")
+    assert r.last_seen()["a"] == "a:1:6"
+    r._remember("a:2:2")  # a restarted (a later incarnation sorts after)
+    assert r.last_seen()["a"] == "a:1:6"
+    r._remember("a:2:1")
+    assert r.last_seen()["a"] == "a:2:2"
     assert r.last_seen()["b"].startswith("b:")  # its own, from :0
 
 
@@ -156,3 +156,32 @@ async def test_events_seen_said_again_on_a_link_is_read_once(cluster: Cluster) -
     received = await asyncio.wait_for(drain(rogue), 1)
     resent = [message.payload for message in received if isinstance(message, m.Custom)]
     assert resent == [values.pack(n, 64) for n in (2, 3, 4)]  # once, not fifty times
+
+
+def test_a_cursor_past_gaps_that_never_fill_stays_bounded_and_moves_on() -> None:
+    r = Replication("cl", lambda db: None, list, is_client=True)  # type: ignore[arg-type,return-value]
+    for n in range(1, 50_001, 2):  # every other id of g never comes (the client's own)
+        r._remember(f"g:x:{n}")
+    cursor = r._cursors["g"]
+    assert len(cursor.ahead) <= 10_000
+    assert cursor.counter > 30_000  # moved on past the gaps, half the kept ones at a time
+
+
+def test_an_old_incarnations_ids_sent_late_do_not_turn_a_cursor_back() -> None:
+    r = Replication("b", lambda db: None, list)  # type: ignore[arg-type,return-value]
+    for ident in ("a:2:1", "a:2:2", "a:2:3"):  # what it has: a's second process's
+        r._remember(ident)
+    r._remember("a:1:1")  # a resend from a gateway that holds only the first one's
+    r._remember("a:1:2")
+    r._remember("a:2:4")
+    assert r.last_seen()["a"] == "a:2:4"
+
+
+def test_an_id_of_odd_digits_is_no_counter_and_crashes_nothing() -> None:
+    assert m.event_id_parts("b:i:²") == ("b", "", -1)
+    r = Replication("a", lambda db: None, list)  # type: ignore[arg-type,return-value]
+    r.opened("b")
+    r.handle("b", m.Custom("b:i:²", "e", values.pack(1, 64), "b"))
+    r.handle("b", m.EventsSeen((("a", "a:i:²"),)))
+    r.seen_again([f"x:i:{n}" for n in range(r.seen_limit + 10)])
+    assert len(r._seen) <= r.seen_limit

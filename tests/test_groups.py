@@ -370,3 +370,21 @@ async def test_a_redelivery_to_a_consumer_here_comes_on_time(cluster: Cluster) -
     await cluster.clock.advance(0.25, step=0.05)  # b never acknowledges it
     again = await at_a.get(timeout=1)
     assert again.attempt == 1
+
+
+def test_a_dead_letter_sent_again_is_not_tried_again() -> None:
+    groups = Groups("n0", max_attempts=1)
+    groups.add(ConsumerInfo("job", "g", "n0/1", 1.0))
+    assert len(groups.event(custom(1), now=0.0)) == 1
+    assert groups.tick(1.0) == []  # given up
+    assert groups.event(custom(1), now=2.0) == []  # a resend of it: not again
+
+
+async def test_a_node_whose_clock_is_replaced_times_acks_by_it() -> None:
+    async with pydds.Node("solo") as node:
+        clock = pydds.FakeClock()
+        node.clock = clock
+        jobs = node.consume("job", "g", ack_timeout=5.0)
+        await node.emit("job", 1)
+        assert (await jobs.get(timeout=1)).attempt == 0
+        assert node.groups.due == clock.now() + 5.0

@@ -221,7 +221,7 @@ class Node:
         self.consumers = NodeConsumers(
             self.name,
             self.limits.event_queue,
-            self.clock.now,
+            lambda: self.clock.now(),  # the node's clock, as it is then
             self._announce_consumers,
             self._group_acked,
             self._wake_timer,

@@ -7,7 +7,7 @@ from pycrdt import Doc, Map
 
 import pydds
 from pydds.crdt.directory import encode_update
-from pydds.crdt.sync import update_writers
+from pydds.crdt.sync import update_state_vector, writes_only_as
 from pydds.net import messages as m
 from pydds.net.codec import encode_frame
 from pydds.net.replication import Replication
@@ -217,16 +217,42 @@ async def test_a_client_cannot_write_under_another_id_from_a_later_clock() -> No
     before = forger.get_state()
     fields["b"] = "forged"
     forged = forger.get_update(before)
-    assert update_writers(forged) == {99}
+    assert not writes_only_as(forged, 7)
+    assert writes_only_as(forged, 99)
     a = pydds.Node("a")
     await a.database("db").set("k", {"a": 1})
     gateway = Replication("a", lambda db: a.database(db)._keyspace, a.databases)
     gateway.opened("cl", "client", None, 7)
     gen = a.database("db")._keyspace.generation("k")
+    # And under the node's own id, over an item it made: the update depends on
+    # items it does not carry, so its state vector lists no writer at all.
+    node_writer = Doc(client_id=a.client_id)
+    whole = a.database("db")._keyspace.value_diff("k", gen, b"\x00")
+    assert whole is not None
+    node_writer.apply_update(whole)
+    at = node_writer.get_state()
+    node_writer.get("value", type=Map)["a"] = "forged"
+    over = node_writer.get_update(at)
+    assert update_state_vector(over) in (b"\x00", bytes(at))  # it names no new writer
+    assert not writes_only_as(over, 7)
     for message in (
         m.Write("db", "k", gen, "changed", None, forged, "cl"),
         m.ValueDiff("db", "k", gen, forged),
+        m.ValueDiff("db", "k", gen, over),
     ):
         with pytest.raises(pydds.ProtocolError, match="own client id"):
             gateway.handle("cl", message)
     assert a.database("db")._keyspace.read("k") == {"a": 1}
+
+
+async def test_holding_buckets_keep_to_a_byte_budget() -> None:
+    a = pydds.Node("a")
+    for i in range(300):
+        await a.database("db").set("k" * 900 + str(i), i)
+    ra = Replication("a", lambda db: a.database(db)._keyspace, a.databases, chunk_bytes=32_768)
+    ra.opened("b")
+    buckets = 64
+    answers, _ = ra.handle("b", m.HoldingAsk("db", buckets, tuple(range(buckets))))
+    sent_values = [message for _, message in sent(answers)]
+    assert sum(len(message.values) for message in sent_values) == 300  # type: ignore[union-attr]
+    assert max(len(encode_frame([message])) for message in sent_values) < 2 * 32_768

@@ -222,8 +222,8 @@ class Groups:
             pending.owner = None  # waits for the group's first consumer
             return None
         ident = pending.event.id
-        if pending.attempt >= self.max_attempts:  # a dead letter
-            del self.pending[(pending.group, ident)]
+        if pending.attempt >= self.max_attempts:  # a dead letter: not started again
+            self.acked_by(pending.group, ident)
             self._gave_up(pending.group, ident, f"after {pending.attempt} attempts")
             return None
         if pending.attempt:

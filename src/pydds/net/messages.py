@@ -225,7 +225,7 @@ def event_id_parts(ident: str) -> tuple[str, str, int]:
     """A custom event id's node, incarnation and counter (``node:incarnation:n``;
     an id of another shape: its node, no incarnation, -1)."""
     parts = ident.rsplit(":", 2)
-    if len(parts) == 3 and parts[2].isdigit() and len(parts[2]) < 19:
+    if len(parts) == 3 and parts[2].isascii() and parts[2].isdigit() and len(parts[2]) < 19:
         return parts[0], parts[1], int(parts[2])
     return parts[0], "", -1
 

@@ -30,8 +30,9 @@ Directories are eager, values lazy:
   the client): a client relays nothing and joins no one (``Members`` from a client
   closes the link).
 * Custom events carry an id; each is delivered once (a bounded set of seen ids). An
-  id is its emitter's name, an incarnation (random, new whenever the node object
-  is made: a restarted node's ids never repeat its earlier ones) and a counter. A
+  id is its emitter's name, an incarnation (when the node object was made, and
+  random digits: a restarted node's ids never repeat its earlier ones, and sort
+  after them) and a counter. A
   gateway gives a client's event an id of its own (a client names no event: it
   could otherwise send ids of another's and silence that one's next events). A
   payload over ``max_payload_bytes`` closes the link.
@@ -54,6 +55,7 @@ from __future__ import annotations
 
 import itertools
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -62,7 +64,7 @@ from typing import ClassVar, TypeGuard
 from ..changes import Change
 from ..config import Limits, check_key
 from ..crdt.directory import CHUNK_BYTES, check_digests, decode_update, encode_update
-from ..crdt.sync import decode_state_vector, update_state_vector, update_writers
+from ..crdt.sync import decode_state_vector, update_state_vector, writes_only_as
 from ..crdt.ydoc import EMPTY_STATE_VECTOR
 from ..errors import InvalidName, InvalidUpdate, InvalidValue, KeyNotFound, ProtocolError
 from . import digests
@@ -317,8 +319,10 @@ class Replication:
         self.seen_limit = seen_limit  # custom event ids remembered (oldest forgotten)
         self.is_client = is_client  # this end is a client: its only peer is its gateway
         self.max_payload_bytes = max_payload_bytes  # a custom event's, packed, at most
-        #: The middle of this node's custom event ids (``name:incarnation:counter``).
-        self.incarnation = incarnation if incarnation is not None else secrets.token_hex(8)
+        #: The middle of this node's custom event ids (``name:incarnation:counter``):
+        #: when this process began (Unix milliseconds, 11 hex digits) and 8 random
+        #: ones, so that a later process's sort after an earlier one's.
+        self.incarnation = incarnation or f"{int(time.time() * 1000):011x}{secrets.token_hex(4)}"
         self._event_ids = itertools.count(1)
         self._make_keyspace = keyspace
         self._databases = databases
@@ -409,8 +413,7 @@ class Replication:
         writer's id, even at a future clock, would silence that writer forever)."""
         if update is None:
             return True
-        own = self.client_ids.get(peer, 0)
-        return all(writer == own for writer in update_writers(update))
+        return writes_only_as(update, self.client_ids.get(peer, 0))
 
     def resync(self, peer: str, *, coarse: bool = False) -> list[Send]:
         """Anti-entropy with ``peer``: a sync step 1 for every directory (``coarse``:
@@ -634,8 +637,10 @@ class Replication:
         if cursor is None:
             self._new_cursor(node, incarnation, counter)
             return
-        if incarnation == cursor.incarnation and counter <= cursor.counter:
-            return
+        if incarnation < cursor.incarnation or (
+            incarnation == cursor.incarnation and counter <= cursor.counter
+        ):
+            return  # had, or of a process before the one it is at (sent again late)
         if counter == (cursor.counter + 1 if incarnation == cursor.incarnation else 1):
             if incarnation != cursor.incarnation:  # it restarted: its first event
                 cursor.incarnation = incarnation
@@ -644,12 +649,18 @@ class Replication:
             cursor.absorb()
             return
         cursor.ahead.add((incarnation, counter))
-        if len(cursor.ahead) > MAX_AHEAD:  # a gap that nothing fills: go on past it
-            mine = [n for i, n in cursor.ahead if i == cursor.incarnation]
+        if len(cursor.ahead) > MAX_AHEAD:  # gaps that nothing fills: go on past half
+            ahead = cursor.ahead
+            newest = max(i for i, _ in ahead)
+            if newest > cursor.incarnation:  # its restart's first event never came
+                cursor.incarnation = newest
+                cursor.counter = min(n for i, n in ahead if i == newest) - 1
+            mine = sorted(n for i, n in ahead if i == cursor.incarnation)
             if mine:
-                cursor.counter = min(mine)
-                cursor.absorb()
-            cursor.ahead = {(i, n) for i, n in cursor.ahead if i == cursor.incarnation}
+                cursor.counter = max(cursor.counter, mine[len(mine) // 2])
+            cut, at = cursor.counter, cursor.incarnation
+            cursor.ahead = {(i, n) for i, n in ahead if i == at and n > cut}
+            cursor.absorb()
 
     def _new_cursor(self, node: str, incarnation: str, counter: int) -> None:
         cursors = self._cursors
@@ -661,11 +672,14 @@ class Replication:
         """Custom event ids this node had before it restarted (its event log's, oldest
         first): seen, so not delivered twice, and where to resume from (its own
         cursor stays where this process began)."""
+        seen = self._seen
         for event_id in ids:
             if m.event_id_parts(event_id)[0] == self.name:
-                self._seen[event_id] = None
+                seen[event_id] = None
             else:
                 self._remember(event_id)
+        while len(seen) > self.seen_limit:
+            seen.popitem(last=False)
 
     # -- what peers say -------------------------------------------------------------------
 
@@ -935,16 +949,20 @@ class Replication:
         def answer() -> Send:
             return (peer, m.HoldingBuckets(msg.database, msg.buckets, (*group,), (*values,)))
 
+        size = 0  # of ``values``, about: answers a peer's frames take (long keys)
         for at in sorted(wanted):
             listed = by_bucket.get(at, [])
-            if len(values) + len(listed) > MAX_BUCKET_VALUES and group:
+            listed_size = sum(len(key.encode()) + len(sv) + 16 for key, _, sv in listed)
+            over = size + listed_size > self.chunk_bytes
+            if group and (len(values) + len(listed) > MAX_BUCKET_VALUES or over):
                 out.append(answer())
-                group, values = [], []
+                group, values, size = [], [], 0
             if len(listed) > MAX_BUCKET_VALUES:  # one bucket over the bound: listed, not exact
                 out.extend(self._holding(peer, msg.database, [(k, g) for k, g, _ in listed]))
                 continue
             group.append(at)
             values.extend(listed)
+            size += listed_size
         if group:
             out.append(answer())
         return out, ()
