@@ -185,3 +185,11 @@ def test_an_id_of_odd_digits_is_no_counter_and_crashes_nothing() -> None:
     r.handle("b", m.EventsSeen((("a", "a:i:²"),)))
     r.seen_again([f"x:i:{n}" for n in range(r.seen_limit + 10)])
     assert len(r._seen) <= r.seen_limit
+
+
+def test_an_incarnation_of_an_earlier_release_sorts_before_the_new_ones() -> None:
+    r = Replication("b", lambda db: None, list)  # type: ignore[arg-type,return-value]
+    r._remember("a:c3d2161b2b8f2851:3")  # random, 16 digits: before time-stamped ones
+    new = Replication("a", lambda db: None, list).incarnation  # type: ignore[arg-type,return-value]
+    r._remember(f"a:{new}:1")
+    assert r.last_seen()["a"] == f"a:{new}:1"

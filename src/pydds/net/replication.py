@@ -105,6 +105,17 @@ class PullDone:
     answered: bool
 
 
+def _incarnation_order(incarnation: str) -> tuple[int, str]:
+    """Incarnations sort by when their process began (``Replication.incarnation``);
+    the random ones of earlier releases, shorter, before them all."""
+    return len(incarnation), incarnation
+
+
+def _later(a: str, b: str) -> bool:
+    """Whether incarnation ``a`` began after ``b``."""
+    return _incarnation_order(a) > _incarnation_order(b)
+
+
 @dataclass(slots=True)
 class _Cursor:
     """Up to where a node has every custom event of another: its incarnation and
@@ -637,7 +648,7 @@ class Replication:
         if cursor is None:
             self._new_cursor(node, incarnation, counter)
             return
-        if incarnation < cursor.incarnation or (
+        if _later(cursor.incarnation, incarnation) or (
             incarnation == cursor.incarnation and counter <= cursor.counter
         ):
             return  # had, or of a process before the one it is at (sent again late)
@@ -651,8 +662,8 @@ class Replication:
         cursor.ahead.add((incarnation, counter))
         if len(cursor.ahead) > MAX_AHEAD:  # gaps that nothing fills: go on past half
             ahead = cursor.ahead
-            newest = max(i for i, _ in ahead)
-            if newest > cursor.incarnation:  # its restart's first event never came
+            newest = max((i for i, _ in ahead), key=_incarnation_order)
+            if _later(newest, cursor.incarnation):  # its restart's first event never came
                 cursor.incarnation = newest
                 cursor.counter = min(n for i, n in ahead if i == newest) - 1
             mine = sorted(n for i, n in ahead if i == cursor.incarnation)
