@@ -30,21 +30,31 @@ async def _tombstones(http: Any, node: NodeProcess) -> int:
         return -1
 
 
-async def _state(http: Any, node: NodeProcess) -> dict[str, Any] | None:
-    """Every key of the chaos database and its value, read from ``node``."""
+async def _state(
+    http: Any, node: NodeProcess, why: list[str] | None = None
+) -> dict[str, Any] | None:
+    """Every key of the chaos database and its value, read from ``node`` (None: some
+    read failed, said in ``why`` when given)."""
     try:
         async with http.get(f"{node.http}/v1/databases/{DB}/keys") as response:
             if response.status != 200:
+                if why is not None:
+                    why.append(f"{node.name}: keys {response.status}")
                 return {}
             keys = await response.json()
         out = {}
         for key in keys:
             async with http.get(f"{node.http}/v1/databases/{DB}/keys/{key}") as response:
                 if response.status != 200:
+                    if why is not None:
+                        text = (await response.text())[:120]
+                        why.append(f"{node.name}: {key} {response.status} {text}")
                     return None
                 out[key] = await response.json()
         return out
-    except (OSError, TimeoutError, Exception):
+    except (OSError, TimeoutError, Exception) as exc:
+        if why is not None:
+            why.append(f"{node.name}: {type(exc).__name__} {exc!s:.120}")
         return None
 
 

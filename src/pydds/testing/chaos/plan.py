@@ -61,6 +61,8 @@ class Report:
     #: partition reached every node (None: not within 30 s)
     heal_seconds: list[float | None] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
+    #: Why the replicas could not be read whole when they did not converge
+    unreadable: list[str] = field(default_factory=list)
     compactions: int = 0  # store compaction chunks done, over the nodes' last processes
 
     @property
@@ -114,6 +116,7 @@ class Report:
                 else ""
             ),
             f"store compactions (the nodes' last processes): {self.compactions}",
+            *(f"  not read whole: {why}" for why in self.unreadable),
             f"verdict: {'PASS' if self.ok else 'FAIL'}",
         ]
         return "\n".join(lines)

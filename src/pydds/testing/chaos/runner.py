@@ -107,7 +107,11 @@ async def run(plan: Plan, workdir: str | None = None) -> Report:
             if state is not None:
                 report.converged = True
                 report.seconds_to_identical = round(time.monotonic() - healed, 2)
-            else:
+            else:  # say why no node could be read whole, then count what one has
+                why: list[str] = []
+                for node in nodes.values():
+                    await _state(http, node, why)
+                report.unreadable = why[:10]
                 state = await _state(http, nodes[names[0]])
             report.compactions = sum([await _compactions(http, n) for n in nodes.values()])
             kept = [await _tombstones(http, n) for n in nodes.values()]
