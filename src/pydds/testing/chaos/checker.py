@@ -10,6 +10,9 @@ from .plan import DB, Report
 from .processes import NodeProcess
 from .workload import CREATE, DELETE, _Write
 
+#: What a key reads as when no node holds its value (503): no value a write made.
+UNREADABLE = "<no node holds its value>"
+
 
 async def _compactions(http: Any, node: NodeProcess) -> int:
     """How many compaction chunks ``node``'s store did since the process started."""
@@ -45,6 +48,9 @@ async def _state(
         out = {}
         for key in keys:
             async with http.get(f"{node.http}/v1/databases/{DB}/keys/{key}") as response:
+                if response.status == 503:  # listed, and no node holds its value
+                    out[key] = UNREADABLE  # the same everywhere: checked as lost
+                    continue
                 if response.status != 200:
                     if why is not None:
                         text = (await response.text())[:120]

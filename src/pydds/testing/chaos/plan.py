@@ -61,7 +61,8 @@ class Report:
     #: partition reached every node (None: not within 30 s)
     heal_seconds: list[float | None] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
-    #: Why the replicas could not be read whole when they did not converge
+    #: Keys no node holds the value of (each read 503), or, when the replicas did
+    #: not converge, why each could not be read whole
     unreadable: list[str] = field(default_factory=list)
     compactions: int = 0  # store compaction chunks done, over the nodes' last processes
 
@@ -116,7 +117,7 @@ class Report:
                 else ""
             ),
             f"store compactions (the nodes' last processes): {self.compactions}",
-            *(f"  not read whole: {why}" for why in self.unreadable),
+            *(f"  unreadable: {why}" for why in self.unreadable),
             f"verdict: {'PASS' if self.ok else 'FAIL'}",
         ]
         return "\n".join(lines)

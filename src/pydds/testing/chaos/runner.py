@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .checker import _check, _compactions, _converge, _state, _tombstones
+from .checker import UNREADABLE, _check, _compactions, _converge, _state, _tombstones
 from .faults import _faults
 from .plan import Plan, Report
 from .processes import NodeProcess, _until_linked
@@ -107,6 +107,7 @@ async def run(plan: Plan, workdir: str | None = None) -> Report:
             if state is not None:
                 report.converged = True
                 report.seconds_to_identical = round(time.monotonic() - healed, 2)
+                report.unreadable = [k for k, v in state.items() if v == UNREADABLE][:10]
             else:  # say why no node could be read whole, then count what one has
                 why: list[str] = []
                 for node in nodes.values():
