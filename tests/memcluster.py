@@ -10,7 +10,7 @@ from typing import Any
 import pydds
 from pydds.clock import FakeClock
 from pydds.net import messages as m
-from pydds.net.codec import decode_frame
+from pydds.net.codec import PROTOCOL, decode_frame, encode_frame
 from pydds.net.memory import MemoryNetwork, MemoryTransport
 
 
@@ -94,3 +94,12 @@ async def drain(link: pydds.Link) -> list[m.Message]:
         except pydds.LinkClosed:
             return out
     raise AssertionError("the link did not close")
+
+
+async def as_rogue_client(cluster: Cluster, address: str, *said: m.Message) -> list[m.Message]:
+    """Link to ``address`` as a client named ``rogue``, say ``said`` at once, and
+    return what the node sends until it closes the link (bounded: 1 s)."""
+    rogue = await cluster.network.transport().connect(address)
+    hello = m.Hello("rogue", "client", None, PROTOCOL)
+    await rogue.send(encode_frame([hello, m.Proof(b""), *said]))
+    return await asyncio.wait_for(drain(rogue), 1)

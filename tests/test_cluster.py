@@ -15,7 +15,7 @@ from pydds.crdt.directory import encode_update
 from pydds.net import messages as m
 from pydds.net.codec import PROTOCOL, encode_frame
 
-from .memcluster import Cluster, drain, names, until
+from .memcluster import Cluster, as_rogue_client, drain, names, until
 
 
 async def three(cluster: Cluster) -> tuple[pydds.Node, pydds.Node, pydds.Node]:
@@ -519,10 +519,7 @@ async def test_a_client_is_never_a_gateway(cluster: Cluster) -> None:
     await start_client(cluster, "cl", ["mem://a"])
     # A node cannot join through a client: clients accept no links at all, and a
     # client that sends a member list (a join request) is cut off.
-    quiet = await cluster.network.transport().connect("mem://a")
-    hello = m.Hello("rogue", "client", None, PROTOCOL)
-    await quiet.send(encode_frame([hello, m.Proof(b""), m.Members((("x", "mem://x"),))]))
-    received = await asyncio.wait_for(drain(quiet), 1)
+    received = await as_rogue_client(cluster, "mem://a", m.Members((("x", "mem://x"),)))
     assert isinstance(received[-1], m.Close)
     assert "client cannot send Members" in received[-1].reason
     assert names(a) == ["a"]
@@ -751,10 +748,7 @@ async def test_a_new_key_reaches_members_the_writer_has_no_link_to(cluster: Clus
 )
 async def test_a_client_cannot_say_who_left_or_relay(cluster: Cluster, message: Any) -> None:
     a, _b = await cluster.pair()
-    rogue = await cluster.network.transport().connect("mem://a")
-    hello = m.Hello("rogue", "client", None, PROTOCOL)
-    await rogue.send(encode_frame([hello, m.Proof(b""), message]))
-    received = await asyncio.wait_for(drain(rogue), 1)
+    received = await as_rogue_client(cluster, "mem://a", message)
     assert isinstance(received[-1], m.Close)
     assert f"client cannot send {type(message).__name__}" in received[-1].reason
     assert names(a) == ["a", "b"]

@@ -17,12 +17,12 @@ import pytest
 
 import pydds
 from pydds.net import messages as m
-from pydds.net.codec import PROTOCOL, decode_frame, encode_frame
+from pydds.net.codec import decode_frame, encode_frame
 from pydds.net.groups import ConsumerInfo, Groups
 from pydds.net.replication import Replication
 
 from .helpers import Served, until_member
-from .memcluster import Cluster, drain, until
+from .memcluster import Cluster, as_rogue_client, until
 from .test_cluster import start_client, three
 
 
@@ -203,10 +203,7 @@ async def test_a_client_cannot_consume_and_may_not_speak_for_a_group(cluster: Cl
     with pytest.raises(pydds.Unavailable):
         client.consume("job", "g")
     for said in (m.Consumers((("job", "g", "rogue/1", 5.0),)), m.GroupAck("g", "a:i:1")):
-        rogue = await cluster.network.transport().connect("mem://a")
-        hello = m.Hello("rogue", "client", None, PROTOCOL)
-        await rogue.send(encode_frame([hello, m.Proof(b""), said]))
-        received = await asyncio.wait_for(drain(rogue), 1)
+        received = await as_rogue_client(cluster, "mem://a", said)
         assert isinstance(received[-1], m.Close)
         assert f"client cannot send {type(said).__name__}" in received[-1].reason
     assert not a.groups.remote

@@ -16,12 +16,12 @@ import functools
 import itertools
 from collections import deque
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any
 
 from .config import check_name, check_seconds
 from .crdt import values
 from .errors import InvalidValue, NodeClosed
+from .events import ClosedOnExit
 from .net.groups import ConsumerInfo, Delivery, Groups
 from .net.messages import MAX_ACK_TIMEOUT, MAX_CONSUMERS, MIN_ACK_TIMEOUT, Custom, GroupAck
 
@@ -76,7 +76,7 @@ class GroupEvent:
         )
 
 
-class Consumer:
+class Consumer(ClosedOnExit):
     """The events a group gives one consumer, in the order they come.
 
     Example::
@@ -146,6 +146,11 @@ class Consumer:
                 await self._waiter
         return self._queue.popleft()
 
+    def ready(self, limit: int) -> list[GroupEvent]:
+        """Up to ``limit`` events that are here now, without waiting."""
+        queue = self._queue
+        return [queue.popleft() for _ in range(min(limit, len(queue)))]
+
     def __aiter__(self) -> Consumer:
         return self
 
@@ -154,17 +159,6 @@ class Consumer:
             return await self.get()
         except NodeClosed:
             raise StopAsyncIteration from None
-
-    async def __aenter__(self) -> Consumer:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class NodeConsumers:

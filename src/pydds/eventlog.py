@@ -152,7 +152,7 @@ class EventLog:
     ) -> int:
         """Log an event (``ident``: a custom event's id); its offset."""
         offset = self.next
-        if database is None or key is None or name is not None:
+        if database is None or key is None or name is not None:  # not ``is_keyed``, inline
             fields = (kind, database, key, origin, delta, name, member, when, payload, None)
             self.keep(_tuple_new(Event, (*fields, offset, ident)))
             return offset
@@ -188,7 +188,7 @@ class EventLog:
 
     def _put(self, record: Record) -> None:
         offset, kind, database, key, origin, delta, name, member, when, payload, ident = record
-        if database is None or key is None or name is not None:
+        if database is None or key is None or name is not None:  # not ``is_keyed``
             fields = (kind, database, key, origin, delta, name, member, when, payload, None)
             self._event_offsets.append(offset)
             self._events.append(_tuple_new(Event, (*fields, offset, ident)))

@@ -17,11 +17,11 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from enum import StrEnum
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Self
 
 from .crdt import values
 
-__all__ = ["Event", "EventKind", "Subscription"]
+__all__ = ["ClosedOnExit", "Event", "EventKind", "Subscription"]
 
 
 class EventKind(StrEnum):
@@ -197,7 +197,25 @@ def change_event(
     return event
 
 
-class Subscription:
+class ClosedOnExit:
+    """``async with`` it, and it is closed on the way out (its ``close``)."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class Subscription(ClosedOnExit):
     """A bounded stream of the events that match a filter.
 
     Iterate it with ``async for``; use it with ``async with`` (or call ``close``) to
@@ -341,14 +359,3 @@ class Subscription:
                 await self._waiter
             finally:
                 self._waiter = None
-
-    async def __aenter__(self) -> Subscription:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -823,6 +823,20 @@ async def events(request: web.Request) -> web.StreamResponse:
         since=since,
     )
     with_value = query.get("values", "") in ("1", "true", "yes")
+    return await _stream(
+        request, subscription, b": pydds events\n\n", lambda e: _sse(e, with_value)
+    )
+
+
+async def _stream(
+    request: web.Request,
+    source: Subscription | Consumer,
+    greeting: bytes,
+    encode: Callable[[Any], bytes],
+) -> web.StreamResponse:
+    """Server-Sent Events of what ``source`` gives, in batches, with a comment every
+    ``KEEPALIVE`` seconds while idle, until the reader goes or ``source`` closes
+    (then closed, as it is when the app shuts down: ``STREAMS``)."""
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -831,25 +845,25 @@ async def events(request: web.Request) -> web.StreamResponse:
         }
     )
     streams = request.app[STREAMS]
-    streams.add(subscription)
+    streams.add(source)
     try:
         await response.prepare(request)
-        await response.write(b": pydds events\n\n")
+        await response.write(greeting)
         while True:
             try:
-                first = await subscription.get(timeout=KEEPALIVE)
+                first = await source.get(timeout=KEEPALIVE)
             except TimeoutError:
                 await response.write(b": keepalive\n\n")
                 continue
-            except StopAsyncIteration:
+            except (StopAsyncIteration, NodeClosed):
                 break  # the node or the app is closing
-            batch = [first, *subscription.ready(STREAM_BATCH - 1)]
-            await response.write(b"".join(_sse(e, with_value) for e in batch))
+            batch = [first, *source.ready(STREAM_BATCH - 1)]
+            await response.write(b"".join(map(encode, batch)))
     except ConnectionError:
         pass  # the reader went away
     finally:
-        streams.discard(subscription)
-        subscription.close()
+        streams.discard(source)
+        source.close()
     return response
 
 
@@ -869,36 +883,8 @@ async def _group_events(request: web.Request, names: list[str] | None) -> web.St
     _authorize_custom(request)
     ack_timeout = _seconds(request, "ack_timeout") or 30.0
     consumer = node.consume(names[0], group, ack_timeout=ack_timeout)
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",
-        }
-    )
-    streams = request.app[STREAMS]
-    streams.add(consumer)
-    try:
-        await response.prepare(request)
-        await response.write(f": pydds consumer {consumer.id} of {group}\n\n".encode())
-        while True:
-            try:
-                first = await consumer.get(timeout=KEEPALIVE)
-            except TimeoutError:
-                await response.write(b": keepalive\n\n")
-                continue
-            except NodeClosed:
-                break  # the node or the app is closing
-            batch = [first]
-            while len(consumer) and len(batch) < STREAM_BATCH:
-                batch.append(await consumer.get())
-            await response.write(b"".join(_group_sse(event) for event in batch))
-    except ConnectionError:
-        pass  # the reader went away
-    finally:
-        streams.discard(consumer)
-        consumer.close()
-    return response
+    greeting = f": pydds consumer {consumer.id} of {group}\n\n".encode()
+    return await _stream(request, consumer, greeting, _group_sse)
 
 
 def _authorize_custom(request: web.Request) -> None:

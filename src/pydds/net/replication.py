@@ -105,6 +105,11 @@ class PullDone:
     answered: bool
 
 
+def _held_bytes(key: str, state_vector: bytes) -> int:
+    """What a held value takes in a ``Holding`` or ``HoldingBuckets``, about."""
+    return len(key.encode()) + len(state_vector) + 16
+
+
 def _incarnation_order(incarnation: str) -> tuple[int, str]:
     """Incarnations sort by when their process began (``Replication.incarnation``);
     the random ones of earlier releases, shorter, before them all."""
@@ -339,14 +344,11 @@ class Replication:
         self._databases = databases
         self._known: dict[str, LocalDatabase] = {}  # databases seen here (they live on)
         self._seen: OrderedDict[str, None] = OrderedDict()
-        #: node -> the id of the last custom event it gave that this node has (its
-        #: own last among them): what ``EventsSeen`` says, at most ``MAX_LAST_SEEN``
         #: node -> up to where this node has every custom event it gave an id to (its
         #: own among them): what ``EventsSeen`` says, for at most ``MAX_LAST_SEEN``
         self._cursors: dict[str, _Cursor] = {self.name: _Cursor(self.incarnation, 0)}
         #: This node's consumers of custom events (``consumers``), told to node peers
         self.consumer_table: tuple[tuple[str, str, str, float], ...] = ()
-        self.consuming: set[str] = set()  # node peers that said they have consumers
         self.grants: dict[str, Grant] = {}  # what each client peer may do (its token)
         self.client_ids: dict[str, int] = {}  # each client peer's Yjs client id
         #: (peer, database): sent a whole ``Holding`` on this link; digests from then on
@@ -399,8 +401,7 @@ class Replication:
         return [(peer, m.Consumers(self.consumer_table))]
 
     def _events_seen(self, peer: str) -> list[Send]:
-        """``EventsSeen`` for a peer this node exchanges custom events with (nothing
-        while it has seen none)."""
+        """``EventsSeen`` for a peer this node exchanges custom events with."""
         if not self._may(peer, "read") and not self._may(peer, "emit"):
             return []
         return [(peer, m.EventsSeen(tuple(self.last_seen().items())))]
@@ -471,11 +472,12 @@ class Replication:
                 part: list[tuple[str, int, bytes]] = []
                 size = 0
                 for value in values:
-                    size += len(value[0].encode()) + len(value[2]) + 16
-                    if part and size > budget:  # long keys or state vectors: cut here
+                    value_size = _held_bytes(value[0], value[2])
+                    if part and size + value_size > budget:  # long keys or vectors: cut
                         yield m.Holding(database, tuple(part))
-                        part, size = [], len(value[0].encode()) + len(value[2]) + 16
+                        part, size = [], 0
                     part.append(value)
+                    size += value_size
                 if part:
                     yield m.Holding(database, tuple(part))
 
@@ -510,9 +512,7 @@ class Replication:
             if not waiting:
                 del self.pulls[value]
                 notices.append(PullDone(value, answered=False))
-        if peer in self.consuming:  # what it consumed goes to others
-            self.consuming.discard(peer)
-            notices.append(ConsumersOf(peer, ()))
+        notices.append(ConsumersOf(peer, ()))  # what it consumed (if any) goes to others
         return notices
 
     # -- this node's changes -----------------------------------------------------------
@@ -963,7 +963,7 @@ class Replication:
         size = 0  # of ``values``, about: answers a peer's frames take (long keys)
         for at in sorted(wanted):
             listed = by_bucket.get(at, [])
-            listed_size = sum(len(key.encode()) + len(sv) + 16 for key, _, sv in listed)
+            listed_size = sum(_held_bytes(key, sv) for key, _, sv in listed)
             over = size + listed_size > self.chunk_bytes
             if group and (len(values) + len(listed) > MAX_BUCKET_VALUES or over):
                 out.append(answer())
@@ -1069,10 +1069,6 @@ class Replication:
         return (), (ResendCustoms(peer, resend),)
 
     def _on_consumers(self, peer: str, msg: m.Consumers, from_client: bool) -> Handled:
-        if msg.consumers:
-            self.consuming.add(peer)
-        else:
-            self.consuming.discard(peer)
         return (), (ConsumersOf(peer, msg.consumers),)
 
     def _on_group_ack(self, peer: str, msg: m.GroupAck, from_client: bool) -> Handled:
